@@ -1,0 +1,60 @@
+import Dispatch
+
+/// Micro-benchmarks for `premoe bench` and manual tuning. Never called from unit tests.
+public enum KernelBenchmark {
+    /// One decode-style matmul (`tokens: 1`) over a random `[rows, cols]` weight.
+    /// - Returns: seconds per call (best of `iterations` after one warm-up) and the weight bytes
+    ///   streamed per second.
+    public static func gemv(rows: Int, cols: Int, dtype: DType, threads: Int, iterations: Int = 20)
+        -> (secondsPerCall: Double, gbPerSecond: Double)
+    {
+        let r = matmulTiming(tokens: 1, rows: rows, cols: cols, dtype: dtype, threads: threads, iterations: iterations)
+        return (r.secondsPerCall, Double(rows * cols * dtype.byteSize) / r.secondsPerCall / 1e9)
+    }
+
+    /// One prefill-style matmul over `tokens` tokens.
+    /// - Returns: seconds per call (best of `iterations`) and GFLOP/s (2 · tokens · rows · cols).
+    public static func prefill(tokens: Int, rows: Int, cols: Int, dtype: DType, threads: Int, iterations: Int = 5)
+        -> (secondsPerCall: Double, gflops: Double)
+    {
+        let r = matmulTiming(tokens: tokens, rows: rows, cols: cols, dtype: dtype, threads: threads, iterations: iterations)
+        return (r.secondsPerCall, 2 * Double(tokens * rows * cols) / r.secondsPerCall / 1e9)
+    }
+
+    /// Cost of one `parallelFor` with trivial work on a pool of `threads` (the per-kernel
+    /// hand-off overhead that decode pays hundreds of times per token).
+    public static func parallelForOverhead(threads: Int, iterations: Int = 10_000) -> Double {
+        let pool = ThreadPool(threads: threads)
+        let sink = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+        defer { sink.deallocate() }
+        sink.initialize(repeating: 0, count: 64)
+        for _ in 0..<100 { pool.parallelFor(threads) { r in sink[r.lowerBound * 16] &+= 1 } }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations { pool.parallelFor(threads) { r in sink[r.lowerBound * 16] &+= 1 } }
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 / Double(iterations)
+    }
+
+    static func matmulTiming(tokens: Int, rows: Int, cols: Int, dtype: DType, threads: Int, iterations: Int)
+        -> (secondsPerCall: Double, Void)
+    {
+        var state: UInt32 = 0x1234_5678
+        func next() -> Float {
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 23)
+        }
+        let weight = Tensor.owned((0..<(rows * cols)).map { _ in next() }, shape: [rows, cols], dtype: dtype)
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: tokens * cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows)
+        defer { x.deallocate(); y.deallocate() }
+        for i in 0..<(tokens * cols) { x[i] = next() }
+        let pool = ThreadPool(threads: threads)
+        matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
+        var best = Double.infinity
+        for _ in 0..<max(1, iterations) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        return (best, ())
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+
+// Public kernel entry points. Each takes buffers, counts and strides and never sees a model
+// type. Fast paths are SIMD; `ScalarReference` keeps a plain version of each for tests.
+
+/// Widens `count` elements of `tensor` (starting at element `offset`) to Float.
+public func convertToFloat(_ tensor: Tensor, offset: Int = 0, into out: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.convertToFloat(tensor, offset: offset, into: out, count: count)
+}
+
+/// Linear layer without bias: `y[t, o] = Σ_i x[t, i] · W[o, i]`.
+/// - Parameters:
+///   - x: activations `[tokens, in]`, row-major.
+///   - tokens: number of rows of `x`.
+///   - weight: `[out, in]` in any stored dtype.
+///   - y: output `[tokens, out]`, overwritten.
+///   - pool: threads; work is split by output rows.
+///
+/// Every output element is one fixed-order dot product (see `dot`), so `y` is bit-identical for
+/// any thread count and any batch: row `t` of a batched call equals a `tokens: 1` call on `x[t]`,
+/// and equals `dot(x[t], W[o])` for f32 weights. `y` must not overlap `x`.
+public func matmul(
+    _ x: UnsafePointer<Float>, tokens: Int, weight: Tensor, into y: UnsafeMutablePointer<Float>,
+    pool: ThreadPool
+) {
+    FastMatmul.matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
+}
+
+/// RMSNorm over rows: `out[r, i] = x[r, i] / sqrt(mean_i(x[r]²) + eps) · weight[i]`.
+/// `out` may equal `x`.
+public func rmsNorm(
+    _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int, eps: Float,
+    into out: UnsafeMutablePointer<Float>
+) {
+    FastElementwise.rmsNorm(x, weight: weight, rows: rows, dim: dim, eps: eps, into: out)
+}
+
+/// How rotary pairs are laid out inside a head.
+public enum RoPEStyle: Sendable {
+    /// Hugging Face / NeoX: pairs `(i, i + rotaryDim/2)`.
+    case halfSplit
+    /// GGML / original Llama / DeepSeek's GGUF: pairs `(2i, 2i + 1)`.
+    case interleaved
+}
+
+/// Rotates the first `rotaryDim` dims of every head in place.
+/// - Parameters:
+///   - x: `[tokens, heads, headDim]`.
+///   - positions: position of each token.
+///   - invFreq: `rotaryDim/2` inverse frequencies (already adjusted for RoPE scaling).
+///   - attentionScaling: multiplier on cos and sin (YaRN's mscale; 1 otherwise).
+public func applyRoPE(
+    _ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int, rotaryDim: Int,
+    positions: UnsafePointer<Int>, invFreq: UnsafePointer<Float>, attentionScaling: Float, style: RoPEStyle
+) {
+    FastElementwise.applyRoPE(
+        x, tokens: tokens, heads: heads, headDim: headDim, rotaryDim: rotaryDim, positions: positions,
+        invFreq: invFreq, attentionScaling: attentionScaling, style: style)
+}
+
+/// Softmax in place over `count` values (max-subtracted). Uses a vector `exp` within 2 ulp of
+/// Foundation's; a row holding NaN or +inf gives NaN, as the reference does.
+public func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.softmax(x, count: count)
+}
+
+/// SwiGLU: `out[i] = silu(gate[i]) · up[i]`. `out` may alias `gate` or `up`.
+public func siluMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.siluMul(gate, up, into: out, count: count)
+}
+
+/// `y[i] += a · x[i]`.
+/// Same rounding as the scalar loop (product, then sum; no FMA).
+public func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.axpy(a, x, y, count: count)
+}
+
+/// `Σ a[i] · b[i]` in the fixed order every matmul element uses: one 8-lane FMA chain over the
+/// first `count & ~7` elements, a fixed horizontal sum, then the tail in order with FMA.
+public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    FastElementwise.dot(a, b, count: count)
+}
+
+/// `out[i] = a[i] + b[i]`. `out` may alias `a` or `b`.
+public func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.add(a, b, into: out, count: count)
+}
+
+/// `x[i] *= factor` in place.
+public func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count: Int) {
+    FastElementwise.scale(x, by: factor, count: count)
+}
+
+/// Indices of the `k` largest values, largest first. Ties go to the lower index; NaN ranks below
+/// every number; `-0` and `+0` compare equal. Deterministic, one shared routine for all routers.
+public func topK(_ values: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
+    FastTopK.topK(values, count: count, k: k)
+}
+
+/// Causal grouped-query attention for `queries` new tokens at positions
+/// `start ..< start + queries`; token `t` sees cache positions `0 ... start + t`.
+/// - Parameters:
+///   - q: `[queries, heads, headDim]`.
+///   - keys: cache, position `p` of KV head `g` at `keys + p * keyStride + g * headDim`.
+///   - values: cache, position `p` of KV head `g` at `values + p * valueStride + g * valueDim`.
+///   - scale: multiplier on `q·k` (usually `1/sqrt(headDim)`).
+///   - out: `[queries, heads, valueDim]`.
+public func attention(
+    q: UnsafePointer<Float>, queries: Int, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int,
+    keys: UnsafePointer<Float>, keyStride: Int, values: UnsafePointer<Float>, valueStride: Int,
+    start: Int, scale: Float, into out: UnsafeMutablePointer<Float>, pool: ThreadPool
+) {
+    FastAttention.attention(
+        q: q, queries: queries, heads: heads, kvHeads: kvHeads, headDim: headDim, valueDim: valueDim,
+        keys: keys, keyStride: keyStride, values: values, valueStride: valueStride, start: start,
+        scale: scale, into: out, pool: pool)
+}

@@ -1,0 +1,301 @@
+// Fast `matmul`: y[t, o] = Σ_i x[t, i] · W[o, i] with W stored as f32, f16 or bf16.
+//
+// Every output element follows the summation order of `SIMDSupport.swift` (one SIMD8 FMA chain,
+// `hsum8`, scalar FMA tail), whichever path computes it, so results are bit-identical for any
+// thread count, any chunking and any batch size (a token gives the same row in a batch of 37 as
+// alone).
+//
+// - tokens == 1 (GEMV, memory-bound): 4 weight rows at a time straight from storage, widened in
+//   registers; each row streamed once, four streams in flight.
+// - tokens > 1 (prefill, compute-bound): each thread widens a block of its rows to f32 scratch
+//   once, then runs a 4-row × 3-token register tile over all tokens, so a converted weight
+//   vector is reused by three tokens from a register and by every token from cache.
+
+/// How one weight row is read: 8 lanes widened to Float, or one element.
+protocol WeightRowFormat {
+    static var byteSize: Int { get }
+    static func load8(_ row: UnsafeRawPointer, _ i: Int) -> SIMD8<Float>
+    static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float
+}
+
+enum F32Row: WeightRowFormat {
+    static var byteSize: Int { @inline(__always) get { 4 } }
+    @inline(__always) static func load8(_ row: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        row.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        row.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+    }
+}
+
+enum BF16Row: WeightRowFormat {
+    static var byteSize: Int { @inline(__always) get { 2 } }
+    @inline(__always) static func load8(_ row: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        loadBF16x8(row + i &* 2)
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        bf16ToFloat(row.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
+    }
+}
+
+enum F16Row: WeightRowFormat {
+    static var byteSize: Int { @inline(__always) get { 2 } }
+    @inline(__always) static func load8(_ row: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
+        loadF16x8(row + i &* 2)
+    }
+    @inline(__always) static func load1(_ row: UnsafeRawPointer, _ i: Int) -> Float {
+        f16ToFloat(row.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
+    }
+}
+
+enum FastMatmul {
+    /// Rows per register tile (and the granularity of the thread split).
+    static let tileRows = 4
+    /// Target size of one thread's f32 weight block in prefill (fits the 512 KiB L2 with room).
+    static let blockBytes = 192 * 1024
+
+    static func matmul(
+        _ x: UnsafePointer<Float>, tokens: Int, weight: Tensor, into y: UnsafeMutablePointer<Float>,
+        pool: ThreadPool
+    ) {
+        precondition(weight.shape.count == 2, "matmul weight must be 2-D, got \(weight.shape)")
+        let outF = weight.shape[0]
+        let n = weight.shape[1]
+        guard tokens > 0, outF > 0 else { return }
+        let w = weight.data
+        switch weight.dtype {
+        case .float32: run(F32Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
+        case .bfloat16: run(BF16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
+        case .float16: run(F16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
+        }
+    }
+
+    @inline(__always)
+    static func run<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, outF: Int, n: Int,
+        _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool
+    ) {
+        let groups = (outF + tileRows - 1) / tileRows
+        // Give a thread at least ~64K multiply-adds; below that the hand-off costs more than it saves.
+        let macsPerGroup = max(1, tileRows * n * tokens)
+        let minChunk = max(1, 65_536 / macsPerGroup)
+        pool.parallelFor(groups, minChunk: minChunk) { range in
+            let r0 = range.lowerBound * tileRows
+            let r1 = min(outF, range.upperBound * tileRows)
+            if tokens == 1 || W.self == F32Row.self {
+                rowsDirect(W.self, x, tokens: tokens, w, r0: r0, r1: r1, outF: outF, n: n, y)
+            } else {
+                rowsConverted(W.self, x, tokens: tokens, w, r0: r0, r1: r1, outF: outF, n: n, y)
+            }
+        }
+    }
+
+    /// Rows `r0..<r1` computed straight from storage (GEMV, and f32 weights at any batch).
+    @inline(__always)
+    static func rowsDirect<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, r0: Int, r1: Int,
+        outF: Int, n: Int, _ y: UnsafeMutablePointer<Float>
+    ) {
+        let rowBytes = n &* W.byteSize
+        if tokens == 1 {
+            var r = r0
+            while r &+ 4 <= r1 {
+                tile4x1(W.self, w + r &* rowBytes, rowBytes, x, n, y + r)
+                r &+= 4
+            }
+            while r < r1 {
+                y[r] = dot1(W.self, w + r &* rowBytes, x, n)
+                r &+= 1
+            }
+            return
+        }
+        tiles(W.self, x, tokens: tokens, w + r0 &* rowBytes, rowBytes: rowBytes, rows: r1 &- r0, n: n, y + r0, outF)
+    }
+
+    /// Prefill with f16/bf16 weights: widen a block of rows to f32 scratch, then tile.
+    static func rowsConverted<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, r0: Int, r1: Int,
+        outF: Int, n: Int, _ y: UnsafeMutablePointer<Float>
+    ) {
+        let rowBytes = n &* W.byteSize
+        let blockRows = min(r1 - r0, max(tileRows, (blockBytes / max(1, n * 4)) / tileRows * tileRows))
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * n)
+        defer { scratch.deallocate() }
+        var b = r0
+        while b < r1 {
+            let rows = min(blockRows, r1 &- b)
+            for r in 0..<rows {
+                widenRow(W.self, w + (b &+ r) &* rowBytes, into: scratch + r &* n, n)
+            }
+            tiles(F32Row.self, x, tokens: tokens, UnsafeRawPointer(scratch), rowBytes: n &* 4, rows: rows, n: n, y + b, outF)
+            b &+= rows
+        }
+    }
+
+    @inline(__always)
+    static func widenRow<W: WeightRowFormat>(_: W.Type, _ row: UnsafeRawPointer, into out: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i &+ 8 <= n {
+            store8(W.load8(row, i), out + i)
+            i &+= 8
+        }
+        while i < n {
+            out[i] = W.load1(row, i)
+            i &+= 1
+        }
+    }
+
+    /// All tokens × `rows` rows starting at `w` (row stride `rowBytes`); `y` points at column 0
+    /// of this block in token row 0, token rows `ldy` apart.
+    @inline(__always)
+    static func tiles<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, rowBytes: Int, rows: Int,
+        n: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int
+    ) {
+        var t = 0
+        while t < tokens {
+            let tt = min(3, tokens &- t)
+            let xt = x + t &* n
+            let yt = y + t &* ldy
+            var r = 0
+            while r &+ 4 <= rows {
+                let wr = w + r &* rowBytes
+                switch tt {
+                case 3: tile4x3(W.self, wr, rowBytes, xt, n, yt + r, ldy)
+                case 2: tile4x2(W.self, wr, rowBytes, xt, n, yt + r, ldy)
+                default: tile4x1(W.self, wr, rowBytes, xt, n, yt + r)
+                }
+                r &+= 4
+            }
+            while r < rows {
+                for j in 0..<tt {
+                    yt[j &* ldy &+ r] = dot1(W.self, w + r &* rowBytes, xt + j &* n, n)
+                }
+                r &+= 1
+            }
+            t &+= tt
+        }
+    }
+
+    /// One row · one token, canonical order.
+    @inline(__always)
+    static func dot1<W: WeightRowFormat>(_: W.Type, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i &+ 8 <= n {
+            acc = acc.addingProduct(load8(x + i), W.load8(w, i))
+            i &+= 8
+        }
+        var s = hsum8(acc)
+        while i < n {
+            s = s.addingProduct(x[i], W.load1(w, i))
+            i &+= 1
+        }
+        return s
+    }
+
+    /// Four rows · one token (GEMV): four independent chains, four weight streams.
+    @inline(__always)
+    static func tile4x1<W: WeightRowFormat>(
+        _: W.Type, _ w: UnsafeRawPointer, _ rb: Int, _ x: UnsafePointer<Float>, _ n: Int,
+        _ y: UnsafeMutablePointer<Float>
+    ) {
+        let w0 = w, w1 = w + rb, w2 = w + 2 &* rb, w3 = w + 3 &* rb
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var i = 0
+        while i &+ 8 <= n {
+            let xv = load8(x + i)
+            a0 = a0.addingProduct(xv, W.load8(w0, i))
+            a1 = a1.addingProduct(xv, W.load8(w1, i))
+            a2 = a2.addingProduct(xv, W.load8(w2, i))
+            a3 = a3.addingProduct(xv, W.load8(w3, i))
+            i &+= 8
+        }
+        var s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3)
+        while i < n {
+            let xi = x[i]
+            s0 = s0.addingProduct(xi, W.load1(w0, i))
+            s1 = s1.addingProduct(xi, W.load1(w1, i))
+            s2 = s2.addingProduct(xi, W.load1(w2, i))
+            s3 = s3.addingProduct(xi, W.load1(w3, i))
+            i &+= 1
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3
+    }
+
+    /// Four rows · two tokens.
+    @inline(__always)
+    static func tile4x2<W: WeightRowFormat>(
+        _: W.Type, _ w: UnsafeRawPointer, _ rb: Int, _ x: UnsafePointer<Float>, _ n: Int,
+        _ y: UnsafeMutablePointer<Float>, _ ldy: Int
+    ) {
+        let w0 = w, w1 = w + rb, w2 = w + 2 &* rb, w3 = w + 3 &* rb
+        let x0 = x, x1 = x + n
+        var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>(), a03 = SIMD8<Float>()
+        var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>(), a13 = SIMD8<Float>()
+        var i = 0
+        while i &+ 8 <= n {
+            let u = load8(x0 + i), v = load8(x1 + i)
+            var wv = W.load8(w0, i)
+            a00 = a00.addingProduct(u, wv); a10 = a10.addingProduct(v, wv)
+            wv = W.load8(w1, i)
+            a01 = a01.addingProduct(u, wv); a11 = a11.addingProduct(v, wv)
+            wv = W.load8(w2, i)
+            a02 = a02.addingProduct(u, wv); a12 = a12.addingProduct(v, wv)
+            wv = W.load8(w3, i)
+            a03 = a03.addingProduct(u, wv); a13 = a13.addingProduct(v, wv)
+            i &+= 8
+        }
+        finish(W.self, (a00, a01, a02, a03), w, rb, x0, i, n, y)
+        finish(W.self, (a10, a11, a12, a13), w, rb, x1, i, n, y + ldy)
+    }
+
+    /// Four rows · three tokens: 12 accumulators + 3 activation vectors + 1 weight vector.
+    @inline(__always)
+    static func tile4x3<W: WeightRowFormat>(
+        _: W.Type, _ w: UnsafeRawPointer, _ rb: Int, _ x: UnsafePointer<Float>, _ n: Int,
+        _ y: UnsafeMutablePointer<Float>, _ ldy: Int
+    ) {
+        let w0 = w, w1 = w + rb, w2 = w + 2 &* rb, w3 = w + 3 &* rb
+        let x0 = x, x1 = x + n, x2 = x + 2 &* n
+        var a00 = SIMD8<Float>(), a01 = SIMD8<Float>(), a02 = SIMD8<Float>(), a03 = SIMD8<Float>()
+        var a10 = SIMD8<Float>(), a11 = SIMD8<Float>(), a12 = SIMD8<Float>(), a13 = SIMD8<Float>()
+        var a20 = SIMD8<Float>(), a21 = SIMD8<Float>(), a22 = SIMD8<Float>(), a23 = SIMD8<Float>()
+        var i = 0
+        while i &+ 8 <= n {
+            let u = load8(x0 + i), v = load8(x1 + i), s = load8(x2 + i)
+            var wv = W.load8(w0, i)
+            a00 = a00.addingProduct(u, wv); a10 = a10.addingProduct(v, wv); a20 = a20.addingProduct(s, wv)
+            wv = W.load8(w1, i)
+            a01 = a01.addingProduct(u, wv); a11 = a11.addingProduct(v, wv); a21 = a21.addingProduct(s, wv)
+            wv = W.load8(w2, i)
+            a02 = a02.addingProduct(u, wv); a12 = a12.addingProduct(v, wv); a22 = a22.addingProduct(s, wv)
+            wv = W.load8(w3, i)
+            a03 = a03.addingProduct(u, wv); a13 = a13.addingProduct(v, wv); a23 = a23.addingProduct(s, wv)
+            i &+= 8
+        }
+        finish(W.self, (a00, a01, a02, a03), w, rb, x0, i, n, y)
+        finish(W.self, (a10, a11, a12, a13), w, rb, x1, i, n, y + ldy)
+        finish(W.self, (a20, a21, a22, a23), w, rb, x2, i, n, y + 2 &* ldy)
+    }
+
+    /// Horizontal sums and scalar tails of one token's four row accumulators; stores y[0..<4].
+    @inline(__always)
+    static func finish<W: WeightRowFormat>(
+        _: W.Type, _ acc: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>), _ w: UnsafeRawPointer,
+        _ rb: Int, _ x: UnsafePointer<Float>, _ start: Int, _ n: Int, _ y: UnsafeMutablePointer<Float>
+    ) {
+        let w0 = w, w1 = w + rb, w2 = w + 2 &* rb, w3 = w + 3 &* rb
+        var s0 = hsum8(acc.0), s1 = hsum8(acc.1), s2 = hsum8(acc.2), s3 = hsum8(acc.3)
+        var i = start
+        while i < n {
+            let xi = x[i]
+            s0 = s0.addingProduct(xi, W.load1(w0, i))
+            s1 = s1.addingProduct(xi, W.load1(w1, i))
+            s2 = s2.addingProduct(xi, W.load1(w2, i))
+            s3 = s3.addingProduct(xi, W.load1(w3, i))
+            i &+= 1
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3
+    }
+}

@@ -1,0 +1,237 @@
+import Dispatch
+import Foundation
+
+#if os(Linux)
+import Synchronization
+#endif
+
+/// Splits work across a fixed number of threads. Work is divided into contiguous chunks by
+/// index, and every index is computed by the same code whatever the thread count, so results
+/// never depend on it.
+///
+/// On Linux the pool keeps `threads - 1` persistent worker threads; the caller works too, and
+/// chunks go to whichever thread claims them first (a descheduled worker never stalls a job). Workers spin briefly after each job, then sleep on a condition variable, so the
+/// hundreds of small kernel calls of one decode step cost about a microsecond each instead of
+/// the tens of microseconds of `DispatchQueue.concurrentPerform` (see `KernelBenchmark`).
+/// Elsewhere it uses `concurrentPerform`.
+///
+/// Concurrency: one pool runs one parallel job at a time. A `parallelFor` that finds the pool
+/// busy (a call from another thread, or a nested call from inside a body) does not wait: it runs
+/// its whole job on the calling thread. That is always safe and gives identical results, but it
+/// is serial, so give each concurrently running model its own pool.
+public final class ThreadPool: @unchecked Sendable {
+    /// Number of threads used by `parallelFor`.
+    public let threadCount: Int
+
+    #if os(Linux)
+    private let state: PoolState?
+    #endif
+
+    /// A pool of `threads` workers (at least 1). Worker threads start on the first parallel job.
+    public init(threads: Int) {
+        threadCount = max(1, threads)
+        #if os(Linux)
+        state = threadCount > 1 ? PoolState(workers: threadCount - 1) : nil
+        #endif
+    }
+
+    deinit {
+        #if os(Linux)
+        state?.shutdown()
+        #endif
+    }
+
+    /// A single-threaded pool: runs everything on the caller's thread.
+    public static let serial = ThreadPool(threads: 1)
+
+    /// Calls `body(range)` on disjoint chunks covering `0..<count`, in parallel.
+    /// - Parameters:
+    ///   - count: number of work items (e.g. output rows).
+    ///   - minChunk: smallest chunk worth a thread; small jobs run inline.
+    ///   - body: processes one contiguous range of items.
+    public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(threadCount, max(1, count / max(1, minChunk)))
+        if chunks == 1 {
+            body(0..<count)
+            return
+        }
+        #if os(Linux)
+        if let state, state.tryRun(count: count, chunks: chunks, body) { return }
+        body(0..<count)  // pool busy (concurrent or nested call): run inline, same results
+        #else
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let lo = count * c / chunks
+                let hi = count * (c + 1) / chunks
+                if lo < hi { body(lo..<hi) }
+            }
+        }
+        #endif
+    }
+}
+
+#if os(Linux)
+/// Shared state of the persistent workers.
+///
+/// A job is `chunks` fixed ranges of `0..<count`. The caller publishes the job fields, then one
+/// atomic word `claim` = generation (high 32 bits) | chunks (16) | next unclaimed chunk (16),
+/// with release ordering. The caller and any awake worker claim chunks by compare-and-swap on
+/// that word, so a claim is only ever taken for the job whose generation it read; a worker that
+/// wakes late finds the generation gone or nothing left and does nothing. The caller runs chunks
+/// too (all of them if the workers are asleep or descheduled), then waits until `done` equals
+/// `chunks`: the job's closure never outlives the call, and a claimed chunk keeps the job's
+/// fields stable until it is done. Which thread runs a chunk never changes the result.
+private final class PoolState: @unchecked Sendable {
+    let workers: Int
+    let claim = Atomic<Int>(0)
+    let done = Atomic<Int>(0)
+    let busy = Atomic<Bool>(false)
+    let stopping = Atomic<Bool>(false)
+    var started = false
+    var generation = 0
+
+    // Job fields, written by the caller before publishing.
+    var jobBody: ((Range<Int>) -> Void)?
+    var jobCount = 0
+
+    // Sleeping workers wait here.
+    var mutex = pthread_mutex_t()
+    var cond = pthread_cond_t()
+    var sleepers = 0
+
+    /// Spin iterations before a worker goes to sleep (roughly 50–100 µs).
+    static let spinLimit = 20_000
+
+    init(workers: Int) {
+        self.workers = workers
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func startWorkers() {
+        started = true
+        for w in 0..<workers {
+            let thread = Thread { [self] in self.workerLoop() }
+            thread.name = "premoe-kernels-\(w + 1)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    @inline(__always) static func generation(_ word: Int) -> Int { word >> 32 }
+
+    /// Claims the next chunk of job `gen`, or returns nil when it has none left or is gone.
+    @inline(__always)
+    func claimChunk(generation gen: Int) -> (chunk: Int, chunks: Int)? {
+        var word = claim.load(ordering: .acquiring)
+        while true {
+            let chunks = (word >> 16) & 0xFFFF
+            let next = word & 0xFFFF
+            guard Self.generation(word) == gen, next < chunks else { return nil }
+            let (exchanged, original) = claim.compareExchange(
+                expected: word, desired: word + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return (next, chunks) }
+            word = original
+        }
+    }
+
+    @inline(__always)
+    func range(_ chunk: Int, of chunks: Int) -> Range<Int> {
+        let count = jobCount
+        return (count * chunk / chunks)..<(count * (chunk + 1) / chunks)
+    }
+
+    func tryRun(count: Int, chunks: Int, _ body: (Range<Int>) -> Void) -> Bool {
+        guard chunks <= 0xFFFF,
+            busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+        else { return false }
+        if !started { startWorkers() }
+        withoutActuallyEscaping(body) { body in
+            jobBody = body
+            jobCount = count
+            done.store(0, ordering: .relaxed)
+            generation = (generation + 1) & 0x7FFF_FFFF
+            let gen = generation
+            claim.store((gen << 32) | (chunks << 16), ordering: .releasing)
+            pthread_mutex_lock(&mutex)
+            if sleepers > 0 { pthread_cond_broadcast(&cond) }
+            pthread_mutex_unlock(&mutex)
+
+            while let (chunk, chunks) = claimChunk(generation: gen) {
+                let r = range(chunk, of: chunks)
+                if !r.isEmpty { body(r) }
+                done.add(1, ordering: .releasing)
+            }
+            var spins = 0
+            while done.load(ordering: .acquiring) != chunks {
+                spins += 1
+                if spins > 1000 { sched_yield() }
+            }
+            jobBody = nil
+        }
+        busy.store(false, ordering: .releasing)
+        return true
+    }
+
+    func workerLoop() {
+        var seen = 0
+        while true {
+            var word = claim.load(ordering: .acquiring)
+            var spins = 0
+            while Self.generation(word) == seen {
+                if stopping.load(ordering: .relaxed) { return }
+                spins += 1
+                if spins > Self.spinLimit {
+                    pthread_mutex_lock(&mutex)
+                    sleepers += 1
+                    while Self.generation(claim.load(ordering: .acquiring)) == seen
+                        && !stopping.load(ordering: .relaxed)
+                    {
+                        pthread_cond_wait(&cond, &mutex)
+                    }
+                    sleepers -= 1
+                    pthread_mutex_unlock(&mutex)
+                    spins = 0
+                } else if spins & 255 == 0 {
+                    sched_yield()  // be polite on oversubscribed machines
+                }
+                word = claim.load(ordering: .acquiring)
+            }
+            if stopping.load(ordering: .relaxed) { return }
+            seen = Self.generation(word)
+            work(generation: seen)
+        }
+    }
+
+    /// Runs chunks of job `gen` while any are left.
+    func work(generation gen: Int) {
+        while let (chunk, chunks) = claimChunk(generation: gen) {
+            // The claimed, unfinished chunk pins the job: its fields are stable until `done`.
+            runClaimed(chunk, of: chunks)
+            done.add(1, ordering: .releasing)
+        }
+    }
+
+    /// A separate, never-inlined function so that the worker's reference to the job's closure
+    /// is released before it reports the chunk done (the caller's `withoutActuallyEscaping`
+    /// checks that nothing kept the closure).
+    @inline(never)
+    func runClaimed(_ chunk: Int, of chunks: Int) {
+        let r = range(chunk, of: chunks)
+        if !r.isEmpty, let body = jobBody { body(r) }
+    }
+
+    func shutdown() {
+        stopping.store(true, ordering: .releasing)
+        pthread_mutex_lock(&mutex)
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+}
+#endif

@@ -1,0 +1,188 @@
+import Kernels
+
+/// Options for loading a model.
+public struct LoadOptions: Sendable {
+    /// Kernel threads.
+    public var threads: Int
+    /// Per MoE layer, the original indices of the routed experts to load, in router-row order;
+    /// layers not listed load every expert. nil loads everything.
+    public var keptExperts: [Int: [Int]]?
+    /// Read routed experts into memory (only their bytes) instead of memory-mapping the files.
+    public var copyExperts: Bool
+    /// Load routed experts at all. Without them the model can still run up to a router
+    /// (`forward(_:cache:stopAfterRouterOf:)`), which is how retrieval avoids expert I/O.
+    public var loadExperts: Bool
+
+    public init(threads: Int = 0, keptExperts: [Int: [Int]]? = nil, copyExperts: Bool = false, loadExperts: Bool = true) {
+        self.threads = threads
+        self.keptExperts = keptExperts
+        self.copyExperts = copyExperts
+        self.loadExperts = loadExperts
+    }
+}
+
+/// How a Hugging Face decoder checkpoint names its tensors. The common parts (embeddings,
+/// attention, norms) are shared by every family here; the fields are what differs.
+public struct HFDecoderLayout: Sendable {
+    /// Prefixes tried for the MoE block, in order (`mlp`; Mixtral writes `block_sparse_moe`,
+    /// but its fused save writes `mlp`).
+    public var moeBlockNames: [String] = ["mlp"]
+    /// Per-expert projection names: gate, up, down (Mixtral: w1, w3, w2).
+    public var expertProjections: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")
+    /// Shared expert module name (`shared_expert` in Qwen2-MoE, `shared_experts` in DeepSeek).
+    public var sharedExpert: String = "shared_expert"
+    /// Sigmoid gate on the shared expert.
+    public var sharedExpertGate: String = "shared_expert_gate"
+
+    public init() {}
+
+    /// Builds the model from `source`, checking every tensor against `spec`.
+    /// - Throws: `ModelError.weightProblems` listing every missing, misshaped or unused tensor.
+    func build(spec: DecoderSpec, source: TensorSource, options: LoadOptions, directory: String) throws -> DecoderModel {
+        let binder = WeightBinder(source: source)
+        let h = spec.hiddenSize
+        let qWidth = spec.headCount * spec.headDim
+        let kvWidth = spec.kvHeadCount * spec.headDim
+        let embedding = binder.tensor("model.embed_tokens.weight", shape: [spec.vocabularySize, h])
+
+        func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) -> Linear {
+            Linear(weight: binder.tensor("\(name).weight", shape: [out, inFeatures]),
+                   bias: bias ? binder.floats("\(name).bias", count: out) : nil)
+        }
+        func mlp(_ prefix: String, intermediate: Int, names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) -> GatedMLP {
+            GatedMLP(gate: linear("\(prefix).\(names.gate)", out: intermediate, in: h),
+                     up: linear("\(prefix).\(names.up)", out: intermediate, in: h),
+                     down: linear("\(prefix).\(names.down)", out: h, in: intermediate))
+        }
+
+        var layers: [DecoderLayer] = []
+        for l in 0..<spec.layerCount {
+            let p = "model.layers.\(l)"
+            let a = "\(p).self_attn"
+            let (qNorm, kNorm): ([Float]?, [Float]?)
+            switch spec.qkNorm {
+            case .none: (qNorm, kNorm) = (nil, nil)
+            case .perHead:
+                (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: spec.headDim),
+                                  binder.floats("\(a).k_norm.weight", count: spec.headDim))
+            case .wholeProjection:
+                (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: qWidth),
+                                  binder.floats("\(a).k_norm.weight", count: kvWidth))
+            }
+            let attention = Attention(
+                q: linear("\(a).q_proj", out: qWidth, in: h, bias: spec.qkvBias),
+                k: linear("\(a).k_proj", out: kvWidth, in: h, bias: spec.qkvBias),
+                v: linear("\(a).v_proj", out: kvWidth, in: h, bias: spec.qkvBias),
+                o: linear("\(a).o_proj", out: h, in: qWidth, bias: spec.outputBias),
+                qNorm: qNorm, kNorm: kNorm)
+            let feedForward: FeedForward
+            switch spec.feedForward[l] {
+            case .dense(let intermediate):
+                feedForward = .dense(mlp("\(p).mlp", intermediate: intermediate))
+            case .moe(let moe):
+                feedForward = .moe(buildMoE(moe, layer: l, prefix: p, binder: binder, options: options, mlp: mlp))
+            }
+            layers.append(DecoderLayer(
+                inputNorm: binder.floats("\(p).input_layernorm.weight", count: h),
+                attention: attention,
+                postAttentionNorm: binder.floats("\(p).post_attention_layernorm.weight", count: h),
+                feedForward: feedForward))
+        }
+        let finalNorm = binder.floats("model.norm.weight", count: h)
+        let lmHead: Tensor
+        if spec.tieWordEmbeddings {
+            lmHead = embedding
+            binder.skip("lm_head.weight")  // some tied checkpoints still carry a copy
+        } else {
+            lmHead = binder.tensor("lm_head.weight", shape: [spec.vocabularySize, h])
+        }
+        // Buffers some exporters write that the model recomputes.
+        try binder.finish(directory: directory) { $0.hasSuffix("rotary_emb.inv_freq") }
+        let threads = options.threads > 0 ? options.threads : ProcessInfoThreads.default
+        return DecoderModel(spec: spec, embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead,
+                            pool: ThreadPool(threads: threads))
+    }
+
+    /// Binds one MoE block: router, the routed experts to hold (per-expert or fused layout),
+    /// shared expert and its gate.
+    private func buildMoE(
+        _ moe: MoESpec, layer l: Int, prefix p: String, binder: WeightBinder, options: LoadOptions,
+        mlp: (String, Int, (gate: String, up: String, down: String)) -> GatedMLP
+    ) -> MoEBlock {
+        let h = binder.source.shape(of: "model.embed_tokens.weight")?.last ?? 0
+        let block = moeBlockNames.first { binder.contains("\(p).\($0).gate.weight") } ?? moeBlockNames[0]
+        let m = "\(p).\(block)"
+        let e = moe.expertCount
+        let inter = moe.expertIntermediateSize
+        let routerFull = binder.tensor("\(m).gate.weight", shape: [e, h])
+        let kept = options.keptExperts?[l] ?? Array(0..<e)
+        let fused = binder.contains("\(m).experts.gate_up_proj")
+        var experts: [GatedMLP] = []
+        let keptSet = Set(kept)
+        if fused {
+            let gateUpShape = [e, 2 * inter, h]
+            let downShape = [e, h, inter]
+            if options.loadExperts {
+                for id in kept {
+                    let gateUp = binder.rows("\(m).experts.gate_up_proj", shape: gateUpShape, rows: id..<(id + 1), copy: options.copyExperts)
+                        .reshaped([2 * inter, h])
+                    let down = binder.rows("\(m).experts.down_proj", shape: downShape, rows: id..<(id + 1), copy: options.copyExperts)
+                        .reshaped([h, inter])
+                    experts.append(GatedMLP(gate: Linear(weight: gateUp.rows(0..<inter)),
+                                            up: Linear(weight: gateUp.rows(inter..<(2 * inter))),
+                                            down: Linear(weight: down)))
+                }
+            } else {
+                binder.skip("\(m).experts.gate_up_proj")
+                binder.skip("\(m).experts.down_proj")
+            }
+        } else {
+            let names = expertProjections
+            for id in 0..<e {
+                let x = "\(m).experts.\(id)"
+                guard options.loadExperts && keptSet.contains(id) else {
+                    for n in [names.gate, names.up, names.down] { binder.skip("\(x).\(n).weight") }
+                    continue
+                }
+            }
+            if options.loadExperts {
+                for id in kept {
+                    let x = "\(m).experts.\(id)"
+                    let c = options.copyExperts
+                    experts.append(GatedMLP(
+                        gate: Linear(weight: binder.tensor("\(x).\(names.gate).weight", shape: [inter, h], copy: c)),
+                        up: Linear(weight: binder.tensor("\(x).\(names.up).weight", shape: [inter, h], copy: c)),
+                        down: Linear(weight: binder.tensor("\(x).\(names.down).weight", shape: [h, inter], copy: c))))
+                }
+            }
+        }
+        let router = kept == Array(0..<e) ? Linear(weight: routerFull) : Linear(weight: gatherRows(routerFull, kept))
+        var shared: GatedMLP?
+        var sharedGate: Tensor?
+        if let sharedSize = moe.sharedIntermediateSize {
+            shared = mlp("\(m).\(sharedExpert)", sharedSize, ("gate_proj", "up_proj", "down_proj"))
+            if moe.sharedExpertGate {
+                sharedGate = binder.tensor("\(m).\(sharedExpertGate).weight", shape: [1, h]).reshaped([h])
+            }
+        }
+        return MoEBlock(spec: moe, router: router, experts: experts, expertIDs: kept, shared: shared, sharedGate: sharedGate)
+    }
+}
+
+/// A new owned tensor holding rows `indices` of `tensor` (same dtype), in that order.
+func gatherRows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
+    let rowBytes = tensor.rowLength * tensor.dtype.byteSize
+    let buffer = TensorBuffer(byteCount: indices.count * rowBytes)
+    for (i, r) in indices.enumerated() {
+        buffer.pointer.advanced(by: i * rowBytes).copyMemory(from: tensor.data + r * rowBytes, byteCount: rowBytes)
+    }
+    var shape = tensor.shape
+    shape[0] = indices.count
+    return Tensor(dtype: tensor.dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+}
+
+import Foundation
+
+enum ProcessInfoThreads {
+    static var `default`: Int { ProcessInfo.processInfo.activeProcessorCount }
+}

@@ -1,0 +1,67 @@
+import Kernels
+
+/// A linear layer `y = x Wᵀ + b` computed straight from the stored weight (any dtype).
+public struct Linear: @unchecked Sendable {
+    /// `[out, in]`, row-major.
+    public let weight: Tensor
+    /// Optional bias `[out]`, widened to f32 at load time (it is small).
+    public let bias: [Float]?
+
+    public init(weight: Tensor, bias: [Float]? = nil) {
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public var outFeatures: Int { weight.shape[0] }
+    public var inFeatures: Int { weight.shape[1] }
+
+    /// `y[t, :] = W x[t, :] + b` for `tokens` rows.
+    /// - Parameters:
+    ///   - x: `[tokens, in]`.
+    ///   - y: `[tokens, out]`, overwritten.
+    func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
+        if let bias {
+            let n = outFeatures
+            bias.withUnsafeBufferPointer { b in
+                for t in 0..<tokens {
+                    let row = y + t * n
+                    for o in 0..<n { row[o] += b[o] }
+                }
+            }
+        }
+    }
+}
+
+/// A SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`. Used for dense layers, routed experts
+/// and shared experts alike.
+public struct GatedMLP: @unchecked Sendable {
+    public let gate: Linear
+    public let up: Linear
+    public let down: Linear
+
+    public init(gate: Linear, up: Linear, down: Linear) {
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
+    public var intermediateSize: Int { gate.outFeatures }
+
+    /// Bytes of weight storage.
+    public var byteCount: Int { gate.weight.byteCount + up.weight.byteCount + down.weight.byteCount }
+
+    /// `y = MLP(x)` for `tokens` rows; `scratch` must hold `2 · tokens · intermediateSize` floats.
+    func apply(
+        _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>, pool: ThreadPool
+    ) {
+        let inner = tokens * intermediateSize
+        let g = scratch
+        let u = scratch + inner
+        gate.apply(x, tokens: tokens, into: g, pool: pool)
+        up.apply(x, tokens: tokens, into: u, pool: pool)
+        siluMul(g, u, into: g, count: inner)
+        down.apply(g, tokens: tokens, into: y, pool: pool)
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import Kernels
+
+/// The feed-forward half of a decoder layer.
+public enum FeedForward: @unchecked Sendable {
+    case dense(GatedMLP)
+    case moe(MoEBlock)
+}
+
+/// One transformer block: pre-norm attention and pre-norm feed-forward, both residual.
+public struct DecoderLayer: @unchecked Sendable {
+    public let inputNorm: [Float]
+    public let attention: Attention
+    public let postAttentionNorm: [Float]
+    public var feedForward: FeedForward
+}
+
+/// Which positions' logits a forward pass returns.
+public enum LogitsMode: Sendable {
+    /// One row per input token, `[tokens, vocab]`.
+    case all
+    /// Only the last token's row, `[vocab]`.
+    case last
+    /// None (fills the cache only).
+    case none
+}
+
+/// A decoder-only transformer (dense or MoE) that runs on the CPU from stored weights.
+/// One forward pass at a time per model (it owns its scratch buffers).
+public final class DecoderModel: @unchecked Sendable {
+    public let spec: DecoderSpec
+    /// `[vocab, hidden]`.
+    public let embedding: Tensor
+    public private(set) var layers: [DecoderLayer]
+    public let finalNorm: [Float]
+    /// `[vocab, hidden]`; the embedding itself when tied.
+    public let lmHead: Tensor
+    /// Receives every routing decision while set.
+    public var observer: RouterObserver?
+    /// Threads used by the kernels.
+    public var pool: ThreadPool
+    private let workspace = Workspace()
+
+    public init(spec: DecoderSpec, embedding: Tensor, layers: [DecoderLayer], finalNorm: [Float], lmHead: Tensor,
+                pool: ThreadPool = ThreadPool(threads: ProcessInfo.processInfo.activeProcessorCount)) {
+        self.spec = spec
+        self.embedding = embedding
+        self.layers = layers
+        self.finalNorm = finalNorm
+        self.lmHead = lmHead
+        self.pool = pool
+    }
+
+    /// An empty KV cache sized for this model.
+    public func makeCache(capacity: Int = 256) -> KVCache {
+        KVCache(layers: spec.layerCount, keyWidth: spec.kvHeadCount * spec.headDim,
+                valueWidth: spec.kvHeadCount * spec.headDim, initialCapacity: capacity)
+    }
+
+    /// Replaces layer `index`'s feed-forward (used when experts are pruned or loaded later).
+    public func setFeedForward(_ feedForward: FeedForward, layer index: Int) {
+        layers[index].feedForward = feedForward
+    }
+
+    /// Runs `tokens` at the positions after those already in `cache`, appending to it.
+    /// - Parameters:
+    ///   - tokens: token ids, each in `0..<vocabularySize`.
+    ///   - cache: the sequence's KV cache.
+    ///   - logits: which rows of logits to return.
+    ///   - stopAfterRouterOf: if set, stop once that MoE layer's router has routed (the observer
+    ///     has seen it) without running any expert; returns no logits and leaves the cache
+    ///     unadvanced. This is how retrieval computes a signature before any expert is loaded.
+    /// - Returns: logits `[tokens, vocab]` (`.all`), `[vocab]` (`.last`) or `[]`.
+    /// - Throws: `ModelError` for empty input, ids out of range or a context too long.
+    @discardableResult
+    public func forward(_ tokens: [Int], cache: KVCache, logits mode: LogitsMode = .last,
+                        stopAfterRouterOf stopLayer: Int? = nil) throws -> [Float] {
+        guard !tokens.isEmpty else { throw ModelError.emptyInput("no tokens to run") }
+        for id in tokens where id < 0 || id >= spec.vocabularySize {
+            throw ModelError.tokenOutOfRange(id: id, vocabularySize: spec.vocabularySize)
+        }
+        let total = cache.count + tokens.count
+        if let window = spec.slidingWindow, total > window {
+            throw ModelError.contextTooLong(positions: total, limit: window, reason: "sliding-window attention is not implemented")
+        }
+        let n = tokens.count
+        let h = spec.hiddenSize
+        let x = workspace.buffer(.residual, n * h)
+        let normed = workspace.buffer(.normed, n * h)
+        let blockOut = workspace.buffer(.blockOut, n * h)
+        for (t, id) in tokens.enumerated() {
+            convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
+        }
+        cache.reserve(n)
+        let positions = (cache.count..<total).map { $0 }
+        positions.withUnsafeBufferPointer { positions in
+            for (l, layer) in layers.enumerated() {
+                layer.inputNorm.withUnsafeBufferPointer { w in
+                    rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
+                }
+                layer.attention.apply(normed, tokens: n, layer: l, spec: spec, cache: cache,
+                                      positions: positions.baseAddress!, into: blockOut, workspace: workspace, pool: pool)
+                for i in 0..<(n * h) { x[i] += blockOut[i] }
+                layer.postAttentionNorm.withUnsafeBufferPointer { w in
+                    rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
+                }
+                switch layer.feedForward {
+                case .dense(let mlp):
+                    let scratch = workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize)
+                    mlp.apply(normed, tokens: n, into: blockOut, scratch: scratch, pool: pool)
+                case .moe(let block):
+                    if l == stopLayer {
+                        _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
+                        return
+                    }
+                    block.apply(normed, tokens: n, hidden: h, layer: l, into: blockOut,
+                                observer: observer, workspace: workspace, pool: pool)
+                }
+                for i in 0..<(n * h) { x[i] += blockOut[i] }
+            }
+        }
+        if stopLayer != nil { return [] }
+        cache.advance(n)
+
+        let rows: Range<Int>
+        switch mode {
+        case .none: return []
+        case .all: rows = 0..<n
+        case .last: rows = (n - 1)..<n
+        }
+        let vocab = spec.vocabularySize
+        finalNorm.withUnsafeBufferPointer { w in
+            rmsNorm(x + rows.lowerBound * h, weight: w.baseAddress!, rows: rows.count, dim: h, eps: spec.rmsNormEps, into: normed)
+        }
+        var result = [Float](repeating: 0, count: rows.count * vocab)
+        result.withUnsafeMutableBufferPointer { out in
+            matmul(normed, tokens: rows.count, weight: lmHead, into: out.baseAddress!, pool: pool)
+        }
+        return result
+    }
+
+    /// Bytes of weights held, split into routed experts and everything else.
+    public var weightBytes: (backbone: Int, experts: Int) {
+        var backbone = embedding.byteCount + (spec.tieWordEmbeddings ? 0 : lmHead.byteCount) + finalNorm.count * 4
+        var experts = 0
+        for layer in layers {
+            backbone += layer.attention.byteCount + (layer.inputNorm.count + layer.postAttentionNorm.count) * 4
+            switch layer.feedForward {
+            case .dense(let mlp): backbone += mlp.byteCount
+            case .moe(let block):
+                experts += block.expertBytes
+                backbone += block.router.weight.byteCount + (block.shared?.byteCount ?? 0) + (block.sharedGate?.byteCount ?? 0)
+            }
+        }
+        return (backbone, experts)
+    }
+}
+

@@ -1,0 +1,56 @@
+import Formats
+import Foundation
+import Kernels
+import Tokenization
+
+/// A model loaded from a directory: the network, its tokenizer (if the directory has one) and
+/// where it came from.
+public struct LoadedModel {
+    public let model: DecoderModel
+    public let tokenizer: Tokenizer?
+    public let directory: URL
+    /// The raw `config.json` bytes (for fingerprints and export).
+    public let configData: Data
+    public let checkpoint: TensorSource
+}
+
+/// Opens model directories (`config.json` + safetensors + `tokenizer.json`).
+public enum ModelLoader {
+    /// Reads only `config.json` and returns the model's shared spec — no weights are touched.
+    /// - Throws: `ModelError` for a missing/invalid config or an unsupported `model_type`.
+    public static func spec(at directory: URL) throws -> DecoderSpec {
+        try readSpec(directory).spec
+    }
+
+    private static func readSpec(_ directory: URL) throws -> (spec: DecoderSpec, layout: HFDecoderLayout, data: Data) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory) else {
+            throw ModelError.notAModel(path: directory.path, reason: "no such file or directory")
+        }
+        guard isDirectory.boolValue else {
+            throw ModelError.notAModel(path: directory.path, reason: "expected a directory with config.json and *.safetensors")
+        }
+        let configURL = directory.appendingPathComponent("config.json")
+        guard let data = try? Data(contentsOf: configURL) else {
+            throw ModelError.notAModel(path: directory.path, reason: "no readable config.json")
+        }
+        let (spec, layout) = try ModelRegistry.spec(configData: data, file: configURL.path)
+        return (spec, layout, data)
+    }
+
+    /// Loads a model directory. The architecture is checked before any weight file is opened.
+    /// - Parameters:
+    ///   - directory: folder with `config.json`, `model.safetensors` (or an index and shards) and
+    ///     optionally `tokenizer.json`.
+    ///   - options: threads, which experts to load and how.
+    /// - Throws: `ModelError` (config, unsupported type, every weight problem together),
+    ///   `CheckpointError` (corrupt files), `TokenizerError`.
+    public static func load(_ directory: URL, options: LoadOptions = LoadOptions()) throws -> LoadedModel {
+        let (spec, layout, data) = try readSpec(directory)
+        let checkpoint = try SafetensorsCheckpoint(directory: directory)
+        let model = try layout.build(spec: spec, source: checkpoint, options: options, directory: directory.path)
+        let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
+        let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(url: directory) : nil
+        return LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data, checkpoint: checkpoint)
+    }
+}

@@ -1,0 +1,111 @@
+import Formats
+import Kernels
+
+/// Where a model's tensors come from (a safetensors checkpoint; GGUF later). Names are the
+/// checkpoint's own.
+public protocol TensorSource: AnyObject {
+    /// Every tensor name, sorted.
+    var tensorNames: [String] { get }
+    /// Shape of `name`, or nil if absent. Must not read tensor data.
+    func shape(of name: String) -> [Int]?
+    /// A zero-copy view of `name` (memory-mapped).
+    func tensor(_ name: String) throws -> Tensor
+    /// Rows `rows` of the slowest axis of `name`, read into owned memory (only those bytes).
+    func readRows(_ name: String, rows: Range<Int>) throws -> Tensor
+}
+
+extension SafetensorsCheckpoint: TensorSource {
+    public func shape(of name: String) -> [Int]? {
+        (try? entry(name))??.shape
+    }
+}
+
+/// Binds checkpoint tensors to model parts while checking them, and reports every missing,
+/// misshaped or unused tensor together at the end (strict loading).
+final class WeightBinder {
+    let source: TensorSource
+    /// Load routed experts by reading their bytes into memory (counted) instead of mapping them.
+    let copyExperts: Bool
+    private(set) var problems: [WeightProblem] = []
+    private var used = Set<String>()
+    private let names: Set<String>
+
+    init(source: TensorSource, copyExperts: Bool = false) {
+        self.source = source
+        self.copyExperts = copyExperts
+        names = Set(source.tensorNames)
+    }
+
+    func contains(_ name: String) -> Bool { names.contains(name) }
+
+    /// Marks `name` as consumed without loading it (e.g. the experts a pruned model drops).
+    func skip(_ name: String) { if names.contains(name) { used.insert(name) } }
+
+    /// The tensor `name` with shape `shape`, or a placeholder after recording a problem.
+    func tensor(_ name: String, shape: [Int]) -> Tensor {
+        guard names.contains(name), let actual = source.shape(of: name) else {
+            problems.append(.missing(name))
+            return Self.placeholder(shape)
+        }
+        used.insert(name)
+        guard actual == shape else {
+            problems.append(.wrongShape(name, expected: shape, actual: actual))
+            return Self.placeholder(shape)
+        }
+        do {
+            return try source.tensor(name)
+        } catch {
+            problems.append(.unreadable(name, reason: "\(error)"))
+            return Self.placeholder(shape)
+        }
+    }
+
+    /// Rows `rows` of a stacked tensor whose full shape must be `shape`: mapped, or read into
+    /// memory when `copy` is set.
+    func rows(_ name: String, shape: [Int], rows: Range<Int>, copy: Bool) -> Tensor {
+        guard names.contains(name), let actual = source.shape(of: name) else {
+            problems.append(.missing(name))
+            return Self.placeholder([rows.count] + shape.dropFirst())
+        }
+        used.insert(name)
+        guard actual == shape else {
+            problems.append(.wrongShape(name, expected: shape, actual: actual))
+            return Self.placeholder([rows.count] + shape.dropFirst())
+        }
+        do {
+            return copy ? try source.readRows(name, rows: rows) : try source.tensor(name).rows(rows)
+        } catch {
+            problems.append(.unreadable(name, reason: "\(error)"))
+            return Self.placeholder([rows.count] + shape.dropFirst())
+        }
+    }
+
+    /// A whole tensor, read into memory when `copy` is set.
+    func tensor(_ name: String, shape: [Int], copy: Bool) -> Tensor {
+        copy ? rows(name, shape: shape, rows: 0..<(shape.first ?? 1), copy: true) : tensor(name, shape: shape)
+    }
+
+    /// A small tensor widened to f32 (norm weights, biases).
+    func floats(_ name: String, count: Int) -> [Float] {
+        let t = tensor(name, shape: [count])
+        return t.count == count && t.owner !== Self.placeholderStorage ? t.toFloatArray() : [Float](repeating: 0, count: count)
+    }
+
+    /// `floats` when present, nil when absent (no problem recorded).
+    func optionalFloats(_ name: String, count: Int) -> [Float]? {
+        contains(name) ? floats(name, count: count) : nil
+    }
+
+    /// Throws every problem found, plus tensors nobody consumed (unless `ignore` accepts them).
+    func finish(directory: String, ignore: (String) -> Bool = { _ in false }) throws {
+        let unused = names.subtracting(used).filter { !ignore($0) }.sorted()
+        let all = problems + unused.map { WeightProblem.unexpected($0) }
+        if !all.isEmpty { throw ModelError.weightProblems(all, directory: directory) }
+    }
+
+    private static let placeholderStorage = TensorBuffer(byteCount: 64)
+    /// Stands in for a tensor that failed to bind; loading throws before it could be read.
+    static func placeholder(_ shape: [Int]) -> Tensor {
+        Tensor(dtype: .float32, shape: shape, data: UnsafeRawPointer(placeholderStorage.pointer), owner: placeholderStorage)
+    }
+}

@@ -1,0 +1,25 @@
+/// Per-model scratch buffers, allocated on first use and reused across forward calls, so decode
+/// allocates nothing per token once warm. One forward pass at a time per workspace.
+final class Workspace {
+    enum Slot: Int, CaseIterable {
+        case residual, normed, attentionQ, attentionOut, blockOut, mlpScratch
+        case routerLogits, routerProbs, expertInput, expertOutput, expertScratch, sharedOutput, logits
+    }
+
+    private var pointers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
+    private var capacities: [Int] = Array(repeating: 0, count: Slot.allCases.count)
+
+    /// A buffer of at least `count` floats for `slot` (contents unspecified).
+    func buffer(_ slot: Slot, _ count: Int) -> UnsafeMutablePointer<Float> {
+        let i = slot.rawValue
+        if capacities[i] < count || pointers[i] == nil {
+            pointers[i]?.deallocate()
+            let capacity = max(count, 16)
+            pointers[i] = .allocate(capacity: capacity)
+            capacities[i] = capacity
+        }
+        return pointers[i]!
+    }
+
+    deinit { pointers.forEach { $0?.deallocate() } }
+}

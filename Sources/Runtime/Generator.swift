@@ -1,0 +1,114 @@
+import Foundation
+import Models
+import Tokenization
+
+/// Settings of one generation.
+public struct GenerationParameters: Sendable {
+    public var maxTokens: Int
+    public var temperature: Float
+    public var topK: Int
+    public var topP: Float
+    public var seed: UInt64
+    /// Generation stops after any of these strings appears in the output (it is not included).
+    public var stop: [String]
+    /// Stop at the tokenizer's end-of-sequence tokens.
+    public var stopAtEOS: Bool
+
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0,
+                stop: [String] = [], stopAtEOS: Bool = true) {
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.seed = seed
+        self.stop = stop
+        self.stopAtEOS = stopAtEOS
+    }
+}
+
+/// Why generation ended.
+public enum FinishReason: String, Sendable, Codable {
+    case length, stop, eos
+}
+
+/// What a generation produced, with timings.
+public struct GenerationResult: Sendable {
+    public var tokens: [Int]
+    public var text: String
+    public var finishReason: FinishReason
+    public var promptTokens: Int
+    /// Seconds spent on the prompt (prefill), including the first token's logits.
+    public var prefillSeconds: Double
+    /// Seconds spent producing tokens after the first.
+    public var decodeSeconds: Double
+}
+
+/// Runs the prefill/decode loop of a model with a tokenizer.
+public final class Generator {
+    public let model: DecoderModel
+    public let tokenizer: Tokenizer?
+
+    public init(model: DecoderModel, tokenizer: Tokenizer?) {
+        self.model = model
+        self.tokenizer = tokenizer
+    }
+
+    /// Generates from prompt token ids, streaming text pieces to `onText` as they become valid UTF-8.
+    /// - Parameters:
+    ///   - promptIDs: the prompt, already tokenised (non-empty).
+    ///   - onText: called with each new piece of text; return false to stop early.
+    /// - Throws: `ModelError` for empty prompts or ids out of range.
+    public func generate(promptIDs: [Int], parameters: GenerationParameters,
+                         onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
+        guard !promptIDs.isEmpty else { throw ModelError.emptyInput("the prompt has no tokens") }
+        var sampler = Sampler(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
+                              seed: parameters.seed)
+        let eos = Set(parameters.stopAtEOS ? tokenizer?.eosTokenIDs ?? [] : [])
+        let cache = model.makeCache(capacity: promptIDs.count + parameters.maxTokens + 1)
+        var detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
+        var output: [Int] = []
+        var text = ""
+        var emitted = 0  // characters of `text` already handed to onText
+        var finish = FinishReason.length
+        let maxStop = parameters.stop.map(\.count).max() ?? 0
+
+        let start = Date()
+        var logits = try model.forward(promptIDs, cache: cache, logits: .last)
+        let prefillSeconds = Date().timeIntervalSince(start)
+        let decodeStart = Date()
+        while output.count < parameters.maxTokens {
+            let next = sampler.sample(logits)
+            if eos.contains(next) {
+                finish = .eos
+                break
+            }
+            output.append(next)
+            if var d = detokenizer {
+                text += d.append(next)
+                detokenizer = d
+            }
+            if let range = parameters.stop.compactMap({ text.range(of: $0) }).min(by: { $0.lowerBound < $1.lowerBound }) {
+                text = String(text[..<range.lowerBound])
+                finish = .stop
+                break
+            }
+            // Hold back a tail that could still become a stop string.
+            let safe = max(emitted, text.count - max(0, maxStop - 1))
+            if safe > emitted {
+                let piece = String(text.dropFirst(emitted).prefix(safe - emitted))
+                emitted = safe
+                if !onText(piece) {
+                    finish = .stop
+                    break
+                }
+            }
+            if output.count == parameters.maxTokens { break }
+            logits = try model.forward([next], cache: cache, logits: .last)
+        }
+        if finish != .stop, var d = detokenizer { text += d.finish() }
+        if text.count > emitted { _ = onText(String(text.dropFirst(emitted))) }
+        return GenerationResult(
+            tokens: output, text: text, finishReason: finish, promptTokens: promptIDs.count,
+            prefillSeconds: prefillSeconds, decodeSeconds: Date().timeIntervalSince(decodeStart))
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+
+/// Chooses the next token from logits: greedy, or seeded temperature / top-k / top-p sampling.
+public struct Sampler: Sendable {
+    /// 0 means greedy (argmax, ties to the lower id).
+    public var temperature: Float
+    /// Keep only the `topK` most likely tokens (0 = all).
+    public var topK: Int
+    /// Keep the smallest set of tokens whose probability reaches `topP` (1 = all).
+    public var topP: Float
+    private var rng: SplitMix64
+
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        rng = SplitMix64(seed: seed)
+    }
+
+    /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen.
+    public static func argmax(_ logits: [Float]) -> Int {
+        var best = 0
+        var bestValue = -Float.infinity
+        for (i, v) in logits.enumerated() where v > bestValue {
+            best = i
+            bestValue = v
+        }
+        return best
+    }
+
+    /// The next token for `logits` (`[vocab]`).
+    public mutating func sample(_ logits: [Float]) -> Int {
+        guard temperature > 0 else { return Self.argmax(logits) }
+        // Candidates sorted by logit, descending (ties to the lower id).
+        var order = logits.indices.filter { !logits[$0].isNaN }
+        order.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        if topK > 0 && topK < order.count { order.removeSubrange(topK...) }
+        let maxLogit = logits[order[0]]
+        var probs = order.map { Double(exp((logits[$0] - maxLogit) / temperature)) }
+        var total = probs.reduce(0, +)
+        if topP < 1 {
+            var cumulative = 0.0
+            var keep = probs.count
+            for (i, p) in probs.enumerated() {
+                cumulative += p / total
+                if cumulative >= Double(topP) {
+                    keep = i + 1
+                    break
+                }
+            }
+            probs.removeSubrange(keep...)
+            order.removeSubrange(keep...)
+            total = probs.reduce(0, +)
+        }
+        let r = rng.nextDouble() * total
+        var acc = 0.0
+        for (i, p) in probs.enumerated() {
+            acc += p
+            if r < acc { return order[i] }
+        }
+        return order[order.count - 1]
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64), so sampled output is reproducible across
+/// platforms for a given seed.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}

@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct PreMoeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "premoe",
+        abstract: "Run Mixture-of-Experts models on the CPU with only the experts a task needs.",
+        subcommands: [Inspect.self, Generate.self, Logits.self, Tokenize.self, Bench.self])
+}
+
+/// Options shared by every command that loads a model.
+struct ModelOptions: ParsableArguments {
+    @Argument(help: "Model directory (config.json, *.safetensors, tokenizer.json).")
+    var model: String
+
+    @Option(help: "Kernel threads (default: all cores).")
+    var threads: Int = 0
+
+    var url: URL { URL(fileURLWithPath: model) }
+
+    func validate() throws {
+        if threads < 0 { throw ValidationError("--threads must be 0 (all cores) or positive") }
+    }
+}
+
+/// Prints a JSON-encodable value on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+/// Writes a line to stderr (progress and diagnostics never go to stdout).
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
