@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Runtime", targets: ["Runtime"]),
+        .library(name: "PreMoe", targets: ["PreMoe"]),
         .executable(name: "premoe", targets: ["premoe"]),
     ],
     dependencies: [
@@ -30,10 +31,11 @@ let package = Package(
         .target(name: "Tokenization", swiftSettings: fastSettings),
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .target(name: "Runtime", dependencies: ["Models"], swiftSettings: fastSettings),
+        .target(name: "PreMoe", dependencies: ["Models", "Runtime", "Formats"], swiftSettings: fastSettings),
         .executableTarget(
             name: "premoe",
             dependencies: [
-                "Kernels", "Formats", "Tokenization", "Models", "Runtime",
+                "Kernels", "Formats", "Tokenization", "Models", "Runtime", "PreMoe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fastSettings
@@ -44,6 +46,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
+        .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

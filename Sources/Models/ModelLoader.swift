@@ -12,6 +12,19 @@ public struct LoadedModel {
     /// The raw `config.json` bytes (for fingerprints and export).
     public let configData: Data
     public let checkpoint: TensorSource
+    /// How the checkpoint names its tensors.
+    let layout: HFDecoderLayout
+
+    /// Loads routed experts into the model: per MoE layer, the original indices in `kept`
+    /// (router rows follow that order); layers not listed get every expert. Used after a
+    /// backbone-only load (`LoadOptions.loadExperts = false`) once retrieval has chosen a plan.
+    /// - Parameters:
+    ///   - kept: layer → original expert indices to hold.
+    ///   - copy: read the experts' bytes into memory (counted by the checkpoint) instead of mapping.
+    /// - Throws: `ModelError.weightProblems` when expert tensors are missing or misshaped.
+    public func loadExperts(kept: [Int: [Int]], copy: Bool) throws {
+        try layout.loadExperts(into: model, source: checkpoint, kept: kept, copy: copy, directory: directory.path)
+    }
 }
 
 /// Opens model directories (`config.json` + safetensors + `tokenizer.json`).
@@ -51,6 +64,7 @@ public enum ModelLoader {
         let model = try layout.build(spec: spec, source: checkpoint, options: options, directory: directory.path)
         let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
         let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(url: directory) : nil
-        return LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data, checkpoint: checkpoint)
+        return LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data,
+                           checkpoint: checkpoint, layout: layout)
     }
 }

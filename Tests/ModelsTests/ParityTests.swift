@@ -109,3 +109,28 @@ final class RouterRecorder: RouterObserver {
         #expect(loaded.model.weightBytes.experts == 0)
     }
 }
+
+@Suite struct ExpertLoadingTests {
+    @Test(arguments: ["qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral"])
+    func backboneOnlyLoadThenExpertsGivesTheFullModel(_ name: String) throws {
+        let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
+        let loaded = try ModelLoader.load(Fixtures.url("models/\(name)"), options: LoadOptions(threads: 1, loadExperts: false))
+        #expect(loaded.model.weightBytes.experts == 0)
+        try loaded.loadExperts(kept: [:], copy: true)
+        let logits = try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .all)
+        #expect(maxRelativeError(logits, golden.logits.flatMap { $0 }) <= parityTolerance)
+    }
+
+    @Test func permutedExpertOrderKeepsTheLogits() throws {
+        // Holding every expert in another router-row order must not change anything: routing
+        // speaks in original indices.
+        let name = "qwen3_moe"
+        let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
+        let spec = try ModelLoader.spec(at: Fixtures.url("models/\(name)"))
+        var kept: [Int: [Int]] = [:]
+        for l in spec.moeLayers { kept[l] = Array((0..<(spec.moe(l)!.expertCount)).reversed()) }
+        let loaded = try ModelLoader.load(Fixtures.url("models/\(name)"), options: LoadOptions(threads: 1, keptExperts: kept))
+        let logits = try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .all)
+        #expect(maxRelativeError(logits, golden.logits.flatMap { $0 }) <= parityTolerance)
+    }
+}

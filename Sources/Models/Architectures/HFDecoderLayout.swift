@@ -103,6 +103,29 @@ public struct HFDecoderLayout: Sendable {
                             pool: ThreadPool(threads: threads))
     }
 
+    /// Rebuilds `model`'s MoE blocks with the routed experts `kept` lists (layers not listed
+    /// keep every expert), reading them from `source`. Backbone tensors already held are reused;
+    /// only router rows, shared experts and the kept experts are bound again.
+    /// - Throws: `ModelError.weightProblems` if an expert tensor is missing or misshaped.
+    func loadExperts(into model: DecoderModel, source: TensorSource, kept: [Int: [Int]], copy: Bool,
+                     directory: String) throws {
+        let binder = WeightBinder(source: source)
+        let options = LoadOptions(keptExperts: kept, copyExperts: copy, loadExperts: true)
+        let h = model.spec.hiddenSize
+        func mlp(_ prefix: String, intermediate: Int, names: (gate: String, up: String, down: String)) -> GatedMLP {
+            GatedMLP(gate: Linear(weight: binder.tensor("\(prefix).\(names.gate).weight", shape: [intermediate, h])),
+                     up: Linear(weight: binder.tensor("\(prefix).\(names.up).weight", shape: [intermediate, h])),
+                     down: Linear(weight: binder.tensor("\(prefix).\(names.down).weight", shape: [h, intermediate])))
+        }
+        var blocks: [(Int, MoEBlock)] = []
+        for l in model.spec.moeLayers {
+            guard let moe = model.spec.moe(l) else { continue }
+            blocks.append((l, buildMoE(moe, layer: l, prefix: "model.layers.\(l)", binder: binder, options: options, mlp: mlp)))
+        }
+        if !binder.problems.isEmpty { throw ModelError.weightProblems(binder.problems, directory: directory) }
+        for (l, block) in blocks { model.setFeedForward(.moe(block), layer: l) }
+    }
+
     /// Binds one MoE block: router, the routed experts to hold (per-expert or fused layout),
     /// shared expert and its gate.
     private func buildMoE(
