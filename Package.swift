@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Runtime", targets: ["Runtime"]),
         .library(name: "PreMoe", targets: ["PreMoe"]),
+        .library(name: "Evaluation", targets: ["Evaluation"]),
         .executable(name: "premoe", targets: ["premoe"]),
     ],
     dependencies: [
@@ -32,10 +33,11 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .target(name: "Runtime", dependencies: ["Models"], swiftSettings: fastSettings),
         .target(name: "PreMoe", dependencies: ["Models", "Runtime", "Formats"], swiftSettings: fastSettings),
+        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models"], swiftSettings: fastSettings),
         .executableTarget(
             name: "premoe",
             dependencies: [
-                "Kernels", "Formats", "Tokenization", "Models", "Runtime", "PreMoe",
+                "Kernels", "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fastSettings
@@ -47,6 +49,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

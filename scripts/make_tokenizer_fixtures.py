@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import unicodedata
 
 import tokenizers
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -163,12 +164,27 @@ def save(name, tok, config=None, texts=None):
     print(f"{name}: vocab {tok.get_vocab_size()}", file=sys.stderr)
 
 
+def top_alphabet(n, transform=lambda s: s):
+    """The n most frequent characters of the corpus, ties broken by code point.
+
+    Passed as `initial_alphabet` with `limit_alphabet=n`: the trainer's own `limit_alphabet`
+    breaks frequency ties in hash-map order, which made the fixtures differ from run to run.
+    """
+    from collections import Counter
+    counts = Counter()
+    for line in corpus_lines():
+        counts.update(transform(line))
+    counts.pop(" ", None)
+    return [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
 def train(tok, vocab_size, specials, alphabet=None, limit_alphabet=None, **kw):
     args = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False, min_frequency=2)
     if alphabet is not None:
         args["initial_alphabet"] = alphabet
     if limit_alphabet is not None:
-        args["limit_alphabet"] = limit_alphabet
+        args["initial_alphabet"] = top_alphabet(limit_alphabet, kw.pop("transform", lambda s: s))
+        args["limit_alphabet"] = len(args["initial_alphabet"])
     args.update(kw)
     tok.train_from_iterator(corpus_lines(), trainer=trainers.BpeTrainer(**args))
     return tok
@@ -229,7 +245,8 @@ def sentencepiece_vocab():
     """Trains a SentencePiece-like BPE and returns (vocab, merges) with `<0xXX>` byte tokens at 3..258."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
-    train(tok, 3 + 256 + 1000, ["<unk>", "<s>", "</s>"], limit_alphabet=150)
+    train(tok, 3 + 256 + 1000, ["<unk>", "<s>", "</s>"], limit_alphabet=150,
+          transform=lambda s: s.replace(" ", "\u2581"))
     trained = json.loads(tok.to_str())["model"]
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for b in range(256):
@@ -300,10 +317,20 @@ def build_misc():
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
         pre_tokenizers.Digits(individual_digits=True)])
-    train(tok, 800, ["[UNK]", "[CLS]", "[SEP]"], limit_alphabet=100, continuing_subword_prefix="##")
+    train(tok, 800, ["[UNK]", "[CLS]", "[SEP]"], limit_alphabet=100, continuing_subword_prefix="##",
+          transform=lambda s: unicodedata.normalize("NFKC", s).lower())
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    # The trainer numbers the `##x` alphabet in hash-set order; renumber it so reruns are identical.
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    merged = {a + b[2:] if b.startswith("##") else a + b for a, b in spec["model"]["merges"]}
+    order = sorted(vocab.items(), key=lambda kv: (kv[0] in merged, kv[1] if kv[0] in merged or kv[1] < 3 else 0,
+                                                    kv[0] if kv[0] not in merged and kv[1] >= 3 else ""))
+    specials_first = sorted(order, key=lambda kv: kv[1] >= 3)
+    spec["model"]["vocab"] = {t: i for i, (t, _) in enumerate(specials_first)}
+    tok = Tokenizer.from_str(json.dumps(spec))
     tok.add_tokens([
         AddedToken("<ENT>", single_word=True, lstrip=True, rstrip=False, normalized=True),
         AddedToken("<sep2>", single_word=False, lstrip=False, rstrip=True, normalized=False),

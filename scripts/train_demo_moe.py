@@ -60,7 +60,7 @@ def parse_args():
                     help="training tokens (default: 9e6 on CPU, 150e6 on CUDA; --time-budget-seconds may stop sooner)")
     ap.add_argument("--time-budget-seconds", type=float, default=None,
                     help="wall-clock budget for the whole run including evaluation and saving; the step count is "
-                         "sized from the throughput measured at the start")
+                         "sized from the throughput measured at the start (default: 5400 on CPU, none on CUDA)")
     ap.add_argument("--final-reserve-seconds", type=float, default=None,
                     help="time kept for final evaluation and saving (default 60 on CUDA, 240 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default 8 CPU, 64 CUDA)")
@@ -74,13 +74,15 @@ def parse_args():
                          "number of epochs; 0: uniform over domains)")
     ap.add_argument("--experts-impl", default="auto", help="auto (benchmark), eager, grouped_mm or batched_mm")
     # evaluation
-    ap.add_argument("--evals", type=int, default=24, help="held-out evaluations during training")
+    ap.add_argument("--evals", type=int, default=None, help="held-out evaluations during training (16 CPU, 30 CUDA)")
     ap.add_argument("--eval-windows", type=int, default=None, help="windows per domain per periodic eval "
                                                                        "(default 4 CPU, 32 CUDA)")
     ap.add_argument("--final-eval-tokens", type=int, default=None,
                     help="held-out tokens per domain for the final evaluation (default all on CUDA, 65536 on CPU)")
     ap.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=True,
                     help="restore the weights with the best mean held-out loss before saving")
+    ap.add_argument("--init-baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure expert-usage divergence of the random initialisation, as a reference")
     ap.add_argument("--max-shard-size", default=None, help="e.g. 15MB to shard the safetensors")
     ap.add_argument("--log-every", type=int, default=None)
     ap.add_argument("--repack", default=None, metavar="DIR",
@@ -280,7 +282,7 @@ def benchmark_impls(model, corpus, device, batch, candidates):
                     torch.cuda.synchronize()
                 dt = time.time() - t0
             model.zero_grad(set_to_none=True)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 raise RuntimeError("non-finite loss")
             times[name] = dt
             log(f"  experts_implementation={name}: {dt * 1000:.0f} ms per step of {batch}x{corpus.context}")
@@ -404,13 +406,13 @@ def write_model_card(out_dir, tlog):
     meta = tlog["corpus"]
     run = tlog["run"]
     card = []
-    card.append("# demo-moe: a small Qwen3-MoE trained from scratch for PreMoe demos\n")
+    card.append("# demo-moe: a small Qwen3-MoE trained from scratch for PreMoe demos\n\n")
     card.append("A tiny Mixture-of-Experts language model (transformers' `Qwen3MoeForCausalLM`, `model_type` "
                 "`qwen3_moe`) trained from random initialisation on six text domains, so that the experts "
                 "specialise by domain and task-aware expert pruning (PreMoe) has something to find. It is a "
                 "toy: it writes domain-flavoured text, not correct answers. It is the default model of "
                 "`premoe demo`.\n")
-    card.append("## Architecture\n")
+    card.append("\n## Architecture\n\n")
     rows = [
         ("layers (all MoE)", a["num_hidden_layers"]), ("hidden size", a["hidden_size"]),
         ("attention", f"{a['num_attention_heads']} query heads × {a['head_dim']}, {a['num_key_value_heads']} KV heads, "
@@ -432,9 +434,9 @@ def write_model_card(out_dir, tlog):
     card.append(md_table(["", ""], rows))
     card.append("\nSpecial tokens: `<|endoftext|>` (id {0}, document separator, bos/eos/pad), `<|im_start|>` (id {1}), "
                 "`<|im_end|>` (id {2}); `tokenizer_config.json` has a ChatML `chat_template`. The model was never "
-                "trained on chat data; the template is there so chat code paths can be exercised.\n".format(
+                "trained on chat data; the template is there so chat code paths can be exercised.\n\n".format(
                     *[meta["special_tokens"][t] for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")]))
-    card.append("## Data and licences\n")
+    card.append("\n## Data and licences\n\n")
     card.append(LICENCES.format(pyver=tlog["sources"]["python"], manver=tlog["sources"]["manpages_de"]) + "\n")
     card.append("\nRendering (one document per item, documents joined by `<|endoftext|>`): GSM8K as "
                 "`Question: …\\nAnswer: <worked solution ending in #### N>`; ARC as `Question: …\\nAnswer: <gold choice>`; "
@@ -452,7 +454,7 @@ def write_model_card(out_dir, tlog):
                      f"{m['heldout_tokens']:,}", m["bytes_per_token"]))
     card.append(md_table(["domain", "train docs", "train tokens", "held-out docs", "held-out tokens",
                           "bytes/token"], rows))
-    card.append("\n## Training\n")
+    card.append("\n## Training\n\n")
     card.append(md_table(["", ""], [
         ("device", run["device_name"]), ("seed", run["seed"]),
         ("tokens trained", f"{run['tokens_trained']:,} ({run['steps']:,} steps × {run['batch_size']} × "
@@ -491,13 +493,17 @@ def write_model_card(out_dir, tlog):
     card.append("\n## How specialised the experts are\n\n")
     card.append("For every held-out token, the router's top-k choices are counted per layer; each domain's counts "
                 "give a distribution over the layer's experts. Jensen–Shannon divergence (bits, 0 = identical, "
-                "1 = disjoint) between two domains' distributions, per layer:\n\n")
+                "1 = disjoint) between two domains' distributions, per layer. \"Same at random init\" is the "
+                "untrained model measured on the same tokens: a random router already splits tokens by their "
+                "embeddings, so only the difference shows what training learnt.\n\n")
     rows = []
+    init = tlog.get("init_specialisation")
     for li, L in enumerate(fe["specialisation"]["layers"]):
-        rows.append((li, f"{L['js_mean_bits']:.3f}", f"{L['js_min_bits']:.3f} ({L['js_min_pair']})",
+        base = f"{init['js_mean_per_layer_bits'][li]:.3f}" if init else "n/a"
+        rows.append((li, f"{L['js_mean_bits']:.3f}", base, f"{L['js_min_bits']:.3f} ({L['js_min_pair']})",
                      f"{L['js_max_bits']:.3f} ({L['js_max_pair']})", f"{L['usage_entropy_bits_mean']:.2f}",
                      f"{L['top_expert_share_mean'] * 100:.1f}%"))
-    card.append(md_table(["layer", "JS mean over pairs", "least distinct pair", "most distinct pair",
+    card.append(md_table(["layer", "JS mean over pairs", "same at random init", "least distinct pair", "most distinct pair",
                           "mean usage entropy (bits, max " + f"{math.log2(a['num_experts']):.0f})",
                           "mean share of a domain's most used expert"], rows))
     card.append("\nJensen–Shannon divergence between domains, averaged over layers (bits):\n\n")
@@ -575,12 +581,16 @@ def main():
     if not cuda:
         torch.set_num_threads(args.threads)
     d = lambda v, cpu, gpu: v if v is not None else (gpu if cuda else cpu)  # noqa: E731
-    args.tokens = int(d(args.tokens, 9e6, 150e6))
+    args.tokens = int(d(args.tokens, 9e6, 100e6))
+    if args.time_budget_seconds is None and not cuda:
+        args.time_budget_seconds = 5400.0  # about 90 minutes on the CPU
     args.batch_size = d(args.batch_size, 8, 64)
     args.lr = d(args.lr, 2e-3, 3e-3)
     args.warmup_steps = d(args.warmup_steps, 100, 200)
-    args.eval_windows = d(args.eval_windows, 4, 32)
-    args.final_eval_tokens = d(args.final_eval_tokens, 65536, 10 ** 9)
+    args.eval_windows = d(args.eval_windows, 2, 32)
+    args.evals = d(args.evals, 16, 30)
+    args.eval_batch = 16 if not cuda else 64
+    args.final_eval_tokens = d(args.final_eval_tokens, 16384, 10 ** 9)
     args.final_reserve_seconds = d(args.final_reserve_seconds, 240.0, 60.0)
     args.log_every = d(args.log_every, 10, 50)
     if cuda:
@@ -641,7 +651,7 @@ def main():
 
     def do_eval(step, tokens, train_loss, aux):
         t0 = time.time()
-        r = evaluate(model, corpus, device, max_windows=args.eval_windows, blen=None)
+        r = evaluate(model, corpus, device, max_windows=args.eval_windows, blen=None, batch=args.eval_batch)
         dt = time.time() - t0
         h = {k: round(v["loss"], 5) for k, v in r.items()}
         mean = float(np.mean(list(h.values())))
@@ -656,6 +666,14 @@ def main():
                                                      for k, v in model.state_dict().items()})
         return dt
 
+    init_spec = None
+    if args.init_baseline:
+        t0 = time.time()
+        r0 = evaluate(model, corpus, device, max_tokens=args.final_eval_tokens, count_experts=True,
+                      batch=args.eval_batch)
+        init_spec = specialisation({k: v["expert_counts"] for k, v in r0.items()}, cfg.num_experts)
+        log("random-init JS divergence mean per layer (bits): "
+            + ", ".join(f"{v:.3f}" for v in init_spec["js_mean_per_layer_bits"]) + f" ({time.time() - t0:.1f}s)")
     eval_time = do_eval(0, 0, None, None)
     t_train0 = time.time()
     step = 0
@@ -675,7 +693,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         step += 1
-        lv, av = float(loss), float(aux)  # syncs
+        lv, av = loss.item(), aux.item()  # syncs
         ce = lv - args.aux_coef * av
         run_loss += ce
         run_aux += av
@@ -721,25 +739,7 @@ def main():
         kept = f"best mean held-out loss, step {best['step']} of {step}"
     log(f"trained {step} steps, {tokens_trained / 1e6:.2f}M tokens in {train_seconds:.0f}s; keeping {kept}")
 
-    # final evaluation: perplexity and expert usage per domain
-    t0 = time.time()
-    fe = evaluate(model, corpus, device, max_tokens=args.final_eval_tokens, count_experts=True, blen=blen)
-    counts = {k: v.pop("expert_counts") for k, v in fe.items()}
-    spec = specialisation(counts, cfg.num_experts)
-    final_eval = {"perplexity": {k: {**v, "perplexity": math.exp(v["loss"])} for k, v in fe.items()},
-                  "specialisation": spec, "seconds": time.time() - t0}
-    log("final held-out perplexity: " + ", ".join(f"{k} {math.exp(v['loss']):.2f}" for k, v in fe.items()))
-    log("JS divergence mean per layer (bits): " + ", ".join(f"{v:.3f}" for v in spec["js_mean_per_layer_bits"]))
-
-    samples = generate_samples(model, tok, device, [
-        "Question: Tom has 3 boxes with 12 apples each. He gives away 10 apples. How many apples are left?\nAnswer:",
-        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-        "Question: Which gas do plants take in from the air to make food?\nAnswer:",
-        "BESCHREIBUNG\n",
-    ])
-    for s in samples:
-        log(f"sample: {s['prompt']!r} -> {s.get('greedy_continuation', s.get('error'))!r}")
-
+    # save first, so that a failure below cannot lose the weights
     os.makedirs(args.out, exist_ok=True)
     save_model(model, args.out, meta["special_tokens"], args.max_shard_size)
     for fn in ("tokenizer.json", "tokenizer_config.json"):
@@ -776,21 +776,46 @@ def main():
             "lr": args.lr, "warmup_steps": args.warmup_steps, "min_lr_frac": args.min_lr_frac,
             "weight_decay": args.weight_decay, "grad_clip": args.grad_clip,
             "time_budget_seconds": args.time_budget_seconds, "planned": planned,
-            "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - t_start, 1),
+            "train_seconds": round(train_seconds, 1), "wall_seconds": None,
             "tokens_per_second": tokens_trained / max(1e-9, train_seconds),
             "kept": kept, "best_step": best["step"],
         },
         "curve": curve,
-        "final_eval": final_eval,
-        "samples": samples,
+        "final_eval": None,
+        "init_specialisation": init_spec,
+        "samples": None,
     }
     tlog["architecture"]["rope_theta"] = (saved_cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    with open(os.path.join(args.out, "training_log.json"), "w") as f:
-        json.dump(tlog, f, indent=1, ensure_ascii=False)
+
+    def write_log():
+        tlog["run"]["wall_seconds"] = round(time.time() - t_start, 1)
+        with open(os.path.join(args.out, "training_log.json"), "w") as f:
+            json.dump(tlog, f, indent=1, ensure_ascii=False)
+    write_log()
+
+    # final evaluation: perplexity and expert usage per domain
+    t0 = time.time()
+    fe = evaluate(model, corpus, device, max_tokens=args.final_eval_tokens, count_experts=True, blen=blen,
+                  batch=args.eval_batch)
+    counts = {k: v.pop("expert_counts") for k, v in fe.items()}
+    spec = specialisation(counts, cfg.num_experts)
+    tlog["final_eval"] = {"perplexity": {k: {**v, "perplexity": math.exp(v["loss"])} for k, v in fe.items()},
+                          "specialisation": spec, "seconds": round(time.time() - t0, 1)}
+    log("final held-out perplexity: " + ", ".join(f"{k} {math.exp(v['loss']):.2f}" for k, v in fe.items()))
+    log("JS divergence mean per layer (bits): " + ", ".join(f"{v:.3f}" for v in spec["js_mean_per_layer_bits"]))
+    write_log()
+
+    tlog["samples"] = generate_samples(model, tok, device, [
+        "Question: Tom has 3 boxes with 12 apples each. He gives away 10 apples. How many apples are left?\nAnswer:",
+        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+        "Question: Which gas do plants take in from the air to make food?\nAnswer:",
+        "BESCHREIBUNG\n",
+    ])
+    for smp in tlog["samples"]:
+        log(f"sample: {smp['prompt']!r} -> {smp.get('greedy_continuation', smp.get('error'))!r}")
+    write_log()
     write_model_card(args.out, tlog)
-    tlog["run"]["wall_seconds"] = round(time.time() - t_start, 1)
-    with open(os.path.join(args.out, "training_log.json"), "w") as f:
-        json.dump(tlog, f, indent=1, ensure_ascii=False)
+    write_log()
     log(f"saved to {args.out} in {time.time() - t_start:.0f}s total: {sorted(os.listdir(args.out))}")
 
 

@@ -75,7 +75,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
                 + DType.allCases.map(\.rawValue).joined(separator: ", ") + "."
         case .unknownTensor(let location, let tensor, let suggestions):
             return "\(location): no tensor named '\(tensor)'."
-                + (suggestions.isEmpty ? "" : " Did you mean " + suggestions.map { "'\($0)'" }.joined(separator: ", ") + "?")
+                + (suggestions.isEmpty
+                    ? "" : " Did you mean " + suggestions.map { "'\($0)'" }.joined(separator: ", ") + "?")
         case .rowsOutOfRange(let file, let tensor, let rows, let available):
             return "\(file): tensor '\(tensor)': rows \(rows) are outside 0..<\(available)."
         case .noSafetensorsFiles(let directory):

@@ -57,7 +57,9 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             let fileNames = Set(map.values).sorted()
             let position = Dictionary(uniqueKeysWithValues: fileNames.enumerated().map { ($1, $0) })
             var tensorOfFile: [String: String] = [:]
-            for (tensor, file) in map where tensor < (tensorOfFile[file] ?? "\u{10FFFF}") { tensorOfFile[file] = tensor }
+            for (tensor, file) in map where tensor < (tensorOfFile[file] ?? "\u{10FFFF}") {
+                tensorOfFile[file] = tensor  // the first name in sorted order, for the error message
+            }
             for name in fileNames where !fm.fileExists(atPath: directory.appendingPathComponent(name).path) {
                 throw CheckpointError.missingShard(directory: directory.path, shard: name, tensor: tensorOfFile[name])
             }
@@ -74,7 +76,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             for (i, shard) in shards.enumerated() {
                 for name in try shard.header().entries.keys {
                     if let first = owner[name] {
-                        throw CheckpointError.tensorInSeveralFiles(tensor: name, files: [found[first].path, found[i].path])
+                        throw CheckpointError.tensorInSeveralFiles(
+                            tensor: name, files: [found[first].path, found[i].path])
                     }
                     owner[name] = i
                 }
@@ -127,7 +130,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
         let count = rows.count * rowBytes
         let buffer = TensorBuffer(byteCount: count)
-        try shard.reader().read(into: buffer.pointer, count: count, at: entry.dataRange.lowerBound + rows.lowerBound * rowBytes)
+        let offset = entry.dataRange.lowerBound + rows.lowerBound * rowBytes
+        try shard.reader().read(into: buffer.pointer, count: count, at: offset)
         counterLock.lock()
         readCount += count
         counterLock.unlock()
@@ -190,7 +194,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             else {
                 throw CheckpointError.invalidIndex(
                     file: index.path,
-                    reason: "tensor '\(tensor)' maps to \(value.jsonString), not a file name inside the model directory")
+                    reason: "tensor '\(tensor)' maps to \(value.jsonString), "
+                        + "not a file name inside the model directory")
             }
             result[tensor] = file
         }

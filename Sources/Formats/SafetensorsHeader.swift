@@ -103,7 +103,8 @@ struct SafetensorsHeader: Sendable {
             }
             let entry = try parseEntry(name: name, value: value, dataStart: dataStart, dataSize: dataSize, path: path)
             entries[name] = entry
-            relativeRanges.append((name, (entry.dataRange.lowerBound - dataStart)..<(entry.dataRange.upperBound - dataStart)))
+            let relative = (entry.dataRange.lowerBound - dataStart)..<(entry.dataRange.upperBound - dataStart)
+            relativeRanges.append((name, relative))
         }
 
         // Overlaps: sort by start and compare each range with the furthest end seen so far.
@@ -115,7 +116,8 @@ struct SafetensorsHeader: Sendable {
         for item in sorted {
             if let previous = furthest, item.range.lowerBound < previous.range.upperBound {
                 throw CheckpointError.overlappingTensors(
-                    file: path, first: previous.name, firstOffsets: [previous.range.lowerBound, previous.range.upperBound],
+                    file: path,
+                    first: previous.name, firstOffsets: [previous.range.lowerBound, previous.range.upperBound],
                     second: item.name, secondOffsets: [item.range.lowerBound, item.range.upperBound])
             }
             if item.range.upperBound > (furthest?.range.upperBound ?? Int.min) { furthest = item }
@@ -136,7 +138,9 @@ struct SafetensorsHeader: Sendable {
         guard let dims = shapeValue.arrayValue else { throw invalid("\"shape\" is not an array") }
         var shape: [Int] = []
         for dim in dims {
-            guard let n = dim.intValue, n >= 0 else { throw invalid("\"shape\" \(shapeValue.jsonString) holds a non-integer or negative dimension") }
+            guard let n = dim.intValue, n >= 0 else {
+                throw invalid("\"shape\" \(shapeValue.jsonString) holds a non-integer or negative dimension")
+            }
             shape.append(n)
         }
         guard let offsetsValue = fields["data_offsets"] else { throw invalid("missing \"data_offsets\"") }

@@ -25,7 +25,8 @@ public enum SafetensorsWriter {
         var seen = Set<String>()
         for (name, tensor) in tensors {
             guard name != "__metadata__" else {
-                throw CheckpointError.invalidWriteRequest(file: url.path, reason: "the tensor name __metadata__ is reserved")
+                throw CheckpointError.invalidWriteRequest(
+                    file: url.path, reason: "the tensor name __metadata__ is reserved")
             }
             guard seen.insert(name).inserted else {
                 throw CheckpointError.invalidWriteRequest(file: url.path, reason: "tensor '\(name)' is given twice")
@@ -120,7 +121,8 @@ public enum SafetensorsWriter {
         let totalSize = tensors.reduce(0) { $0 + $1.tensor.byteCount }
         let totalParameters = tensors.reduce(0) { $0 + $1.tensor.count }
         let index = indexJSON(weightMap: weightMap, totalSize: totalSize, totalParameters: totalParameters)
-        let indexWriter = try AtomicFileWriter(destination: directory.appendingPathComponent("\(prefix).safetensors.index.json"))
+        let indexURL = directory.appendingPathComponent("\(prefix).safetensors.index.json")
+        let indexWriter = try AtomicFileWriter(destination: indexURL)
         try indexWriter.write(Array(index.utf8))
         try indexWriter.commit()
         return urls

@@ -147,6 +147,16 @@ struct StrictJSONParser {
         } else {
             skipDigits()
         }
+        // Fast path for plain integers of up to 15 digits (exact in a Double): offsets and shapes.
+        let isPlainInteger =
+            current != UInt8(ascii: ".") && current != UInt8(ascii: "e") && current != UInt8(ascii: "E")
+        let negative = bytes[start] == UInt8(ascii: "-")
+        let digitCount = position - start - (negative ? 1 : 0)
+        if isPlainInteger, digitCount <= 15 {
+            var value = 0
+            for i in (position - digitCount)..<position { value = value * 10 + Int(bytes[i] - UInt8(ascii: "0")) }
+            return Double(negative ? -value : value)
+        }
         if current == UInt8(ascii: ".") {
             position += 1
             guard skipDigits() > 0 else { throw fail("invalid number: no digits after '.'", at: start) }
@@ -178,15 +188,26 @@ struct StrictJSONParser {
             position += 1
         }
         guard let stop = current else { throw fail("unterminated string", at: start) }
-        var utf8 = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[contentStart..<position]))
-        if stop == UInt8(ascii: "\\") {
-            try parseEscapedTail(into: &utf8, start: start)
+        if stop == UInt8(ascii: "\"") {
+            let content = UnsafeRawBufferPointer(rebasing: bytes[contentStart..<position])
+            position += 1  // closing quote
+            guard let string = Self.validatedString(content) else { throw fail("string is not valid UTF-8", at: start) }
+            return string
         }
+        var utf8 = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[contentStart..<position]))
+        try parseEscapedTail(into: &utf8, start: start)
         position += 1  // closing quote
-        guard let string = String(bytes: utf8, encoding: .utf8) else {
+        guard let string = utf8.withUnsafeBytes({ Self.validatedString($0) }) else {
             throw fail("string is not valid UTF-8", at: start)
         }
         return string
+    }
+
+    /// The string if `bytes` are valid UTF-8, else nil (never a repaired string).
+    private static func validatedString(_ bytes: UnsafeRawBufferPointer) -> String? {
+        // Plain ASCII, the usual case, needs no further validation.
+        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        return String(bytes: bytes, encoding: .utf8)
     }
 
     /// Continues a string from its first backslash up to (not past) the closing quote.

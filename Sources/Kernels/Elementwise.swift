@@ -138,6 +138,18 @@ enum FastElementwise {
         }
     }
 
+    static func exponential(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i &+ 8 <= count {
+            store8(fastExp(load8(x + i)), out + i)
+            i &+= 8
+        }
+        while i < count {
+            out[i] = fastExp1(x[i])
+            i &+= 1
+        }
+    }
+
     static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         let av = SIMD8<Float>(repeating: a)
         var i = 0

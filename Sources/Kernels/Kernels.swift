@@ -69,6 +69,12 @@ public func siluMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, in
     FastElementwise.siluMul(gate, up, into: out, count: count)
 }
 
+/// `out[i] = exp(x[i])` with the vector exp the kernels use (within 2 ulp of Foundation's `exp`
+/// for normal results; inputs below -104 give 0). `out` may equal `x`.
+public func exponential(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+    FastElementwise.exponential(x, into: out, count: count)
+}
+
 /// `y[i] += a · x[i]`.
 /// Same rounding as the scalar loop (product, then sum; no FMA).
 public func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {

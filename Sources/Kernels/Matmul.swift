@@ -82,52 +82,55 @@ enum FastMatmul {
         pool.parallelFor(groups, minChunk: minChunk) { range in
             let r0 = range.lowerBound * tileRows
             let r1 = min(outF, range.upperBound * tileRows)
-            if tokens == 1 || W.self == F32Row.self {
-                rowsDirect(W.self, x, tokens: tokens, w, r0: r0, r1: r1, outF: outF, n: n, y)
+            if tokens == 1 {
+                gemvRows(W.self, x, w, r0: r0, r1: r1, n: n, y)
             } else {
-                rowsConverted(W.self, x, tokens: tokens, w, r0: r0, r1: r1, outF: outF, n: n, y)
+                prefillRows(W.self, x, tokens: tokens, w, r0: r0, r1: r1, outF: outF, n: n, y)
             }
         }
     }
 
-    /// Rows `r0..<r1` computed straight from storage (GEMV, and f32 weights at any batch).
+    /// GEMV rows `r0..<r1` straight from storage.
     @inline(__always)
-    static func rowsDirect<W: WeightRowFormat>(
-        _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, r0: Int, r1: Int,
-        outF: Int, n: Int, _ y: UnsafeMutablePointer<Float>
+    static func gemvRows<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, _ w: UnsafeRawPointer, r0: Int, r1: Int, n: Int,
+        _ y: UnsafeMutablePointer<Float>
     ) {
         let rowBytes = n &* W.byteSize
-        if tokens == 1 {
-            var r = r0
-            while r &+ 4 <= r1 {
-                tile4x1(W.self, w + r &* rowBytes, rowBytes, x, n, y + r)
-                r &+= 4
-            }
-            while r < r1 {
-                y[r] = dot1(W.self, w + r &* rowBytes, x, n)
-                r &+= 1
-            }
-            return
+        var r = r0
+        while r &+ 4 <= r1 {
+            tile4x1(W.self, w + r &* rowBytes, rowBytes, x, n, y + r)
+            r &+= 4
         }
-        tiles(W.self, x, tokens: tokens, w + r0 &* rowBytes, rowBytes: rowBytes, rows: r1 &- r0, n: n, y + r0, outF)
+        while r < r1 {
+            y[r] = dot1(W.self, w + r &* rowBytes, x, n)
+            r &+= 1
+        }
     }
 
-    /// Prefill with f16/bf16 weights: widen a block of rows to f32 scratch, then tile.
-    static func rowsConverted<W: WeightRowFormat>(
+    /// Prefill rows `r0..<r1`, one cache-sized block of rows at a time: f16/bf16 blocks are
+    /// widened to f32 scratch first, f32 blocks are used in place. Each block is then reused by
+    /// every token while it sits in L2.
+    static func prefillRows<W: WeightRowFormat>(
         _: W.Type, _ x: UnsafePointer<Float>, tokens: Int, _ w: UnsafeRawPointer, r0: Int, r1: Int,
         outF: Int, n: Int, _ y: UnsafeMutablePointer<Float>
     ) {
         let rowBytes = n &* W.byteSize
         let blockRows = min(r1 - r0, max(tileRows, (blockBytes / max(1, n * 4)) / tileRows * tileRows))
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * n)
-        defer { scratch.deallocate() }
+        let direct = W.self == F32Row.self
+        let scratch = direct ? nil : UnsafeMutablePointer<Float>.allocate(capacity: blockRows * n)
+        defer { scratch?.deallocate() }
         var b = r0
         while b < r1 {
             let rows = min(blockRows, r1 &- b)
-            for r in 0..<rows {
-                widenRow(W.self, w + (b &+ r) &* rowBytes, into: scratch + r &* n, n)
+            if let scratch {
+                for r in 0..<rows {
+                    widenRow(W.self, w + (b &+ r) &* rowBytes, into: scratch + r &* n, n)
+                }
+                tiles(F32Row.self, x, tokens: tokens, UnsafeRawPointer(scratch), rowBytes: n &* 4, rows: rows, n: n, y + b, outF)
+            } else {
+                tiles(F32Row.self, x, tokens: tokens, w + b &* rowBytes, rowBytes: rowBytes, rows: rows, n: n, y + b, outF)
             }
-            tiles(F32Row.self, x, tokens: tokens, UnsafeRawPointer(scratch), rowBytes: n &* 4, rows: rows, n: n, y + b, outF)
             b &+= rows
         }
     }

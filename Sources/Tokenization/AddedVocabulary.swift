@@ -14,8 +14,10 @@ public struct AddedToken: Sendable, Equatable {
     /// Special tokens are dropped by `decode(_:skipSpecialTokens: true)`.
     public var special: Bool
 
-    public init(id: Int, content: String, singleWord: Bool = false, lstrip: Bool = false, rstrip: Bool = false,
-                normalized: Bool = false, special: Bool = true) {
+    public init(
+        id: Int, content: String, singleWord: Bool = false, lstrip: Bool = false, rstrip: Bool = false,
+        normalized: Bool = false, special: Bool = true
+    ) {
         self.id = id
         self.content = content
         self.singleWord = singleWord
@@ -35,6 +37,8 @@ struct AddedTokenMatcher: Sendable {
     }
     /// First scalar → entries, longest first.
     private let byFirst: [Unicode.Scalar: [Entry]]
+    /// Which ASCII scalars start some token: skips the dictionary lookup for most of the text.
+    private let asciiFirst: [Bool]
 
     var isEmpty: Bool { byFirst.isEmpty }
 
@@ -48,6 +52,7 @@ struct AddedTokenMatcher: Sendable {
         }
         for key in table.keys { table[key]!.sort { $0.scalars.count > $1.scalars.count } }
         byFirst = table
+        asciiFirst = (0..<128).map { table[Unicode.Scalar(UInt8($0))] != nil }
     }
 
     /// Splits `s` into (range, token or nil) parts covering it. Always returns at least one part.
@@ -57,10 +62,14 @@ struct AddedTokenMatcher: Sendable {
         var startOffset = 0
         var i = 0
         while i < s.count {
+            if s[i].value < 0x80 && !asciiFirst[Int(s[i].value)] {
+                i += 1
+                continue
+            }
             guard let candidates = byFirst[s[i]],
-                  let entry = candidates.first(where: { e in
-                      i + e.scalars.count <= s.count && s[i..<(i + e.scalars.count)].elementsEqual(e.scalars)
-                  })
+                let entry = candidates.first(where: { e in
+                    i + e.scalars.count <= s.count && s[i..<(i + e.scalars.count)].elementsEqual(e.scalars)
+                })
             else {
                 i += 1
                 continue

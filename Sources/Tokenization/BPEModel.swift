@@ -31,8 +31,10 @@ final class BPEModel: @unchecked Sendable {
     ///   - merges: merge pairs in rank order (rank 0 merges first).
     ///   - file: file name for error messages.
     /// - Throws: `TokenizerError.mergeReferencesUnknownToken` when a merge names a missing token.
-    init(vocab: [String: Int], merges: [(String, String)], unkToken: String?, byteFallback: Bool, fuseUnk: Bool,
-         ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, file: String) throws {
+    init(
+        vocab: [String: Int], merges: [(String, String)], unkToken: String?, byteFallback: Bool, fuseUnk: Bool,
+        ignoreMerges: Bool, continuingSubwordPrefix: String?, endOfWordSuffix: String?, file: String
+    ) throws {
         self.vocab = vocab
         let maxID = vocab.values.max() ?? -1
         var idToToken = [String?](repeating: nil, count: maxID + 1)
@@ -60,8 +62,9 @@ final class BPEModel: @unchecked Sendable {
         self.merges = table
         if let unkToken {
             guard let id = vocab[unkToken] else {
-                throw TokenizerError.invalidField(field: "model.unk_token", file: file,
-                                                  reason: "'\(unkToken)' is not in the vocabulary")
+                throw TokenizerError.invalidField(
+                    field: "model.unk_token", file: file,
+                    reason: "'\(unkToken)' is not in the vocabulary")
             }
             unkTokenID = id
         } else {

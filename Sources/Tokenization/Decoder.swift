@@ -24,20 +24,23 @@ indirect enum Decoder: Sendable {
             guard replacement.unicodeScalars.count == 1, let r = replacement.unicodeScalars.first else {
                 throw json.invalid("replacement", "expected a single character")
             }
-            let scheme = try json.string("prepend_scheme")
+            let scheme =
+                try json.string("prepend_scheme")
                 ?? (try json.bool("add_prefix_space", default: true) ? "always" : "never")
             self = .metaspace(replacement: r, prependFirst: scheme != "never")
         case "Replace":
             switch try json.pattern("pattern") {
             case .string(let s): self = .replace(s, try json.requiredString("content"))
-            case .regex: throw TokenizerError.unsupported(component: "decoder", type: "Replace with Regex", file: json.file)
+            case .regex:
+                throw TokenizerError.unsupported(component: "decoder", type: "Replace with Regex", file: json.file)
             }
         case "Strip":
             let content = try json.string("content") ?? " "
             guard let c = content.unicodeScalars.first, content.unicodeScalars.count == 1 else {
                 throw json.invalid("content", "expected a single character")
             }
-            self = .strip(content: c, start: max(0, try json.int("start") ?? 0), stop: max(0, try json.int("stop") ?? 0))
+            self = .strip(
+                content: c, start: max(0, try json.int("start") ?? 0), stop: max(0, try json.int("stop") ?? 0))
         case "Sequence":
             self = .sequence(try json.objects("decoders").map(Decoder.init))
         default:
@@ -96,7 +99,7 @@ indirect enum Decoder: Sendable {
             return out
         case .metaspace(let replacement, let prependFirst):
             return tokens.enumerated().map { i, token in
-                var out = String.UnicodeScalarView()
+                var out: [Unicode.Scalar] = []
                 for s in token.unicodeScalars {
                     if s == replacement {
                         if !(i == 0 && prependFirst) { out.append(" ") }
@@ -104,7 +107,7 @@ indirect enum Decoder: Sendable {
                         out.append(s)
                     }
                 }
-                return String(out)
+                return String(scalars: out)
             }
         case .strip(let content, let start, let stop):
             return tokens.map { token in
@@ -114,7 +117,7 @@ indirect enum Decoder: Sendable {
                 var hi = scalars.count
                 var k = 0
                 while k < stop && hi > lo && scalars[hi - 1] == content { hi -= 1; k += 1 }
-                return String(String.UnicodeScalarView(scalars[lo..<hi]))
+                return String(scalars: scalars[lo..<hi])
             }
         }
     }
@@ -147,7 +150,7 @@ extension String {
         let ranges = RegexSplitter.literal(Array(pattern.unicodeScalars)).matches(Array(unicodeScalars))
         if ranges.isEmpty { return self }
         let scalars = Array(unicodeScalars)
-        var out = String.UnicodeScalarView()
+        var out: [Unicode.Scalar] = []
         var last = 0
         for r in ranges {
             out.append(contentsOf: scalars[last..<r.lowerBound])
@@ -155,6 +158,6 @@ extension String {
             last = r.upperBound
         }
         out.append(contentsOf: scalars[last...])
-        return String(out)
+        return String(scalars: out)
     }
 }

@@ -29,13 +29,13 @@ struct JSONReader {
 
     func fieldPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    func has(_ key: String) -> Bool {
-        guard let value = object[key] else { return false }
-        return !(value is NSNull)
-    }
+    func has(_ key: String) -> Bool { raw(key) != nil }
 
+    /// The value of `key`, nil when absent or JSON `null`. Compares the dynamic type instead of
+    /// `value is NSNull`: on Linux that cast bridges a whole nested dictionary (a 50k-entry vocab)
+    /// to `NSDictionary` first.
     func raw(_ key: String) -> Any? {
-        guard let value = object[key], !(value is NSNull) else { return nil }
+        guard let value = object[key], Swift.type(of: value) != NSNull.self else { return nil }
         return value
     }
 
@@ -91,7 +91,9 @@ struct JSONReader {
 
     /// The `type` discriminator of a component object.
     func type() throws -> String {
-        guard let t = try string("type") else { throw TokenizerError.missingField(field: fieldPath("type"), file: file) }
+        guard let t = try string("type") else {
+            throw TokenizerError.missingField(field: fieldPath("type"), file: file)
+        }
         return t
     }
 
@@ -100,7 +102,8 @@ struct JSONReader {
         let p = try requiredObject(key)
         if let s = try p.string("String") { return .string(s) }
         if let r = try p.string("Regex") { return .regex(r) }
-        throw TokenizerError.unsupported(component: "pattern", type: p.object.keys.sorted().joined(separator: ","), file: file)
+        throw TokenizerError.unsupported(
+            component: "pattern", type: p.object.keys.sorted().joined(separator: ","), file: file)
     }
 }
 

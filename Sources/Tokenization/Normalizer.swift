@@ -29,7 +29,8 @@ indirect enum Normalizer: Sendable {
                 self = .replace(pattern, content, nil)
             }
         case "Strip":
-            self = .strip(left: try json.bool("strip_left", default: true), right: try json.bool("strip_right", default: true))
+            self = .strip(
+                left: try json.bool("strip_left", default: true), right: try json.bool("strip_right", default: true))
         case "Sequence":
             self = .sequence(try json.objects("normalizers").map(Normalizer.init))
         default:
@@ -57,7 +58,7 @@ indirect enum Normalizer: Sendable {
                 ranges = []
             }
             if ranges.isEmpty { return text }
-            var out = String.UnicodeScalarView()
+            var out: [Unicode.Scalar] = []
             var last = 0
             for r in ranges {
                 out.append(contentsOf: scalars[last..<r.lowerBound])
@@ -65,12 +66,12 @@ indirect enum Normalizer: Sendable {
                 last = r.upperBound
             }
             out.append(contentsOf: scalars[last...])
-            return String(out)
+            return String(scalars: out)
         case .strip(let left, let right):
             var scalars = Substring(text).unicodeScalars[...]
             if left { while let f = scalars.first, f.isSpace { scalars.removeFirst() } }
             if right { while let l = scalars.last, l.isSpace { scalars.removeLast() } }
-            return String(String.UnicodeScalarView(scalars))
+            return String(scalars: scalars)
         case .sequence(let list):
             return list.reduce(text) { $1.apply($0) }
         }
@@ -79,7 +80,7 @@ indirect enum Normalizer: Sendable {
     /// Per-scalar full Unicode lowercasing. Like `tokenizers` (each char's `to_lowercase`), and
     /// unlike Rust's `str::to_lowercase`, there is no final-sigma rule: ΣΑΣ → σασ.
     static func lowercase(_ text: String) -> String {
-        var out = String.UnicodeScalarView()
+        var out: [Unicode.Scalar] = []
         for s in text.unicodeScalars {
             if s.value < 0x80 {
                 out.append(s.value >= 0x41 && s.value <= 0x5A ? Unicode.Scalar(s.value | 0x20)! : s)
@@ -87,6 +88,6 @@ indirect enum Normalizer: Sendable {
                 out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars)
             }
         }
-        return String(out)
+        return String(scalars: out)
     }
 }

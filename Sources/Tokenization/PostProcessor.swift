@@ -34,11 +34,14 @@ indirect enum PostProcessor: Sendable {
                 } else if let special = try piece.object("SpecialToken") {
                     let name = try special.requiredString("id")
                     guard let entry = try specials?.object(name),
-                          let ids = entry.raw("ids") as? [Any] else {
+                        let ids = entry.raw("ids") as? [Any]
+                    else {
                         throw json.invalid("special_tokens", "no entry for '\(name)'")
                     }
                     let values = try ids.map { v -> Int in
-                        guard let n = v as? NSNumber else { throw json.invalid("special_tokens.\(name).ids", "expected integers") }
+                        guard let n = v as? NSNumber else {
+                            throw json.invalid("special_tokens.\(name).ids", "expected integers")
+                        }
                         return n.intValue
                     }
                     if seenSequence { suffix += values } else { prefix += values }

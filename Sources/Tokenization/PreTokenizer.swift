@@ -71,8 +71,11 @@ enum SplitBehavior: String, Sendable {
             }
         }
         return out.compactMap { r in
-            r.isEmpty ? nil : Piece(scalars: Array(piece.scalars[r]), atStart: piece.atStart && r.lowerBound == 0,
-                                    byteLevel: piece.byteLevel)
+            r.isEmpty
+                ? nil
+                : Piece(
+                    scalars: Array(piece.scalars[r]), atStart: piece.atStart && r.lowerBound == 0,
+                    byteLevel: piece.byteLevel)
         }
     }
 }
@@ -100,11 +103,13 @@ indirect enum PreTokenizer: Sendable {
         switch type {
         case "Split":
             let splitter = try RegexSplitter(try json.pattern("pattern"), file: json.file)
-            self = .split(splitter, try PreTokenizer.behavior(json, default: .isolated),
-                          invert: try json.bool("invert", default: false))
+            self = .split(
+                splitter, try PreTokenizer.behavior(json, default: .isolated),
+                invert: try json.bool("invert", default: false))
         case "ByteLevel":
-            self = .byteLevel(addPrefixSpace: try json.bool("add_prefix_space", default: true),
-                              useRegex: try json.bool("use_regex", default: true))
+            self = .byteLevel(
+                addPrefixSpace: try json.bool("add_prefix_space", default: true),
+                useRegex: try json.bool("use_regex", default: true))
         case "Metaspace":
             let replacement = try json.string("replacement") ?? "\u{2581}"
             guard replacement.unicodeScalars.count == 1, let r = replacement.unicodeScalars.first else {
@@ -150,11 +155,12 @@ indirect enum PreTokenizer: Sendable {
             return pieces.flatMap { p -> [Piece] in
                 var p = p
                 if addPrefixSpace && p.scalars.first != " " { p.scalars.insert(" ", at: 0) }
-                let parts = useRegex
+                let parts =
+                    useRegex
                     ? SplitBehavior.isolated.split(p, matches: RegexSplitter.gpt2.matches(p.scalars)) : [p]
                 return parts.map { part in
                     var q = part
-                    q.scalars = Array(ByteLevelTable.encode(part.scalars[...]).unicodeScalars)
+                    q.scalars = ByteLevelTable.encode(part.scalars)
                     q.byteLevel = true
                     return q
                 }
@@ -187,8 +193,10 @@ indirect enum PreTokenizer: Sendable {
     }
 
     /// Splits on every scalar satisfying `predicate`, each one its own match (as Rust's char patterns do).
-    private static func splitChars(_ p: Piece, where predicate: (Unicode.Scalar) -> Bool,
-                                   _ behavior: SplitBehavior) -> [Piece] {
+    private static func splitChars(
+        _ p: Piece, where predicate: (Unicode.Scalar) -> Bool,
+        _ behavior: SplitBehavior
+    ) -> [Piece] {
         var matches: [Range<Int>] = []
         for (i, s) in p.scalars.enumerated() where predicate(s) { matches.append(i..<(i + 1)) }
         return behavior.split(p, matches: matches)

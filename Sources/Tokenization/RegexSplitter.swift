@@ -70,9 +70,9 @@ enum RegexSplitter: @unchecked Sendable {
             }
             return out
         case .general(let regex):
-            var text = String.UnicodeScalarView()
+            var text: [Unicode.Scalar] = []
             text.append(contentsOf: s)
-            let string = String(text)
+            let string = String(scalars: text)
             // Map UTF-16 offsets back to scalar indices.
             var utf16ToScalar = [Int](repeating: 0, count: string.utf16.count + 1)
             var u = 0

@@ -34,7 +34,7 @@ public struct StreamingDetokenizer {
         guard fullScalars.count > prefixCount, fullScalars.last != "\u{FFFD}" else { return "" }
         prefixOffset = readOffset
         readOffset = ids.count
-        return String(String.UnicodeScalarView(fullScalars.dropFirst(prefixCount)))
+        return String(scalars: fullScalars.dropFirst(prefixCount))
     }
 
     /// Returns whatever is still held back (incomplete sequences come out as U+FFFD) and resets.
@@ -46,6 +46,6 @@ public struct StreamingDetokenizer {
         readOffset = 0
         let prefixCount = prefix.unicodeScalars.count
         guard full.unicodeScalars.count > prefixCount else { return "" }
-        return String(String.UnicodeScalarView(full.unicodeScalars.dropFirst(prefixCount)))
+        return String(scalars: full.unicodeScalars.dropFirst(prefixCount))
     }
 }

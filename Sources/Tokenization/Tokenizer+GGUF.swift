@@ -8,7 +8,9 @@ extension Tokenizer {
 
     /// The GGUF `tokenizer.ggml.pre` names this initializer understands, each mapped to the
     /// `tokenizer.json` pipeline the model family ships with.
-    public static let supportedGGUFPreTokenizers = ["gpt2", "default", "smollm", "starcoder", "qwen2", "llama-bpe", "llama3"]
+    public static let supportedGGUFPreTokenizers = [
+        "gpt2", "default", "smollm", "starcoder", "qwen2", "llama-bpe", "llama3",
+    ]
 
     /// Builds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.model = "gpt2"`).
     ///
@@ -24,13 +26,16 @@ extension Tokenizer {
     ///   - chatTemplate: `tokenizer.chat_template`, used to detect ChatML.
     /// - Throws: `TokenizerError.unsupported` for an unknown pre-tokenizer name,
     ///   `invalidField`/`mergeReferencesUnknownToken` for inconsistent metadata.
-    public convenience init(vocabulary: [String], merges: [String], tokenTypes: [Int]? = nil, preTokenizer: String,
-                            bosTokenID: Int? = nil, eosTokenID: Int? = nil, addBOS: Bool = false,
-                            chatTemplate: String? = nil) throws {
+    public convenience init(
+        vocabulary: [String], merges: [String], tokenTypes: [Int]? = nil, preTokenizer: String,
+        bosTokenID: Int? = nil, eosTokenID: Int? = nil, addBOS: Bool = false,
+        chatTemplate: String? = nil
+    ) throws {
         let file = "GGUF metadata"
         if let tokenTypes, tokenTypes.count != vocabulary.count {
-            throw TokenizerError.invalidField(field: "tokenizer.ggml.token_type", file: file,
-                                              reason: "\(tokenTypes.count) types for \(vocabulary.count) tokens")
+            throw TokenizerError.invalidField(
+                field: "tokenizer.ggml.token_type", file: file,
+                reason: "\(tokenTypes.count) types for \(vocabulary.count) tokens")
         }
         for (key, id) in [("tokenizer.ggml.bos_token_id", bosTokenID), ("tokenizer.ggml.eos_token_id", eosTokenID)] {
             if let id, !vocabulary.indices.contains(id) {
@@ -43,8 +48,9 @@ extension Tokenizer {
         let pairs = try merges.enumerated().map { i, m -> (String, String) in
             let parts = m.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2 else {
-                throw TokenizerError.invalidField(field: "tokenizer.ggml.merges[\(i)]", file: file,
-                                                  reason: "expected \"a b\", got \(m.debugDescription)")
+                throw TokenizerError.invalidField(
+                    field: "tokenizer.ggml.merges[\(i)]", file: file,
+                    reason: "expected \"a b\", got \(m.debugDescription)")
             }
             return (String(parts[0]), String(parts[1]))
         }
@@ -68,9 +74,10 @@ extension Tokenizer {
             throw TokenizerError.unsupported(component: "GGUF tokenizer.ggml.pre", type: preTokenizer, file: file)
         }
 
-        let model = try BPEModel(vocab: vocab, merges: pairs, unkToken: nil, byteFallback: false, fuseUnk: false,
-                                 ignoreMerges: ignoreMerges, continuingSubwordPrefix: nil, endOfWordSuffix: nil,
-                                 file: file)
+        let model = try BPEModel(
+            vocab: vocab, merges: pairs, unkToken: nil, byteFallback: false, fuseUnk: false,
+            ignoreMerges: ignoreMerges, continuingSubwordPrefix: nil, endOfWordSuffix: nil,
+            file: file)
         var added: [AddedToken] = []
         for (id, raw) in (tokenTypes ?? []).enumerated() {
             switch GGUFTokenType(rawValue: raw) {
@@ -79,10 +86,12 @@ extension Tokenizer {
             default: break
             }
         }
-        let config = TokenizerConfig(bosToken: bosTokenID.map { vocabulary[$0] }, hasBOS: true,
-                                     eosToken: eosTokenID.map { vocabulary[$0] }, chatTemplate: chatTemplate)
+        let config = TokenizerConfig(
+            bosToken: bosTokenID.map { vocabulary[$0] }, hasBOS: true,
+            eosToken: eosTokenID.map { vocabulary[$0] }, chatTemplate: chatTemplate)
         let post: PostProcessor? = addBOS ? bosTokenID.map { .template(prefix: [$0], suffix: []) } : nil
-        try self.init(model: model, normalizer: normalizer, preTokenizer: pre, postProcessor: post,
-                      decoder: .byteLevel, addedTokens: added, config: config)
+        try self.init(
+            model: model, normalizer: normalizer, preTokenizer: pre, postProcessor: post,
+            decoder: .byteLevel, addedTokens: added, config: config)
     }
 }

@@ -65,12 +65,15 @@ public final class Tokenizer: @unchecked Sendable {
         let modelJSON = try json.requiredObject("model")
         let modelType = try modelJSON.string("type") ?? (modelJSON.has("merges") ? "BPE" : "")
         guard modelType == "BPE" else {
-            throw TokenizerError.unsupported(component: "model", type: modelType.isEmpty ? "(none)" : modelType, file: fileName)
+            throw TokenizerError.unsupported(
+                component: "model", type: modelType.isEmpty ? "(none)" : modelType, file: fileName)
         }
         let model = try Tokenizer.parseBPE(modelJSON)
 
         let added = try json.objects("added_tokens").map { t -> AddedToken in
-            guard let id = try t.int("id") else { throw TokenizerError.missingField(field: t.fieldPath("id"), file: fileName) }
+            guard let id = try t.int("id") else {
+                throw TokenizerError.missingField(field: t.fieldPath("id"), file: fileName)
+            }
             return AddedToken(
                 id: id, content: try t.requiredString("content"),
                 singleWord: try t.bool("single_word", default: false), lstrip: try t.bool("lstrip", default: false),
@@ -86,8 +89,10 @@ public final class Tokenizer: @unchecked Sendable {
             addedTokens: added, config: config)
     }
 
-    init(model: BPEModel, normalizer: Normalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
-         decoder: Decoder?, addedTokens: [AddedToken], config: TokenizerConfig?) throws {
+    init(
+        model: BPEModel, normalizer: Normalizer?, preTokenizer: PreTokenizer?, postProcessor: PostProcessor?,
+        decoder: Decoder?, addedTokens: [AddedToken], config: TokenizerConfig?
+    ) throws {
         self.model = model
         self.normalizer = normalizer
         self.preTokenizer = preTokenizer
@@ -101,14 +106,16 @@ public final class Tokenizer: @unchecked Sendable {
             byContent[t.content] = t
         }
         addedByID = byID
-        addedText = Dictionary(addedTokens.map { t in
-            (t.id, t.normalized ? (normalizer?.apply(t.content) ?? t.content) : t.content)
-        }, uniquingKeysWith: { _, last in last })
+        addedText = Dictionary(
+            addedTokens.map { t in
+                (t.id, t.normalized ? (normalizer?.apply(t.content) ?? t.content) : t.content)
+            }, uniquingKeysWith: { _, last in last })
         addedByContent = byContent
         rawMatcher = AddedTokenMatcher(addedTokens.filter { !$0.normalized }.map { ($0.content, $0) })
-        normalizedMatcher = AddedTokenMatcher(addedTokens.filter(\.normalized).map { t in
-            (normalizer?.apply(t.content) ?? t.content, t)
-        })
+        normalizedMatcher = AddedTokenMatcher(
+            addedTokens.filter(\.normalized).map { t in
+                (normalizer?.apply(t.content) ?? t.content, t)
+            })
         vocabularySize = max(model.idToToken.count, (addedTokens.map(\.id).max() ?? -1) + 1)
 
         func lookup(_ token: String) -> Int? { byContent[token]?.id ?? model.vocab[token] }
@@ -119,17 +126,21 @@ public final class Tokenizer: @unchecked Sendable {
         }
         var eos: [Int] = []
         for name in [config?.eosToken].compactMap({ $0 })
-            + ["<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|end|>"] {
+            + ["<|endoftext|>", "<|im_end|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|end|>"]
+        {
             if let id = lookup(name), !eos.contains(id) { eos.append(id) }
         }
         eosTokenIDs = eos
-        chatTemplate = ChatTemplate.detect(source: config?.chatTemplate, hasChatMLTokens:
-            lookup("<|im_start|>") != nil && lookup("<|im_end|>") != nil)
+        chatTemplate = ChatTemplate.detect(
+            source: config?.chatTemplate,
+            hasChatMLTokens:
+                lookup("<|im_start|>") != nil && lookup("<|im_end|>") != nil)
     }
 
     private static func parseBPE(_ json: JSONReader) throws -> BPEModel {
         guard let vocabObject = json.raw("vocab") as? [String: Any] else {
-            throw json.has("vocab") ? json.invalid("vocab", "expected an object of token → id")
+            throw json.has("vocab")
+                ? json.invalid("vocab", "expected an object of token → id")
                 : TokenizerError.missingField(field: json.fieldPath("vocab"), file: json.file)
         }
         var vocab: [String: Int] = [:]
@@ -148,9 +159,13 @@ public final class Tokenizer: @unchecked Sendable {
                 if let s = m as? String {
                     // "a b": tokens never contain a space in this format.
                     let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                    guard parts.count == 2 else { throw json.invalid("merges[\(i)]", "expected \"a b\", got \(s.debugDescription)") }
+                    guard parts.count == 2 else {
+                        throw json.invalid("merges[\(i)]", "expected \"a b\", got \(s.debugDescription)")
+                    }
                     merges.append((String(parts[0]), String(parts[1])))
-                } else if let pair = m as? [Any], pair.count == 2, let a = pair[0] as? String, let b = pair[1] as? String {
+                } else if let pair = m as? [Any], pair.count == 2, let a = pair[0] as? String,
+                    let b = pair[1] as? String
+                {
                     merges.append((a, b))
                 } else {
                     throw json.invalid("merges[\(i)]", "expected \"a b\" or [\"a\", \"b\"]")
@@ -159,7 +174,8 @@ public final class Tokenizer: @unchecked Sendable {
         }
         return try BPEModel(
             vocab: vocab, merges: merges, unkToken: try json.string("unk_token"),
-            byteFallback: try json.bool("byte_fallback", default: false), fuseUnk: try json.bool("fuse_unk", default: false),
+            byteFallback: try json.bool("byte_fallback", default: false),
+            fuseUnk: try json.bool("fuse_unk", default: false),
             ignoreMerges: try json.bool("ignore_merges", default: false),
             continuingSubwordPrefix: try json.string("continuing_subword_prefix"),
             endOfWordSuffix: try json.string("end_of_word_suffix"), file: json.file)
@@ -182,19 +198,23 @@ public final class Tokenizer: @unchecked Sendable {
                 continue
             }
             if range.isEmpty { continue }
-            let raw = String(String.UnicodeScalarView(scalars[range]))
-            let normalized = normalizer.map { Array($0.apply(raw).unicodeScalars) } ?? Array(scalars[range])
+            let normalized =
+                normalizer.map { Array($0.apply(String(scalars: scalars[range])).unicodeScalars) }
+                ?? Array(scalars[range])
             for (inner, innerToken) in normalizedMatcher.split(normalized) {
                 if let innerToken {
                     ids.append(innerToken.id)
                     continue
                 }
                 if inner.isEmpty { continue }
-                var pieces = [Piece(scalars: Array(normalized[inner]),
-                                    atStart: range.lowerBound == 0 && inner.lowerBound == 0)]
+                var pieces = [
+                    Piece(
+                        scalars: Array(normalized[inner]),
+                        atStart: range.lowerBound == 0 && inner.lowerBound == 0)
+                ]
                 if let preTokenizer { pieces = preTokenizer.apply(pieces) }
                 for piece in pieces {
-                    ids.append(contentsOf: model.tokenize(String(String.UnicodeScalarView(piece.scalars))))
+                    ids.append(contentsOf: model.tokenize(String(scalars: piece.scalars)))
                 }
             }
         }

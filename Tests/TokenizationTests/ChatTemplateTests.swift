@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import Tokenization
 
 @Suite("Chat templates")
@@ -13,14 +14,15 @@ struct ChatTemplateTests {
     @Test("ChatML formatting")
     func chatML() {
         let template = ChatTemplate(style: .chatML)
-        #expect(template.format(messages) == """
-            <|im_start|>system
-            You are terse.<|im_end|>
-            <|im_start|>user
-            hi<|im_end|>
-            <|im_start|>assistant
+        #expect(
+            template.format(messages) == """
+                <|im_start|>system
+                You are terse.<|im_end|>
+                <|im_start|>user
+                hi<|im_end|>
+                <|im_start|>assistant
 
-            """)
+                """)
         #expect(template.format(messages, addGenerationPrompt: false).hasSuffix("hi<|im_end|>\n"))
     }
 
@@ -29,9 +31,12 @@ struct ChatTemplateTests {
         #expect(ChatTemplate(style: .plain).format(messages) == "System: You are terse.\n\nUser: hi\n\nAssistant:")
     }
 
-    @Test("detection from tokenizer_config.json and from the vocabulary",
-          arguments: [("qwen2", ChatTemplate.Style?.some(.chatML)), ("smollm2", .chatML), ("llama3", .plain),
-                      ("llama2", .plain), ("gpt2", nil), ("mistral", nil)])
+    @Test(
+        "detection from tokenizer_config.json and from the vocabulary",
+        arguments: [
+            ("qwen2", ChatTemplate.Style?.some(.chatML)), ("smollm2", .chatML), ("llama3", .plain),
+            ("llama2", .plain), ("gpt2", nil), ("mistral", nil),
+        ])
     func detection(name: String, style: ChatTemplate.Style?) throws {
         #expect(try LoadedFixtures.tokenizer(name).chatTemplate?.style == style)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Tokenization
 
 @Suite("Regex splitter")
@@ -22,8 +23,9 @@ struct RegexSplitterTests {
         }
     }
 
-    @Test("hand-written matchers agree with NSRegularExpression",
-          arguments: [RegexSplitter.gpt2Pattern, RegexSplitter.qwen2Pattern, RegexSplitter.llama3Pattern])
+    @Test(
+        "hand-written matchers agree with NSRegularExpression",
+        arguments: [RegexSplitter.gpt2Pattern, RegexSplitter.qwen2Pattern, RegexSplitter.llama3Pattern])
     func agreesWithGeneralRegex(pattern: String) throws {
         let fast = try RegexSplitter(.regex(pattern), file: "test")
         let general = try RegexSplitter(.regex(pattern), file: "test", forceGeneral: true)
@@ -51,13 +53,15 @@ struct RegexSplitterTests {
         #expect(try pieces(RegexSplitter.qwen2Pattern, "x  \n\n y") == ["x", "  \n\n", " y"])
     }
 
-    @Test("split behaviours", arguments: [
-        (SplitBehavior.isolated, ["a", "-", "b", "-", "-", "c"]),
-        (.removed, ["a", "b", "c"]),
-        (.mergedWithPrevious, ["a-", "b-", "-", "c"]),
-        (.mergedWithNext, ["a", "-b", "-", "-c"]),
-        (.contiguous, ["a", "-", "b", "--", "c"]),
-    ])
+    @Test(
+        "split behaviours",
+        arguments: [
+            (SplitBehavior.isolated, ["a", "-", "b", "-", "-", "c"]),
+            (.removed, ["a", "b", "c"]),
+            (.mergedWithPrevious, ["a-", "b-", "-", "c"]),
+            (.mergedWithNext, ["a", "-b", "-", "-c"]),
+            (.contiguous, ["a", "-", "b", "--", "c"]),
+        ])
     func behaviours(behavior: SplitBehavior, expected: [String]) {
         let piece = Piece(scalars: Array("a-b--c".unicodeScalars), atStart: true)
         let matches = [1..<2, 3..<4, 4..<5]

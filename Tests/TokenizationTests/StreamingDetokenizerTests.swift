@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import Tokenization
 
 @Suite("Streaming detokenizer")
@@ -24,9 +25,12 @@ struct StreamingDetokenizerTests {
         }
     }
 
-    @Test("byte-fallback emoji and byte-level CJK are held back until complete",
-          arguments: [("llama2", "😀 👨‍👩‍👧"), ("mistral", "👍🏽!"), ("gpt2", "中文测试"), ("qwen2", "你好，世界"),
-                      ("smollm2", "日本語 🇯🇵")])
+    @Test(
+        "byte-fallback emoji and byte-level CJK are held back until complete",
+        arguments: [
+            ("llama2", "😀 👨‍👩‍👧"), ("mistral", "👍🏽!"), ("gpt2", "中文测试"), ("qwen2", "你好，世界"),
+            ("smollm2", "日本語 🇯🇵"),
+        ])
     func holdsBackPartialCharacters(name: String, text: String) throws {
         let tokenizer = try LoadedFixtures.tokenizer(name)
         let ids = tokenizer.encode(text, addSpecialTokens: false)

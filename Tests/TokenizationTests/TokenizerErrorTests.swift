@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import Tokenization
 
 /// Deliberately broken `tokenizer.json` files: each must throw a `TokenizerError` whose
@@ -22,54 +23,77 @@ struct TokenizerErrorTests {
         BrokenCase(name: "top level array", json: "[1, 2]", mentions: ["top level is not a JSON object"]),
         BrokenCase(name: "empty file", json: "", mentions: ["not a valid tokenizer JSON"]),
         BrokenCase(name: "missing model", json: #"{"version": "1.0"}"#, mentions: ["missing required field 'model'"]),
-        BrokenCase(name: "unknown model type", json: #"{"model": {"type": "Unigram", "vocab": []}}"#,
-                   mentions: ["unsupported model type 'Unigram'", "BPE"]),
-        BrokenCase(name: "WordPiece model", json: #"{"model": {"type": "WordPiece", "vocab": {}}}"#,
-                   mentions: ["unsupported model type 'WordPiece'"]),
-        BrokenCase(name: "model without vocab", json: #"{"model": {"type": "BPE", "merges": []}}"#,
-                   mentions: ["missing required field 'model.vocab'"]),
-        BrokenCase(name: "vocab with a string id", json: #"{"model": {"type": "BPE", "vocab": {"a": "zero"}}}"#,
-                   mentions: ["model.vocab", "'a'"]),
-        BrokenCase(name: "unknown pre-tokenizer",
-                   json: #"{"pre_tokenizer": {"type": "UnicodeScripts"}, \#(minimalModel)}"#,
-                   mentions: ["unsupported pre_tokenizer type 'UnicodeScripts'"]),
-        BrokenCase(name: "unknown pre-tokenizer inside a Sequence",
-                   json: #"{"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}, {"type": "CharDelimiterSplit"}]}, \#(minimalModel)}"#,
-                   mentions: ["CharDelimiterSplit"]),
-        BrokenCase(name: "unknown normalizer", json: #"{"normalizer": {"type": "BertNormalizer"}, \#(minimalModel)}"#,
-                   mentions: ["unsupported normalizer type 'BertNormalizer'"]),
-        BrokenCase(name: "unknown decoder", json: #"{"decoder": {"type": "CTC"}, \#(minimalModel)}"#,
-                   mentions: ["unsupported decoder type 'CTC'"]),
-        BrokenCase(name: "unknown post-processor", json: #"{"post_processor": {"type": "Magic"}, \#(minimalModel)}"#,
-                   mentions: ["unsupported post_processor type 'Magic'"]),
-        BrokenCase(name: "component without type", json: #"{"normalizer": {"lowercase": true}, \#(minimalModel)}"#,
-                   mentions: ["normalizer.type"]),
-        BrokenCase(name: "unknown split behaviour",
-                   json: #"{"pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"}, \#(minimalModel)}"#,
-                   mentions: ["Sideways"]),
-        BrokenCase(name: "bad regex",
-                   json: #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, \#(minimalModel)}"#,
-                   mentions: ["cannot compile regex", "(unclosed"]),
-        BrokenCase(name: "merge with an unknown left token",
-                   json: #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["x b"]}}"#,
-                   mentions: ["merge 'x b'", "token 'x'"]),
-        BrokenCase(name: "merge producing an unknown token",
-                   json: #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}}"#,
-                   mentions: ["merge 'a b'", "token 'ab'"]),
-        BrokenCase(name: "merge that is not a pair",
-                   json: #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b c"]}}"#,
-                   mentions: ["model.merges[0]"]),
-        BrokenCase(name: "unk token missing from vocab",
-                   json: #"{"model": {"type": "BPE", "unk_token": "<unk>", "vocab": {"a": 0}, "merges": []}}"#,
-                   mentions: ["model.unk_token", "<unk>"]),
-        BrokenCase(name: "added token without id",
-                   json: #"{"added_tokens": [{"content": "<x>"}], \#(minimalModel)}"#,
-                   mentions: ["added_tokens[0].id"]),
-        BrokenCase(name: "template naming an unknown special token",
-                   json: #"{"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}, \#(minimalModel)}"#,
-                   mentions: ["special_tokens", "<s>"]),
-        BrokenCase(name: "wrong field type", json: #"{"added_tokens": "none", \#(minimalModel)}"#,
-                   mentions: ["added_tokens", "expected an array"]),
+        BrokenCase(
+            name: "unknown model type", json: #"{"model": {"type": "Unigram", "vocab": []}}"#,
+            mentions: ["unsupported model type 'Unigram'", "BPE"]),
+        BrokenCase(
+            name: "WordPiece model", json: #"{"model": {"type": "WordPiece", "vocab": {}}}"#,
+            mentions: ["unsupported model type 'WordPiece'"]),
+        BrokenCase(
+            name: "model without vocab", json: #"{"model": {"type": "BPE", "merges": []}}"#,
+            mentions: ["missing required field 'model.vocab'"]),
+        BrokenCase(
+            name: "vocab with a string id", json: #"{"model": {"type": "BPE", "vocab": {"a": "zero"}}}"#,
+            mentions: ["model.vocab", "'a'"]),
+        BrokenCase(
+            name: "unknown pre-tokenizer",
+            json: #"{"pre_tokenizer": {"type": "UnicodeScripts"}, \#(minimalModel)}"#,
+            mentions: ["unsupported pre_tokenizer type 'UnicodeScripts'"]),
+        BrokenCase(
+            name: "unknown pre-tokenizer inside a Sequence",
+            json:
+                #"{"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}, {"type": "CharDelimiterSplit"}]}, \#(minimalModel)}"#,
+            mentions: ["CharDelimiterSplit"]),
+        BrokenCase(
+            name: "unknown normalizer", json: #"{"normalizer": {"type": "BertNormalizer"}, \#(minimalModel)}"#,
+            mentions: ["unsupported normalizer type 'BertNormalizer'"]),
+        BrokenCase(
+            name: "unknown decoder", json: #"{"decoder": {"type": "CTC"}, \#(minimalModel)}"#,
+            mentions: ["unsupported decoder type 'CTC'"]),
+        BrokenCase(
+            name: "unknown post-processor", json: #"{"post_processor": {"type": "Magic"}, \#(minimalModel)}"#,
+            mentions: ["unsupported post_processor type 'Magic'"]),
+        BrokenCase(
+            name: "component without type", json: #"{"normalizer": {"lowercase": true}, \#(minimalModel)}"#,
+            mentions: ["normalizer.type"]),
+        BrokenCase(
+            name: "unknown split behaviour",
+            json:
+                #"{"pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"}, \#(minimalModel)}"#,
+            mentions: ["Sideways"]),
+        BrokenCase(
+            name: "bad regex",
+            json:
+                #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, \#(minimalModel)}"#,
+            mentions: ["cannot compile regex", "(unclosed"]),
+        BrokenCase(
+            name: "merge with an unknown left token",
+            json: #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["x b"]}}"#,
+            mentions: ["merge 'x b'", "token 'x'"]),
+        BrokenCase(
+            name: "merge producing an unknown token",
+            json: #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}}"#,
+            mentions: ["merge 'a b'", "token 'ab'"]),
+        BrokenCase(
+            name: "merge that is not a pair",
+            json: #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b c"]}}"#,
+            mentions: ["model.merges[0]"]),
+        BrokenCase(
+            name: "unk token missing from vocab",
+            json: #"{"model": {"type": "BPE", "unk_token": "<unk>", "vocab": {"a": 0}, "merges": []}}"#,
+            mentions: ["model.unk_token", "<unk>"]),
+        BrokenCase(
+            name: "added token without id",
+            json: #"{"added_tokens": [{"content": "<x>"}], \#(minimalModel)}"#,
+            mentions: ["added_tokens[0].id"]),
+        BrokenCase(
+            name: "template naming an unknown special token",
+            json:
+                #"{"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}, \#(minimalModel)}"#,
+            mentions: ["special_tokens", "<s>"]),
+        BrokenCase(
+            name: "wrong field type", json: #"{"added_tokens": "none", \#(minimalModel)}"#,
+            mentions: ["added_tokens", "expected an array"]),
     ]
 
     @Test("each broken file throws a descriptive TokenizerError", arguments: cases)

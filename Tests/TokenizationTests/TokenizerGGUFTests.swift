@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import Tokenization
 
 /// The GGUF-metadata initializer must rebuild the same tokenizer as the `tokenizer.json` of the family.
@@ -32,7 +33,9 @@ struct TokenizerGGUFTests {
         return (tokens, merges, types)
     }
 
-    @Test("matches the tokenizer.json goldens", arguments: [("smollm2", "smollm"), ("qwen2", "qwen2"), ("llama3", "llama-bpe")])
+    @Test(
+        "matches the tokenizer.json goldens",
+        arguments: [("smollm2", "smollm"), ("qwen2", "qwen2"), ("llama3", "llama-bpe")])
     func matchesGoldens(name: String, pre: String) throws {
         let m = try Self.metadata(name)
         let tokenizer = try Tokenizer(vocabulary: m.tokens, merges: m.merges, tokenTypes: m.types, preTokenizer: pre)
@@ -45,8 +48,9 @@ struct TokenizerGGUFTests {
     @Test("BOS, EOS and the chat template come from the metadata")
     func specialTokens() throws {
         let m = try Self.metadata("smollm2")
-        let tokenizer = try Tokenizer(vocabulary: m.tokens, merges: m.merges, tokenTypes: m.types, preTokenizer: "smollm",
-                                      bosTokenID: 1, eosTokenID: 2, addBOS: true, chatTemplate: "<|im_start|>...")
+        let tokenizer = try Tokenizer(
+            vocabulary: m.tokens, merges: m.merges, tokenTypes: m.types, preTokenizer: "smollm",
+            bosTokenID: 1, eosTokenID: 2, addBOS: true, chatTemplate: "<|im_start|>...")
         #expect(tokenizer.bosTokenID == 1)
         #expect(tokenizer.eosTokenIDs.first == 2)
         #expect(tokenizer.encode("hi").first == 1)

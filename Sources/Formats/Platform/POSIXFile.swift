@@ -50,7 +50,8 @@ final class ReadOnlyFile: @unchecked Sendable {
             let n = pread(descriptor, destination + done, chunk, off_t(offset + done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CheckpointError.io(file: path, operation: "read at byte \(offset + done)", reason: errnoDescription())
+                throw CheckpointError.io(
+                    file: path, operation: "read at byte \(offset + done)", reason: errnoDescription())
             }
             if n == 0 {
                 throw CheckpointError.io(
@@ -153,9 +154,12 @@ final class AtomicFileWriter {
         }
         let closed = close(descriptor)
         descriptor = -1
-        guard closed == 0 else { throw CheckpointError.io(file: temporary, operation: "close", reason: errnoDescription()) }
+        guard closed == 0 else {
+            throw CheckpointError.io(file: temporary, operation: "close", reason: errnoDescription())
+        }
         guard rename(temporary, destination) == 0 else {
-            throw CheckpointError.io(file: destination, operation: "rename from \(temporary)", reason: errnoDescription())
+            throw CheckpointError.io(
+                file: destination, operation: "rename from \(temporary)", reason: errnoDescription())
         }
         committed = true
         // Make the rename itself durable; a failure here loses nothing already written.

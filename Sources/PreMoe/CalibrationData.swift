@@ -1,0 +1,107 @@
+import Formats
+import Foundation
+import Tokenization
+
+/// Reads calibration (and later evaluation) text from JSON Lines files.
+///
+/// Each line is one JSON object; lines are split on `\n` bytes only (the task files escape
+/// U+2028, which `Character.isNewline` would split on); blank lines are skipped. A record is
+/// rendered as text by the first rule whose fields it has:
+///
+/// | fields | rendering |
+/// | --- | --- |
+/// | `messages` [{role, content}] | the tokenizer's chat template (ChatML when present, else plain `Role: content`), no generation prompt |
+/// | `prompt` + `completion` | `prompt + completion` |
+/// | `text` | `text` (empty lines are skipped; `wikitext2`) |
+/// | `passage`, `question`, `answer` (bool) | BoolQ: `passage + "\nQuestion: " + question + "?\nAnswer: " + ("yes"/"no")` |
+/// | `question_stem`, `choices`, `answerKey` | OBQA: `question_stem + " " + gold choice text` |
+/// | `question`, `choices`, `answerKey` | ARC: `"Question: " + question + "\nAnswer: " + gold choice text` |
+/// | `goal`, `sol1`, `sol2`, `label` | PIQA: `"Question: " + goal + "\nAnswer: " + gold solution` |
+/// | `sentence`, `option1`, `option2`, `answer` | WinoGrande: the sentence with `_` replaced by the gold option |
+/// | `question`, `answer` (string) | GSM8K: `"Question: " + question + "\nAnswer: " + answer` |
+///
+/// That is the evaluation context followed by the gold answer (the evaluation's continuation,
+/// with its leading space). Where a split hides the label (PIQA and WinoGrande test), the
+/// context alone is used (PIQA: `"Question: " + goal + "\nAnswer:"`; WinoGrande: the sentence
+/// with the blank filled by `option1`).
+public enum CalibrationData {
+    /// Reads every record's text.
+    /// - Parameters:
+    ///   - url: the JSONL file.
+    ///   - chatTemplate: used for `messages` records.
+    ///   - limit: stop after this many texts.
+    /// - Throws: `PreMoeError.invalidData` with the line number.
+    public static func read(_ url: URL, chatTemplate: ChatTemplate? = nil, limit: Int? = nil) throws -> [String] {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw PreMoeError.invalidData(file: url.path, line: nil, reason: "cannot read the file")
+        }
+        var texts: [String] = []
+        var lineNumber = 0
+        for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if let limit, texts.count >= limit { break }
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            let record: JSONValue
+            do {
+                record = try JSONValue(parsing: Data(line), duplicateKeys: .keepLast)
+            } catch {
+                throw PreMoeError.invalidData(file: url.path, line: lineNumber, reason: "\(error)")
+            }
+            do {
+                if let text = try render(record, chatTemplate: chatTemplate), !text.isEmpty { texts.append(text) }
+            } catch let error as RenderError {
+                throw PreMoeError.invalidData(file: url.path, line: lineNumber, reason: error.reason)
+            }
+        }
+        return texts
+    }
+
+    struct RenderError: Error { let reason: String }
+
+    /// Renders one record (see the type's table); nil for an empty `text` record.
+    static func render(_ r: JSONValue, chatTemplate: ChatTemplate?) throws -> String? {
+        guard r.objectValue != nil else { throw RenderError(reason: "a line is not a JSON object") }
+        func string(_ key: String) -> String? { r[key]?.stringValue }
+        if let messages = r["messages"]?.arrayValue {
+            let parsed = try messages.map { m -> ChatMessage in
+                guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else {
+                    throw RenderError(reason: "every message needs string 'role' and 'content'")
+                }
+                return ChatMessage(role: role, content: content)
+            }
+            return (chatTemplate ?? ChatTemplate(style: .plain)).format(parsed, addGenerationPrompt: false)
+        }
+        if let prompt = string("prompt"), let completion = string("completion") { return prompt + completion }
+        if let text = string("text") { return text.isEmpty ? nil : text }
+        if let passage = string("passage"), let question = string("question"), let answer = r["answer"]?.boolValue {
+            return passage + "\nQuestion: " + question + "?\nAnswer: " + (answer ? "yes" : "no")
+        }
+        if let choices = r["choices"], let key = string("answerKey") {
+            guard let texts = choices["text"]?.arrayValue?.compactMap(\.stringValue),
+                let labels = choices["label"]?.arrayValue?.compactMap(\.stringValue),
+                let gold = labels.firstIndex(of: key), gold < texts.count
+            else { throw RenderError(reason: "answerKey '\(key)' is not among choices.label") }
+            if let stem = string("question_stem") { return stem + " " + texts[gold] }
+            if let question = string("question") { return "Question: " + question + "\nAnswer: " + texts[gold] }
+        }
+        if let goal = string("goal"), let sol1 = string("sol1"), let sol2 = string("sol2") {
+            let context = "Question: " + goal + "\nAnswer:"
+            switch r["label"]?.intValue {
+            case 0: return context + " " + sol1
+            case 1: return context + " " + sol2
+            default: return context
+            }
+        }
+        if let sentence = string("sentence"), let option1 = string("option1"), let option2 = string("option2") {
+            let option = string("answer") == "2" ? option2 : option1
+            guard let blank = sentence.firstIndex(of: "_") else { return sentence }
+            return String(sentence[..<blank]) + option + String(sentence[sentence.index(after: blank)...])
+        }
+        if let question = string("question"), let answer = string("answer") {
+            return "Question: " + question + "\nAnswer: " + answer
+        }
+        let keys = r.objectValue?.keys.sorted().joined(separator: ", ") ?? ""
+        throw RenderError(reason: "unknown record shape (fields: \(keys)); expected text, prompt+completion, "
+            + "messages, or a known task format")
+    }
+}

@@ -1,0 +1,165 @@
+import Formats
+import Foundation
+import Kernels
+import Models
+
+/// What an export wrote.
+public struct ExportReport: Codable, Sendable {
+    public var outputDirectory: String
+    /// Weight files, config and copied files, by name.
+    public var files: [String]
+    public var tensorCount: Int
+    /// Bytes of tensor data written.
+    public var tensorBytes: Int
+    public var expertsPerLayer: Int
+}
+
+/// Writes a pruned model as a standard Hugging Face checkpoint in the same layout family as the
+/// input, so transformers, vLLM or SGLang load it like any other:
+///
+/// - per-expert tensors (`….experts.{e}.…`) of kept experts are renamed to their slot
+///   `0..<N` in plan order; others are dropped;
+/// - fused tensors stacking experts on axis 0 (`….experts.gate_up_proj [E, …]`) keep the kept
+///   experts' slices in plan order;
+/// - router weights (`….gate.weight [E, H]`) and per-expert router vectors (`gate.bias`,
+///   `gate.e_score_correction_bias`) keep the kept rows in the same order;
+/// - every other tensor is copied unchanged (same dtype, same bytes);
+/// - `config.json` gets the new expert count under whichever of `num_experts`,
+///   `num_local_experts`, `n_routed_experts` it had (and `num_experts_per_tok` lowered to N if
+///   it was larger), plus `"premoe": {"kept_experts": {layer: [original indices]},
+///   "source_fingerprint": …, "tasks": […]}`;
+/// - tokenizer and generation files are copied.
+public enum PrunedExport {
+    /// Names of non-weight files copied from the source directory when present.
+    public static let copiedFiles = [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+        "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json", "generation_config.json",
+    ]
+
+    /// Writes the export.
+    /// - Parameters:
+    ///   - modelDirectory: the unpruned source model.
+    ///   - keptExperts: layer → original indices, every MoE layer listed, the same count in each.
+    ///   - sourceFingerprint: recorded in the config.
+    ///   - tasks: recorded in the config.
+    ///   - out: a new or empty directory.
+    ///   - maxShardBytes: shard size (transformers' default 5 GB).
+    /// - Throws: `PreMoeError` for a bad plan or a non-empty output directory, `ModelError`,
+    ///   `CheckpointError`.
+    @discardableResult
+    public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
+                             to out: URL, maxShardBytes: Int = 5_000_000_000) throws -> ExportReport {
+        let spec = try ModelLoader.spec(at: modelDirectory)
+        let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
+        let moeLayers = spec.moeLayers
+        guard !moeLayers.isEmpty else { throw PreMoeError.unsupported("\(modelDirectory.path): no MoE layer to prune") }
+        var n: Int?
+        var slot: [Int: [Int: Int]] = [:]
+        for l in moeLayers {
+            guard let ids = keptExperts[l], !ids.isEmpty else {
+                throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)")
+            }
+            let e = spec.moe(l)?.expertCount ?? 0
+            guard ids.allSatisfy({ $0 >= 0 && $0 < e }), Set(ids).count == ids.count else {
+                throw PreMoeError.invalidBudget("layer \(l): kept experts must be distinct indices in 0..<\(e)")
+            }
+            if let n, n != ids.count {
+                throw PreMoeError.invalidBudget("an export keeps the same number of experts in every layer (\(n) vs \(ids.count))")
+            }
+            n = ids.count
+            slot[l] = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
+        }
+        let kept = n!
+
+        if FileManager.default.fileExists(atPath: out.path),
+            let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
+            throw PreMoeError.io(path: out.path, reason: "the output directory is not empty")
+        }
+
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for name in checkpoint.tensorNames {
+            guard let entry = try checkpoint.entry(name) else { continue }
+            switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
+            case .router(let l), .routerVector(let l), .stackedExperts(let l):
+                tensors.append((name, gather(try checkpoint.tensor(name), keptExperts[l]!)))
+            case .expert(let l, let e, let prefix, let suffix):
+                if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try checkpoint.tensor(name))) }
+            case .backbone:
+                tensors.append((name, try checkpoint.tensor(name)))
+            }
+        }
+        tensors.sort { $0.name < $1.name }
+        let weightFiles = try SafetensorsWriter.writeSharded(tensors, metadata: ["format": "pt"],
+                                                             maxShardBytes: maxShardBytes, to: out)
+
+        let configURL = modelDirectory.appendingPathComponent("config.json")
+        guard case .object(var config) = try JSONValue(contentsOf: configURL) else {
+            throw PreMoeError.unsupported("\(configURL.path): not a JSON object")
+        }
+        let countKeys = ["num_experts", "num_local_experts", "n_routed_experts"].filter { config[$0]?.intValue != nil }
+        guard !countKeys.isEmpty else {
+            throw PreMoeError.unsupported("\(configURL.path): no num_experts / num_local_experts / n_routed_experts key")
+        }
+        for key in countKeys { config[key] = .number(Double(kept)) }
+        if let k = config["num_experts_per_tok"]?.intValue, k > kept { config["num_experts_per_tok"] = .number(Double(kept)) }
+        let keptJSON = Dictionary(uniqueKeysWithValues: keptExperts.filter { moeLayers.contains($0.key) }
+            .map { (String($0.key), JSONValue.array($0.value.map { .number(Double($0)) })) })
+        config["premoe"] = .object([
+            "kept_experts": .object(keptJSON),
+            "source_fingerprint": .string(sourceFingerprint),
+            "tasks": .array(tasks.map { .string($0) }),
+        ])
+        let configOut = out.appendingPathComponent("config.json")
+        do {
+            try Data((prettyJSON(.object(config)) + "\n").utf8).write(to: configOut, options: .atomic)
+        } catch {
+            throw PreMoeError.io(path: configOut.path, reason: "\(error)")
+        }
+        var files = weightFiles.map(\.lastPathComponent)
+        if FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors.index.json").path) {
+            files.append("model.safetensors.index.json")
+        }
+        files.append("config.json")
+        for name in copiedFiles {
+            let source = modelDirectory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: source.path) else { continue }
+            do {
+                try FileManager.default.copyItem(at: source, to: out.appendingPathComponent(name))
+            } catch {
+                throw PreMoeError.io(path: out.appendingPathComponent(name).path, reason: "\(error)")
+            }
+            files.append(name)
+        }
+        return ExportReport(outputDirectory: out.path, files: files, tensorCount: tensors.count,
+                            tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
+    }
+
+    /// A new owned tensor holding slices `indices` of axis 0 (rows of a matrix, entries of a
+    /// vector, experts of a stacked tensor), same dtype, in that order.
+    static func gather(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
+        let rows = max(tensor.shape.first ?? 1, 1)
+        let sliceBytes = tensor.count / rows * tensor.dtype.byteSize
+        let buffer = TensorBuffer(byteCount: indices.count * sliceBytes)
+        for (i, r) in indices.enumerated() {
+            buffer.pointer.advanced(by: i * sliceBytes).copyMemory(from: tensor.data + r * sliceBytes, byteCount: sliceBytes)
+        }
+        var shape = tensor.shape
+        shape[0] = indices.count
+        return Tensor(dtype: tensor.dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+    }
+
+    /// JSON with two-space indentation and sorted keys (like `json.dumps(indent=2, sort_keys=True)`).
+    static func prettyJSON(_ value: JSONValue, indent: String = "") -> String {
+        let inner = indent + "  "
+        switch value {
+        case .array(let elements) where !elements.isEmpty:
+            return "[\n" + elements.map { inner + prettyJSON($0, indent: inner) }.joined(separator: ",\n") + "\n" + indent + "]"
+        case .object(let members) where !members.isEmpty:
+            return "{\n" + members.keys.sorted().map { key in
+                inner + JSONValue.string(key).jsonString + ": " + prettyJSON(members[key]!, indent: inner)
+            }.joined(separator: ",\n") + "\n" + indent + "}"
+        default:
+            return value.jsonString
+        }
+    }
+}

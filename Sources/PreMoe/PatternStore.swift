@@ -1,0 +1,119 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A directory of task patterns, one `<task>.json` per task. Every write goes to a temporary
+/// file in the same directory that is then renamed over the destination, so readers see the old
+/// pattern or the new one, never a torn file.
+public struct PatternStore: Sendable {
+    public let directory: URL
+
+    public init(directory: URL) { self.directory = directory }
+
+    /// `$XDG_CACHE_HOME/premoe/patterns/<first 16 hex of fingerprint>` (`~/.cache/…` without
+    /// XDG_CACHE_HOME): one store per model, so patterns of different models never mix.
+    public static func defaultDirectory(fingerprint: String) -> URL {
+        let env = ProcessInfo.processInfo.environment
+        let cache = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache")
+        return cache.appendingPathComponent("premoe/patterns/\(fingerprint.prefix(16))", isDirectory: true)
+    }
+
+    /// Whether `name` can be a task (and file) name: `[A-Za-z0-9._-]+`, not starting with `.`.
+    public static func isValidTaskName(_ name: String) -> Bool {
+        !name.isEmpty && !name.hasPrefix(".") && name.count <= 200
+            && name.unicodeScalars.allSatisfy { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || "._-".unicodeScalars.contains($0) }
+    }
+
+    /// The file of `task`.
+    public func url(for task: String) -> URL { directory.appendingPathComponent("\(task).json") }
+
+    /// Writes `pattern` atomically as `<task>.json`, creating the directory if needed.
+    /// - Returns: the file written.
+    /// - Throws: `PreMoeError.invalidTaskName`, `.io`.
+    @discardableResult
+    public func save(_ pattern: TaskPattern) throws -> URL {
+        guard Self.isValidTaskName(pattern.task) else { throw PreMoeError.invalidTaskName(pattern.task) }
+        let destination = url(for: pattern.task)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            var data = try encoder.encode(pattern)
+            data.append(0x0A)
+            let temporary = directory.appendingPathComponent(".\(pattern.task).json.tmp-\(UUID().uuidString)")
+            try data.write(to: temporary)
+            guard rename(temporary.path, destination.path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(at: temporary)
+                throw PreMoeError.io(path: destination.path, reason: "rename failed: \(reason)")
+            }
+        } catch let error as PreMoeError {
+            throw error
+        } catch {
+            throw PreMoeError.io(path: destination.path, reason: "\(error)")
+        }
+        return destination
+    }
+
+    /// Task names stored, sorted.
+    public func taskNames() throws -> [String] {
+        guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        } catch {
+            throw PreMoeError.io(path: directory.path, reason: "\(error)")
+        }
+        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    /// Reads one pattern.
+    /// - Parameters:
+    ///   - task: its name.
+    ///   - fingerprint: when given, a pattern made for another model is refused.
+    /// - Throws: `PreMoeError.patternNotFound`, `.invalidPattern`, `.fingerprintMismatch`.
+    public func load(_ task: String, fingerprint: String? = nil) throws -> TaskPattern {
+        guard Self.isValidTaskName(task) else { throw PreMoeError.invalidTaskName(task) }
+        let file = url(for: task)
+        guard let data = FileManager.default.contents(atPath: file.path) else {
+            throw PreMoeError.patternNotFound(task: task, store: directory.path, available: (try? taskNames()) ?? [])
+        }
+        let pattern: TaskPattern
+        do {
+            pattern = try JSONDecoder().decode(TaskPattern.self, from: data)
+        } catch {
+            throw PreMoeError.invalidPattern(file: file.path, reason: "\(error)")
+        }
+        try pattern.validate(file: file.path)
+        if let fingerprint, pattern.modelFingerprint != fingerprint {
+            throw PreMoeError.fingerprintMismatch(task: task, file: file.path, pattern: pattern.modelFingerprint,
+                                                  model: fingerprint)
+        }
+        return pattern
+    }
+
+    /// Every stored pattern, sorted by task.
+    /// - Parameter fingerprint: when given, any pattern made for another model is refused.
+    public func list(fingerprint: String? = nil) throws -> [TaskPattern] {
+        try taskNames().map { try load($0, fingerprint: fingerprint) }
+    }
+
+    /// Deletes a pattern.
+    /// - Throws: `PreMoeError.patternNotFound`, `.io`.
+    public func remove(_ task: String) throws {
+        guard Self.isValidTaskName(task) else { throw PreMoeError.invalidTaskName(task) }
+        let file = url(for: task)
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw PreMoeError.patternNotFound(task: task, store: directory.path, available: (try? taskNames()) ?? [])
+        }
+        do {
+            try FileManager.default.removeItem(at: file)
+        } catch {
+            throw PreMoeError.io(path: file.path, reason: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Models
+
+/// Progress of a profiling run, reported after every forward pass.
+public struct ProfileProgress: Sendable {
+    public var tokens: Int
+    /// The token budget, if any.
+    public var targetTokens: Int?
+    public var sequences: Int
+    public var seconds: Double
+    public var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
+
+    public init(tokens: Int, targetTokens: Int?, sequences: Int, seconds: Double) {
+        self.tokens = tokens
+        self.targetTokens = targetTokens
+        self.sequences = sequences
+        self.seconds = seconds
+    }
+}
+
+/// What a profiling run measured.
+public struct ProfileResult {
+    public let stats: RouterStats
+    public let tokens: Int
+    public let sequences: Int
+    public let seconds: Double
+}
+
+/// Streams calibration sequences through the **full** model with `RouterStats` attached
+/// (METHODS §1.2: every expert loaded, so each layer sees the original hidden states).
+public enum Profiler {
+    /// Runs the sequences, each cut into windows of at most `window` tokens (each window its own
+    /// forward pass with a fresh cache: no attention across calibration items), until
+    /// `maxTokens` tokens have been routed (the last window is shortened to hit it exactly).
+    /// - Parameters:
+    ///   - model: the full model (experts loaded).
+    ///   - sequences: token ids per calibration item.
+    ///   - options: what to collect (from the scorer).
+    ///   - maxTokens: token budget (nil = everything).
+    ///   - window: longest forward pass, in tokens.
+    ///   - progress: called after each forward pass.
+    /// - Throws: `ModelError` from the forward pass.
+    public static func run(model: DecoderModel, sequences: [[Int]], options: StatsOptions, maxTokens: Int? = nil,
+                           window: Int = 512, progress: ((ProfileProgress) -> Void)? = nil) throws -> ProfileResult {
+        let stats = RouterStats(spec: model.spec, options: options)
+        let previous = model.observer
+        model.observer = stats
+        defer { model.observer = previous }
+        let window = max(1, min(window, model.spec.maxPositions))
+        let start = Date()
+        var tokens = 0
+        var items = 0
+        outer: for sequence in sequences where !sequence.isEmpty {
+            items += 1
+            var offset = 0
+            while offset < sequence.count {
+                var end = min(offset + window, sequence.count)
+                if let maxTokens { end = min(end, offset + (maxTokens - tokens)) }
+                if end <= offset { break outer }
+                let chunk = Array(sequence[offset..<end])
+                try model.forward(chunk, cache: model.makeCache(capacity: chunk.count), logits: .none)
+                tokens += chunk.count
+                offset = end
+                progress?(ProfileProgress(tokens: tokens, targetTokens: maxTokens, sequences: items,
+                                          seconds: Date().timeIntervalSince(start)))
+                if let maxTokens, tokens >= maxTokens { break outer }
+            }
+        }
+        return ProfileResult(stats: stats, tokens: tokens, sequences: items, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Turns statistics into a pattern: every MoE layer's scores and the signature (the first MoE
+    /// layer's vector of `scorer.signatureScorer`).
+    /// - Throws: `PreMoeError.unsupported` for a model without MoE layers.
+    public static func makePattern(stats: RouterStats, scorer: ExpertScorer, spec: DecoderSpec, fingerprint: String,
+                                   task: String, source: String? = nil, createdAt: Date = Date()) throws -> TaskPattern {
+        guard let first = spec.moeLayers.first, let firstStats = stats.layers[first] else {
+            throw PreMoeError.unsupported("the model has no MoE layer to profile")
+        }
+        var scores: [Int: [Double]] = [:]
+        for (l, layerStats) in stats.layers { scores[l] = scorer.scores(layerStats) }
+        let signatureScorer = scorer.signatureScorer
+        let signature = TaskPattern.Signature(layer: first, scorer: signatureScorer.descriptor,
+                                              values: signatureScorer.scores(firstStats))
+        return TaskPattern(modelFingerprint: fingerprint, modelType: spec.modelType, task: task,
+                           scorer: scorer.descriptor, tokenCount: firstStats.tokenCount,
+                           expertCount: firstStats.expertCount, scores: scores, signature: signature,
+                           createdAt: createdAt, source: source)
+    }
+}

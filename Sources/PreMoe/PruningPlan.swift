@@ -1,0 +1,151 @@
+import Foundation
+import Models
+
+/// How many routed experts to keep per MoE layer.
+public enum ExpertBudget: Equatable, Sendable, CustomStringConvertible {
+    /// Exactly this many per layer (capped at the layer's expert count).
+    case count(Int)
+    /// This fraction of each layer's experts, rounded to the nearest integer (halves up), at least 1.
+    case fraction(Double)
+    /// The largest N such that backbone + the kept experts at their storage size fit in these bytes.
+    case bytes(Int)
+
+    /// Parses `--keep`: `32` (count) or `50%` (fraction).
+    /// - Throws: `PreMoeError.invalidBudget`.
+    public init(keep text: String) throws {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.hasSuffix("%") {
+            guard let p = Double(t.dropLast()), p > 0, p <= 100 else {
+                throw PreMoeError.invalidBudget("--keep \(text): a percentage must be in (0, 100]")
+            }
+            self = .fraction(p / 100)
+        } else {
+            guard let n = Int(t), n >= 1 else {
+                throw PreMoeError.invalidBudget("--keep \(text): expected a count ≥ 1 (e.g. 32) or a percentage (e.g. 50%)")
+            }
+            self = .count(n)
+        }
+    }
+
+    /// Parses `--budget`: bytes with an optional unit, `6GiB`, `6GB`, `512MiB`, `1.5G` (G = GiB), `1000000`.
+    /// - Throws: `PreMoeError.invalidBudget`.
+    public init(budget text: String) throws {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [
+            ("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
+            ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("kB", 1e3),
+            ("T", 1_099_511_627_776), ("G", 1_073_741_824), ("M", 1_048_576), ("K", 1024), ("B", 1),
+        ]
+        var number = t
+        var scale: Double = 1
+        for (suffix, value) in units where t.hasSuffix(suffix) {
+            number = String(t.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
+            scale = value
+            break
+        }
+        guard let x = Double(number), x > 0, (x * scale).isFinite, x * scale < 9e18 else {
+            throw PreMoeError.invalidBudget("--budget \(text): expected a size such as 6GiB, 512MiB or 1000000")
+        }
+        self = .bytes(Int(x * scale))
+    }
+
+    public var description: String {
+        switch self {
+        case .count(let n): return "\(n)"
+        case .fraction(let f): return "\(ScorerDescriptor.format(f * 100))%"
+        case .bytes(let b): return "\(b) bytes"
+        }
+    }
+}
+
+/// Kept experts per MoE layer, derived from pattern scores and a budget (never stored by hand).
+/// Every layer keeps its own top-N by its own score, the same N in every layer (METHODS §1.3,
+/// §8.4), in rank order: slot i of the pruned layer holds the expert of rank i. Indices are
+/// original checkpoint indices.
+public struct PruningPlan: Equatable, Sendable {
+    /// Layer → kept original expert indices, best first.
+    public var keptExperts: [Int: [Int]]
+    /// N, the experts kept in every MoE layer.
+    public var expertsPerLayer: Int
+    /// The tasks whose scores made the plan.
+    public var tasks: [String]
+    /// Notes worth showing a user (negative-score rankings, METHODS §8.2).
+    public var warnings: [String]
+
+    /// Combined per-layer scores of several patterns (a generalist). With one pattern its scores
+    /// as they are. With several, each task's layer vector is first divided by the sum of its
+    /// absolute values (so every task has the same total |score| mass per layer whatever its
+    /// scorer's scale or sign, and raw-logit TCESS with negative entries keeps its sign
+    /// pattern), then the tasks are summed with equal weights 1/T. An all-zero vector stays zero.
+    public static func combinedScores(_ patterns: [TaskPattern]) -> [Int: [Double]] {
+        guard patterns.count > 1 else { return patterns.first?.scores ?? [:] }
+        var combined: [Int: [Double]] = [:]
+        let weight = 1 / Double(patterns.count)
+        for pattern in patterns {
+            for (l, scores) in pattern.scores {
+                let mass = scores.reduce(0) { $0 + abs($1) }
+                var acc = combined[l] ?? [Double](repeating: 0, count: scores.count)
+                guard acc.count == scores.count else { continue }
+                if mass > 0 { for e in scores.indices { acc[e] += weight * scores[e] / mass } }
+                combined[l] = acc
+            }
+        }
+        return combined
+    }
+
+    /// Builds a plan.
+    /// - Parameters:
+    ///   - patterns: one task, or several for a generalist (all of the same model).
+    ///   - budget: count, fraction or bytes.
+    ///   - sizes: storage sizes (needed for `.bytes`; also used by the byte estimate).
+    /// - Throws: `PreMoeError.invalidBudget` when even one expert per layer does not fit, or the
+    ///   patterns disagree on the model.
+    public static func make(patterns: [TaskPattern], budget: ExpertBudget, sizes: ModelSizes? = nil) throws -> PruningPlan {
+        guard let first = patterns.first else { throw PreMoeError.invalidBudget("no pattern given") }
+        for p in patterns where p.modelFingerprint != first.modelFingerprint {
+            throw PreMoeError.invalidBudget("patterns '\(first.task)' and '\(p.task)' were made for different models")
+        }
+        let scores = combinedScores(patterns)
+        let layers = scores.keys.sorted()
+        let maxExperts = layers.map { scores[$0]!.count }.min() ?? 0
+        guard maxExperts > 0 else { throw PreMoeError.invalidBudget("the patterns hold no scores") }
+        let rankings = Dictionary(uniqueKeysWithValues: layers.map { ($0, Scorers.ranking(scores[$0]!)) })
+        func keep(_ n: Int) -> [Int: [Int]] {
+            Dictionary(uniqueKeysWithValues: layers.map { ($0, Array(rankings[$0]!.prefix(n))) })
+        }
+        let n: Int
+        switch budget {
+        case .count(let c):
+            n = min(max(1, c), maxExperts)
+        case .fraction(let f):
+            n = min(max(1, Int((Double(maxExperts) * f).rounded())), maxExperts)
+        case .bytes(let limit):
+            guard let sizes else { throw PreMoeError.invalidBudget("a byte budget needs the model's storage sizes") }
+            var best = 0
+            for candidate in 1...maxExperts where sizes.bytes(keeping: keep(candidate)) <= limit { best = candidate }
+            guard best > 0 else {
+                throw PreMoeError.invalidBudget(
+                    "\(limit) bytes cannot hold the backbone (\(sizes.backboneBytes) bytes) plus one expert per layer "
+                        + "(\(sizes.bytes(keeping: keep(1))) bytes in all)")
+            }
+            n = best
+        }
+        let kept = keep(n)
+        var warnings: [String] = []
+        for l in layers {
+            let s = scores[l]!
+            let keptScores = kept[l]!.map { s[$0] }
+            let dropped = rankings[l]!.dropFirst(n).map { s[$0] }
+            if keptScores.contains(where: { $0 < 0 }) || (dropped.contains(where: { $0 < 0 }) && keptScores.contains(0)) {
+                warnings.append("layer \(l): the kept set depends on negative scores (raw-logit TCESS ranks an "
+                    + "expert never chosen above one chosen with negative logits; METHODS §1.2)")
+            }
+        }
+        return PruningPlan(keptExperts: kept, expertsPerLayer: n, tasks: patterns.map(\.task), warnings: warnings)
+    }
+
+    /// The plan's `[String: [Int]]` form for JSON output and configs.
+    public var keptExpertsJSON: [String: [Int]] {
+        Dictionary(uniqueKeysWithValues: keptExperts.map { (String($0.key), $0.value) })
+    }
+}

@@ -1,0 +1,439 @@
+import ArgumentParser
+import Formats
+import Foundation
+import Models
+import PreMoe
+import Runtime
+import Tokenization
+
+// The PreMoe commands: profile, patterns, retrieve, run, prune. `profile`, `retrieve --json`,
+// `prune … --out` and `run` are read by scripts outside this repository; keep their options
+// and JSON keys stable.
+
+/// `--store` (or the per-model default) for commands that load a model.
+struct StoreOptions: ParsableArguments {
+    @Option(help: "Pattern store directory (default: ~/.cache/premoe/patterns/<model fingerprint prefix>).")
+    var store: String?
+
+    func resolve(fingerprint: String) -> PatternStore {
+        PatternStore(directory: store.map { URL(fileURLWithPath: $0) } ?? PatternStore.defaultDirectory(fingerprint: fingerprint))
+    }
+}
+
+/// `--keep` / `--budget`.
+struct BudgetOptions: ParsableArguments {
+    @Option(help: "Experts kept per MoE layer: a count (32) or a percentage (50%).") var keep: String?
+    @Option(help: "Memory budget for backbone + kept experts at storage size (6GiB, 512MiB, bytes).") var budget: String?
+
+    func validate() throws {
+        if keep != nil && budget != nil { throw ValidationError("give --keep or --budget, not both") }
+        if let keep { _ = try ExpertBudget(keep: keep) }
+        if let budget { _ = try ExpertBudget(budget: budget) }
+    }
+
+    func resolve(default fallback: String = "50%") throws -> ExpertBudget {
+        if let budget { return try ExpertBudget(budget: budget) }
+        return try ExpertBudget(keep: keep ?? fallback)
+    }
+}
+
+/// Parses `k=1,r=-1` into scorer parameters.
+func parseScorerParameters(_ text: String?) throws -> [String: Double] {
+    guard let text, !text.isEmpty else { return [:] }
+    var result: [String: Double] = [:]
+    for part in text.split(separator: ",") {
+        let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard kv.count == 2, let value = Double(kv[1]) else {
+            throw ValidationError("--scorer-params: '\(part)' is not name=number")
+        }
+        result[kv[0]] = value
+    }
+    return result
+}
+
+/// A one-line progress bar on stderr, redrawn at most ~10 times a second.
+final class ProgressBar {
+    private var last = Date.distantPast
+    private let enabled: Bool
+    init(enabled: Bool) { self.enabled = enabled }
+    func update(_ p: ProfileProgress, force: Bool = false) {
+        guard enabled, force || Date().timeIntervalSince(last) > 0.1 else { return }
+        last = Date()
+        var line = "\r"
+        if let target = p.targetTokens, target > 0 {
+            let width = 30
+            let filled = min(width, p.tokens * width / target)
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            line += "\(p.tokens)/\(target) tokens"
+        } else {
+            line += "\(p.tokens) tokens"
+        }
+        line += String(format: ", %d sequences, %.1f tok/s, %.1f s", p.sequences, p.tokensPerSecond, p.seconds)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+    func finish() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
+
+// MARK: profile
+
+struct Profile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Profile a task: run its data through the model and store its expert pattern.")
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Task name (the pattern's file name).") var task: String
+    @Option(help: "JSONL calibration data (text | prompt+completion | messages | a task file of ../shared/data/tasks).")
+    var data: String
+    @Option(name: .customLong("max-tokens"), help: "Calibration tokens at most.") var maxTokens = 65536
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Scorer: \(Scorers.names.joined(separator: ", ")).") var scorer = "tcess"
+    @Option(name: .customLong("scorer-params"), help: "Scorer parameters, e.g. k=1,r=-1 (tcess), seed=3 (random).")
+    var scorerParams: String?
+    @Option(help: "Longest forward pass in tokens (longer items are cut).") var window = 512
+    @Flag(help: "Print a JSON summary on stdout.") var json = false
+    @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be ≥ 1") }
+        if window < 1 { throw ValidationError("--window must be ≥ 1") }
+        if !PatternStore.isValidTaskName(task) { throw ValidationError("\(PreMoeError.invalidTaskName(task))") }
+    }
+
+    struct Summary: Encodable {
+        let task: String, path: String, model: String, fingerprint: String, scorer: ScorerDescriptor
+        let tokens: Int, sequences: Int, seconds: Double, tokensPerSecond: Double
+        let moeLayers: [Int], experts: Int
+    }
+
+    func run() throws {
+        let loaded = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads))
+        let tokenizer = try loaded.requireTokenizer()
+        let spec = loaded.model.spec
+        guard let first = spec.moeLayers.first, let moe = spec.moe(first) else {
+            throw CLIError(description: "\(options.model): the model has no MoE layer")
+        }
+        let scorerImpl = try Scorers.make(scorer, parameters: try parseScorerParameters(scorerParams), modelTopK: moe.topK)
+        let fingerprint = try ModelFingerprint.compute(loaded)
+        let store = storeOptions.resolve(fingerprint: fingerprint)
+        let dataURL = URL(fileURLWithPath: data)
+        let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate)
+        guard !texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
+        // Tokenise lazily up to the budget: most files hold far more text than --max-tokens.
+        var sequences: [[Int]] = []
+        var tokenTotal = 0
+        for text in texts where tokenTotal < maxTokens {
+            let ids = tokenizer.encode(text)
+            tokenTotal += ids.count
+            sequences.append(ids)
+        }
+        let bar = ProgressBar(enabled: !noProgress)
+        let result = try Profiler.run(model: loaded.model, sequences: sequences, options: scorerImpl.statsOptions,
+                                      maxTokens: maxTokens, window: window) { bar.update($0) }
+        bar.update(ProfileProgress(tokens: result.tokens, targetTokens: maxTokens, sequences: result.sequences,
+                                   seconds: result.seconds), force: true)
+        bar.finish()
+        let pattern = try Profiler.makePattern(stats: result.stats, scorer: scorerImpl, spec: spec,
+                                               fingerprint: fingerprint, task: task, source: data)
+        let path = try store.save(pattern)
+        let summary = Summary(
+            task: task, path: path.path, model: options.model, fingerprint: fingerprint, scorer: scorerImpl.descriptor,
+            tokens: result.tokens, sequences: result.sequences, seconds: result.seconds,
+            tokensPerSecond: result.seconds > 0 ? Double(result.tokens) / result.seconds : 0,
+            moeLayers: spec.moeLayers, experts: moe.expertCount)
+        if json { return try printJSON(summary) }
+        print("profiled '\(task)' with \(scorerImpl.descriptor): \(result.tokens) tokens from \(result.sequences) items "
+            + String(format: "in %.1f s (%.1f tok/s)", result.seconds, summary.tokensPerSecond))
+        print("pattern   \(path.path)")
+    }
+}
+
+// MARK: patterns
+
+struct Patterns: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, show or remove stored task patterns.", subcommands: [List.self, Show.self, Remove.self])
+
+    /// `--store DIR`, or `--model DIR` for that model's default store.
+    struct Location: ParsableArguments {
+        @Option(help: "Pattern store directory.") var store: String?
+        @Option(help: "Use this model's default store instead of --store.") var model: String?
+        func validate() throws {
+            if (store == nil) == (model == nil) { throw ValidationError("give --store DIR or --model DIR") }
+        }
+        func resolve() throws -> PatternStore {
+            if let store { return PatternStore(directory: URL(fileURLWithPath: store)) }
+            let loaded = try ModelLoader.load(URL(fileURLWithPath: model!), options: LoadOptions(loadExperts: false))
+            return PatternStore(directory: PatternStore.defaultDirectory(fingerprint: try ModelFingerprint.compute(loaded)))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List stored patterns.")
+        @OptionGroup var location: Location
+        @Flag(help: "Print JSON.") var json = false
+
+        struct Entry: Encodable {
+            let task: String, scorer: ScorerDescriptor, tokenCount: Int, experts: Int, layers: Int
+            let fingerprint: String, createdAt: String, path: String
+        }
+
+        func run() throws {
+            let store = try location.resolve()
+            let entries = try store.list().map {
+                Entry(task: $0.task, scorer: $0.scorer, tokenCount: $0.tokenCount, experts: $0.expertCount,
+                      layers: $0.layers.count, fingerprint: $0.modelFingerprint, createdAt: $0.createdAt,
+                      path: store.url(for: $0.task).path)
+            }
+            if json { return try printJSON(["store": AnyEncodable(store.directory.path), "patterns": AnyEncodable(entries)]) }
+            if entries.isEmpty { return print("\(store.directory.path): no patterns") }
+            for e in entries {
+                print("\(e.task)\t\(e.scorer)\t\(e.tokenCount) tokens\t\(e.layers) layers × \(e.experts) experts\t"
+                    + "\(e.fingerprint.prefix(16))\t\(e.createdAt)")
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one pattern (top experts per layer, or the JSON).")
+        @Argument(help: "Task name.") var task: String
+        @OptionGroup var location: Location
+        @Option(help: "Experts listed per layer.") var top = 8
+        @Flag(help: "Print the pattern's JSON.") var json = false
+
+        func run() throws {
+            let pattern = try location.resolve().load(task)
+            if json { return try printJSON(pattern) }
+            print("task        \(pattern.task)")
+            print("scorer      \(pattern.scorer)")
+            print("tokens      \(pattern.tokenCount)")
+            print("model       \(pattern.modelType) \(pattern.modelFingerprint)")
+            print("created     \(pattern.createdAt)\(pattern.source.map { " from \($0)" } ?? "")")
+            print("signature   layer \(pattern.signature.layer), \(pattern.signature.scorer)")
+            let scores = pattern.scores
+            for l in pattern.layerIndices {
+                let s = scores[l]!
+                let ranked = Scorers.ranking(s).prefix(top).map { "\($0):" + String(format: "%.4g", s[$0]) }
+                print("layer \(l)\t" + ranked.joined(separator: " "))
+            }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a stored pattern.")
+        @Argument(help: "Task name.") var task: String
+        @OptionGroup var location: Location
+        func run() throws {
+            let store = try location.resolve()
+            try store.remove(task)
+            print("removed \(store.url(for: task).path)")
+        }
+    }
+}
+
+/// Type-erased Encodable, for small ad-hoc JSON objects.
+struct AnyEncodable: Encodable {
+    let encodeValue: (Encoder) throws -> Void
+    init<T: Encodable>(_ value: T) { encodeValue = value.encode }
+    func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
+}
+
+// MARK: retrieve
+
+/// Output of `retrieve --json`: `{"task": NAME|null, "distance": x, "candidates": [{"task", "distance"}, …]}`.
+struct RetrievalOutput: Encodable {
+    let task: String?
+    let distance: Double
+    let candidates: [RetrievalCandidate]
+    enum CodingKeys: String, CodingKey { case task, distance, candidates }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(task, forKey: .task)  // null, not absent, when no task is close enough
+        try c.encode(distance, forKey: .distance)
+        try c.encode(candidates, forKey: .candidates)
+    }
+}
+
+struct Retrieve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find the stored task nearest to a prompt (backbone only: no expert is read).")
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "The query text (raw, no chat template).") var prompt: String
+    @Option(help: "Distance: l2 (default) or cosine.") var metric: DistanceMetric = .l2
+    @Option(name: .customLong("max-distance"), help: "Farther than this, the task is null.") var maxDistance: Double?
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        if prompt.isEmpty { throw ValidationError("--prompt is empty") }
+    }
+
+    func run() throws {
+        let loaded = try Reconstruction.loadBackbone(options.url, threads: options.threads)
+        let tokenizer = try loaded.requireTokenizer()
+        let fingerprint = try ModelFingerprint.compute(loaded)
+        let store = storeOptions.resolve(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint)
+        let result = try Retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt), patterns: patterns,
+                                            metric: metric, maxDistance: maxDistance, storeName: store.directory.path)
+        if json {
+            return try printJSON(RetrievalOutput(task: result.task, distance: result.distance, candidates: result.candidates))
+        }
+        print("task      \(result.task ?? "none (nearest is farther than --max-distance)")")
+        for c in result.candidates { print(String(format: "  %-20@ %.6g", c.task as NSString, c.distance)) }
+    }
+}
+
+extension DistanceMetric: ExpressibleByArgument {}
+
+// MARK: run
+
+struct RunTask: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "TAER end to end: load the backbone, retrieve the task, load only its experts, generate.")
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "The prompt (retrieval sees it raw; generation too unless --chat).") var prompt: String
+    @OptionGroup var budgetOptions: BudgetOptions
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 64
+    @Option(help: "Distance: l2 (default) or cosine.") var metric: DistanceMetric = .l2
+    @Option(name: .customLong("max-distance"), help: "Farther than this, no task matches and every expert is loaded.")
+    var maxDistance: Double?
+    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
+    @Flag(help: "Format the prompt for generation with the model's chat template.") var chat = false
+    @Flag(help: "Print JSON instead of streaming.") var json = false
+
+    func validate() throws {
+        if prompt.isEmpty { throw ValidationError("--prompt is empty") }
+        if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
+    }
+
+    struct Timings: Encodable {
+        let backboneLoadSeconds: Double, signatureSeconds: Double, retrievalSeconds: Double
+        let loadingSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double, decodeSeconds: Double
+    }
+    struct Output: Encodable {
+        let task: String?, distance: Double, candidates: [RetrievalCandidate]
+        let expertsPerLayer: Int?, keptExperts: [String: [Int]]
+        let expertBytesLoaded: Int?, backboneBytes: Int, peakResidentBytes: Int?
+        let text: String, tokens: [Int], promptTokens: Int, finishReason: String, timings: Timings
+    }
+
+    func run() throws {
+        let t0 = Date()
+        let loaded = try Reconstruction.loadBackbone(options.url, threads: options.threads)
+        let backboneLoad = Date().timeIntervalSince(t0)
+        let tokenizer = try loaded.requireTokenizer()
+        let fingerprint = try ModelFingerprint.compute(loaded)
+        let store = storeOptions.resolve(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint)
+        let promptIDs = tokenizer.encode(prompt)
+        let retrieval = try Retriever.retrieve(model: loaded.model, tokens: promptIDs, patterns: patterns, metric: metric,
+                                               maxDistance: maxDistance, storeName: store.directory.path)
+        // Loading: plan + only the kept experts' bytes.
+        let loadStart = Date()
+        let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint
+        let before = checkpoint?.bytesRead ?? 0
+        var plan: PruningPlan?
+        if let task = retrieval.task, let pattern = patterns.first(where: { $0.task == task }) {
+            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: loaded.model.spec) }
+            plan = try PruningPlan.make(patterns: [pattern], budget: try budgetOptions.resolve(), sizes: sizes)
+        }
+        if let plan {
+            try Reconstruction.equip(loaded, plan: plan)
+        } else {
+            try loaded.loadExperts(kept: [:], copy: true)  // no match: the full model
+        }
+        let loading = Date().timeIntervalSince(loadStart)
+        let expertBytes = checkpoint.map { $0.bytesRead - before }
+        for w in plan?.warnings ?? [] { printError("warning: \(w)") }
+
+        var text = prompt
+        if chat, let template = tokenizer.chatTemplate { text = template.format([ChatMessage(role: "user", content: prompt)]) }
+        let ids = chat ? tokenizer.encode(text) : promptIDs
+        let generator = Generator(model: loaded.model, tokenizer: tokenizer)
+        let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed)
+        if !json {
+            printError("task: \(retrieval.task ?? "none, using every expert")"
+                + String(format: " (distance %.4g)", retrieval.distance))
+        }
+        let result = try generator.generate(promptIDs: ids, parameters: parameters) { piece in
+            if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
+            return true
+        }
+        let timings = Timings(
+            backboneLoadSeconds: backboneLoad, signatureSeconds: retrieval.signatureSeconds,
+            retrievalSeconds: retrieval.matchSeconds, loadingSeconds: loading, prefillSeconds: result.prefillSeconds,
+            timeToFirstTokenSeconds: retrieval.signatureSeconds + retrieval.matchSeconds + loading + result.prefillSeconds,
+            decodeSeconds: result.decodeSeconds)
+        let output = Output(
+            task: retrieval.task, distance: retrieval.distance, candidates: retrieval.candidates,
+            expertsPerLayer: plan?.expertsPerLayer, keptExperts: plan?.keptExpertsJSON ?? [:],
+            expertBytesLoaded: expertBytes, backboneBytes: loaded.model.weightBytes.backbone,
+            peakResidentBytes: ProcessMemory.peakResidentBytes, text: result.text, tokens: result.tokens,
+            promptTokens: result.promptTokens, finishReason: result.finishReason.rawValue, timings: timings)
+        if json { return try printJSON(output) }
+        print("")
+        var lines = ["task             \(retrieval.task ?? "none") (distance \(String(format: "%.4g", retrieval.distance)))"]
+        if let plan {
+            lines.append("experts kept     \(plan.expertsPerLayer) per layer")
+            for l in plan.keptExperts.keys.sorted() {
+                lines.append("  layer \(l): " + plan.keptExperts[l]!.map(String.init).joined(separator: ","))
+            }
+        }
+        if let expertBytes { lines.append("expert bytes     \(formatBytes(expertBytes)) read") }
+        lines.append("backbone         \(formatBytes(output.backboneBytes))")
+        if let peak = output.peakResidentBytes { lines.append("peak RSS         \(formatBytes(peak))") }
+        lines.append(String(format: "time to first    %.3f s = signature %.3f + retrieval %.4f + loading %.3f + prefill %.3f",
+                            timings.timeToFirstTokenSeconds, timings.signatureSeconds, timings.retrievalSeconds,
+                            timings.loadingSeconds, timings.prefillSeconds))
+        lines.append(String(format: "backbone load    %.3f s; decode %.3f s for %d tokens", backboneLoad,
+                            result.decodeSeconds, result.tokens.count))
+        for line in lines { printError(line) }
+    }
+}
+
+// MARK: prune
+
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Export a pruned Hugging Face checkpoint for a task (or a generalist for several).")
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Task name, or several separated by ',' for a generalist.") var task: String
+    @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var budgetOptions: BudgetOptions
+    @Option(help: "Output directory (new or empty).") var out: String
+    @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB).") var maxShardSize = "5GB"
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Output: Encodable {
+        let out: String, tasks: [String], expertsPerLayer: Int, keptExperts: [String: [Int]]
+        let files: [String], tensorBytes: Int, estimatedBytes: Int?, warnings: [String]
+    }
+
+    func run() throws {
+        let tasks = task.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !tasks.isEmpty else { throw ValidationError("--task is empty") }
+        guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
+            throw ValidationError("--max-shard-size: expected a size")
+        }
+        let url = options.url
+        let spec = try ModelLoader.spec(at: url)
+        let checkpoint = try SafetensorsCheckpoint(directory: url)
+        let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
+        let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
+        let store = storeOptions.resolve(fingerprint: fingerprint)
+        let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint) }
+        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
+        for w in plan.warnings { printError("warning: \(w)") }
+        let report = try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
+                                            tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes)
+        let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
+                            files: report.files, tensorBytes: report.tensorBytes,
+                            estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)
+        if json { return try printJSON(output) }
+        print("wrote \(out): \(plan.expertsPerLayer) experts per MoE layer for \(tasks.joined(separator: ", ")), "
+            + "\(formatBytes(report.tensorBytes)) of weights")
+    }
+}

@@ -1,0 +1,131 @@
+import Kernels
+import Testing
+import TestSupport
+
+/// Fast matmul vs the scalar reference. Both sum in Float: the reference left to right without
+/// FMA, the fast path in 8 interleaved FMA chains. Each ordering has error ≲ n·u·Σ|x·w|; with
+/// inputs in [-1, 1] and n ≤ 1025 the observed max |Δ| / max |y| is ~1e-6, so 2e-5 leaves
+/// margin without hiding a wrong element (which shows up as ~1e-1).
+let matmulTolerance: Float = 2e-5
+
+let matmulLengths = [1, 3, 7, 8, 17, 33, 64, 1023, 1025]
+let matmulTokens = [1, 2, 5, 37]
+/// Output rows: 1, a full 4-row tile, and 13 = three tiles and a 1-row tail.
+let matmulRows = [1, 4, 13]
+
+struct MatmulCase: Sendable, CustomStringConvertible {
+    var rows: Int, cols: Int, tokens: Int, dtype: DType
+    var description: String { "\(rows)x\(cols) t=\(tokens) \(dtype.rawValue)" }
+}
+
+let matmulCases: [MatmulCase] = DType.allCases.flatMap { dtype in
+    matmulLengths.flatMap { cols in
+        matmulTokens.flatMap { tokens in matmulRows.map { MatmulCase(rows: $0, cols: cols, tokens: tokens, dtype: dtype) } }
+    }
+}
+
+/// Runs the fast matmul; returns y.
+func runMatmul(_ x: [Float], tokens: Int, weight: Tensor, threads: Int) -> [Float] {
+    var y = [Float](repeating: .nan, count: tokens * weight.shape[0])
+    x.withUnsafeBufferPointer { x in
+        y.withUnsafeMutableBufferPointer { y in
+            matmul(x.baseAddress!, tokens: tokens, weight: weight, into: y.baseAddress!, pool: testPool(threads))
+        }
+    }
+    return y
+}
+
+@Test(arguments: matmulCases)
+func matmulMatchesReference(_ c: MatmulCase) {
+    var rng = TestRandom(seed: UInt64(c.rows * 100_003 + c.cols * 101 + c.tokens))
+    let weight = Tensor.owned(rng.floats(c.rows * c.cols), shape: [c.rows, c.cols], dtype: c.dtype)
+    let x = rng.floats(c.tokens * c.cols)
+    var expected = [Float](repeating: 0, count: c.tokens * c.rows)
+    x.withUnsafeBufferPointer { x in
+        expected.withUnsafeMutableBufferPointer { y in
+            ScalarReference.matmul(x.baseAddress!, tokens: c.tokens, weight: weight, into: y.baseAddress!)
+        }
+    }
+    let serial = runMatmul(x, tokens: c.tokens, weight: weight, threads: 1)
+    #expect(maxRelativeError(serial, expected) <= matmulTolerance, "\(c)")
+    for threads in testThreadCounts.dropFirst() {
+        // Bit-identical whatever the thread count (chunk boundaries move between 4-row tiles).
+        #expect(runMatmul(x, tokens: c.tokens, weight: weight, threads: threads).bitwiseEqual(serial), "\(c) threads \(threads)")
+    }
+}
+
+/// Every output element is exactly `dot(x[t], W[o] widened)`, whichever path computed it (GEMV
+/// tile, 4x1/4x2/4x3 prefill tile, 1-row tail): batch invariance, and the documented order.
+@Test(arguments: DType.allCases, [1, 7, 17, 1025])
+func matmulElementsEqualCanonicalDot(_ dtype: DType, _ cols: Int) {
+    let rows = 13, tokens = 37
+    var rng = TestRandom(seed: UInt64(cols) &* 7919)
+    let weight = Tensor.owned(rng.floats(rows * cols), shape: [rows, cols], dtype: dtype)
+    let wide = weight.toFloatArray()
+    let x = rng.floats(tokens * cols)
+    for threads in testThreadCounts {
+        let y = runMatmul(x, tokens: tokens, weight: weight, threads: threads)
+        var mismatches = 0
+        x.withUnsafeBufferPointer { x in
+            wide.withUnsafeBufferPointer { w in
+                for t in 0..<tokens {
+                    for o in 0..<rows {
+                        let d = dot(x.baseAddress! + t * cols, w.baseAddress! + o * cols, count: cols)
+                        if d.bitPattern != y[t * rows + o].bitPattern { mismatches += 1 }
+                    }
+                }
+            }
+        }
+        #expect(mismatches == 0, "\(dtype) cols \(cols) threads \(threads)")
+        // A token alone (GEMV path) gives the same row as inside the batch.
+        let single = runMatmul(Array(x[(5 * cols)..<(6 * cols)]), tokens: 1, weight: weight, threads: threads)
+        #expect(single.bitwiseEqual(Array(y[(5 * rows)..<(6 * rows)])))
+    }
+}
+
+/// Larger shapes that the default (non-forced) chunking really splits, and that exercise the
+/// prefill path's weight blocks (several blocks per thread for 1024 columns).
+@Test(arguments: [DType.bfloat16, .float16])
+func matmulLargeSplitsIdentically(_ dtype: DType) {
+    let rows = 203, cols = 1024, tokens = 9
+    var rng = TestRandom(seed: 42)
+    let weight = Tensor.owned(rng.floats(rows * cols), shape: [rows, cols], dtype: dtype)
+    let x = rng.floats(tokens * cols)
+    var expected = [Float](repeating: 0, count: tokens * rows)
+    x.withUnsafeBufferPointer { x in
+        expected.withUnsafeMutableBufferPointer { y in
+            ScalarReference.matmul(x.baseAddress!, tokens: tokens, weight: weight, into: y.baseAddress!)
+        }
+    }
+    var results: [[Float]] = []
+    for threads in [1, 2, 3] {
+        var y = [Float](repeating: 0, count: tokens * rows)
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in
+                matmul(x.baseAddress!, tokens: tokens, weight: weight, into: y.baseAddress!, pool: ThreadPool(threads: threads))
+            }
+        }
+        results.append(y)
+    }
+    #expect(maxRelativeError(results[0], expected) <= matmulTolerance)
+    #expect(results[1].bitwiseEqual(results[0]))
+    #expect(results[2].bitwiseEqual(results[0]))
+}
+
+/// Weights that start at an odd element (a row slice of an f16/bf16 tensor is only 2-byte
+/// aligned; f32 only 4-byte): loads must be unaligned-safe.
+@Test(arguments: DType.allCases)
+func matmulUnalignedWeights(_ dtype: DType) {
+    let rows = 9, cols = 33
+    var rng = TestRandom(seed: 5)
+    let big = Tensor.owned(rng.floats((rows + 1) * cols + 1), shape: [(rows + 1) * cols + 1], dtype: dtype)
+    let weight = Tensor(dtype: dtype, shape: [rows, cols], data: big.data + dtype.byteSize, owner: big.owner)
+    let x = rng.floats(2 * cols)
+    var expected = [Float](repeating: 0, count: 2 * rows)
+    x.withUnsafeBufferPointer { x in
+        expected.withUnsafeMutableBufferPointer { y in
+            ScalarReference.matmul(x.baseAddress!, tokens: 2, weight: weight, into: y.baseAddress!)
+        }
+    }
+    #expect(maxRelativeError(runMatmul(x, tokens: 2, weight: weight, threads: 2), expected) <= matmulTolerance)
+}

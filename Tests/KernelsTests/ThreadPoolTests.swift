@@ -1,0 +1,46 @@
+import Dispatch
+import Kernels
+import Synchronization
+import Testing
+
+/// Every index is visited exactly once, whatever the count, chunk hint and thread count.
+@Test(arguments: [1, 2, 3, 4], [0, 1, 2, 3, 7, 64, 1000])
+func parallelForCoversEachIndexOnce(_ threads: Int, _ count: Int) {
+    for minChunk in [1, 3, 100] {
+        let pool = ThreadPool(threads: threads)
+        let hits = UnsafeMutablePointer<Int>.allocate(capacity: max(1, count))
+        hits.initialize(repeating: 0, count: max(1, count))
+        defer { hits.deallocate() }
+        for _ in 0..<20 {
+            pool.parallelFor(count, minChunk: minChunk) { r in for i in r { hits[i] += 1 } }
+        }
+        #expect((0..<count).allSatisfy { hits[$0] == 20 }, "minChunk \(minChunk)")
+    }
+}
+
+/// Several threads calling one pool at once, and a nested call from inside a body: all complete
+/// with the right result (a busy pool runs the job on the caller).
+@Test func parallelForConcurrentAndNestedCalls() {
+    let pool = ThreadPool(threads: 2)
+    let total = Atomic<Int>(0)
+    DispatchQueue.concurrentPerform(iterations: 4) { _ in
+        for _ in 0..<200 {
+            pool.parallelFor(64) { r in
+                total.add(r.count, ordering: .relaxed)
+                pool.parallelFor(3) { inner in total.add(inner.count, ordering: .relaxed) }
+            }
+        }
+    }
+    // Each outer call covers 64 items and runs the nested 3-item job once per chunk it made.
+    let t = total.load(ordering: .relaxed)
+    #expect(t >= 4 * 200 * (64 + 3) && t <= 4 * 200 * (64 + 2 * 3))
+}
+
+@Test func poolsAreReleasedCleanly() {
+    for _ in 0..<20 {
+        let pool = ThreadPool(threads: 3)
+        let sum = Atomic<Int>(0)
+        pool.parallelFor(30) { r in sum.add(r.count, ordering: .relaxed) }
+        #expect(sum.load(ordering: .relaxed) == 30)
+    }
+}

@@ -1,0 +1,45 @@
+import Kernels
+import Testing
+
+func fastTopK(_ v: [Float], _ k: Int) -> [Int] { v.withUnsafeBufferPointer { topK($0.baseAddress!, count: v.count, k: k) } }
+func referenceTopK(_ v: [Float], _ k: Int) -> [Int] {
+    v.withUnsafeBufferPointer { ScalarReference.topK($0.baseAddress!, count: v.count, k: k) }
+}
+
+struct TopKCase: Sendable, CustomStringConvertible {
+    var name: String, values: [Float], k: Int, expected: [Int]
+    var description: String { name }
+}
+
+let topKCases: [TopKCase] = [
+    TopKCase(name: "ties go to the lower index", values: [1, 3, 3, 2, 3], k: 3, expected: [1, 2, 4]),
+    TopKCase(name: "plus and minus zero are equal", values: [-0.0, 0, -1, -0.0], k: 3, expected: [0, 1, 3]),
+    TopKCase(name: "minus zero first by index", values: [0, -0.0], k: 1, expected: [0]),
+    TopKCase(name: "NaN ranks last", values: [.nan, -5, .nan, 2], k: 4, expected: [3, 1, 0, 2]),
+    TopKCase(name: "NaN below -inf", values: [.nan, -.infinity], k: 1, expected: [1]),
+    TopKCase(name: "all NaN", values: [.nan, .nan, .nan], k: 2, expected: [0, 1]),
+    TopKCase(name: "all equal", values: [0.5, 0.5, 0.5, 0.5, 0.5], k: 3, expected: [0, 1, 2]),
+    TopKCase(name: "k = count", values: [2, 9, -1, 4], k: 4, expected: [1, 3, 0, 2]),
+    TopKCase(name: "k > count", values: [2, 9], k: 5, expected: [1, 0]),
+    TopKCase(name: "k = 0", values: [2, 9], k: 0, expected: []),
+    TopKCase(name: "empty", values: [], k: 2, expected: []),
+    TopKCase(name: "infinities", values: [.infinity, 1, .infinity, -.infinity], k: 3, expected: [0, 2, 1]),
+]
+
+@Test(arguments: topKCases)
+func topKExactCases(_ c: TopKCase) {
+    #expect(fastTopK(c.values, c.k) == c.expected)
+    #expect(referenceTopK(c.values, c.k) == c.expected)
+}
+
+/// Random rows with many ties, ±0 and NaN: the fast routine returns exactly the reference's list,
+/// for small k (insertion path) and large k (sorting path).
+@Test(arguments: [1, 2, 8, 64, 65, 300])
+func topKMatchesReference(_ k: Int) {
+    var rng = TestRandom(seed: UInt64(k))
+    let pool: [Float] = [0, -0.0, 1, -1, .nan, 0.25, .infinity, -.infinity, 2, 2]
+    for count in [1, 7, 64, 256, 301] {
+        let values = (0..<count).map { _ in rng.next() % 3 == 0 ? rng.float(-2, 2) : pool[Int(rng.next() % 10)] }
+        #expect(fastTopK(values, k) == referenceTopK(values, k), "count \(count)")
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Models
+import Runtime
+import Testing
+import TestSupport
+
+private struct GreedyGolden: Decodable {
+    struct Greedy: Decodable {
+        let prompt_ids: [Int]
+        let tokens: [Int]
+    }
+    let greedy: Greedy
+}
+
+@Suite struct SamplerTests {
+    @Test func argmaxTakesTheLowerIDOnTiesAndSkipsNaN() {
+        #expect(Sampler.argmax([1, 3, 3, 2]) == 1)
+        #expect(Sampler.argmax([.nan, 0.5, 0.5]) == 1)
+        #expect(Sampler.argmax([-1, -2]) == 0)
+    }
+
+    @Test func temperatureZeroIsGreedy() {
+        var sampler = Sampler(temperature: 0, seed: 7)
+        #expect(sampler.sample([0.1, 2, 1.9]) == 1)
+    }
+
+    @Test func sameSeedSameSamples() {
+        let logits: [Float] = (0..<50).map { Float(sin(Double($0))) }
+        var a = Sampler(temperature: 1, seed: 42)
+        var b = Sampler(temperature: 1, seed: 42)
+        var c = Sampler(temperature: 1, seed: 43)
+        let sa = (0..<100).map { _ in a.sample(logits) }
+        let sb = (0..<100).map { _ in b.sample(logits) }
+        let sc = (0..<100).map { _ in c.sample(logits) }
+        #expect(sa == sb)
+        #expect(sa != sc)
+        #expect(Set(sa).count > 5, "sampling at temperature 1 should spread over tokens")
+    }
+
+    @Test func topKOneAndTinyTopPAreGreedy() {
+        let logits: [Float] = [0.3, 1.2, 1.1, -4, 0]
+        var k1 = Sampler(temperature: 5, topK: 1, seed: 1)
+        var p0 = Sampler(temperature: 5, topP: 1e-6, seed: 1)
+        for _ in 0..<20 {
+            #expect(k1.sample(logits) == 1)
+            #expect(p0.sample(logits) == 1)
+        }
+    }
+
+    @Test func topKRestrictsTheSupport() {
+        let logits: [Float] = [3, 2.9, 2.8, -10, -10, -10]
+        var sampler = Sampler(temperature: 10, topK: 3, seed: 3)
+        let picks = Set((0..<200).map { _ in sampler.sample(logits) })
+        #expect(picks.isSubset(of: [0, 1, 2]))
+        #expect(picks.count == 3)
+    }
+}
+
+@Suite struct GeneratorTests {
+    @Test func greedyGenerationMatchesTheReferenceTokens() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3_moe"), options: LoadOptions(threads: 1))
+        let golden = try Fixtures.json(GreedyGolden.self, "models/qwen3_moe/golden.json")
+        let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer)
+        var streamed = ""
+        let result = try generator.generate(
+            promptIDs: golden.greedy.prompt_ids,
+            parameters: GenerationParameters(maxTokens: golden.greedy.tokens.count, stopAtEOS: false)
+        ) { piece in
+            streamed += piece
+            return true
+        }
+        #expect(result.tokens == golden.greedy.tokens)
+        #expect(result.finishReason == .length)
+        #expect(streamed == result.text)
+        #expect(result.text == loaded.tokenizer!.decode(result.tokens, skipSpecialTokens: true))
+    }
+
+    @Test func stopStringEndsGenerationAndIsNotIncluded() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3_moe"), options: LoadOptions(threads: 1))
+        let golden = try Fixtures.json(GreedyGolden.self, "models/qwen3_moe/golden.json")
+        let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer)
+        let full = try generator.generate(promptIDs: golden.greedy.prompt_ids,
+                                          parameters: GenerationParameters(maxTokens: 20, stopAtEOS: false))
+        // Stop on a piece of text from the middle of the greedy output.
+        let chars = Array(full.text)
+        try #require(chars.count > 6)
+        let stop = String(chars[3..<6])
+        var streamed = ""
+        let stopped = try generator.generate(
+            promptIDs: golden.greedy.prompt_ids,
+            parameters: GenerationParameters(maxTokens: 20, stop: [stop], stopAtEOS: false)
+        ) { piece in
+            streamed += piece
+            return true
+        }
+        #expect(stopped.finishReason == .stop)
+        #expect(!stopped.text.contains(stop))
+        #expect(full.text.hasPrefix(stopped.text))
+        #expect(streamed == stopped.text)
+    }
+
+    @Test func emptyPromptIsAnError() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3"), options: LoadOptions(threads: 1))
+        let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer)
+        #expect(throws: ModelError.self) { try generator.generate(promptIDs: [], parameters: GenerationParameters()) }
+    }
+}
