@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .target(name: "Runtime", dependencies: ["Models"], swiftSettings: fastSettings),
         .target(name: "PreMoe", dependencies: ["Models", "Runtime", "Formats"], swiftSettings: fastSettings),
-        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models"], swiftSettings: fastSettings),
+        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .executableTarget(
             name: "premoe",
             dependencies: [

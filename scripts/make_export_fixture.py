@@ -42,7 +42,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(path):
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    model, info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    assert not problems, f"{path}: {problems}"
     model.eval()
     return model
 
@@ -112,7 +116,7 @@ def main():
             "kept_experts": {str(k): v for k, v in sorted(kept.items())},
         }
         with open(os.path.join(directory, "golden.json"), "w") as f:
-            json.dump(golden, f, indent=1)
+            json.dump(golden, f)
             f.write("\n")
         print(f"{name}: {len(names)} tensors, {n} experts/layer, masked-reference gap {gap:.2e}")
 

@@ -23,8 +23,8 @@ public enum KernelBenchmark {
 
     /// Cost of one `parallelFor` with trivial work on a pool of `threads` (the per-kernel
     /// hand-off overhead that decode pays hundreds of times per token).
-    public static func parallelForOverhead(threads: Int, iterations: Int = 10_000) -> Double {
-        let pool = ThreadPool(threads: threads)
+    public static func parallelForOverhead(threads: Int, persistentWorkers: Bool = false, iterations: Int = 10_000) -> Double {
+        let pool = ThreadPool(threads: threads, persistentWorkers: persistentWorkers)
         let sink = UnsafeMutablePointer<Int>.allocate(capacity: 64)
         defer { sink.deallocate() }
         sink.initialize(repeating: 0, count: 64)
@@ -32,6 +32,29 @@ public enum KernelBenchmark {
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<iterations { pool.parallelFor(threads) { r in sink[r.lowerBound * 16] &+= 1 } }
         return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 / Double(iterations)
+    }
+
+    /// A decode-like stream of `calls` back-to-back bf16 GEMVs over `copies` distinct
+    /// `[rows, cols]` weights: what the pool's hand-off cost matters for. Returns microseconds
+    /// per call (best of 3 passes).
+    public static func decodeSequence(
+        rows: Int, cols: Int, calls: Int = 400, copies: Int = 16, threads: Int, persistentWorkers: Bool = false
+    ) -> Double {
+        let values = [Float](repeating: 0.25, count: rows * cols)
+        let weights = (0..<max(1, copies)).map { _ in Tensor.owned(values, shape: [rows, cols], dtype: .bfloat16) }
+        let x = [Float](repeating: 0.5, count: cols)
+        var y = [Float](repeating: 0, count: rows)
+        let pool = ThreadPool(threads: threads, persistentWorkers: persistentWorkers)
+        var best = Double.infinity
+        y.withUnsafeMutableBufferPointer { y in
+            for w in weights { matmul(x, tokens: 1, weight: w, into: y.baseAddress!, pool: pool) }
+            for _ in 0..<3 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for c in 0..<calls { matmul(x, tokens: 1, weight: weights[c % weights.count], into: y.baseAddress!, pool: pool) }
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / Double(max(1, calls)))
+            }
+        }
+        return best
     }
 
     /// Weights are cycled through enough copies to exceed the last-level cache (decode streams

@@ -9,16 +9,18 @@ import Synchronization
 /// index, and every index is computed by the same code whatever the thread count, so results
 /// never depend on it.
 ///
-/// On Linux the pool keeps `threads - 1` persistent worker threads; the caller works too, and
-/// chunks go to whichever thread claims them first (a descheduled worker never stalls a job).
-/// Workers spin briefly (~100 µs) after each job, then sleep on a condition variable, so the
-/// hundreds of back-to-back kernel calls of a decode step do not pay a thread wake-up each.
-/// Elsewhere (Darwin) it uses `concurrentPerform`.
-///
-/// Concurrency: one pool runs one parallel job at a time. A `parallelFor` that finds the pool
-/// busy (a call from another thread, or a nested call from inside a body) does not wait: it runs
-/// its whole job on the calling thread. That is always safe and gives identical results, but it
-/// is serial, so give each concurrently running model its own pool.
+/// Two backends, same chunks, same results:
+/// - default: `DispatchQueue.concurrentPerform`. Safe to call from several threads at once and
+///   from inside a body.
+/// - `persistentWorkers: true` (Linux only; ignored elsewhere): `threads - 1` dedicated worker
+///   threads that spin briefly after each job, then sleep on a condition variable; the caller
+///   works too and chunks go to whichever thread claims them first, so a descheduled worker never
+///   stalls a job. Meant to cut the hand-off cost of the hundreds of small kernel calls of one
+///   decode step. It is opt-in because on the shared 2-core dev machine (load 5–9 from other
+///   builds) no A/B measurement could show it beating `concurrentPerform`; compare both with
+///   `KernelBenchmark.decodeSequence` on a quiet machine before switching. One such pool runs one
+///   job at a time: a `parallelFor` that finds it busy (another thread, or a nested call from a
+///   body) runs its whole job on the calling thread — safe and identical, but serial.
 public final class ThreadPool: @unchecked Sendable {
     /// Number of threads used by `parallelFor`.
     public let threadCount: Int
@@ -31,13 +33,25 @@ public final class ThreadPool: @unchecked Sendable {
     /// is split into `threadCount` chunks. For tests that check results do not depend on the split.
     public let ignoresMinChunk: Bool
 
-    /// A pool of `threads` workers (at least 1). Worker threads start on the first parallel job.
-    /// - Parameter ignoringMinChunk: split even tiny jobs (testing only; slower).
-    public init(threads: Int, ignoringMinChunk: Bool = false) {
+    /// Whether this pool uses its own persistent worker threads (see the type's documentation).
+    public var usesPersistentWorkers: Bool {
+        #if os(Linux)
+        state != nil
+        #else
+        false
+        #endif
+    }
+
+    /// A pool of `threads` workers (at least 1).
+    /// - Parameters:
+    ///   - ignoringMinChunk: split even tiny jobs (testing only; slower).
+    ///   - persistentWorkers: use dedicated spinning/sleeping worker threads instead of
+    ///     `concurrentPerform` (Linux only). Their threads start on the first parallel job.
+    public init(threads: Int, ignoringMinChunk: Bool = false, persistentWorkers: Bool = false) {
         threadCount = max(1, threads)
         ignoresMinChunk = ignoringMinChunk
         #if os(Linux)
-        state = threadCount > 1 ? PoolState(workers: threadCount - 1) : nil
+        state = threadCount > 1 && persistentWorkers ? PoolState(workers: threadCount - 1) : nil
         #endif
     }
 
@@ -63,9 +77,12 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         #if os(Linux)
-        if let state, state.tryRun(count: count, chunks: chunks, body) { return }
-        body(0..<count)  // pool busy (concurrent or nested call): run inline, same results
-        #else
+        if let state {
+            if state.tryRun(count: count, chunks: chunks, body) { return }
+            body(0..<count)  // pool busy (concurrent or nested call): run inline, same results
+            return
+        }
+        #endif
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: chunks) { c in
                 let lo = count * c / chunks
@@ -73,7 +90,6 @@ public final class ThreadPool: @unchecked Sendable {
                 if lo < hi { body(lo..<hi) }
             }
         }
-        #endif
     }
 }
 
@@ -107,7 +123,7 @@ private final class PoolState: @unchecked Sendable {
     var sleepers = 0
 
     /// Spin iterations before a worker goes to sleep (roughly 50–100 µs).
-    static let spinLimit = 20_000
+    static let spinLimit = 4_000
 
     init(workers: Int) {
         self.workers = workers
@@ -204,8 +220,6 @@ private final class PoolState: @unchecked Sendable {
                     sleepers -= 1
                     pthread_mutex_unlock(&mutex)
                     spins = 0
-                } else if spins & 255 == 0 {
-                    sched_yield()  // be polite on oversubscribed machines
                 }
                 word = claim.load(ordering: .acquiring)
             }

@@ -72,6 +72,14 @@ public struct PruningPlan: Equatable, Sendable {
     /// Notes worth showing a user (negative-score rankings, METHODS §8.2).
     public var warnings: [String]
 
+    /// A plan from explicit kept lists (tests, fixed exports); `make` derives plans from patterns.
+    public init(keptExperts: [Int: [Int]], expertsPerLayer: Int? = nil, tasks: [String] = [], warnings: [String] = []) {
+        self.keptExperts = keptExperts
+        self.expertsPerLayer = expertsPerLayer ?? keptExperts.values.map(\.count).max() ?? 0
+        self.tasks = tasks
+        self.warnings = warnings
+    }
+
     /// Combined per-layer scores of several patterns (a generalist). With one pattern its scores
     /// as they are. With several, each task's layer vector is first divided by the sum of its
     /// absolute values (so every task has the same total |score| mass per layer whatever its

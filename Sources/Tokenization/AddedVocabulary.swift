@@ -2,18 +2,22 @@ import Foundation
 
 /// One entry of `tokenizer.json`'s `added_tokens`.
 public struct AddedToken: Sendable, Equatable {
+    /// The token id.
     public var id: Int
+    /// The literal text matched in the input.
     public var content: String
     /// Only match when not preceded or followed by a word character.
     public var singleWord: Bool
     /// Absorb whitespace on the left / right of a match.
     public var lstrip: Bool
+    /// See `lstrip`.
     public var rstrip: Bool
     /// Match in normalized text (after the normalizer) instead of raw text.
     public var normalized: Bool
     /// Special tokens are dropped by `decode(_:skipSpecialTokens: true)`.
     public var special: Bool
 
+    /// Creates an added token; the defaults are those of a special token (`<|im_end|>`).
     public init(
         id: Int, content: String, singleWord: Bool = false, lstrip: Bool = false, rstrip: Bool = false,
         normalized: Bool = false, special: Bool = true

@@ -4,8 +4,10 @@ import Foundation
 public struct ChatMessage: Sendable, Equatable, Codable {
     /// `system`, `user`, `assistant`, ...
     public var role: String
+    /// The message text, inserted verbatim.
     public var content: String
 
+    /// Creates a message.
     public init(role: String, content: String) {
         self.role = role
         self.content = content
@@ -15,6 +17,7 @@ public struct ChatMessage: Sendable, Equatable, Codable {
 /// Formats chat messages into a prompt. Jinja is deliberately not implemented: the formats below
 /// cover the models this package serves, and an unknown template falls back to `plain`.
 public struct ChatTemplate: Sendable, Equatable {
+    /// The prompt layouts we can produce without a Jinja engine.
     public enum Style: String, Sendable, Equatable {
         /// `<|im_start|>role\ncontent<|im_end|>\n`, ending with `<|im_start|>assistant\n` (Qwen, SmolLM).
         case chatML
@@ -22,10 +25,12 @@ public struct ChatTemplate: Sendable, Equatable {
         case plain
     }
 
+    /// The layout used by `format`.
     public var style: Style
     /// The Jinja source from `tokenizer_config.json`, kept for reference; never executed.
     public var source: String?
 
+    /// Creates a template of a given style.
     public init(style: Style, source: String? = nil) {
         self.style = style
         self.source = source

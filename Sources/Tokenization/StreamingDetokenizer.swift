@@ -8,8 +8,10 @@ import Foundation
 /// text-generation-inference's `decode_token`: decoders such as `Strip` and `Metaspace` treat the
 /// first token specially, and keeping the previous chunk in the window makes the pieces
 /// concatenate to `decode(allIDs)`.
-public struct StreamingDetokenizer {
+public struct StreamingDetokenizer: Sendable {
+    /// The tokenizer whose `decode` defines the text.
     public let tokenizer: Tokenizer
+    /// Whether special tokens are dropped from the text.
     public let skipSpecialTokens: Bool
     private var ids: [Int] = []
     private var prefixOffset = 0

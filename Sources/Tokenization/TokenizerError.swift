@@ -19,6 +19,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     /// A regular expression pattern could not be compiled.
     case invalidRegex(pattern: String, file: String, reason: String)
 
+    /// A one-line explanation naming the file, the field or component, and what was expected.
     public var description: String {
         switch self {
         case .fileNotFound(let path):

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// Attention: q·k in 8 FMA chains (vs a left to right sum), the vector exp (≤ 2 ulp) in the
-/// softmax, and an FMA weighted sum. Observed max |Δ| / max |out| ~1e-7; 1e-5 is margin.
+/// softmax, and an FMA weighted sum. Observed max |Δ| / max |out| up to 1.3e-6 (4000-position cache); 1e-5 is margin.
 let attentionTolerance: Float = 1e-5
 
 struct AttentionCase: Sendable, CustomStringConvertible {

@@ -25,11 +25,12 @@ struct TestRandom {
 }
 
 /// Thread counts every parallel kernel is run with; the pools split even tiny jobs so that
-/// chunk boundaries really move.
+/// chunk boundaries really move. 2 threads use `concurrentPerform`, 3 the persistent workers, so
+/// both backends are covered.
 let testThreadCounts = [1, 2, 3]
 
 func testPool(_ threads: Int) -> ThreadPool {
-    ThreadPool(threads: threads, ignoringMinChunk: true)
+    ThreadPool(threads: threads, ignoringMinChunk: true, persistentWorkers: threads == 3)
 }
 
 /// Distance in units in the last place between two finite floats of the same sign region.

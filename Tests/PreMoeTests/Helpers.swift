@@ -38,7 +38,7 @@ final class EventLog: RouterObserver {
     var events: [Event] = []
     var outputs: [(layer: Int, expert: Int, weights: [Float], norms: [Double])] = []
     let wantsOutputs: Bool
-    init(wantsOutputs: Bool = false) { wantsOutputs = wantsOutputs }
+    init(wantsOutputs: Bool = false) { self.wantsOutputs = wantsOutputs }
     var wantsExpertOutputs: Bool { wantsOutputs }
     func routerDidRoute(_ e: RouterEvent) {
         events.append(Event(

@@ -1,0 +1,117 @@
+import Formats
+import Foundation
+import Kernels
+import Models
+import PreMoe
+import Testing
+import TestSupport
+
+/// Golden of an exported checkpoint, written by `scripts/make_export_fixture.py` from
+/// transformers' `from_pretrained(exported dir)`.
+struct ExportGolden: Decodable {
+    let input_ids: [Int]
+    let logits: [[Float]]
+    let kept_experts: [String: [Int]]
+}
+
+/// The committed export fixtures: name → (source model fixture, fixed kept lists in plan order).
+let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
+    ("qwen3_moe_pruned", "qwen3_moe", [0: [5, 1, 6, 2], 1: [0, 7, 3, 4]]),
+    ("qwen3_moe_fused_pruned", "qwen3_moe_fused", [1: [3, 0, 7], 2: [6, 2, 4]]),
+]
+
+@Suite(.serialized) struct ExportTests {
+    func export(_ source: String, kept: [Int: [Int]], to out: URL) throws -> ExportReport {
+        let loaded = try ModelLoader.load(fixtureDirectory(source), options: LoadOptions(threads: 1, loadExperts: false))
+        return try PrunedExport.write(modelDirectory: fixtureDirectory(source), keptExperts: kept,
+                                      sourceFingerprint: try ModelFingerprint.compute(loaded), tasks: ["fixture"], to: out)
+    }
+
+    /// Rewrites `Tests/Fixtures/export/` when PREMOE_WRITE_EXPORT_FIXTURE=1; then run
+    /// `python scripts/make_export_fixture.py` for the goldens.
+    @Test func regenerateFixtures() throws {
+        guard ProcessInfo.processInfo.environment["PREMOE_WRITE_EXPORT_FIXTURE"] == "1" else { return }
+        let root = Fixtures.url("export")
+        var manifest: [String: [String: Any]] = [:]
+        for f in exportFixtures {
+            let dir = root.appendingPathComponent(f.name)
+            try? FileManager.default.removeItem(at: dir)
+            try export(f.source, kept: f.kept, to: dir)
+            manifest[f.name] = ["source": "Tests/Fixtures/models/\(f.source)",
+                                "kept_experts": Dictionary(uniqueKeysWithValues: f.kept.map { (String($0.key), $0.value) })]
+        }
+        let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try data.write(to: root.appendingPathComponent("manifest.json"))
+    }
+
+    @Test(arguments: exportFixtures.map(\.name))
+    func reExportMatchesCommittedFixture(_ name: String) throws {
+        let f = exportFixtures.first { $0.name == name }!
+        let committed = Fixtures.url("export/\(name)")
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let report = try export(f.source, kept: f.kept, to: out)
+        #expect(report.expertsPerLayer == f.kept.values.first!.count)
+        let mine = try Data(contentsOf: out.appendingPathComponent("model.safetensors"))
+        let theirs = try Data(contentsOf: committed.appendingPathComponent("model.safetensors"))
+        #expect(mine == theirs, "weights differ from the committed export")
+        let config = try JSONValue(contentsOf: out.appendingPathComponent("config.json"))
+        #expect(config == (try JSONValue(contentsOf: committed.appendingPathComponent("config.json"))))
+        #expect(config["num_local_experts"]?.intValue == f.kept.values.first!.count)
+        for (l, ids) in f.kept {
+            #expect(config["premoe"]?["kept_experts"]?[String(l)]?.arrayValue?.compactMap(\.intValue) == ids)
+        }
+        #expect(FileManager.default.contentsEqual(atPath: out.appendingPathComponent("tokenizer.json").path,
+                                                  andPath: fixtureDirectory(f.source).appendingPathComponent("tokenizer.json").path))
+    }
+
+    @Test(arguments: exportFixtures.map(\.name))
+    func exportedTensorsAreRenumberedSlices(_ name: String) throws {
+        let f = exportFixtures.first { $0.name == name }!
+        let source = try SafetensorsCheckpoint(directory: fixtureDirectory(f.source))
+        let exported = try SafetensorsCheckpoint(directory: Fixtures.url("export/\(name)"))
+        for (l, ids) in f.kept {
+            for (slot, id) in ids.enumerated() {
+                let router = try exported.tensor("model.layers.\(l).mlp.gate.weight")
+                let original = try source.tensor("model.layers.\(l).mlp.gate.weight")
+                #expect(router.rows(slot..<(slot + 1)).toFloatArray() == original.rows(id..<(id + 1)).toFloatArray())
+                let perExpert = "model.layers.\(l).mlp.experts.\(id).down_proj.weight"
+                if source.contains(perExpert) {
+                    let mine = try exported.tensor("model.layers.\(l).mlp.experts.\(slot).down_proj.weight")
+                    #expect(mine.toFloatArray() == (try source.tensor(perExpert)).toFloatArray())
+                } else {
+                    let mine = try exported.tensor("model.layers.\(l).mlp.experts.gate_up_proj").rows(slot..<(slot + 1))
+                    let theirs = try source.tensor("model.layers.\(l).mlp.experts.gate_up_proj").rows(id..<(id + 1))
+                    #expect(mine.toFloatArray() == theirs.toFloatArray())
+                }
+            }
+        }
+        #expect(!exported.tensorNames.contains { $0.contains(".experts.\(f.kept.values.first!.count).") })
+    }
+
+    /// Our engine on the exported checkpoint gives what transformers gives on it, and what our
+    /// pruned in-memory model gives.
+    @Test(arguments: exportFixtures.map(\.name))
+    func logitsMatchTransformersOnTheExport(_ name: String) throws {
+        let f = exportFixtures.first { $0.name == name }!
+        let golden = try Fixtures.json(ExportGolden.self, "export/\(name)/golden.json")
+        #expect(golden.kept_experts == Dictionary(uniqueKeysWithValues: f.kept.map { (String($0.key), $0.value) }))
+        let exported = try ModelLoader.load(Fixtures.url("export/\(name)"), options: LoadOptions(threads: 1)).model
+        let logits = try exported.forward(golden.input_ids, cache: exported.makeCache(), logits: .all)
+        #expect(maxRelativeError(logits, golden.logits.flatMap { $0 }) <= 1e-4)
+        let pruned = try Reconstruction.load(fixtureDirectory(f.source), plan: PruningPlan(keptExperts: f.kept), threads: 1).model
+        let inMemory = try pruned.forward(golden.input_ids, cache: pruned.makeCache(), logits: .all)
+        #expect(maxRelativeError(inMemory, logits) <= 1e-6)
+    }
+
+    @Test func refusesBadPlansAndNonEmptyOutput() throws {
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 2]], to: out) }  // layer 1 missing
+        #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 2], 1: [3]], to: out) }  // uneven
+        #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 1], 1: [3, 4]], to: out) }  // repeated
+        #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 8], 1: [3, 4]], to: out) }  // out of range
+        try Data("x".utf8).write(to: out.appendingPathComponent("stale"))
+        #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 2], 1: [3, 4]], to: out) }
+    }
+}

@@ -1,0 +1,101 @@
+import Formats
+import Foundation
+import Kernels
+import Models
+import PreMoe
+import Testing
+import TestSupport
+
+/// Float rounding between a pruned model and its masked reference (different softmax sums).
+let maskedTolerance: Float = 1e-5
+
+@Suite struct ReconstructionTests {
+    /// Half of each MoE layer's experts (at least top-k) in a scrambled, non-sorted order
+    /// (5 is coprime with every expert count here, so the indices are distinct).
+    func scrambledSubset(_ spec: DecoderSpec) -> [Int: [Int]] {
+        var kept: [Int: [Int]] = [:]
+        for (i, l) in spec.moeLayers.enumerated() {
+            let moe = spec.moe(l)!
+            let e = moe.expertCount
+            kept[l] = (0..<max(moe.topK, e / 2)).map { (($0 * 5 + i * 3 + 1) % e) }
+        }
+        return kept
+    }
+
+    @Test(arguments: moeFixtures)
+    func readsExactlyTheKeptExpertsBytes(_ name: String) throws {
+        let dir = fixtureDirectory(name)
+        let spec = try ModelLoader.spec(at: dir)
+        let kept = scrambledSubset(spec)
+        let loaded = try ModelLoader.load(dir, options: LoadOptions(threads: 1, keptExperts: kept, copyExperts: true))
+        let checkpoint = try #require(loaded.checkpoint as? SafetensorsCheckpoint)
+        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let expected = sizes.bytes(keeping: kept) - sizes.backboneBytes
+        #expect(checkpoint.bytesRead == expected)
+        #expect(loaded.model.weightBytes.experts == expected)
+        // Two-step TAER load: backbone first (nothing read), then the kept experts.
+        let backbone = try Reconstruction.loadBackbone(dir, threads: 1)
+        let c2 = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
+        #expect(c2.bytesRead == 0)
+        let plan = PruningPlan(keptExperts: kept, expertsPerLayer: kept.values.first!.count, tasks: [], warnings: [])
+        try Reconstruction.equip(backbone, plan: plan)
+        #expect(c2.bytesRead == expected)
+        for l in spec.moeLayers {
+            guard case .moe(let block) = backbone.model.layers[l].feedForward else { Issue.record("layer \(l)"); continue }
+            #expect(block.expertIDs == kept[l])
+            #expect(block.router.outFeatures == kept[l]!.count)
+        }
+    }
+
+    @Test(arguments: moeFixtures)
+    func allExpertsInPermutedOrderGiveTheUnprunedLogits(_ name: String) throws {
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let full = try loadFixture(name).model
+        let spec = full.spec
+        var kept: [Int: [Int]] = [:]
+        for l in spec.moeLayers { kept[l] = Array((0..<spec.moe(l)!.expertCount).reversed()) }
+        let permuted = try Reconstruction.load(fixtureDirectory(name),
+                                               plan: PruningPlan(keptExperts: kept, expertsPerLayer: 0, tasks: [], warnings: []),
+                                               threads: 1).model
+        let a = try full.forward(golden.input_ids, cache: full.makeCache(), logits: .all)
+        let b = try permuted.forward(golden.input_ids, cache: permuted.makeCache(), logits: .all)
+        #expect(maxRelativeError(b, a) <= maskedTolerance)
+        #expect(maxRelativeError(b, golden.logits.flatMap { $0 }) <= 1e-4)
+    }
+
+    /// The pruned model equals the unpruned model whose routers are masked to the kept experts:
+    /// the reference keeps every expert and adds a −1e30 bias to non-kept router rows, so softmax
+    /// gives them exactly 0 and top-k never picks them.
+    @Test(arguments: moeFixtures)
+    func prunedModelEqualsMaskedRouterReference(_ name: String) throws {
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let reference = try loadFixture(name).model
+        let spec = reference.spec
+        let kept = scrambledSubset(spec)
+        for l in spec.moeLayers {
+            guard case .moe(let block) = reference.layers[l].feedForward else { continue }
+            let keptSet = Set(kept[l]!)
+            let mask = (0..<block.expertIDs.count).map { keptSet.contains(block.expertIDs[$0]) ? Float(0) : -1e30 }
+            let masked = MoEBlock(spec: block.spec, router: Linear(weight: block.router.weight, bias: mask),
+                                  experts: block.experts, expertIDs: block.expertIDs, shared: block.shared,
+                                  sharedGate: block.sharedGate)
+            reference.setFeedForward(.moe(masked), layer: l)
+        }
+        let pruned = try Reconstruction.load(fixtureDirectory(name),
+                                             plan: PruningPlan(keptExperts: kept, expertsPerLayer: kept.values.first!.count, tasks: [], warnings: []),
+                                             threads: 1).model
+        let expected = try reference.forward(golden.input_ids, cache: reference.makeCache(), logits: .all)
+        let actual = try pruned.forward(golden.input_ids, cache: pruned.makeCache(), logits: .all)
+        #expect(maxRelativeError(actual, expected) <= maskedTolerance, "\(name)")
+        // And pruning really changed the function (the subset is not a no-op).
+        #expect(maxRelativeError(actual, golden.logits.flatMap { $0 }) > 1e-3)
+        // Routing only ever picks kept experts, reported by original index.
+        let log = EventLog()
+        pruned.observer = log
+        _ = try pruned.forward(golden.input_ids, cache: pruned.makeCache(), logits: .none)
+        for ev in log.events {
+            #expect(ev.ids == kept[ev.layer])
+            #expect(ev.selected.allSatisfy { Set(kept[ev.layer]!).contains(ev.ids[$0]) })
+        }
+    }
+}
