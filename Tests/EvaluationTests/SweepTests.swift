@@ -1,0 +1,57 @@
+import Evaluation
+import Foundation
+import Testing
+import TestSupport
+
+@Suite struct SweepTests {
+    /// A tiny data directory in the shared layout: two tasks, a few items each.
+    func makeDataDirectory() throws -> URL {
+        let dir = try Fixtures.temporaryDirectory("premoe-sweep")
+        func write(_ task: String, _ split: String, _ rows: [[String: Any]]) throws {
+            let taskDir = dir.appendingPathComponent(task)
+            try FileManager.default.createDirectory(at: taskDir, withIntermediateDirectories: true)
+            let lines = try rows.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+            try (lines.joined(separator: "\n") + "\n").write(to: taskDir.appendingPathComponent("\(split).jsonl"), atomically: true, encoding: .utf8)
+        }
+        let boolq: [[String: Any]] = (0..<6).map { i in
+            ["question": "is the sky blue \(i)", "answer": i % 2 == 0, "passage": "The sky is blue on a clear day number \(i)."]
+        }
+        try write("boolq", "train", boolq)
+        try write("boolq", "test", boolq)
+        let wiki: [[String: Any]] = (0..<8).map { ["text": " The river runs \($0) miles to the sea . \n"] }
+        try write("wikitext2", "test", wiki)
+        return dir
+    }
+
+    @Test func sweepProducesOneRowPerTaskScorerAndKeep() throws {
+        let data = try makeDataDirectory()
+        let options = SweepOptions(tasks: ["boolq", "wikitext2"], keeps: [1, 0.5], scorers: ["tcess", "random"],
+                                   dataDirectory: data, maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 2, threads: 1)
+        let report = try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
+        #expect(report.rows.count == 2 * 2 * 2)
+        for row in report.rows {
+            #expect(row.perplexity.map { $0.isFinite && $0 > 1 } == true)
+            #expect(row.expertsKept == (row.keep == 1 ? 8 : 4))
+        }
+        // The full model is one model whatever the scorer; pruning saves memory.
+        let full = report.rows.filter { $0.keep == 1 }
+        #expect(Set(full.map { $0.perplexity! }).count == 2)  // one value per task
+        let half = try #require(report.rows.first { $0.keep == 0.5 })
+        #expect(half.memoryBytes < full[0].memoryBytes)
+        #expect(report.rows.first { $0.task == "boolq" }?.accuracy != nil)
+        #expect(report.rows.first { $0.task == "wikitext2" }?.accuracy == nil)
+        let retrieval = try #require(report.retrieval)
+        #expect(retrieval.tasks == ["boolq", "wikitext2"])
+        #expect(retrieval.confusion.joined().reduce(0, +) == 4)
+        #expect(report.markdown().contains("| boolq | tcess |"))
+        #expect(report.csv().split(separator: "\n").count == 1 + report.rows.count)
+    }
+
+    @Test func missingEvaluationSplitIsAClearError() throws {
+        let data = try makeDataDirectory()
+        let options = SweepOptions(tasks: ["piqa"], keeps: [1], scorers: ["tcess"], dataDirectory: data)
+        #expect(throws: EvaluationError.self) {
+            try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
+        }
+    }
+}
