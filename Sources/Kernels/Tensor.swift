@@ -28,7 +28,7 @@ public struct Tensor: @unchecked Sendable {
     /// Length of the slowest axis (rows of a matrix, experts of a stacked tensor).
     public var rows: Int { shape.first ?? 1 }
     /// Elements per slice of the slowest axis (the row length of a matrix).
-    public var rowLength: Int { shape.count <= 1 ? (shape.first ?? 1) : shape.dropFirst().reduce(1, *) }
+    public var rowLength: Int { shape.count <= 1 ? 1 : shape.dropFirst().reduce(1, *) }
 
     /// A view of rows `range` of the slowest axis: one expert of a stacked `[E, …]` tensor, or a
     /// block of rows of a matrix. No bytes are copied.
