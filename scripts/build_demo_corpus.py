@@ -25,14 +25,12 @@ Usage: python3 scripts/build_demo_corpus.py [--vocab-size 8192] [--cap-tokens 30
 """
 import argparse
 import glob
-import gzip
 import hashlib
 import json
 import os
 import platform
 import random
 import subprocess
-import sys
 import sysconfig
 import time
 

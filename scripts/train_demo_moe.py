@@ -85,6 +85,12 @@ def parse_args():
                     help="also measure expert-usage divergence of the random initialisation, as a reference")
     ap.add_argument("--max-shard-size", default=None, help="e.g. 15MB to shard the safetensors")
     ap.add_argument("--log-every", type=int, default=None)
+    ap.add_argument("--verify", action="store_true",
+                    help="load the saved model in --out on the CPU (float32 from the bf16 file), re-measure the "
+                         "held-out loss on the periodic-evaluation windows, record it in training_log.json, rewrite "
+                         "MODEL_CARD.md and stop")
+    ap.add_argument("--card-only", action="store_true",
+                    help="rewrite MODEL_CARD.md in --out from its training_log.json and stop")
     ap.add_argument("--repack", default=None, metavar="DIR",
                     help="load a (sharded) checkpoint folder and save it to --out as one bf16 model.safetensors")
     return ap.parse_args()
@@ -375,6 +381,32 @@ def repack(src, out_dir):
     log(f"repacked {src} -> {out_dir}: {sorted(os.listdir(out_dir))}")
 
 
+def verify(args):
+    """Compares the saved checkpoint's held-out loss (CPU, float32) with the loss logged at training time."""
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(args.out, "training_log.json")) as f:
+        tlog = json.load(f)
+    run = tlog["run"]
+    step = run.get("best_step") if run.get("best_step") is not None else run["steps"]
+    row = [c for c in tlog["curve"] if c["step"] == step][-1]
+    windows = args.eval_windows or (32 if run["device"] == "cuda" else 2)
+    model = AutoModelForCausalLM.from_pretrained(args.out, dtype=torch.float32)
+    corpus = Corpus(args.corpus, torch.device("cpu"), run["context"], 1.0, 0)
+    r = evaluate(model, corpus, torch.device("cpu"), max_windows=windows, batch=8)
+    tlog["verification"] = {
+        "what": f"held-out cross-entropy on the {windows} periodic-evaluation windows per domain, logged at step "
+                f"{step} during training and re-measured from the saved files with "
+                "`AutoModelForCausalLM.from_pretrained` on the CPU.",
+        "training": row["heldout"], "saved": {d: round(r[d]["loss"], 5) for d in DOMAINS},
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__}
+    for d in DOMAINS:
+        log(f"{d:12s} at training {row['heldout'][d]:.4f}  saved file {r[d]['loss']:.4f}")
+    with open(os.path.join(args.out, "training_log.json"), "w") as f:
+        json.dump(tlog, f, indent=1, ensure_ascii=False)
+    write_model_card(args.out, tlog)
+
+
 # ------------------------------------------------------------------------------------------ model card
 
 LICENCES = """| domain | source | licence |
@@ -488,8 +520,14 @@ def write_model_card(out_dir, tlog):
                      f"{r.get('bits_per_byte', float('nan')):.3f}"))
     card.append(md_table(["domain", "tokens scored", "cross-entropy", "perplexity", "bits/byte"], rows))
     card.append(f"\nWindows of {run['context']} tokens cut from each domain's held-out token stream without "
-                "overlap; the first token of each window is not scored. The table uses the final weights as "
-                "saved (bfloat16 autocast on CUDA / float32 on CPU).\n")
+                "overlap; the first token of each window is not scored. Measured at the end of training on the kept "
+                f"weights ({'float32 master weights under bfloat16 autocast' if run['device'] == 'cuda' else 'float32'}"
+                "); the saved file holds the same weights rounded to bfloat16.\n")
+    ver = tlog.get("verification")
+    if ver:
+        card.append(f"\nChecked after saving: {ver['what']}\n\n")
+        card.append(md_table(["domain", "at training", "saved bf16 file, float32 on CPU"],
+                             [(d, f"{ver['training'][d]:.3f}", f"{ver['saved'][d]:.3f}") for d in DOMAINS]))
     card.append("\n## How specialised the experts are\n\n")
     card.append("For every held-out token, the router's top-k choices are counted per layer; each domain's counts "
                 "give a distribution over the layer's experts. Jensen–Shannon divergence (bits, 0 = identical, "
@@ -524,6 +562,8 @@ def write_model_card(out_dir, tlog):
                 "python3 scripts/build_demo_corpus.py          # .corpus/ + models/demo-moe/tokenizer.json\n"
                 "python3 scripts/train_demo_moe.py             # CPU, about 90 minutes on 2 cores\n"
                 f"# this checkpoint: {run['command']}\n"
+                + (f"#   then: python3 scripts/train_demo_moe.py --repack {run['out']} --out models/demo-moe\n"
+                   if run.get("max_shard_size") else "") +
                 "```\n\n"
                 "The corpus and tokenizer are deterministic for a given Python, manpages-de and data version; "
                 "the training run is seeded (bit-exact repeats are not guaranteed across devices and library "
@@ -572,6 +612,13 @@ def main():
     args = parse_args()
     if args.repack:
         repack(args.repack, args.out)
+        return
+    if args.verify:
+        verify(args)
+        return
+    if args.card_only:
+        with open(os.path.join(args.out, "training_log.json")) as f:
+            write_model_card(args.out, json.load(f))
         return
     t_start = time.time()
     if args.device == "auto":
@@ -766,6 +813,7 @@ def main():
                     "manpages_de": meta.get("manpages_de", man_ver)},
         "run": {
             "command": "python3 scripts/train_demo_moe.py " + " ".join(sys.argv[1:]),
+            "out": args.out, "max_shard_size": args.max_shard_size,
             "device": args.device, "device_name": device_name, "seed": args.seed,
             "torch": torch.__version__, "transformers": transformers.__version__,
             "experts_impl": impl, "experts_impl_step_seconds": impl_times,
