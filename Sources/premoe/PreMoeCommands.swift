@@ -89,6 +89,8 @@ struct Profile: ParsableCommand {
     @Option(name: .customLong("scorer-params"), help: "Scorer parameters, e.g. k=1,r=-1 (tcess), seed=3 (random).")
     var scorerParams: String?
     @Option(help: "Longest forward pass in tokens (longer items are cut).") var window = 512
+    @Option(help: "Calibration text: full (context + gold answer) or context (prompts only, like queries).")
+    var render: CalibrationData.Rendering = .full
     @Flag(help: "Print a JSON summary on stdout.") var json = false
     @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
 
@@ -115,7 +117,7 @@ struct Profile: ParsableCommand {
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let dataURL = URL(fileURLWithPath: data)
-        let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate)
+        let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: render)
         guard !texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
         // Tokenise lazily up to the budget: most files hold far more text than --max-tokens.
         var sequences: [[Int]] = []
@@ -283,6 +285,7 @@ struct Retrieve: ParsableCommand {
 }
 
 extension DistanceMetric: ExpressibleByArgument {}
+extension CalibrationData.Rendering: ExpressibleByArgument {}
 
 // MARK: run
 

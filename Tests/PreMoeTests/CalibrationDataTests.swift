@@ -5,12 +5,13 @@ import TestSupport
 import Tokenization
 
 @Suite struct CalibrationDataTests {
-    func read(_ lines: [String], template: ChatTemplate? = nil) throws -> [String] {
+    func read(_ lines: [String], template: ChatTemplate? = nil,
+              rendering: CalibrationData.Rendering = .full) throws -> [String] {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("data.jsonl")
         try Data(lines.joined(separator: "\n").utf8).write(to: url)
-        return try CalibrationData.read(url, chatTemplate: template)
+        return try CalibrationData.read(url, chatTemplate: template, rendering: rendering)
     }
 
     @Test func genericFormats() throws {
@@ -42,6 +43,25 @@ import Tokenization
             "Tom beat Ann because Ann was fast.",
             "P.\nQuestion: is it?\nAnswer: yes",
             "Question: 2+2?\nAnswer: 2+2=4\n#### 4",
+        ])
+    }
+
+    @Test func contextRenderingDropsAnswers() throws {
+        let texts = try read([
+            #"{"id": "x", "question": "Which?", "choices": {"text": ["a", "b"], "label": ["1", "2"]}, "answerKey": "2"}"#,
+            #"{"id": "y", "question_stem": "Sun is a", "choices": {"text": ["star", "moon"], "label": ["A", "B"]}, "answerKey": "A"}"#,
+            #"{"goal": "Open a jar", "sol1": "twist", "sol2": "kick", "label": 0}"#,
+            #"{"sentence": "Tom beat Ann because _ was fast.", "option1": "Tom", "option2": "Ann", "answer": "2"}"#,
+            #"{"question": "is it", "answer": true, "passage": "P."}"#,
+            #"{"question": "2+2?", "answer": "2+2=4\n#### 4"}"#,
+            #"{"prompt": "Q: 1+1?", "completion": " 2"}"#,
+            #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#,
+            #"{"text": "plain"}"#,
+        ], template: ChatTemplate(style: .chatML), rendering: .context)
+        #expect(texts == [
+            "Question: Which?\nAnswer:", "Sun is a", "Question: Open a jar\nAnswer:", "Tom beat Ann because",
+            "P.\nQuestion: is it?\nAnswer:", "Question: 2+2?\nAnswer:", "Q: 1+1?",
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "plain",
         ])
     }
 

@@ -104,6 +104,29 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         #expect(maxRelativeError(inMemory, logits) <= 1e-6)
     }
 
+    /// Every MoE family exports (per-expert names of Mixtral/OLMoE/Qwen2-MoE, fused Qwen3-MoE,
+    /// Qwen2-MoE's shared expert and its gate kept) and our engine on the export equals the
+    /// in-memory pruned model.
+    @Test(arguments: moeFixtures)
+    func everyFamilyExportsToWhatTheInMemoryPrunedModelComputes(_ name: String) throws {
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let spec = try ModelLoader.spec(at: fixtureDirectory(name))
+        var kept: [Int: [Int]] = [:]
+        for l in spec.moeLayers {
+            let e = spec.moe(l)!.expertCount
+            kept[l] = (0..<(e / 2)).map { (e - 1 - 2 * $0 + l) % e }
+        }
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        try export(name, kept: kept, to: out)
+        let exported = try ModelLoader.load(out, options: LoadOptions(threads: 1)).model
+        #expect(exported.spec.moe(spec.moeLayers[0])?.expertCount == kept.values.first!.count)
+        let pruned = try Reconstruction.load(fixtureDirectory(name), plan: PruningPlan(keptExperts: kept), threads: 1).model
+        let a = try exported.forward(golden.input_ids, cache: exported.makeCache(), logits: .all)
+        let b = try pruned.forward(golden.input_ids, cache: pruned.makeCache(), logits: .all)
+        #expect(maxRelativeError(a, b) <= 1e-6, "\(name)")
+    }
+
     @Test func refusesBadPlansAndNonEmptyOutput() throws {
         let out = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }
