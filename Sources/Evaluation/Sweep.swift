@@ -63,11 +63,14 @@ public struct SweepOptions: Sendable {
     public var calibrationTokens: Int
     /// Prompts per task for retrieval accuracy.
     public var retrievalPrompts: Int
+    /// Text the retrieval signatures are computed from: the calibration items' prompts only
+    /// (`.context`, default: queries are prompts) or the same text as the scores (`.full`).
+    public var signatureRendering: CalibrationData.Rendering
     public var threads: Int
 
     public init(tasks: [String], keeps: [Double], scorers: [String], dataDirectory: URL, split: String = "test",
                 calibrationSplit: String = "train", maxExamples: Int = 100, calibrationTokens: Int = 20_000,
-                retrievalPrompts: Int = 50, threads: Int = 0) {
+                retrievalPrompts: Int = 50, signatureRendering: CalibrationData.Rendering = .context, threads: Int = 0) {
         self.tasks = tasks
         self.keeps = keeps
         self.scorers = scorers
@@ -77,6 +80,7 @@ public struct SweepOptions: Sendable {
         self.maxExamples = maxExamples
         self.calibrationTokens = calibrationTokens
         self.retrievalPrompts = retrievalPrompts
+        self.signatureRendering = signatureRendering
         self.threads = threads
     }
 }
@@ -117,8 +121,16 @@ public enum PruningSweep {
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
             let sequences = calibration.map { tokenizer.encode($0) }
             let profile = try Profiler.run(model: model, sequences: sequences, options: union, maxTokens: options.calibrationTokens)
+            var signatureStats: RouterStats?
+            if options.signatureRendering == .context {
+                let prompts = try calibrationPrompts(task: task, options: options)
+                signatureStats = try Profiler.run(
+                    model: model, sequences: prompts.map { tokenizer.encode($0) }, options: union,
+                    maxTokens: options.calibrationTokens, untilFirstRouter: true).stats
+            }
             let patterns = try scorers.map {
-                try Profiler.makePattern(stats: profile.stats, scorer: $0, spec: spec, fingerprint: fingerprint, task: task)
+                try Profiler.makePattern(stats: profile.stats, scorer: $0, spec: spec, fingerprint: fingerprint, task: task,
+                                         signatureStats: signatureStats)
             }
             if let tcess = patterns.first(where: { $0.scorer.name == "tcess" }) ?? patterns.first {
                 signaturePatterns.append(tcess)
@@ -206,6 +218,19 @@ public enum PruningSweep {
         let evaluation = Array(all[half...].prefix(options.maxExamples))
         return (Array(all[..<half]), evaluation,
                 "\(task): no \(options.calibrationSplit) split; calibrated on the first half of \(options.split), evaluated on \(evaluation.count) of the second half")
+    }
+
+    /// The calibration items' prompts (answers dropped), from the same source as `splitTexts`'
+    /// calibration texts.
+    static func calibrationPrompts(task: String, options: SweepOptions) throws -> [String] {
+        let dir = options.dataDirectory.appendingPathComponent(task)
+        let calibrationURL = dir.appendingPathComponent("\(options.calibrationSplit).jsonl")
+        if task != "wikitext2" && FileManager.default.fileExists(atPath: calibrationURL.path) {
+            return try CalibrationData.read(calibrationURL, rendering: .context)
+        }
+        // Calibrated on the first half of the evaluation split (see `splitTexts`).
+        let all = try CalibrationData.read(dir.appendingPathComponent("\(options.split).jsonl"), rendering: .context)
+        return Array(all[..<(all.count / 2)])
     }
 
     enum Items {

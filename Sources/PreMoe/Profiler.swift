@@ -38,10 +38,14 @@ public enum Profiler {
     ///   - options: what to collect (from the scorer).
     ///   - maxTokens: token budget (nil = everything).
     ///   - window: longest forward pass, in tokens.
+    ///   - untilFirstRouter: stop every pass at the first MoE router (no expert runs; enough for
+    ///     signatures, and works on a backbone-only model).
     ///   - progress: called after each forward pass.
     /// - Throws: `ModelError` from the forward pass.
     public static func run(model: DecoderModel, sequences: [[Int]], options: StatsOptions, maxTokens: Int? = nil,
-                           window: Int = 512, progress: ((ProfileProgress) -> Void)? = nil) throws -> ProfileResult {
+                           window: Int = 512, untilFirstRouter: Bool = false,
+                           progress: ((ProfileProgress) -> Void)? = nil) throws -> ProfileResult {
+        let stopLayer = untilFirstRouter ? model.spec.moeLayers.first : nil
         let stats = RouterStats(spec: model.spec, options: options)
         let previous = model.observer
         model.observer = stats
@@ -58,7 +62,8 @@ public enum Profiler {
                 if let maxTokens { end = min(end, offset + (maxTokens - tokens)) }
                 if end <= offset { break outer }
                 let chunk = Array(sequence[offset..<end])
-                try model.forward(chunk, cache: model.makeCache(capacity: chunk.count), logits: .none)
+                try model.forward(chunk, cache: model.makeCache(capacity: chunk.count), logits: .none,
+                                  stopAfterRouterOf: stopLayer)
                 tokens += chunk.count
                 offset = end
                 progress?(ProfileProgress(tokens: tokens, targetTokens: maxTokens, sequences: items,
@@ -71,17 +76,23 @@ public enum Profiler {
 
     /// Turns statistics into a pattern: every MoE layer's scores and the signature (the first MoE
     /// layer's vector of `scorer.signatureScorer`).
+    /// - Parameters:
+    ///   - signatureStats: statistics for the signature alone, when it should come from other
+    ///     text than the scores (prompts only, as queries will be); nil uses `stats`.
     /// - Throws: `PreMoeError.unsupported` for a model without MoE layers.
     public static func makePattern(stats: RouterStats, scorer: ExpertScorer, spec: DecoderSpec, fingerprint: String,
-                                   task: String, source: String? = nil, createdAt: Date = Date()) throws -> TaskPattern {
-        guard let first = spec.moeLayers.first, let firstStats = stats.layers[first] else {
+                                   task: String, source: String? = nil, signatureStats: RouterStats? = nil,
+                                   createdAt: Date = Date()) throws -> TaskPattern {
+        guard let first = spec.moeLayers.first, let firstStats = stats.layers[first],
+              let signatureLayerStats = (signatureStats ?? stats).layers[first]
+        else {
             throw PreMoeError.unsupported("the model has no MoE layer to profile")
         }
         var scores: [Int: [Double]] = [:]
         for (l, layerStats) in stats.layers { scores[l] = scorer.scores(layerStats) }
         let signatureScorer = scorer.signatureScorer
         let signature = TaskPattern.Signature(layer: first, scorer: signatureScorer.descriptor,
-                                              values: signatureScorer.scores(firstStats))
+                                              values: signatureScorer.scores(signatureLayerStats))
         return TaskPattern(modelFingerprint: fingerprint, modelType: spec.modelType, task: task,
                            scorer: scorer.descriptor, tokenCount: firstStats.tokenCount,
                            expertCount: firstStats.expertCount, scores: scores, signature: signature,

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Evaluation
 import Foundation
+import PreMoe
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,6 +16,9 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("max-examples"), help: "Evaluation items per task.") var maxExamples = 100
     @Option(name: .customLong("calibration-tokens"), help: "Calibration tokens per task.") var calibrationTokens = 20_000
     @Option(name: .customLong("retrieval-prompts"), help: "Held-out prompts per task for retrieval accuracy.") var retrievalPrompts = 50
+    @Option(name: .customLong("signature-render"),
+            help: "Retrieval signatures from calibration prompts only (context, default) or prompts with answers (full).")
+    var signatureRender: CalibrationData.Rendering = .context
     @Option(help: "Directory for report.md, report.json and report.csv.") var out = "eval-results"
     @Flag(help: "Print JSON: {\"rows\": […], \"retrieval\": …}.") var json = false
 
@@ -52,7 +56,8 @@ struct Eval: ParsableCommand {
             scorers: scorers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? Self.defaultDataDirectory(),
             split: split, calibrationSplit: calibrationSplit, maxExamples: maxExamples,
-            calibrationTokens: calibrationTokens, retrievalPrompts: retrievalPrompts, threads: options.threads)
+            calibrationTokens: calibrationTokens, retrievalPrompts: retrievalPrompts,
+            signatureRendering: signatureRender, threads: options.threads)
         let report = try PruningSweep.run(modelDirectory: options.url, options: sweepOptions) { printError($0) }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

@@ -91,6 +91,9 @@ struct Profile: ParsableCommand {
     @Option(help: "Longest forward pass in tokens (longer items are cut).") var window = 512
     @Option(help: "Calibration text: full (context + gold answer) or context (prompts only, like queries).")
     var render: CalibrationData.Rendering = .full
+    @Option(name: .customLong("signature-render"),
+            help: "Text the retrieval signature is computed from: context (prompts only, like queries; default) or full.")
+    var signatureRender: CalibrationData.Rendering = .context
     @Flag(help: "Print a JSON summary on stdout.") var json = false
     @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
 
@@ -119,22 +122,26 @@ struct Profile: ParsableCommand {
         let dataURL = URL(fileURLWithPath: data)
         let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: render)
         guard !texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
-        // Tokenise lazily up to the budget: most files hold far more text than --max-tokens.
-        var sequences: [[Int]] = []
-        var tokenTotal = 0
-        for text in texts where tokenTotal < maxTokens {
-            let ids = tokenizer.encode(text)
-            tokenTotal += ids.count
-            sequences.append(ids)
-        }
+        let sequences = tokenize(texts, tokenizer: tokenizer, budget: maxTokens)
         let bar = ProgressBar(enabled: !noProgress)
         let result = try Profiler.run(model: loaded.model, sequences: sequences, options: scorerImpl.statsOptions,
                                       maxTokens: maxTokens, window: window) { bar.update($0) }
         bar.update(ProfileProgress(tokens: result.tokens, targetTokens: maxTokens, sequences: result.sequences,
                                    seconds: result.seconds), force: true)
         bar.finish()
+        // The signature is matched against prompts, so by default it comes from the prompts alone
+        // (a pass up to the first router); the layer scores keep the answers.
+        var signatureStats: RouterStats?
+        if signatureRender != render {
+            let prompts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: signatureRender)
+            signatureStats = try Profiler.run(
+                model: loaded.model, sequences: tokenize(prompts, tokenizer: tokenizer, budget: maxTokens),
+                options: scorerImpl.signatureScorer.statsOptions, maxTokens: maxTokens, window: window,
+                untilFirstRouter: true).stats
+        }
         let pattern = try Profiler.makePattern(stats: result.stats, scorer: scorerImpl, spec: spec,
-                                               fingerprint: fingerprint, task: task, source: data)
+                                               fingerprint: fingerprint, task: task, source: data,
+                                               signatureStats: signatureStats)
         let path = try store.save(pattern)
         let summary = Summary(
             task: task, path: path.path, model: options.model, fingerprint: fingerprint, scorer: scorerImpl.descriptor,
@@ -146,6 +153,19 @@ struct Profile: ParsableCommand {
             + String(format: "in %.1f s (%.1f tok/s)", result.seconds, summary.tokensPerSecond))
         print("pattern   \(path.path)")
     }
+}
+
+/// Tokenises texts in order until `budget` tokens are reached (most files hold far more text
+/// than a calibration budget, so the rest is never tokenised).
+func tokenize(_ texts: [String], tokenizer: Tokenizer, budget: Int) -> [[Int]] {
+    var sequences: [[Int]] = []
+    var total = 0
+    for text in texts where total < budget {
+        let ids = tokenizer.encode(text)
+        total += ids.count
+        sequences.append(ids)
+    }
+    return sequences
 }
 
 // MARK: patterns
