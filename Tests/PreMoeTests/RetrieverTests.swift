@@ -47,6 +47,31 @@ import TestSupport
         #expect(throws: PreMoeError.self) { try Retriever.retrieve(model: backbone.model, tokens: query, patterns: []) }
     }
 
+    @Test func signatureFromPromptsOnlyComesFromABackboneOnlyPass() throws {
+        let name = "qwen3_moe"
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let full = golden.input_ids
+        let prompt = Array(full.prefix(5))
+        let loaded = try loadFixture(name)
+        let scorer = TCESSScorer()
+        let stats = try Profiler.run(model: loaded.model, sequences: [full], options: scorer.statsOptions).stats
+        // The prompt pass stops at the first router: a backbone-only model suffices.
+        let backbone = try Reconstruction.loadBackbone(fixtureDirectory(name), threads: 1)
+        let promptRun = try Profiler.run(model: backbone.model, sequences: [prompt], options: scorer.statsOptions,
+                                         untilFirstRouter: true)
+        let first = try #require(loaded.model.spec.moeLayers.first)
+        #expect(Set(promptRun.stats.layers.filter { $0.value.tokenCount > 0 }.keys) == [first])
+        #expect(promptRun.tokens == prompt.count)
+        let pattern = try Profiler.makePattern(stats: stats, scorer: scorer, spec: loaded.model.spec,
+                                               fingerprint: try ModelFingerprint.compute(loaded), task: "t",
+                                               signatureStats: promptRun.stats)
+        // Layer scores keep the whole text; the signature is exactly the query-time vector of the prompt.
+        #expect(pattern.scores[first] == scorer.scores(stats.layers[first]!))
+        let query = try Retriever.signatures(model: backbone.model, tokens: prompt, scorers: [scorer])
+        #expect(query[scorer.descriptor] == pattern.signature.values)
+        #expect(pattern.signature.values != pattern.scores[first])
+    }
+
     @Test func reapAndRandomPatternsUseTheTCESSSignature() throws {
         let golden = try Fixtures.json(FixtureGolden.self, "models/qwen2_moe/golden.json")
         let reap = try profile("qwen2_moe", task: "r", tokens: golden.input_ids, scorer: REAPScorer())
