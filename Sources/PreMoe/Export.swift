@@ -81,7 +81,7 @@ public enum PrunedExport {
             guard let entry = try checkpoint.entry(name) else { continue }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
-                tensors.append((name, gather(try checkpoint.tensor(name), keptExperts[l]!)))
+                tensors.append((name, gatherRows(try checkpoint.tensor(name), keptExperts[l]!)))
             case .expert(let l, let e, let prefix, let suffix):
                 if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try checkpoint.tensor(name))) }
             case .backbone:
@@ -132,20 +132,6 @@ public enum PrunedExport {
         }
         return ExportReport(outputDirectory: out.path, files: files, tensorCount: tensors.count,
                             tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
-    }
-
-    /// A new owned tensor holding slices `indices` of axis 0 (rows of a matrix, entries of a
-    /// vector, experts of a stacked tensor), same dtype, in that order.
-    static func gather(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
-        let rows = max(tensor.shape.first ?? 1, 1)
-        let sliceBytes = tensor.count / rows * tensor.dtype.byteSize
-        let buffer = TensorBuffer(byteCount: indices.count * sliceBytes)
-        for (i, r) in indices.enumerated() {
-            buffer.pointer.advanced(by: i * sliceBytes).copyMemory(from: tensor.data + r * sliceBytes, byteCount: sliceBytes)
-        }
-        var shape = tensor.shape
-        shape[0] = indices.count
-        return Tensor(dtype: tensor.dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
     /// JSON with two-space indentation and sorted keys (like `json.dumps(indent=2, sort_keys=True)`).

@@ -192,8 +192,10 @@ public struct HFDecoderLayout: Sendable {
     }
 }
 
-/// A new owned tensor holding rows `indices` of `tensor` (same dtype), in that order.
-func gatherRows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
+/// A new owned tensor holding slices `indices` of axis 0 of `tensor` (rows of a matrix, entries
+/// of a vector, experts of a stacked tensor), same dtype, in that order. Used to slice routers
+/// (and their biases) to kept experts.
+public func gatherRows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
     let rowBytes = tensor.rowLength * tensor.dtype.byteSize
     let buffer = TensorBuffer(byteCount: indices.count * rowBytes)
     for (i, r) in indices.enumerated() {
