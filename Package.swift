@@ -50,6 +50,8 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
+        // Runs the built `premoe` binary: the contracts other tools depend on.
+        .testTarget(name: "CLITests", dependencies: ["premoe", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -11,6 +11,9 @@ public struct LoadedModel {
     public let directory: URL
     /// The raw `config.json` bytes (for fingerprints and export).
     public let configData: Data
+    /// End-of-sequence ids: `generation_config.json`'s `eos_token_id` (an id or a list), else
+    /// `config.json`'s, else the tokenizer's guess; as transformers' `generate` decides.
+    public let eosTokenIDs: [Int]
     public let checkpoint: TensorSource
     /// How the checkpoint names its tensors.
     let layout: HFDecoderLayout
@@ -29,6 +32,15 @@ public struct LoadedModel {
 
 /// Opens model directories (`config.json` + safetensors + `tokenizer.json`).
 public enum ModelLoader {
+    /// `eos_token_id` of a JSON config file (an integer or a list of integers), nil when absent.
+    static func eosIDs(in url: URL) -> [Int]? {
+        guard let data = try? Data(contentsOf: url),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        if let id = object["eos_token_id"] as? Int { return [id] }
+        if let ids = object["eos_token_id"] as? [Int], !ids.isEmpty { return ids }
+        return nil
+    }
+
     /// Reads only `config.json` and returns the model's shared spec — no weights are touched.
     /// - Throws: `ModelError` for a missing/invalid config or an unsupported `model_type`.
     public static func spec(at directory: URL) throws -> DecoderSpec {
@@ -64,7 +76,9 @@ public enum ModelLoader {
         let model = try layout.build(spec: spec, source: checkpoint, options: options, directory: directory.path)
         let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
         let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(url: directory) : nil
+        let eos = eosIDs(in: directory.appendingPathComponent("generation_config.json"))
+            ?? eosIDs(in: directory.appendingPathComponent("config.json")) ?? tokenizer?.eosTokenIDs ?? []
         return LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data,
-                           checkpoint: checkpoint, layout: layout)
+                           eosTokenIDs: eos, checkpoint: checkpoint, layout: layout)
     }
 }

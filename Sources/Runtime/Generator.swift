@@ -11,11 +11,13 @@ public struct GenerationParameters: Sendable {
     public var seed: UInt64
     /// Generation stops after any of these strings appears in the output (it is not included).
     public var stop: [String]
-    /// Stop at the tokenizer's end-of-sequence tokens.
+    /// Stop at end-of-sequence tokens.
     public var stopAtEOS: Bool
+    /// The end-of-sequence ids; nil uses the tokenizer's.
+    public var eosTokenIDs: [Int]?
 
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0,
-                stop: [String] = [], stopAtEOS: Bool = true) {
+                stop: [String] = [], stopAtEOS: Bool = true, eosTokenIDs: [Int]? = nil) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -23,6 +25,7 @@ public struct GenerationParameters: Sendable {
         self.seed = seed
         self.stop = stop
         self.stopAtEOS = stopAtEOS
+        self.eosTokenIDs = eosTokenIDs
     }
 }
 
@@ -63,7 +66,7 @@ public final class Generator {
         guard !promptIDs.isEmpty else { throw ModelError.emptyInput("the prompt has no tokens") }
         var sampler = Sampler(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
                               seed: parameters.seed)
-        let eos = Set(parameters.stopAtEOS ? tokenizer?.eosTokenIDs ?? [] : [])
+        let eos = Set(parameters.stopAtEOS ? parameters.eosTokenIDs ?? tokenizer?.eosTokenIDs ?? [] : [])
         let cache = model.makeCache(capacity: promptIDs.count + parameters.maxTokens + 1)
         var detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
         var output: [Int] = []

@@ -117,7 +117,7 @@ struct Generate: ParsableCommand {
         let ids = tokenizer.encode(text)
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                              seed: seed, stop: stop)
+                                              seed: seed, stop: stop, eosTokenIDs: loaded.eosTokenIDs)
         let result = try generator.generate(promptIDs: ids, parameters: parameters) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))

@@ -375,7 +375,8 @@ struct RunTask: ParsableCommand {
         if chat, let template = tokenizer.chatTemplate { text = template.format([ChatMessage(role: "user", content: prompt)]) }
         let ids = chat ? tokenizer.encode(text) : promptIDs
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
-        let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed)
+        let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed,
+                                              eosTokenIDs: loaded.eosTokenIDs)
         if !json {
             printError("task: \(retrieval.task ?? "none, using every expert")"
                 + String(format: " (distance %.4g)", retrieval.distance))

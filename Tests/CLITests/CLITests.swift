@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Runs the `premoe` executable built next to the test bundle.
+struct CLI {
+    struct Result {
+        let status: Int32
+        let stdout: Data
+        let stderr: String
+        var text: String { String(decoding: stdout, as: UTF8.self) }
+        func json() throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: stdout) as? [String: Any])
+        }
+    }
+
+    static let binary: URL = {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // The runner may be inside a bundle directory (…/PreMoePackageTests.xctest/…).
+        for _ in 0..<4 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("premoe").path) {
+            dir.deleteLastPathComponent()
+        }
+        return dir.appendingPathComponent("premoe")
+    }()
+
+    static func run(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: stdout, stderr: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+private struct Golden: Decodable {
+    let input_ids: [Int]
+    let input_text: String
+    let logits: [[Float]]
+}
+
+@Suite struct CLITests {
+    let model = Fixtures.url("models/qwen3_moe").path
+
+    @Test func logitsJSONHasOneRowPerPositionMatchingTheReference() throws {
+        let golden = try Fixtures.json(Golden.self, "models/qwen3_moe/golden.json")
+        let result = try CLI.run(["logits", model, "--ids", golden.input_ids.map(String.init).joined(separator: ","), "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try #require(try result.json()["logits"] as? [[Double]])
+        #expect(rows.count == golden.input_ids.count)
+        let error = maxRelativeError(rows.flatMap { $0.map(Float.init) }, golden.logits.flatMap { $0 })
+        #expect(error <= 1e-4)
+    }
+
+    @Test func tokenizeJSONGivesTheReferenceIDs() throws {
+        let golden = try Fixtures.json(Golden.self, "models/qwen3_moe/golden.json")
+        let result = try CLI.run(["tokenize", model, "--text", golden.input_text, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try result.json()["ids"] as? [Int] == golden.input_ids)
+    }
+
+    @Test func inspectAndBenchReportJSON() throws {
+        let inspect = try CLI.run(["inspect", model, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let report = try inspect.json()
+        #expect(report["experts"] as? Int == 8)
+        #expect(report["topK"] as? Int == 2)
+        let bench = try CLI.run(["bench", model, "--prompt-tokens", "8", "--gen-tokens", "4", "--threads", "1", "--json"])
+        #expect(bench.status == 0, "\(bench.stderr)")
+        let numbers = try bench.json()
+        for key in ["loadSeconds", "prefillTokensPerSecond", "decodeTokensPerSecond", "peakResidentBytes"] {
+            #expect((numbers[key] as? Double ?? 0) > 0, "\(key)")
+        }
+    }
+
+    @Test func profileThenRetrieveJSONNamesTheNearestTask() throws {
+        let store = try Fixtures.temporaryDirectory("premoe-cli-store")
+        let data = store.appendingPathComponent("data.jsonl")
+        try #"{"text": "The sun is hot and water is cold"}"#.appending("\n").write(to: data, atomically: true, encoding: .utf8)
+        let other = store.appendingPathComponent("other.jsonl")
+        try #"{"text": "<|im_start|>user\n1 2 3 4 5 6 7 8 9<|im_end|>"}"#.appending("\n").write(to: other, atomically: true, encoding: .utf8)
+        for (task, file) in [("weather", data), ("numbers", other)] {
+            let profile = try CLI.run(["profile", model, "--task", task, "--data", file.path, "--store", store.path, "--json", "--no-progress"])
+            #expect(profile.status == 0, "\(profile.stderr)")
+        }
+        let retrieve = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "The sun is hot and water is cold", "--json"])
+        #expect(retrieve.status == 0, "\(retrieve.stderr)")
+        let json = try retrieve.json()
+        #expect(json["task"] as? String == "weather")
+        let candidates = try #require(json["candidates"] as? [[String: Any]])
+        #expect(candidates.count == 2)
+        #expect((json["distance"] as? Double ?? -1) >= 0)
+        let far = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "1 2 3", "--max-distance", "0", "--json"])
+        #expect(far.status == 0)
+        #expect(try far.json()["task"] is NSNull)
+    }
+
+    @Test(arguments: [
+        (["logits", "Tests/does-not-exist", "--ids", "1"], "does-not-exist"),
+        (["logits", Fixtures.url("models/qwen3_moe").path, "--ids", "1,99999"], "99999"),
+        (["logits", Fixtures.url("models/qwen3_moe").path, "--ids", "1,x"], "'x'"),
+        (["generate", Fixtures.url("models/qwen3_moe").path, "--prompt", ""], "prompt"),
+    ])
+    func badInputExitsNonZeroWithAMessage(_ arguments: [String], _ mention: String) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains(mention), "\(result.stderr)")
+    }
+
+    @Test func unsupportedModelTypeIsRefusedByTheCLI() throws {
+        let dir = try Fixtures.temporaryDirectory("premoe-cli-bad")
+        try #"{"model_type": "mamba", "hidden_size": 8}"#.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let result = try CLI.run(["inspect", dir.path])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("mamba") && result.stderr.contains("qwen3_moe"))
+    }
+}
