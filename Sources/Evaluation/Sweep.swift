@@ -116,6 +116,8 @@ public enum PruningSweep {
         var notes: [String] = []
         var signaturePatterns: [TaskPattern] = []
         for task in options.tasks {
+            // Profile and evaluate from the full model: the previous task left a pruned one.
+            try loaded.loadExperts(kept: allExperts, copy: false)
             let (calibration, evaluation, note) = try splitTexts(task: task, options: options)
             notes.append(note)
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
@@ -138,7 +140,6 @@ public enum PruningSweep {
             let items = try evaluationItems(task: task, options: options)
 
             // The full model once: every scorer's 100% row is the same model.
-            try loaded.loadExperts(kept: allExperts, copy: false)
             let full = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: evaluation, items: items)
             for keep in options.keeps {
                 for (scorer, pattern) in zip(options.scorers, patterns) {

@@ -47,6 +47,20 @@ import TestSupport
         #expect(report.csv().split(separator: "\n").count == 1 + report.rows.count)
     }
 
+    @Test func eachTaskIsProfiledOnTheFullModelWhateverRanBefore() throws {
+        // A task's rows must not depend on which task (and which pruned model) came before it.
+        let data = try makeDataDirectory()
+        func rows(_ tasks: [String]) throws -> [SweepRow] {
+            let options = SweepOptions(tasks: tasks, keeps: [1, 0.25], scorers: ["tcess", "random"], dataDirectory: data,
+                                       maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 1, threads: 1)
+            return try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options).rows
+        }
+        let alone = try rows(["wikitext2"])
+        let after = try rows(["boolq", "wikitext2"]).filter { $0.task == "wikitext2" }
+        #expect(alone.map(\.perplexity) == after.map(\.perplexity))
+        #expect(alone.map(\.memoryBytes) == after.map(\.memoryBytes))
+    }
+
     @Test func missingEvaluationSplitIsAClearError() throws {
         let data = try makeDataDirectory()
         let options = SweepOptions(tasks: ["piqa"], keeps: [1], scorers: ["tcess"], dataDirectory: data)
