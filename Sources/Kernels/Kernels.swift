@@ -26,6 +26,22 @@ public func matmul(
     FastMatmul.matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
 }
 
+/// Two linear layers over the same activations: `ya = x · Aᵀ`, `yb = x · Bᵀ` (an MLP's gate and
+/// up projections). Results are bit-identical to two `matmul` calls; for one token with equal
+/// shapes and dtypes both weights are streamed in a single pass over `x`.
+/// - Parameters:
+///   - x: activations `[tokens, in]`, row-major.
+///   - tokens: number of rows of `x`.
+///   - first: `[outA, in]`; `second`: `[outB, in]`, any stored dtype.
+///   - ya: output `[tokens, outA]`; `yb`: output `[tokens, outB]`. Neither may overlap `x` or each other.
+///   - pool: threads; work is split by output rows.
+public func matmulPair(
+    _ x: UnsafePointer<Float>, tokens: Int, first: Tensor, second: Tensor, into ya: UnsafeMutablePointer<Float>,
+    _ yb: UnsafeMutablePointer<Float>, pool: ThreadPool
+) {
+    FastMatmul.matmulPair(x, tokens: tokens, first, second, into: ya, yb, pool: pool)
+}
+
 /// RMSNorm over rows: `out[r, i] = x[r, i] / sqrt(mean_i(x[r]²) + eps) · weight[i]`.
 /// `out` may equal `x`.
 public func rmsNorm(

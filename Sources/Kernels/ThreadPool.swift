@@ -91,7 +91,60 @@ public final class ThreadPool: @unchecked Sendable {
             }
         }
     }
+
+    /// Calls `body(i)` once for every `i` in `0..<count`, handing tasks to threads one at a time
+    /// (a thread that finishes early takes the next), at most `threadCount` at once.
+    ///
+    /// For independent tasks of uneven size, such as the experts of one MoE layer, each computed
+    /// serially into its own output: which thread runs a task never changes its result, so
+    /// results do not depend on the thread count. Tasks are started in index order.
+    /// - Parameters:
+    ///   - count: number of tasks.
+    ///   - body: runs task `i`; must not depend on other tasks of the same call.
+    public func forEachTask(_ count: Int, _ body: (Int) -> Void) {
+        guard count > 0 else { return }
+        if threadCount == 1 || count == 1 {
+            for i in 0..<count { body(i) }
+            return
+        }
+        #if os(Linux)
+        if let state {
+            // One chunk per task: the persistent workers already claim chunks dynamically.
+            if state.tryRun(count: count, chunks: count, { r in for i in r { body(i) } }) { return }
+            for i in 0..<count { body(i) }  // pool busy: inline, same results
+            return
+        }
+        let next = TaskCounter()
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: min(threadCount, count)) { _ in
+                while true {
+                    let i = next.value.add(1, ordering: .relaxed).oldValue
+                    if i >= count { break }
+                    body(i)
+                }
+            }
+        }
+        #else
+        let lanes = min(threadCount, count)
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: lanes) { c in
+                var i = c
+                while i < count {
+                    body(i)
+                    i += lanes
+                }
+            }
+        }
+        #endif
+    }
 }
+
+#if os(Linux)
+/// The shared "next task" index of one `forEachTask` call on the `concurrentPerform` backend.
+private final class TaskCounter: @unchecked Sendable {
+    let value = Atomic<Int>(0)
+}
+#endif
 
 #if os(Linux)
 /// Shared state of the persistent workers.

@@ -15,6 +15,9 @@ public struct LoadedModel {
     /// `config.json`'s, else the tokenizer's guess; as transformers' `generate` decides.
     public let eosTokenIDs: [Int]
     public let checkpoint: TensorSource
+    /// Checkpoint tensors deliberately not loaded (e.g. DeepSeek's multi-token-prediction layer),
+    /// sorted; reported here instead of as unexpected.
+    public var ignoredTensors: [String] = []
     /// How the checkpoint names its tensors.
     let layout: HFDecoderLayout
 
@@ -44,7 +47,8 @@ public enum ModelLoader {
     /// Reads only `config.json` and returns the model's shared spec — no weights are touched.
     /// - Throws: `ModelError` for a missing/invalid config or an unsupported `model_type`.
     public static func spec(at directory: URL) throws -> DecoderSpec {
-        try readSpec(directory).spec
+        if isGGUF(directory) { return try ggufSpec(directory) }  // GGUFSource.swift
+        return try readSpec(directory).spec
     }
 
     private static func readSpec(_ directory: URL) throws -> (spec: DecoderSpec, layout: HFDecoderLayout, data: Data) {
@@ -71,6 +75,7 @@ public enum ModelLoader {
     /// - Throws: `ModelError` (config, unsupported type, every weight problem together),
     ///   `CheckpointError` (corrupt files), `TokenizerError`.
     public static func load(_ directory: URL, options: LoadOptions = LoadOptions()) throws -> LoadedModel {
+        if isGGUF(directory) { return try loadGGUF(directory, options: options) }  // GGUFSource.swift
         let (spec, layout, data) = try readSpec(directory)
         let checkpoint = try SafetensorsCheckpoint(directory: directory)
         let model = try layout.build(spec: spec, source: checkpoint, options: options, directory: directory.path)
@@ -78,7 +83,9 @@ public enum ModelLoader {
         let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(url: directory) : nil
         let eos = eosIDs(in: directory.appendingPathComponent("generation_config.json"))
             ?? eosIDs(in: directory.appendingPathComponent("config.json")) ?? tokenizer?.eosTokenIDs ?? []
-        return LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data,
-                           eosTokenIDs: eos, checkpoint: checkpoint, layout: layout)
+        var loaded = LoadedModel(model: model, tokenizer: tokenizer, directory: directory, configData: data,
+                                 eosTokenIDs: eos, checkpoint: checkpoint, layout: layout)
+        loaded.ignoredTensors = layout.ignoredTensors(checkpoint.tensorNames, layerCount: spec.layerCount)
+        return loaded
     }
 }

@@ -30,6 +30,17 @@ public struct DecoderSpec: Sendable {
     public var tieWordEmbeddings: Bool
     /// Per layer: dense MLP or MoE block.
     public var feedForward: [FeedForwardSpec]
+    /// Multi-head latent attention (DeepSeek-V2/V3) instead of grouped-query attention. With it,
+    /// `headDim` is the q/k head width (`nope + rope`), `kvHeadCount == headCount`, and `rope`
+    /// covers the `rope` dims only.
+    public var mla: MLASpec? = nil
+
+    /// Floats per position of one layer's cached keys: `kvHeads · headDim`, or for MLA the
+    /// expanded per-head keys `heads · (nope + rope)`.
+    public var cacheKeyWidth: Int { mla.map { headCount * $0.qkHeadDim } ?? kvHeadCount * headDim }
+    /// Floats per position of one layer's cached values: `kvHeads · headDim`, or for MLA
+    /// `heads · vHeadDim`.
+    public var cacheValueWidth: Int { mla.map { headCount * $0.vHeadDim } ?? kvHeadCount * headDim }
 
     /// Indices of the layers whose feed-forward is a MoE block.
     public var moeLayers: [Int] {
@@ -73,10 +84,53 @@ public enum FeedForwardSpec: Sendable {
     case moe(MoESpec)
 }
 
-/// How a router turns logits into chosen experts and weights.
+/// Multi-head latent attention shapes (DeepSeek-V2/V3, transformers' `DeepseekV3Attention`).
+public struct MLASpec: Sendable, Equatable {
+    /// Rank of the query compression (`q_a_proj` → `q_a_layernorm` → `q_b_proj`); nil means a
+    /// plain `q_proj` (DeepSeek-V2-Lite, the V2 fixture).
+    public var qLoRARank: Int?
+    /// Width of the compressed key/value latent (`kv_lora_rank`).
+    public var kvLoRARank: Int
+    /// Per-head q/k dims without position (`qk_nope_head_dim`).
+    public var qkNopeHeadDim: Int
+    /// Per-head q/k dims with RoPE (`qk_rope_head_dim`); the key part is shared by all heads.
+    public var qkRopeHeadDim: Int
+    /// Per-head value dims (`v_head_dim`).
+    public var vHeadDim: Int
+    /// q_a_proj, kv_a_proj_with_mqa and o_proj carry biases (`attention_bias`).
+    public var attentionBias: Bool
+
+    /// `nope + rope`: the width of one query or key head.
+    public var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
+}
+
+/// How a router turns logits into chosen experts and weights (see `Routing`).
 public enum RoutingFunction: String, Sendable, Codable {
-    /// softmax over all experts, top-k, optionally renormalised (Qwen, Mixtral, OLMoE).
+    /// softmax over all experts, top-k, optionally renormalised (Qwen, Mixtral, OLMoE, DeepSeek-V2).
     case softmax
+    /// sigmoid per expert, top-k, optionally renormalised (DeepSeek-V3/R1).
+    case sigmoid
+}
+
+/// Group-limited selection: the experts are split into `groupCount` equal runs of consecutive
+/// checkpoint indices, only the `keptGroups` best groups compete, then top-k inside them.
+public struct GroupLimit: Sendable, Equatable {
+    /// How a group is ranked.
+    public enum Ranking: String, Sendable {
+        /// Its largest score (DeepSeek-V2 `topk_method: group_limited_greedy`).
+        case max
+        /// The sum of its two largest selection scores (DeepSeek-V3 `noaux_tc`).
+        case topTwoSum
+    }
+    public var groupCount: Int
+    public var keptGroups: Int
+    public var ranking: Ranking
+
+    public init(groupCount: Int, keptGroups: Int, ranking: Ranking) {
+        self.groupCount = groupCount
+        self.keptGroups = keptGroups
+        self.ranking = ranking
+    }
 }
 
 /// One MoE block's shape and routing rule.
@@ -94,4 +148,12 @@ public struct MoESpec: Sendable {
     public var sharedIntermediateSize: Int?
     /// The shared expert's output is scaled by `sigmoid(x · w)` (Qwen2-MoE).
     public var sharedExpertGate: Bool
+    /// Multiplier on the routed experts' weights (`routed_scaling_factor`; DeepSeek).
+    public var routedScalingFactor: Float = 1
+    /// Group-limited selection over the checkpoint's experts (DeepSeek). Dropped once a block
+    /// holds fewer experts than the checkpoint (METHODS §8.5).
+    public var groupLimit: GroupLimit? = nil
+    /// The router has a per-expert bias added to the scores for selection only
+    /// (`gate.e_score_correction_bias`, DeepSeek-V3); the weights use the unbiased scores.
+    public var selectionBias: Bool = false
 }

@@ -4,6 +4,7 @@ final class Workspace {
     enum Slot: Int, CaseIterable {
         case residual, normed, attentionQ, attentionOut, blockOut, mlpScratch
         case routerLogits, routerProbs, expertInput, expertOutput, expertScratch, sharedOutput, logits
+        case routedWeights
     }
 
     private var pointers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
@@ -21,5 +22,28 @@ final class Workspace {
         return pointers[i]!
     }
 
-    deinit { pointers.forEach { $0?.deallocate() } }
+    /// Integer scratch (MoE token grouping).
+    enum IntSlot: Int, CaseIterable {
+        case expertOffsets, routedTokens, activeExperts
+    }
+
+    private var intPointers: [UnsafeMutablePointer<Int>?] = Array(repeating: nil, count: IntSlot.allCases.count)
+    private var intCapacities: [Int] = Array(repeating: 0, count: IntSlot.allCases.count)
+
+    /// A buffer of at least `count` integers for `slot` (contents unspecified).
+    func ints(_ slot: IntSlot, _ count: Int) -> UnsafeMutablePointer<Int> {
+        let i = slot.rawValue
+        if intCapacities[i] < count || intPointers[i] == nil {
+            intPointers[i]?.deallocate()
+            let capacity = max(count, 16)
+            intPointers[i] = .allocate(capacity: capacity)
+            intCapacities[i] = capacity
+        }
+        return intPointers[i]!
+    }
+
+    deinit {
+        pointers.forEach { $0?.deallocate() }
+        intPointers.forEach { $0?.deallocate() }
+    }
 }

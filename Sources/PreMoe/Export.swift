@@ -26,7 +26,8 @@ public struct ExportReport: Codable, Sendable {
 /// - every other tensor is copied unchanged (same dtype, same bytes);
 /// - `config.json` gets the new expert count under whichever of `num_experts`,
 ///   `num_local_experts`, `n_routed_experts` it had (and `num_experts_per_tok` lowered to N if
-///   it was larger), plus `"premoe": {"kept_experts": {layer: [original indices]},
+///   it was larger), `n_group` / `topk_group` set to 1 (group-limited routing is dropped, as
+///   in the in-memory pruned model), plus `"premoe": {"kept_experts": {layer: [original indices]},
 ///   "source_fingerprint": …, "tasks": […]}`;
 /// - tokenizer and generation files are copied.
 public enum PrunedExport {
@@ -100,8 +101,15 @@ public enum PrunedExport {
         guard !countKeys.isEmpty else {
             throw PreMoeError.unsupported("\(configURL.path): no num_experts / num_local_experts / n_routed_experts key")
         }
+        let original = config[countKeys[0]]?.intValue ?? kept
         for key in countKeys { config[key] = .number(Double(kept)) }
         if let k = config["num_experts_per_tok"]?.intValue, k > kept { config["num_experts_per_tok"] = .number(Double(kept)) }
+        // Group-limited routing (DeepSeek's n_group / topk_group) is dropped after pruning, as the
+        // in-memory pruned model does (METHODS §8.5): one group that is always kept.
+        if kept < original, config["n_group"]?.intValue != nil {
+            config["n_group"] = .number(1)
+            config["topk_group"] = .number(1)
+        }
         let keptJSON = Dictionary(uniqueKeysWithValues: keptExperts.filter { moeLayers.contains($0.key) }
             .map { (String($0.key), JSONValue.array($0.value.map { .number(Double($0)) })) })
         config["premoe"] = .object([

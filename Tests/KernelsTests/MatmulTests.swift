@@ -129,3 +129,33 @@ func matmulUnalignedWeights(_ dtype: DType) {
     }
     #expect(maxRelativeError(runMatmul(x, tokens: 2, weight: weight, threads: 2), expected) <= matmulTolerance)
 }
+
+/// `matmulPair` (an expert's gate and up projections) is bit-identical to two `matmul` calls:
+/// the fused one-token pass over both weights keeps each element's canonical order. Covers the
+/// 8-row tile, the 1-row tail, batches (which take two plain calls) and mismatched shapes.
+@Test(arguments: DType.allCases, [1, 7, 17, 1025])
+func matmulPairEqualsTwoMatmuls(_ dtype: DType, _ cols: Int) {
+    var rng = TestRandom(seed: UInt64(cols) &* 104_729)
+    for (rowsA, rowsB) in [(13, 13), (4, 4), (1, 1), (13, 5)] {
+        let a = Tensor.owned(rng.floats(rowsA * cols), shape: [rowsA, cols], dtype: dtype)
+        let b = Tensor.owned(rng.floats(rowsB * cols), shape: [rowsB, cols], dtype: dtype)
+        for tokens in [1, 5] {
+            let x = rng.floats(tokens * cols)
+            for threads in testThreadCounts {
+                var ya = [Float](repeating: .nan, count: tokens * rowsA)
+                var yb = [Float](repeating: .nan, count: tokens * rowsB)
+                x.withUnsafeBufferPointer { x in
+                    ya.withUnsafeMutableBufferPointer { ya in
+                        yb.withUnsafeMutableBufferPointer { yb in
+                            matmulPair(x.baseAddress!, tokens: tokens, first: a, second: b, into: ya.baseAddress!,
+                                       yb.baseAddress!, pool: testPool(threads))
+                        }
+                    }
+                }
+                let c = "\(dtype) \(rowsA)/\(rowsB)x\(cols) t=\(tokens) threads \(threads)"
+                #expect(ya.bitwiseEqual(runMatmul(x, tokens: tokens, weight: a, threads: 1)), "\(c)")
+                #expect(yb.bitwiseEqual(runMatmul(x, tokens: tokens, weight: b, threads: 1)), "\(c)")
+            }
+        }
+    }
+}

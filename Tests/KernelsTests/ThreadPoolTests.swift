@@ -48,3 +48,21 @@ func parallelForConcurrentAndNestedCalls(_ persistent: Bool) {
         #expect(sum.load(ordering: .relaxed) == 30)
     }
 }
+
+/// `forEachTask` runs every task exactly once, on either backend and from several callers at
+/// once (a busy persistent pool runs the tasks on the caller).
+@Test(arguments: [1, 2, 3], [0, 1, 2, 5, 64])
+func forEachTaskRunsEachTaskOnce(_ threads: Int, _ count: Int) {
+    for persistent in [false, true] {
+        let pool = ThreadPool(threads: threads, persistentWorkers: persistent)
+        let hits = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: max(1, count))
+        for i in 0..<max(1, count) { (hits + i).initialize(to: Atomic<Int>(0)) }
+        defer { hits.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: 3) { _ in
+            for _ in 0..<10 {
+                pool.forEachTask(count) { i in hits[i].add(1, ordering: .relaxed) }
+            }
+        }
+        #expect((0..<count).allSatisfy { hits[$0].load(ordering: .relaxed) == 30 }, "persistent \(persistent)")
+    }
+}

@@ -33,8 +33,26 @@ public struct HFDecoderLayout: Sendable {
     public var sharedExpert: String = "shared_expert"
     /// Sigmoid gate on the shared expert.
     public var sharedExpertGate: String = "shared_expert_gate"
+    /// Layers a checkpoint may store after `num_hidden_layers` that the model never runs
+    /// (DeepSeek's multi-token-prediction layers, `num_nextn_predict_layers`). Their tensors,
+    /// `model.layers.{L}.…` for `L` in `layerCount ..< layerCount + extraLayerCount`, are
+    /// ignored rather than reported as unexpected (transformers ignores `model.layers.61.*`).
+    public var extraLayerCount: Int = 0
 
     public init() {}
+
+    /// The tensors of `names` that loading ignores on purpose (see `extraLayerCount`), sorted.
+    public func ignoredTensors(_ names: [String], layerCount: Int) -> [String] {
+        names.filter { isIgnored($0, layerCount: layerCount) }.sorted()
+    }
+
+    func isIgnored(_ name: String, layerCount: Int) -> Bool {
+        if name.hasSuffix("rotary_emb.inv_freq") { return true }  // a buffer some exporters write
+        guard extraLayerCount > 0, name.hasPrefix("model.layers.") else { return false }
+        let rest = name.dropFirst("model.layers.".count)
+        guard let dot = rest.firstIndex(of: "."), let l = Int(rest[..<dot]) else { return false }
+        return l >= layerCount && l < layerCount + extraLayerCount
+    }
 
     /// Builds the model from `source`, checking every tensor against `spec`.
     /// - Throws: `ModelError.weightProblems` listing every missing, misshaped or unused tensor.
@@ -96,8 +114,8 @@ public struct HFDecoderLayout: Sendable {
         } else {
             lmHead = binder.tensor("lm_head.weight", shape: [spec.vocabularySize, h])
         }
-        // Buffers some exporters write that the model recomputes.
-        try binder.finish(directory: directory) { $0.hasSuffix("rotary_emb.inv_freq") }
+        // Buffers some exporters write that the model recomputes, and layers it never runs.
+        try binder.finish(directory: directory) { isIgnored($0, layerCount: spec.layerCount) }
         let threads = options.threads > 0 ? options.threads : ProcessInfoThreads.default
         return DecoderModel(spec: spec, embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead,
                             pool: ThreadPool(threads: threads))

@@ -59,8 +59,13 @@ public struct GatedMLP: @unchecked Sendable {
         let inner = tokens * intermediateSize
         let g = scratch
         let u = scratch + inner
-        gate.apply(x, tokens: tokens, into: g, pool: pool)
-        up.apply(x, tokens: tokens, into: u, pool: pool)
+        if gate.bias == nil && up.bias == nil {
+            // One pass over x for both projections (decode streams the two weights together).
+            matmulPair(x, tokens: tokens, first: gate.weight, second: up.weight, into: g, u, pool: pool)
+        } else {
+            gate.apply(x, tokens: tokens, into: g, pool: pool)
+            up.apply(x, tokens: tokens, into: u, pool: pool)
+        }
         siluMul(g, u, into: g, count: inner)
         down.apply(g, tokens: tokens, into: y, pool: pool)
     }

@@ -130,36 +130,80 @@ public struct MoEBlock: @unchecked Sendable {
         let (selected, weights, k) = routeBatch(x, tokens: tokens, layer: layer, observer: observer,
                                                 workspace: workspace, pool: pool)
 
-        // Group tokens by expert so each expert runs one matmul over all its tokens.
-        var routedTokens = [[Int]](repeating: [], count: held)
-        var routedWeights = [[Float]](repeating: [], count: held)
-        for t in 0..<tokens {
-            for j in 0..<k {
-                routedTokens[selected[t * k + j]].append(t)
-                routedWeights[selected[t * k + j]].append(weights[t * k + j])
+        // Group tokens by expert so each expert runs one matmul over all its tokens: a counting
+        // sort of the (token, choice) assignments by expert, tokens ascending within an expert.
+        let assignments = tokens * k
+        let offsets = workspace.ints(.expertOffsets, held + 1)
+        let routedTokens = workspace.ints(.routedTokens, assignments)
+        let routedWeights = workspace.buffer(.routedWeights, assignments)
+        let active = workspace.ints(.activeExperts, held)
+        offsets.initialize(repeating: 0, count: held + 1)
+        for a in 0..<assignments { offsets[selected[a] + 1] += 1 }
+        var activeCount = 0
+        var maxInner = 0
+        for e in 0..<held {
+            if offsets[e + 1] > 0 {
+                active[activeCount] = e
+                activeCount += 1
+                maxInner = max(maxInner, experts[e].intermediateSize)
             }
+            offsets[e + 1] += offsets[e]
+        }
+        for a in 0..<assignments {  // fill, using offsets[e] as the cursor of expert e ...
+            let e = selected[a]
+            routedTokens[offsets[e]] = a / k
+            routedWeights[offsets[e]] = weights[a]
+            offsets[e] += 1
+        }
+        for e in stride(from: held, to: 0, by: -1) { offsets[e] = offsets[e - 1] }  // ... then shift back
+        offsets[0] = 0
+
+        // Each expert's tokens get their own slice of the input, output and scratch buffers, so
+        // experts can run at the same time. With enough experts for every thread, each expert
+        // runs single-threaded and threads take whole experts (no hand-off per matmul, and no
+        // small matmul split in pieces); otherwise each matmul is split by rows. Either way every
+        // expert output is the same, and the weighted sum below runs in expert order.
+        let input = workspace.buffer(.expertInput, assignments * hidden)
+        let output = workspace.buffer(.expertOutput, assignments * hidden)
+        let scratch = workspace.buffer(.expertScratch, 2 * assignments * maxInner)
+        let threads = pool.threadCount
+        let acrossExperts = threads > 1 && (activeCount >= 2 * threads || activeCount % threads == 0)
+        let expertPool = acrossExperts ? ThreadPool.serial : pool
+        let runExpert = { (index: Int) in
+            let e = active[index]
+            let lo = offsets[e]
+            let n = offsets[e + 1] - lo
+            var source = x
+            if n != tokens {  // n == tokens: every token, in order; use x as it is
+                let rows = input + lo * hidden
+                for r in 0..<n {
+                    (rows + r * hidden).update(from: x + routedTokens[lo + r] * hidden, count: hidden)
+                }
+                source = UnsafePointer(rows)
+            }
+            experts[e].apply(source, tokens: n, into: output + lo * hidden, scratch: scratch + lo * 2 * maxInner,
+                             pool: expertPool)
+        }
+        if acrossExperts {
+            pool.forEachTask(activeCount, runExpert)
+        } else {
+            for index in 0..<activeCount { runExpert(index) }
         }
 
-        for i in 0..<(tokens * hidden) { y[i] = 0 }
+        y.initialize(repeating: 0, count: tokens * hidden)
         let wantsOutputs = observer?.wantsExpertOutputs ?? false
-        for e in 0..<held where !routedTokens[e].isEmpty {
-            let rows = routedTokens[e]
-            let n = rows.count
-            let expert = experts[e]
-            let input = workspace.buffer(.expertInput, n * hidden)
-            let output = workspace.buffer(.expertOutput, n * hidden)
-            let scratch = workspace.buffer(.expertScratch, 2 * n * expert.intermediateSize)
-            for (r, t) in rows.enumerated() {
-                (input + r * hidden).update(from: x + t * hidden, count: hidden)
-            }
-            expert.apply(input, tokens: n, into: output, scratch: scratch, pool: pool)
+        for index in 0..<activeCount {
+            let e = active[index]
+            let lo = offsets[e]
+            let n = offsets[e + 1] - lo
             if wantsOutputs {
                 observer?.expertDidCompute(ExpertOutputEvent(
-                    layer: layer, expertID: expertIDs[e], tokens: rows, weights: routedWeights[e],
-                    outputs: output, hidden: hidden))
+                    layer: layer, expertID: expertIDs[e], tokens: Array(UnsafeBufferPointer(start: routedTokens + lo, count: n)),
+                    weights: Array(UnsafeBufferPointer(start: routedWeights + lo, count: n)),
+                    outputs: output + lo * hidden, hidden: hidden))
             }
-            for (r, t) in rows.enumerated() {
-                axpy(routedWeights[e][r], output + r * hidden, y + t * hidden, count: hidden)
+            for r in 0..<n {
+                axpy(routedWeights[lo + r], output + (lo + r) * hidden, y + routedTokens[lo + r] * hidden, count: hidden)
             }
         }
 

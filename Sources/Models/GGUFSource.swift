@@ -1,0 +1,330 @@
+// GGUF checkpoints (llama.cpp's convert_hf_to_gguf.py output) presented to the Hugging Face
+// loader: `GGUFSource` renames tensors to HF names (zero-copy; stacked experts become per-expert
+// row slices), `GGUFModelConfig` turns GGUF metadata into the `config.json` the registry already
+// decodes, so `HFDecoderLayout.build` and the architecture code never know the format.
+import Formats
+import Foundation
+import Kernels
+import Tokenization
+
+/// A GGUF file under Hugging Face tensor names and shapes.
+///
+/// Mapping (layer L, `m` = `mlp`, or `block_sparse_moe` for Mixtral):
+/// `token_embd` → `model.embed_tokens`, `output_norm` → `model.norm`, `output` → `lm_head`,
+/// `blk.L.attn_norm` → `input_layernorm`, `ffn_norm` → `post_attention_layernorm`,
+/// `attn_{q,k,v,output}` → `self_attn.{q,k,v,o}_proj` (weights and biases),
+/// `attn_{q,k}_norm` → `self_attn.{q,k}_norm`, `ffn_{gate,up,down}` → `mlp.{gate,up,down}_proj`,
+/// `ffn_gate_inp` → `m.gate`, `ffn_{gate,up,down}_exps` {H, I, E} → `m.experts.N.{gate,up,down}_proj`
+/// (Mixtral `w1`, `w3`, `w2`), one zero-copy slice per expert (experts are the slowest axis, so
+/// each is contiguous); `ffn_*_shexp` → `mlp.shared_expert.*`, `ffn_gate_inp_shexp` {H} →
+/// `mlp.shared_expert_gate` `[1, H]`. Old Mixtral files' per-expert `ffn_gate.N` map the same way.
+/// Unknown names are kept as they are, so strict loading reports them. Shapes are GGML `ne`
+/// reversed (slowest first), as HF writes them.
+public final class GGUFSource: TensorSource {
+    /// The file.
+    public let file: GGUFFile
+
+    struct Binding {
+        let gguf: String
+        /// Index on the slowest axis of a stacked expert tensor.
+        let expert: Int?
+        /// HF shape presented.
+        let shape: [Int]
+    }
+
+    private let bindings: [String: Binding]
+    public let tensorNames: [String]
+
+    /// Maps `file`'s tensors.
+    /// - Parameters:
+    ///   - file: an opened GGUF file.
+    ///   - mixtralNames: name experts and router as Mixtral does (`block_sparse_moe`, w1/w3/w2).
+    ///   - hidden: GGUF tensors consumed elsewhere (e.g. `rope_freqs.weight` by the config).
+    public init(file: GGUFFile, mixtralNames: Bool = false, hidden: Set<String> = []) {
+        self.file = file
+        let moe = mixtralNames ? "block_sparse_moe" : "mlp"
+        let projection: [String: String] = mixtralNames
+            ? ["gate": "w1", "up": "w3", "down": "w2"] : ["gate": "gate_proj", "up": "up_proj", "down": "down_proj"]
+        var bindings: [String: Binding] = [:]
+        for info in file.tensorInfos where !hidden.contains(info.name) {
+            for (name, binding) in Self.map(info, moe: moe, projection: projection) { bindings[name] = binding }
+        }
+        self.bindings = bindings
+        tensorNames = bindings.keys.sorted()
+    }
+
+    static let global = ["token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"]
+    static let perLayer = [
+        "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        "ffn_gate_shexp": "mlp.shared_expert.gate_proj", "ffn_up_shexp": "mlp.shared_expert.up_proj",
+        "ffn_down_shexp": "mlp.shared_expert.down_proj",
+    ]
+
+    /// The HF names one GGUF tensor stands for (one per expert for stacked experts).
+    static func map(_ info: GGUFTensorInfo, moe: String, projection: [String: String]) -> [(String, Binding)] {
+        let shape = info.shape
+        let plain = [(info.name, Binding(gguf: info.name, expert: nil, shape: shape))]
+        let parts = info.name.split(separator: ".").map(String.init)
+        guard let suffix = parts.last, suffix == "weight" || suffix == "bias" else { return plain }
+        if parts.count == 2, let hf = global[parts[0]] {
+            return [("\(hf).\(suffix)", Binding(gguf: info.name, expert: nil, shape: shape))]
+        }
+        guard parts.count >= 4, parts[0] == "blk", let layer = Int(parts[1]) else { return plain }
+        let p = "model.layers.\(layer)"
+        let kind = parts[2]
+        if parts.count == 4 {
+            if let hf = perLayer[kind] { return [("\(p).\(hf).\(suffix)", Binding(gguf: info.name, expert: nil, shape: shape))] }
+            switch kind {
+            case "ffn_gate_inp":
+                return [("\(p).\(moe).gate.\(suffix)", Binding(gguf: info.name, expert: nil, shape: shape))]
+            case "ffn_gate_inp_shexp":
+                return [("\(p).mlp.shared_expert_gate.\(suffix)", Binding(gguf: info.name, expert: nil, shape: [1, info.elementCount]))]
+            case "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps":
+                guard shape.count == 3, let proj = projection[String(kind.dropFirst(4).dropLast(5))] else { return plain }
+                return (0..<shape[0]).map { e in
+                    ("\(p).\(moe).experts.\(e).\(proj).\(suffix)", Binding(gguf: info.name, expert: e, shape: Array(shape.dropFirst())))
+                }
+            default:
+                return plain
+            }
+        }
+        // Pre-2024 Mixtral files: blk.L.ffn_gate.E.weight, one tensor per expert.
+        if parts.count == 5, let e = Int(parts[3]), kind.hasPrefix("ffn_"), let proj = projection[String(kind.dropFirst(4))] {
+            return [("\(p).\(moe).experts.\(e).\(proj).\(suffix)", Binding(gguf: info.name, expert: nil, shape: shape))]
+        }
+        return plain
+    }
+
+    public func shape(of name: String) -> [Int]? { bindings[name]?.shape }
+
+    /// The GGUF tensor (and expert) behind HF name `name`.
+    public func ggufName(of name: String) -> (tensor: String, expert: Int?)? {
+        bindings[name].map { ($0.gguf, $0.expert) }
+    }
+
+    private func binding(_ name: String) throws -> Binding {
+        guard let b = bindings[name] else {
+            throw GGUFError.unknownTensor(file: file.url.path, tensor: name, suggestions: [])
+        }
+        return b
+    }
+
+    /// A zero-copy view (an expert is a byte slice of its stacked tensor).
+    public func tensor(_ name: String) throws -> Tensor {
+        let b = try binding(name)
+        let t = try file.tensor(b.gguf)
+        guard let e = b.expert else {
+            return t.shape == b.shape ? t : Tensor(dtype: t.dtype, shape: b.shape, data: t.data, owner: t.owner)
+        }
+        let bytesPerExpert = (file.info(b.gguf)?.byteCount ?? 0) / max(1, t.shape[0])
+        return Tensor(dtype: t.dtype, shape: b.shape, data: t.data + e * bytesPerExpert, owner: t.owner)
+    }
+
+    /// Rows of the slowest HF axis, read with `pread` (only those bytes).
+    public func readRows(_ name: String, rows: Range<Int>) throws -> Tensor {
+        let b = try binding(name)
+        let rowCount = b.shape.first ?? 1
+        guard rows.lowerBound >= 0, rows.upperBound <= rowCount else {
+            throw GGUFError.rowsOutOfRange(file: file.url.path, tensor: name, rows: rows, available: rowCount)
+        }
+        // Seen as one matrix of `experts · rows` rows, expert e's rows start at e · rows.
+        let rowLength = b.shape.dropFirst().reduce(1, *)
+        let total = file.info(b.gguf)?.elementCount ?? 0
+        let view = [total / max(1, rowLength)] + b.shape.dropFirst()
+        let base = (b.expert ?? 0) * rowCount
+        return try file.readRows(b.gguf, rows: (base + rows.lowerBound)..<(base + rows.upperBound), viewedAs: view)
+    }
+}
+
+/// GGUF metadata as the `config.json` a Hugging Face checkpoint of the same model would carry,
+/// plus the two facts `config.json` cannot say (RoPE pair layout, llama3 frequency factors).
+///
+/// Keys read (`a` = `general.architecture`): `a.embedding_length`, `a.block_count`,
+/// `a.attention.head_count(_kv)`, `a.attention.key_length`, `a.feed_forward_length`,
+/// `a.attention.layer_norm_rms_epsilon`, `a.context_length`, `a.rope.freq_base`,
+/// `a.rope.dimension_count`, `a.rope.scaling.{type,factor,original_context_length}`,
+/// `a.expert_count`, `a.expert_used_count`, `a.expert_feed_forward_length`,
+/// `a.expert_shared_feed_forward_length`, `a.expert_weights_norm`, `a.vocab_size`,
+/// `tokenizer.ggml.eos_token_id`. Tied embeddings = no `output.weight`; biases, MoE layers and
+/// dense layers are read off which tensors exist.
+public struct GGUFModelConfig {
+    /// GGUF `general.architecture` → HF `model_type` (llama with experts is Mixtral).
+    public static let architectures = [
+        "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe", "qwen2moe": "qwen2_moe",
+        "olmoe": "olmoe",
+    ]
+
+    /// The synthesized `config.json`.
+    public let configData: Data
+    /// The HF `model_type`.
+    public let modelType: String
+    /// q/k rows are in GGML's interleaved RoPE order (arch `llama`: the converter permutes them).
+    /// We keep the weights as they are and rotate pairs `(2i, 2i+1)`; q·k is unchanged because q
+    /// and k are permuted alike.
+    public let interleavedRoPE: Bool
+    /// `rope_freqs.weight`: per-frequency divisors (llama3 scaling), applied to the spec.
+    public let ropeFrequencyFactors: [Float]?
+    /// GGUF tensors the config consumed (not model weights).
+    public let consumedTensors: Set<String>
+
+    /// Reads the metadata of `file`.
+    /// - Throws: `ModelError.unsupportedModelType` for an architecture not in `architectures`,
+    ///   `GGUFError.missingMetadata` / `.metadataTypeMismatch` for required keys.
+    public init(file: GGUFFile) throws {
+        let path = file.url.path
+        guard let arch = try file.string("general.architecture") else {
+            throw GGUFError.missingMetadata(file: path, key: "general.architecture", hint: nil)
+        }
+        guard var type = Self.architectures[arch] else {
+            throw ModelError.unsupportedModelType(arch, supported: Self.architectures.keys.sorted(), file: path)
+        }
+        func required(_ key: String) throws -> Int {
+            guard let v = try file.int("\(arch).\(key)") else {
+                throw GGUFError.missingMetadata(file: path, key: "\(arch).\(key)", hint: "the file may come from an old converter")
+            }
+            return v
+        }
+        let has = { (name: String) in file.info(name) != nil }
+        let hidden = try required("embedding_length")
+        let layers = try required("block_count")
+        let heads = try required("attention.head_count")
+        let headDim = try file.int("\(arch).attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
+        let experts = try file.int("\(arch).expert_count") ?? 0
+        if arch == "llama" && experts > 0 { type = "mixtral" }
+
+        var c: [String: Any] = [
+            "model_type": type,
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": try file.int("\(arch).attention.head_count_kv") ?? heads,
+            "head_dim": headDim,
+            "rms_norm_eps": try file.double("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-6,
+            "max_position_embeddings": try file.int("\(arch).context_length") ?? 2048,
+            "tie_word_embeddings": !has("output.weight"),
+            "hidden_act": "silu",
+        ]
+        let vocab = try file.int("\(arch).vocab_size") ?? file.info("token_embd.weight")?.shape.first
+            ?? (try file.strings("tokenizer.ggml.tokens"))?.count
+        guard let vocab else { throw GGUFError.missingMetadata(file: path, key: "\(arch).vocab_size", hint: nil) }
+        c["vocab_size"] = vocab
+        if let eos = try file.int("tokenizer.ggml.eos_token_id") { c["eos_token_id"] = eos }
+        let ffn = try file.int("\(arch).feed_forward_length")
+        let expertFFN = try file.int("\(arch).expert_feed_forward_length")
+        c["intermediate_size"] = (type == "olmoe" ? expertFFN ?? ffn : ffn ?? expertFFN) ?? 0
+
+        var rope: [String: Any] = ["rope_theta": try file.double("\(arch).rope.freq_base") ?? 10000, "rope_type": "default"]
+        if let dims = try file.int("\(arch).rope.dimension_count"), headDim > 0, dims != headDim {
+            rope["partial_rotary_factor"] = Double(dims) / Double(headDim)
+        }
+        switch try file.string("\(arch).rope.scaling.type") ?? "none" {
+        case "none": break
+        case "linear":
+            rope["rope_type"] = "linear"
+            rope["factor"] = try file.double("\(arch).rope.scaling.factor") ?? 1
+        case "yarn":
+            rope["rope_type"] = "yarn"
+            rope["factor"] = try file.double("\(arch).rope.scaling.factor") ?? 1
+            if let original = try file.int("\(arch).rope.scaling.original_context_length") {
+                rope["original_max_position_embeddings"] = original
+            }
+        case let other:
+            throw ModelError.unsupportedFeature("GGUF rope.scaling.type '\(other)'", file: path)
+        }
+        c["rope_parameters"] = rope
+
+        let qBias = has("blk.0.attn_q.bias")
+        c["attention_bias"] = qBias && type != "qwen2"
+        if type == "qwen2_moe" { c["qkv_bias"] = qBias }
+        if experts > 0 {
+            c[type == "mixtral" ? "num_local_experts" : "num_experts"] = experts
+            c["num_experts_per_tok"] = try file.int("\(arch).expert_used_count") ?? 0
+            if let expertFFN { c["moe_intermediate_size"] = expertFFN }
+            if let shared = try file.int("\(arch).expert_shared_feed_forward_length") {
+                c["shared_expert_intermediate_size"] = shared
+            }
+            // llama.cpp normalises Qwen3-MoE's top-k weights and not Qwen2-MoE's or OLMoE's.
+            c["norm_topk_prob"] = try file.bool("\(arch).expert_weights_norm") ?? (type == "qwen3_moe")
+            c["decoder_sparse_step"] = 1
+            c["mlp_only_layers"] = (0..<layers).filter { !has("blk.\($0).ffn_gate_inp.weight") }
+        }
+        modelType = type
+        configData = try JSONSerialization.data(withJSONObject: c, options: [.sortedKeys])
+        interleavedRoPE = arch == "llama"
+        var consumed = Set<String>()
+        if file.info("rope_freqs.weight") != nil {
+            let factors = try file.tensor("rope_freqs.weight").toFloatArray()
+            ropeFrequencyFactors = factors
+            consumed.insert("rope_freqs.weight")
+        } else {
+            ropeFrequencyFactors = nil
+        }
+        consumedTensors = consumed
+    }
+
+    /// Applies what `config.json` cannot express: interleaved RoPE pairs, frequency factors.
+    /// - Throws: `ModelError.invalidConfig` when `rope_freqs` does not have one factor per frequency.
+    public func adjust(_ spec: inout DecoderSpec, file: String) throws {
+        if interleavedRoPE { spec.rope.style = .interleaved }
+        if let factors = ropeFrequencyFactors {
+            guard factors.count == spec.rope.invFreq.count else {
+                throw ModelError.invalidConfig(
+                    field: "rope_freqs.weight", reason: "\(factors.count) factors for \(spec.rope.invFreq.count) frequencies", file: file)
+            }
+            // llama.cpp divides each frequency by its factor (`theta / freq_factor`).
+            for i in factors.indices { spec.rope.invFreq[i] /= factors[i] }
+        }
+    }
+}
+
+extension Tokenizer {
+    /// The tokenizer stored in GGUF metadata (`tokenizer.ggml.*`), nil when the file has none or
+    /// it is not byte-level BPE (`tokenizer.ggml.model` other than `gpt2`, e.g. SentencePiece).
+    /// - Throws: `TokenizerError` for inconsistent metadata, `GGUFError` for mistyped keys.
+    public static func fromGGUF(_ file: GGUFFile) throws -> Tokenizer? {
+        guard try file.string("tokenizer.ggml.model") == "gpt2",
+              let tokens = try file.strings("tokenizer.ggml.tokens") else { return nil }
+        return try Tokenizer(
+            vocabulary: tokens, merges: try file.strings("tokenizer.ggml.merges") ?? [],
+            tokenTypes: try file.ints("tokenizer.ggml.token_type"),
+            preTokenizer: try file.string("tokenizer.ggml.pre") ?? "default",
+            bosTokenID: try file.int("tokenizer.ggml.bos_token_id"),
+            eosTokenID: try file.int("tokenizer.ggml.eos_token_id"),
+            addBOS: try file.bool("tokenizer.ggml.add_bos_token") ?? false,
+            chatTemplate: try file.string("tokenizer.chat_template"))
+    }
+}
+
+extension ModelLoader {
+    /// Whether `url` names a GGUF file (by extension).
+    public static func isGGUF(_ url: URL) -> Bool { url.pathExtension.lowercased() == "gguf" }
+
+    /// The shared spec of a GGUF file, from its metadata only.
+    /// - Throws: `GGUFError`, `ModelError` as `loadGGUF`.
+    public static func ggufSpec(_ url: URL) throws -> DecoderSpec {
+        let file = try GGUFFile(url: url)
+        let config = try GGUFModelConfig(file: file)
+        var (spec, _) = try ModelRegistry.spec(configData: config.configData, file: url.path)
+        try config.adjust(&spec, file: url.path)
+        return spec
+    }
+
+    /// Loads a `.gguf` file: metadata → config, tensors under HF names, tokenizer from metadata.
+    /// - Throws: `GGUFError` (corrupt file, missing metadata), `ModelError` (unsupported
+    ///   architecture, every weight problem together), `TokenizerError`.
+    public static func loadGGUF(_ url: URL, options: LoadOptions = LoadOptions()) throws -> LoadedModel {
+        let file = try GGUFFile(url: url)
+        let config = try GGUFModelConfig(file: file)
+        var (spec, layout) = try ModelRegistry.spec(configData: config.configData, file: url.path)
+        try config.adjust(&spec, file: url.path)
+        let source = GGUFSource(file: file, mixtralNames: config.modelType == "mixtral", hidden: config.consumedTensors)
+        let model = try layout.build(spec: spec, source: source, options: options, directory: url.path)
+        let tokenizer = try Tokenizer.fromGGUF(file)
+        let eos = (try file.int("tokenizer.ggml.eos_token_id")).map { [$0] } ?? tokenizer?.eosTokenIDs ?? []
+        return LoadedModel(model: model, tokenizer: tokenizer, directory: url, configData: config.configData,
+                           eosTokenIDs: eos, checkpoint: source, layout: layout)
+    }
+}
