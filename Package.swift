@@ -49,7 +49,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Runtime", "TestSupport"]),
         // Runs the built `premoe` binary: the contracts other tools depend on.
         .testTarget(name: "CLITests", dependencies: ["premoe", "TestSupport"]),
     ],

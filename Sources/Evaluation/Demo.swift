@@ -144,7 +144,7 @@ public final class DemoSession {
             let (calibration, evaluation, _) = try PruningSweep.splitTexts(task: task, options: sweep)
             evaluationTexts[task] = evaluation
             guard !calibration.isEmpty else { throw EvaluationError.noItems("\(task): no calibration text") }
-            let sequences = Self.tokenize(calibration, tokenizer: tokenizer, budget: options.calibrationTokens)
+            let sequences = Profiler.tokenize(calibration, tokenizer: tokenizer, budget: options.calibrationTokens)
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
             let result = try Profiler.run(model: model, sequences: sequences, options: scorer.statsOptions,
                                           maxTokens: options.calibrationTokens)
@@ -152,10 +152,12 @@ public final class DemoSession {
             var signatureStats: RouterStats?
             let calibrationURL = options.dataDirectory.appendingPathComponent("\(task)/\(sweep.calibrationSplit).jsonl")
             if FileManager.default.fileExists(atPath: calibrationURL.path) {
+                // Prompts are shorter than prompt + answer (GSM8K's are about a third), so more
+                // records are read to fill the same token budget.
                 let prompts = try CalibrationData.read(calibrationURL, chatTemplate: tokenizer.chatTemplate,
                                                        limit: sequences.count * 4, rendering: .context)
                 signatureStats = try Profiler.run(
-                    model: model, sequences: Self.tokenize(prompts, tokenizer: tokenizer, budget: options.calibrationTokens),
+                    model: model, sequences: Profiler.tokenize(prompts, tokenizer: tokenizer, budget: options.calibrationTokens),
                     options: scorer.signatureScorer.statsOptions, maxTokens: options.calibrationTokens,
                     untilFirstRouter: true).stats
             }
@@ -283,10 +285,13 @@ public final class DemoSession {
         var levels: [DemoLevel] = []
         for keep in [1] + options.keeps.sorted(by: >) {
             progress(String(format: "[compare] %g%% of the experts: load, generate, evaluate", keep * 100))
-            let plan = try keep < 1 ? chosen.map { try PruningPlan.make(patterns: [$0], budget: .fraction(keep), sizes: sizes) } : nil
-            if keep < 1 && plan == nil { continue }
-            Self.returnFreedMemory()  // the previous level's experts
-            let perLevel = Self.resetPeakResident()
+            var plan: PruningPlan?
+            if keep < 1 {
+                guard let chosen else { continue }  // no task matched: only the full model
+                plan = try PruningPlan.make(patterns: [chosen], budget: .fraction(keep), sizes: sizes)
+            }
+            ProcessMemory.returnFreedMemory()  // the previous level's experts
+            let perLevel = ProcessMemory.resetPeakResident()
             let loadStart = Date()
             let level = try Reconstruction.loadBackbone(modelDirectory, threads: options.threads)
             let checkpoint = level.checkpoint as? SafetensorsCheckpoint
@@ -344,49 +349,10 @@ public final class DemoSession {
 
     // MARK: helpers
 
-    /// Tokenises texts in order until `budget` tokens are reached.
-    static func tokenize(_ texts: [String], tokenizer: Tokenizer, budget: Int) -> [[Int]] {
-        var sequences: [[Int]] = []
-        var total = 0
-        for text in texts where total < budget {
-            let ids = tokenizer.encode(text)
-            total += ids.count
-            sequences.append(ids)
-        }
-        return sequences
-    }
-
     /// Generations per level; the fastest one's prefill and decode times are reported.
     static let timingRepeats = 5
 
     static func rate(_ count: Int, _ seconds: Double) -> Double { seconds > 0 ? Double(count) / seconds : 0 }
-
-    /// Hands freed heap back to the OS. glibc keeps freed small blocks (expert tensors are tens of
-    /// KiB each) in its arenas, where they would count towards the next level's resident size.
-    /// `malloc_trim` is not in Swift's Glibc module, so it is looked up at run time.
-    static func returnFreedMemory() {
-        #if os(Linux)
-        typealias Trim = @convention(c) (Int) -> Int32
-        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {  // RTLD_DEFAULT
-            _ = unsafeBitCast(symbol, to: Trim.self)(0)
-        }
-        #endif
-    }
-
-    /// Resets the process's peak resident size to the current one (Linux: writing 5 to
-    /// `/proc/self/clear_refs`), so each level's peak is its own.
-    /// - Returns: whether the reset happened.
-    static func resetPeakResident() -> Bool {
-        #if os(Linux)
-        let fd = open("/proc/self/clear_refs", O_WRONLY)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let ok = "5".withCString { write(fd, $0, 1) } == 1
-        return ok
-        #else
-        return false
-        #endif
-    }
 }
 
 /// Runs every stage of the demo.

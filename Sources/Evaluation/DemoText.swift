@@ -1,4 +1,5 @@
 import Foundation
+import Runtime
 
 /// The demo's report as terminal text, one section per stage.
 extension DemoReport {
@@ -103,10 +104,10 @@ extension DemoReport {
         out += "\n"
         var rows = [[""] + c.levels.map { DemoText.levelName($0.keep) }]
         rows.append(["experts per layer"] + c.levels.map { "\($0.expertsPerLayer) of \(experts)" })
-        rows.append(["expert bytes loaded"] + c.levels.map { DemoText.bytes($0.expertBytesLoaded) })
-        rows.append(["model weights"] + c.levels.map { DemoText.bytes($0.modelBytes) })
+        rows.append(["expert bytes loaded"] + c.levels.map { formatBytes($0.expertBytesLoaded) })
+        rows.append(["model weights"] + c.levels.map { formatBytes($0.modelBytes) })
         rows.append(["peak RSS" + (c.levels.allSatisfy(\.peakIsPerLevel) ? "" : " (process)")]
-            + c.levels.map { $0.peakResidentBytes.map(DemoText.bytes) ?? "n/a" })
+            + c.levels.map { $0.peakResidentBytes.map(formatBytes) ?? "n/a" })
         rows.append(["load"] + c.levels.map { String(format: "%.0f ms", $0.loadSeconds * 1000) })
         rows.append(["prefill"] + c.levels.map {
             String(format: "%@ tok/s", DemoText.grouped($0.prefillTokensPerSecond))
@@ -160,17 +161,6 @@ enum DemoText {
             out.append(ch)
         }
         return String(out.reversed())
-    }
-
-    static func bytes(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(n)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(n) B" : String(format: "%.2f %@", value, units[unit])
     }
 
     /// Columns padded to their widest cell (two spaces apart); the first row is the header.

@@ -206,7 +206,8 @@ extension ExpertHeatmap {
         let axisName = "expert"
         let right = 8 + PixelFont.width(axisName, scale: s) + layout.margin
         let titleWidth = maps.map { PixelFont.width($0.title + "  " + $0.subtitle, scale: s) }.max() ?? 0
-        let width = max(left + gridWidth + right, layout.margin * 2 + titleWidth, layout.margin * 2 + PixelFont.width(caption, scale: s))
+        let width = max(left + gridWidth + right, layout.margin * 2 + titleWidth,
+                        layout.margin * 2 + PixelFont.width(caption, scale: s))
 
         // Panel: title, "layer" label line, grid, ticks.
         func panelHeight(_ map: ExpertHeatmap) -> Int {

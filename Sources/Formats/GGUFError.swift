@@ -99,6 +99,8 @@ import Kernels
 
 enum DTypeNames {
     static var supported: String {
-        DType.allCases.map { GGMLType($0)?.name ?? $0.rawValue }.joined(separator: ", ")
+        // Plain types, then the block types this build has (`DType` knows them by GGML name).
+        (DType.allCases + QuantizedFormat.allCases.compactMap { DType(rawValue: $0.rawValue) })
+            .map(\.rawValue).joined(separator: ", ")
     }
 }

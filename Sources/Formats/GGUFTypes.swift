@@ -57,7 +57,7 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
         case 0: .float32
         case 1: .float16
         case 30: .bfloat16
-        default: DType.allCases.first { $0.rawValue == name }
+        default: DType(rawValue: name)
         }
     }
 

@@ -172,8 +172,12 @@ struct SafetensorsHeader: Sendable {
                     actualBytes: end - begin)
             }
         }
+        // GGML block types (Q4_0, …) have no safetensors spelling: a header naming one is not
+        // taken at its word (no size check above would cover it).
+        var dtype = DType(rawValue: dtypeName)
+        if dtype?.quantizedFormat != nil { dtype = nil }
         return SafetensorsEntry(
-            name: name, dtypeName: dtypeName, dtype: DType(rawValue: dtypeName), shape: shape,
+            name: name, dtypeName: dtypeName, dtype: dtype, shape: shape,
             dataRange: (dataStart + begin)..<(dataStart + end))
     }
 

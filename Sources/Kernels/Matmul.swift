@@ -69,6 +69,9 @@ enum FastMatmul {
         case .float32: run(F32Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .bfloat16: run(BF16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .float16: run(F16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
+            QuantizedKernels.matmul(x, tokens: tokens, weight: w, format: weight.dtype.quantizedFormat!, rows: outF, cols: n,
+                                    into: y, pool: pool)
         }
     }
 
@@ -99,7 +102,7 @@ enum FastMatmul {
         _ x: UnsafePointer<Float>, tokens: Int, _ a: Tensor, _ b: Tensor, into ya: UnsafeMutablePointer<Float>,
         _ yb: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
-        guard tokens == 1, a.shape.count == 2, a.shape == b.shape, a.dtype == b.dtype else {
+        guard tokens == 1, a.shape.count == 2, a.shape == b.shape, a.dtype == b.dtype, a.dtype.quantizedFormat == nil else {
             matmul(x, tokens: tokens, weight: a, into: ya, pool: pool)
             matmul(x, tokens: tokens, weight: b, into: yb, pool: pool)
             return
@@ -111,6 +114,7 @@ enum FastMatmul {
         case .float32: runPair(F32Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .bfloat16: runPair(BF16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .float16: runPair(F16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K: break  // sent to `matmul` by the guard
         }
     }
 

@@ -24,7 +24,7 @@ public struct Tensor: @unchecked Sendable {
     /// Number of elements.
     public var count: Int { shape.reduce(1, *) }
     /// Number of bytes.
-    public var byteCount: Int { count * dtype.byteSize }
+    public var byteCount: Int { dtype.byteCount(elements: count) }
     /// Length of the slowest axis (rows of a matrix, experts of a stacked tensor).
     public var rows: Int { shape.first ?? 1 }
     /// Elements per slice of the slowest axis (the row length of a matrix).
@@ -39,7 +39,7 @@ public struct Tensor: @unchecked Sendable {
         newShape[0] = range.count
         return Tensor(
             dtype: dtype, shape: newShape,
-            data: data + range.lowerBound * rowLength * dtype.byteSize, owner: owner)
+            data: data + range.lowerBound * dtype.byteCount(elements: rowLength), owner: owner)
     }
 
     /// The same bytes seen with another shape of equal element count.
@@ -54,6 +54,12 @@ public struct Tensor: @unchecked Sendable {
         case .float32: return data.load(fromByteOffset: index * 4, as: Float.self)
         case .float16: return f16ToFloat(data.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
         case .bfloat16: return bf16ToFloat(data.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
+            let format = dtype.quantizedFormat!
+            return withUnsafeTemporaryAllocation(of: Float.self, capacity: format.blockSize) { block in
+                QuantizedReference.dequantizeBlock(format, data + index / format.blockSize * format.blockBytes, into: block.baseAddress!)
+                return block[index % format.blockSize]
+            }
         }
     }
 
@@ -88,7 +94,7 @@ extension Tensor {
     /// A new owned tensor holding `values` as `dtype` (rounded to nearest even for f16/bf16).
     public static func owned(_ values: [Float], shape: [Int], dtype: DType = .float32) -> Tensor {
         precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not hold \(values.count) values")
-        let buffer = TensorBuffer(byteCount: values.count * dtype.byteSize)
+        let buffer = TensorBuffer(byteCount: dtype.byteCount(elements: values.count))
         switch dtype {
         case .float32:
             let p = buffer.pointer.bindMemory(to: Float.self, capacity: values.count)
@@ -99,6 +105,10 @@ extension Tensor {
         case .bfloat16:
             let p = buffer.pointer.bindMemory(to: UInt16.self, capacity: values.count)
             for i in 0..<values.count { p[i] = floatToBF16(values[i]) }
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
+            values.withUnsafeBufferPointer {
+                QuantizedReference.quantize(dtype.quantizedFormat!, $0.baseAddress!, count: values.count, into: buffer.pointer)
+            }
         }
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }

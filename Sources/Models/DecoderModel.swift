@@ -7,10 +7,26 @@ public enum FeedForward: @unchecked Sendable {
     case moe(MoEBlock)
 }
 
+/// The attention half of a decoder layer.
+public enum LayerAttention: @unchecked Sendable {
+    /// Grouped-query attention (every family but DeepSeek).
+    case grouped(Attention)
+    /// Multi-head latent attention (DeepSeek-V2/V3).
+    case latent(MLAttention)
+
+    /// Bytes of weight storage.
+    public var byteCount: Int {
+        switch self {
+        case .grouped(let a): return a.byteCount
+        case .latent(let a): return a.byteCount
+        }
+    }
+}
+
 /// One transformer block: pre-norm attention and pre-norm feed-forward, both residual.
 public struct DecoderLayer: @unchecked Sendable {
     public let inputNorm: [Float]
-    public let attention: Attention
+    public let attention: LayerAttention
     public let postAttentionNorm: [Float]
     public var feedForward: FeedForward
 }
@@ -53,8 +69,8 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// An empty KV cache sized for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
-        KVCache(layers: spec.layerCount, keyWidth: spec.kvHeadCount * spec.headDim,
-                valueWidth: spec.kvHeadCount * spec.headDim, initialCapacity: capacity)
+        KVCache(layers: spec.layerCount, keyWidth: spec.cacheKeyWidth, valueWidth: spec.cacheValueWidth,
+                initialCapacity: capacity)
     }
 
     /// Replaces layer `index`'s feed-forward (used when experts are pruned or loaded later).
@@ -98,8 +114,19 @@ public final class DecoderModel: @unchecked Sendable {
                 layer.inputNorm.withUnsafeBufferPointer { w in
                     rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
                 }
-                layer.attention.apply(normed, tokens: n, layer: l, spec: spec, cache: cache,
-                                      positions: positions.baseAddress!, into: blockOut, workspace: workspace, pool: pool)
+                switch layer.attention {
+                case .grouped(let attention):
+                    attention.apply(normed, tokens: n, layer: l, spec: spec, cache: cache,
+                                    positions: positions.baseAddress!, into: blockOut, workspace: workspace, pool: pool)
+                case .latent(let attention):
+                    let mla = spec.mla!
+                    attention.apply(
+                        normed, tokens: n, layer: l, spec: spec, cache: cache, positions: positions.baseAddress!,
+                        into: blockOut, q: workspace.buffer(.attentionQ, n * spec.headCount * mla.qkHeadDim),
+                        attentionOut: workspace.buffer(.attentionOut, n * spec.headCount * mla.vHeadDim),
+                        scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
+                        pool: pool)
+                }
                 for i in 0..<(n * h) { x[i] += blockOut[i] }
                 layer.postAttentionNorm.withUnsafeBufferPointer { w in
                     rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
@@ -150,6 +177,7 @@ public final class DecoderModel: @unchecked Sendable {
             case .moe(let block):
                 experts += block.expertBytes
                 backbone += block.router.weight.byteCount + (block.shared?.byteCount ?? 0) + (block.sharedGate?.byteCount ?? 0)
+                    + (block.selectionBias?.count ?? 0) * 4
             }
         }
         return (backbone, experts)

@@ -4,6 +4,8 @@ final class Workspace {
     enum Slot: Int, CaseIterable {
         case residual, normed, attentionQ, attentionOut, blockOut, mlpScratch
         case routerLogits, routerProbs, expertInput, expertOutput, expertScratch, sharedOutput, logits
+        /// MLA's q latent, kv latent and expanded k_nope/v (`MLAttention.scratchCount`).
+        case latentScratch
         case routedWeights
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Tokenization
 import Models
 
 /// Progress of a profiling run, reported after every forward pass.
@@ -29,6 +30,19 @@ public struct ProfileResult {
 /// Streams calibration sequences through the **full** model with `RouterStats` attached
 /// (METHODS §1.2: every expert loaded, so each layer sees the original hidden states).
 public enum Profiler {
+    /// Tokenises texts in order until `budget` tokens are reached (calibration files usually hold
+    /// far more text than a budget, so the rest is never tokenised).
+    public static func tokenize(_ texts: [String], tokenizer: Tokenizer, budget: Int) -> [[Int]] {
+        var sequences: [[Int]] = []
+        var total = 0
+        for text in texts where total < budget {
+            let ids = tokenizer.encode(text)
+            total += ids.count
+            sequences.append(ids)
+        }
+        return sequences
+    }
+
     /// Runs the sequences, each cut into windows of at most `window` tokens (each window its own
     /// forward pass with a fresh cache: no attention across calibration items), until
     /// `maxTokens` tokens have been routed (the last window is shortened to hit it exactly).

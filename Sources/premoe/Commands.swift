@@ -68,17 +68,6 @@ func formatCount(_ n: Int) -> String {
         : n >= 1000 ? String(format: "%.1fK", Double(n) / 1e3) : "\(n)"
 }
 
-func formatBytes(_ n: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(n)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(n) B" : String(format: "%.2f %@", value, units[unit])
-}
-
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt.")
     @OptionGroup var options: ModelOptions

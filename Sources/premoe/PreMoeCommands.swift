@@ -122,7 +122,7 @@ struct Profile: ParsableCommand {
         let dataURL = URL(fileURLWithPath: data)
         let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: render)
         guard !texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
-        let sequences = tokenize(texts, tokenizer: tokenizer, budget: maxTokens)
+        let sequences = Profiler.tokenize(texts, tokenizer: tokenizer, budget: maxTokens)
         let bar = ProgressBar(enabled: !noProgress)
         let result = try Profiler.run(model: loaded.model, sequences: sequences, options: scorerImpl.statsOptions,
                                       maxTokens: maxTokens, window: window) { bar.update($0) }
@@ -135,7 +135,7 @@ struct Profile: ParsableCommand {
         if signatureRender != render {
             let prompts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: signatureRender)
             signatureStats = try Profiler.run(
-                model: loaded.model, sequences: tokenize(prompts, tokenizer: tokenizer, budget: maxTokens),
+                model: loaded.model, sequences: Profiler.tokenize(prompts, tokenizer: tokenizer, budget: maxTokens),
                 options: scorerImpl.signatureScorer.statsOptions, maxTokens: maxTokens, window: window,
                 untilFirstRouter: true).stats
         }
@@ -153,19 +153,6 @@ struct Profile: ParsableCommand {
             + String(format: "in %.1f s (%.1f tok/s)", result.seconds, summary.tokensPerSecond))
         print("pattern   \(path.path)")
     }
-}
-
-/// Tokenises texts in order until `budget` tokens are reached (most files hold far more text
-/// than a calibration budget, so the rest is never tokenised).
-func tokenize(_ texts: [String], tokenizer: Tokenizer, budget: Int) -> [[Int]] {
-    var sequences: [[Int]] = []
-    var total = 0
-    for text in texts where total < budget {
-        let ids = tokenizer.encode(text)
-        total += ids.count
-        sequences.append(ids)
-    }
-    return sequences
 }
 
 // MARK: patterns

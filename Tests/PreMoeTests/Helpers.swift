@@ -10,7 +10,7 @@ struct FixtureGolden: Decodable {
 }
 
 /// Model fixtures with MoE layers that the engine loads.
-let moeFixtures = ["qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "olmoe"]
+let moeFixtures = ["qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3"]
 
 func fixtureDirectory(_ name: String) -> URL { Fixtures.url("models/\(name)") }
 

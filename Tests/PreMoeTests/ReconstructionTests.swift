@@ -65,8 +65,10 @@ let maskedTolerance: Float = 1e-5
 
     /// The pruned model equals the unpruned model whose routers are masked to the kept experts:
     /// the reference keeps every expert and adds a −1e30 bias to non-kept router rows, so softmax
-    /// gives them exactly 0 and top-k never picks them.
-    @Test(arguments: moeFixtures)
+    /// gives them exactly 0 and top-k never picks them. Not for DeepSeek-V3: a sigmoid router
+    /// with a selection bias can still pick a masked row (sigmoid(−1e30) + bias), and its group
+    /// limit sees every expert; `DeepSeekModelTests` checks pruned V3 routing directly.
+    @Test(arguments: moeFixtures.filter { $0 != "deepseek_v3" })
     func prunedModelEqualsMaskedRouterReference(_ name: String) throws {
         let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
         let reference = try loadFixture(name).model

@@ -59,8 +59,6 @@ public struct HFDecoderLayout: Sendable {
     func build(spec: DecoderSpec, source: TensorSource, options: LoadOptions, directory: String) throws -> DecoderModel {
         let binder = WeightBinder(source: source)
         let h = spec.hiddenSize
-        let qWidth = spec.headCount * spec.headDim
-        let kvWidth = spec.kvHeadCount * spec.headDim
         let embedding = binder.tensor("model.embed_tokens.weight", shape: [spec.vocabularySize, h])
 
         func linear(_ name: String, out: Int, in inFeatures: Int, bias: Bool = false) -> Linear {
@@ -77,22 +75,12 @@ public struct HFDecoderLayout: Sendable {
         for l in 0..<spec.layerCount {
             let p = "model.layers.\(l)"
             let a = "\(p).self_attn"
-            let (qNorm, kNorm): ([Float]?, [Float]?)
-            switch spec.qkNorm {
-            case .none: (qNorm, kNorm) = (nil, nil)
-            case .perHead:
-                (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: spec.headDim),
-                                  binder.floats("\(a).k_norm.weight", count: spec.headDim))
-            case .wholeProjection:
-                (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: qWidth),
-                                  binder.floats("\(a).k_norm.weight", count: kvWidth))
+            let attention: LayerAttention
+            if let mla = spec.mla {
+                attention = .latent(bindMLA(mla, spec: spec, prefix: a, binder: binder))
+            } else {
+                attention = .grouped(groupedAttention(spec: spec, prefix: a, binder: binder, linear: linear))
             }
-            let attention = Attention(
-                q: linear("\(a).q_proj", out: qWidth, in: h, bias: spec.qkvBias),
-                k: linear("\(a).k_proj", out: kvWidth, in: h, bias: spec.qkvBias),
-                v: linear("\(a).v_proj", out: kvWidth, in: h, bias: spec.qkvBias),
-                o: linear("\(a).o_proj", out: h, in: qWidth, bias: spec.outputBias),
-                qNorm: qNorm, kNorm: kNorm)
             let feedForward: FeedForward
             switch spec.feedForward[l] {
             case .dense(let intermediate):
@@ -119,6 +107,30 @@ public struct HFDecoderLayout: Sendable {
         let threads = options.threads > 0 ? options.threads : ProcessInfoThreads.default
         return DecoderModel(spec: spec, embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead,
                             pool: ThreadPool(threads: threads))
+    }
+
+    /// Binds layer `a`'s grouped-query attention (`….self_attn.{q,k,v,o}_proj`, optional q/k norms).
+    private func groupedAttention(spec: DecoderSpec, prefix a: String, binder: WeightBinder,
+                                  linear: (String, Int, Int, Bool) -> Linear) -> Attention {
+        let h = spec.hiddenSize
+        let qWidth = spec.headCount * spec.headDim
+        let kvWidth = spec.kvHeadCount * spec.headDim
+        let (qNorm, kNorm): ([Float]?, [Float]?)
+        switch spec.qkNorm {
+        case .none: (qNorm, kNorm) = (nil, nil)
+        case .perHead:
+            (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: spec.headDim),
+                              binder.floats("\(a).k_norm.weight", count: spec.headDim))
+        case .wholeProjection:
+            (qNorm, kNorm) = (binder.floats("\(a).q_norm.weight", count: qWidth),
+                              binder.floats("\(a).k_norm.weight", count: kvWidth))
+        }
+        return Attention(
+            q: linear("\(a).q_proj", qWidth, h, spec.qkvBias),
+            k: linear("\(a).k_proj", kvWidth, h, spec.qkvBias),
+            v: linear("\(a).v_proj", kvWidth, h, spec.qkvBias),
+            o: linear("\(a).o_proj", h, qWidth, spec.outputBias),
+            qNorm: qNorm, kNorm: kNorm)
     }
 
     /// Rebuilds `model`'s MoE blocks with the routed experts `kept` lists (layers not listed
@@ -198,6 +210,9 @@ public struct HFDecoderLayout: Sendable {
             }
         }
         let router = kept == Array(0..<e) ? Linear(weight: routerFull) : Linear(weight: gatherRows(routerFull, kept))
+        // DeepSeek-V3's selection bias follows the router rows (sliced and ordered like them).
+        let selectionBias = moe.selectionBias
+            ? binder.floats("\(m).gate.e_score_correction_bias", count: e).indexed(kept) : nil
         var shared: GatedMLP?
         var sharedGate: Tensor?
         if let sharedSize = moe.sharedIntermediateSize {
@@ -206,8 +221,14 @@ public struct HFDecoderLayout: Sendable {
                 sharedGate = binder.tensor("\(m).\(sharedExpertGate).weight", shape: [1, h]).reshaped([h])
             }
         }
-        return MoEBlock(spec: moe, router: router, experts: experts, expertIDs: kept, shared: shared, sharedGate: sharedGate)
+        return MoEBlock(spec: moe, router: router, experts: experts, expertIDs: kept, shared: shared, sharedGate: sharedGate,
+                        selectionBias: selectionBias)
     }
+}
+
+extension Array {
+    /// The elements at `indices`, in that order.
+    func indexed(_ indices: [Int]) -> [Element] { indices.map { self[$0] } }
 }
 
 /// A new owned tensor holding slices `indices` of axis 0 of `tensor` (rows of a matrix, entries

@@ -60,57 +60,56 @@ public struct MoEBlock: @unchecked Sendable {
     public let shared: GatedMLP?
     /// `[hidden]` weight of the sigmoid gate on the shared expert (Qwen2-MoE).
     public let sharedGate: Tensor?
+    /// `[heldExperts]` bias added to the scores for selection only (DeepSeek-V3's
+    /// `e_score_correction_bias`), in router-row order; observers still see raw logits.
+    public let selectionBias: [Float]?
+    /// The routing rule for the experts held: group limits only when every expert is held.
+    public let rule: RoutingRule
+    /// Group of each router row (from its original index) when `rule` is group-limited.
+    let groups: [Int]?
 
-    public init(spec: MoESpec, router: Linear, experts: [GatedMLP], expertIDs: [Int], shared: GatedMLP?, sharedGate: Tensor?) {
+    public init(spec: MoESpec, router: Linear, experts: [GatedMLP], expertIDs: [Int], shared: GatedMLP?, sharedGate: Tensor?,
+                selectionBias: [Float]? = nil) {
         precondition(router.outFeatures == expertIDs.count && (experts.isEmpty || experts.count == expertIDs.count),
                      "router rows, experts and ids disagree")
+        precondition(selectionBias == nil || selectionBias!.count == expertIDs.count, "selection bias and router rows disagree")
         self.spec = spec
         self.router = router
         self.experts = experts
         self.expertIDs = expertIDs
         self.shared = shared
         self.sharedGate = sharedGate
+        self.selectionBias = selectionBias
+        rule = spec.routingRule(heldExperts: expertIDs.count)
+        groups = Routing.groups(expertIDs: expertIDs, expertCount: spec.expertCount, rule: rule)
     }
 
     /// Bytes of routed-expert storage held.
     public var expertBytes: Int { experts.reduce(0) { $0 + $1.byteCount } }
 
-    /// Top-k among held experts: softmax over all held logits, pick the k largest, renormalise if
-    /// the model does. Writes `selected` and `weights` `[topK]` for one token.
-    static func route(
-        logits: UnsafePointer<Float>, count: Int, topK: Int, normalize: Bool,
-        probs: UnsafeMutablePointer<Float>, selected: UnsafeMutablePointer<Int>, weights: UnsafeMutablePointer<Float>
-    ) {
-        probs.update(from: logits, count: count)
-        softmax(probs, count: count)
-        let top = Kernels.topK(probs, count: count, k: topK)
-        var sum: Float = 0
-        for (j, e) in top.enumerated() {
-            selected[j] = e
-            weights[j] = probs[e]
-            sum += probs[e]
-        }
-        if normalize && sum > 0 {
-            for j in 0..<top.count { weights[j] /= sum }
-        }
-    }
-
-    /// Computes router logits and the routing of `tokens` rows and reports them to `observer`.
+    /// Computes router logits and the routing of `tokens` rows (the shared `Routing.route`) and
+    /// reports them to `observer`.
     /// - Returns: chosen router rows and weights, both `[tokens, k]`, and `k`.
     func routeBatch(_ x: UnsafePointer<Float>, tokens: Int, layer: Int, observer: RouterObserver?,
                     workspace: Workspace, pool: ThreadPool) -> (selected: [Int], weights: [Float], k: Int) {
         let held = router.outFeatures
-        let k = min(spec.topK, held)
+        let k = min(rule.topK, held)
         let logits = workspace.buffer(.routerLogits, tokens * held)
         router.apply(x, tokens: tokens, into: logits, pool: pool)
-        let probs = workspace.buffer(.routerProbs, held)
+        let scratch = workspace.buffer(.routerProbs, Routing.scratchCount(count: held, rule: rule))
         var selected = [Int](repeating: 0, count: tokens * k)
         var weights = [Float](repeating: 0, count: tokens * k)
         selected.withUnsafeMutableBufferPointer { sel in
             weights.withUnsafeMutableBufferPointer { w in
-                for t in 0..<tokens {
-                    Self.route(logits: logits + t * held, count: held, topK: k, normalize: spec.normTopKProb,
-                               probs: probs, selected: sel.baseAddress! + t * k, weights: w.baseAddress! + t * k)
+                (selectionBias ?? []).withUnsafeBufferPointer { bias in
+                    (groups ?? []).withUnsafeBufferPointer { groups in
+                        for t in 0..<tokens {
+                            Routing.route(logits: logits + t * held, count: held, rule: rule,
+                                          bias: selectionBias == nil ? nil : bias.baseAddress,
+                                          groups: self.groups == nil ? nil : groups.baseAddress, scratch: scratch,
+                                          selected: sel.baseAddress! + t * k, weights: w.baseAddress! + t * k)
+                        }
+                    }
                 }
                 observer?.routerDidRoute(RouterEvent(
                     layer: layer, tokenCount: tokens, expertCount: held, expertIDs: expertIDs,
