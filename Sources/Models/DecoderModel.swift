@@ -14,6 +14,14 @@ public enum LayerAttention: @unchecked Sendable {
     /// Multi-head latent attention (DeepSeek-V2/V3).
     case latent(MLAttention)
 
+    /// The projection weights.
+    public var weights: [Tensor] {
+        switch self {
+        case .grouped(let a): return a.weights
+        case .latent(let a): return a.weights
+        }
+    }
+
     /// Bytes of weight storage.
     public var byteCount: Int {
         switch self {
@@ -167,17 +175,25 @@ public final class DecoderModel: @unchecked Sendable {
     }
 
     /// Bytes of weights held, split into routed experts and everything else.
-    public var weightBytes: (backbone: Int, experts: Int) {
-        var backbone = embedding.byteCount + (spec.tieWordEmbeddings ? 0 : lmHead.byteCount) + finalNorm.count * 4
+    public var weightBytes: (backbone: Int, experts: Int) { totals(\.byteCount, perFloat: 4) }
+
+    /// Parameters held, split the same way (quantized blocks count their elements, not bytes).
+    public var parameterCounts: (backbone: Int, experts: Int) { totals(\.count, perFloat: 1) }
+
+    /// Sums `measure` over every stored weight; small f32 arrays (norms, biases) count
+    /// `perFloat` each.
+    private func totals(_ measure: (Tensor) -> Int, perFloat: Int) -> (backbone: Int, experts: Int) {
+        func sum(_ tensors: [Tensor]) -> Int { tensors.reduce(0) { $0 + measure($1) } }
+        var backbone = measure(embedding) + (spec.tieWordEmbeddings ? 0 : measure(lmHead)) + finalNorm.count * perFloat
         var experts = 0
         for layer in layers {
-            backbone += layer.attention.byteCount + (layer.inputNorm.count + layer.postAttentionNorm.count) * 4
+            backbone += sum(layer.attention.weights) + (layer.inputNorm.count + layer.postAttentionNorm.count) * perFloat
             switch layer.feedForward {
-            case .dense(let mlp): backbone += mlp.byteCount
+            case .dense(let mlp): backbone += sum(mlp.weights)
             case .moe(let block):
-                experts += block.expertBytes
-                backbone += block.router.weight.byteCount + (block.shared?.byteCount ?? 0) + (block.sharedGate?.byteCount ?? 0)
-                    + (block.selectionBias?.count ?? 0) * 4
+                experts += block.experts.reduce(0) { $0 + sum($1.weights) }
+                backbone += measure(block.router.weight) + sum(block.shared?.weights ?? [])
+                    + (block.sharedGate.map(measure) ?? 0) + (block.selectionBias?.count ?? 0) * perFloat
             }
         }
         return (backbone, experts)

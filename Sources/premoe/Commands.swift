@@ -33,7 +33,7 @@ struct Inspect: ParsableCommand {
         let spec = model.spec
         let bytes = model.weightBytes
         let firstMoE = spec.moeLayers.first.flatMap { spec.moe($0) }
-        let elementSize = max(1, model.embedding.dtype.byteSize)
+        let parameters = model.parameterCounts
         var perExpert: Int?
         if let l = spec.moeLayers.first, case .moe(let block) = model.layers[l].feedForward, let e = block.experts.first {
             perExpert = e.byteCount
@@ -43,8 +43,8 @@ struct Inspect: ParsableCommand {
             vocabularySize: spec.vocabularySize, heads: spec.headCount, kvHeads: spec.kvHeadCount, headDim: spec.headDim,
             moeLayers: spec.moeLayers, experts: firstMoE?.expertCount, topK: firstMoE?.topK,
             expertIntermediateSize: firstMoE?.expertIntermediateSize, sharedExpert: firstMoE?.sharedIntermediateSize != nil,
-            parameters: (bytes.backbone + bytes.experts) / elementSize, backboneParameters: bytes.backbone / elementSize,
-            expertParameters: bytes.experts / elementSize, bytes: bytes.backbone + bytes.experts,
+            parameters: parameters.backbone + parameters.experts, backboneParameters: parameters.backbone,
+            expertParameters: parameters.experts, bytes: bytes.backbone + bytes.experts,
             backboneBytes: bytes.backbone, expertBytes: bytes.experts, bytesPerExpert: perExpert,
             dtype: model.embedding.dtype.rawValue)
         if json { return try printJSON(report) }

@@ -21,7 +21,10 @@ public struct Attention: @unchecked Sendable {
     }
 
     /// Bytes of weight storage.
-    public var byteCount: Int { [q, k, v, o].reduce(0) { $0 + $1.weight.byteCount } }
+    public var byteCount: Int { weights.reduce(0) { $0 + $1.byteCount } }
+
+    /// The projection weights.
+    public var weights: [Tensor] { [q, k, v, o].map(\.weight) }
 
     /// Runs attention for `tokens` new rows of `x` (already normalised) at positions
     /// `cache.count ..< cache.count + tokens`, appending their keys and values to `layer`'s cache.

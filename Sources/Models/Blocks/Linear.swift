@@ -49,7 +49,10 @@ public struct GatedMLP: @unchecked Sendable {
     public var intermediateSize: Int { gate.outFeatures }
 
     /// Bytes of weight storage.
-    public var byteCount: Int { gate.weight.byteCount + up.weight.byteCount + down.weight.byteCount }
+    public var byteCount: Int { weights.reduce(0) { $0 + $1.byteCount } }
+
+    /// The three projection weights.
+    public var weights: [Tensor] { [gate.weight, up.weight, down.weight] }
 
     /// `y = MLP(x)` for `tokens` rows; `scratch` must hold `2 · tokens · intermediateSize` floats.
     func apply(

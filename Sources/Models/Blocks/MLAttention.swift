@@ -49,9 +49,11 @@ public struct MLAttention: @unchecked Sendable {
 
     /// Bytes of weight storage.
     public var byteCount: Int {
-        [q, qA, qB, kvA, kvB, o].reduce(0) { $0 + ($1?.weight.byteCount ?? 0) }
-            + ((qANorm?.count ?? 0) + kvANorm.count) * 4
+        weights.reduce(0) { $0 + $1.byteCount } + ((qANorm?.count ?? 0) + kvANorm.count) * 4
     }
+
+    /// The projection weights.
+    public var weights: [Tensor] { [q, qA, qB, kvA, kvB, o].compactMap { $0?.weight } }
 
     /// Floats of scratch `apply` needs besides the q and output buffers.
     static func scratchCount(tokens: Int, spec: DecoderSpec, mla: MLASpec) -> Int {
