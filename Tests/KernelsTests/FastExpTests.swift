@@ -1,6 +1,7 @@
 import Foundation
 import Kernels
 import Testing
+import TestSupport
 
 /// The vector exp must stay within this many ulp of Foundation's `exp` (glibc `expf`, itself
 /// correctly rounded in practice) wherever the result is a normal float.

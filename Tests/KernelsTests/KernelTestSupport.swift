@@ -1,28 +1,5 @@
 import Kernels
-
-/// Deterministic pseudo-random numbers for kernel tests (SplitMix64).
-struct TestRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-
-    mutating func floats(_ count: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<count).map { _ in float(lo, hi) }
-    }
-}
+import TestSupport
 
 /// Thread counts every parallel kernel is run with; the pools split even tiny jobs so that
 /// chunk boundaries really move. 2 threads use `concurrentPerform`, 3 the persistent workers, so

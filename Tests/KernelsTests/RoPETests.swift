@@ -1,6 +1,7 @@
 import Foundation
 import Kernels
 import Testing
+import TestSupport
 
 /// The fast RoPE performs the reference's exact operations (same cos/sin, no FMA): bit-exact.
 let ropeTolerance: Float = 0

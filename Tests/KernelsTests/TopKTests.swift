@@ -1,5 +1,6 @@
 import Kernels
 import Testing
+import TestSupport
 
 func fastTopK(_ v: [Float], _ k: Int) -> [Int] { v.withUnsafeBufferPointer { topK($0.baseAddress!, count: v.count, k: k) } }
 func referenceTopK(_ v: [Float], _ k: Int) -> [Int] {

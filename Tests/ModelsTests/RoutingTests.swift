@@ -1,6 +1,7 @@
 import Foundation
 @testable import Models
 import Testing
+import TestSupport
 
 /// Exact tests of the shared routing function: every expectation is an exact value.
 @Suite struct RoutingTests {
@@ -176,12 +177,12 @@ import Testing
     }
 
     @Test func randomRowsMatchTheTransformersFormula() {
-        var rng = SplitMix(seed: 7)
+        var rng = TestRandom(seed: 7)
         let rule = RoutingRule(function: .sigmoid, topK: 8, normalize: true, scalingFactor: 2.5,
                                groupLimit: GroupLimit(groupCount: 8, keptGroups: 4, ranking: .topTwoSum))
         for _ in 0..<200 {
-            let logits = (0..<64).map { _ in rng.nextFloat() * 6 - 3 }
-            let bias = (0..<64).map { _ in rng.nextFloat() * 0.2 - 0.1 }
+            let logits = (0..<64).map { _ in rng.float(-3, 3) }
+            let bias = (0..<64).map { _ in rng.float(-0.1, 0.1) }
             let (selected, weights) = Routing.route(logits: logits, rule: rule, bias: bias)
             let expected = referenceV3(logits, bias, groups: 8, kept: 4, k: 8, scale: 2.5)
             #expect(Set(selected) == Set(expected.keys))
@@ -190,16 +191,3 @@ import Testing
     }
 }
 
-/// A tiny deterministic generator for test data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 24) }
-}
