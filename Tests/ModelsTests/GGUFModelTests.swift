@@ -39,16 +39,7 @@ let ggufF16Tolerance: Float = 3e-3
     @Test(arguments: ggufF32Fixtures)
     func f32GreedyDecodingMatchesHFGolden(_ name: String) throws {
         let (loaded, golden) = try Self.load(name, "f32")
-        let model = loaded.model
-        let cache = model.makeCache()
-        var logits = try model.forward(golden.greedy.prompt_ids, cache: cache, logits: .last)
-        var tokens: [Int] = []
-        for _ in 0..<golden.greedy.tokens.count {
-            var best = 0
-            for i in logits.indices where logits[i] > logits[best] { best = i }
-            tokens.append(best)
-            logits = try model.forward([best], cache: cache, logits: .last)
-        }
+        let tokens = try greedyDecode(loaded.model, prompt: golden.greedy.prompt_ids, count: golden.greedy.tokens.count)
         #expect(tokens == golden.greedy.tokens, "\(name)")
     }
 
@@ -234,16 +225,8 @@ let ggufF16Tolerance: Float = 3e-3
         guard let url = smolLM2ModelURL() else { return }
         let loaded = try ModelLoader.load(url, options: LoadOptions(threads: 2))
         let tokenizer = try #require(loaded.tokenizer)
-        let model = loaded.model
-        let cache = model.makeCache()
-        var logits = try model.forward(tokenizer.encode("The capital of France is", addSpecialTokens: false), cache: cache, logits: .last)
-        var out: [Int] = []
-        for _ in 0..<6 {
-            var best = 0
-            for i in logits.indices where logits[i] > logits[best] { best = i }
-            out.append(best)
-            logits = try model.forward([best], cache: cache, logits: .last)
-        }
+        let out = try greedyDecode(
+            loaded.model, prompt: tokenizer.encode("The capital of France is", addSpecialTokens: false), count: 6)
         let text = tokenizer.decode(out)
         #expect(text.contains("Paris"), "SmolLM2 continued with \(text.debugDescription)")
     }

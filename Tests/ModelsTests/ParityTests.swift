@@ -31,6 +31,21 @@ let parityFixtures = [
     "qwen3_moe_bf16", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3",
 ]
 
+/// `count` greedy tokens after `prompt`, one forward pass per token through the KV cache
+/// (argmax, ties to the lower id).
+func greedyDecode(_ model: DecoderModel, prompt: [Int], count: Int) throws -> [Int] {
+    let cache = model.makeCache()
+    var logits = try model.forward(prompt, cache: cache, logits: .last)
+    var tokens: [Int] = []
+    for _ in 0..<count {
+        var best = 0
+        for i in logits.indices where logits[i] > logits[best] { best = i }
+        tokens.append(best)
+        logits = try model.forward([best], cache: cache, logits: .last)
+    }
+    return tokens
+}
+
 /// Records the router calls of one layer.
 final class RouterRecorder: RouterObserver {
     let layer: Int
@@ -67,16 +82,7 @@ final class RouterRecorder: RouterObserver {
     @Test(arguments: parityFixtures)
     func greedyDecodingWithKVCacheMatchesReference(_ name: String) throws {
         let (loaded, golden) = try load(name)
-        let model = loaded.model
-        let cache = model.makeCache()
-        var logits = try model.forward(golden.greedy.prompt_ids, cache: cache, logits: .last)
-        var tokens: [Int] = []
-        for _ in 0..<golden.greedy.tokens.count {
-            var best = 0
-            for i in logits.indices where logits[i] > logits[best] { best = i }
-            tokens.append(best)
-            logits = try model.forward([best], cache: cache, logits: .last)
-        }
+        let tokens = try greedyDecode(loaded.model, prompt: golden.greedy.prompt_ids, count: golden.greedy.tokens.count)
         #expect(tokens == golden.greedy.tokens, "\(name)")
     }
 
