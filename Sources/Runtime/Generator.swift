@@ -8,6 +8,8 @@ public struct GenerationParameters: Sendable {
     public var temperature: Float
     public var topK: Int
     public var topP: Float
+    /// transformers' repetition penalty over the prompt and the output (1 = off).
+    public var repetitionPenalty: Float
     public var seed: UInt64
     /// Generation stops after any of these strings appears in the output (it is not included).
     public var stop: [String]
@@ -16,12 +18,14 @@ public struct GenerationParameters: Sendable {
     /// The end-of-sequence ids; nil uses the tokenizer's.
     public var eosTokenIDs: [Int]?
 
-    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 0,
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int = 0, topP: Float = 1, repetitionPenalty: Float = 1,
+                seed: UInt64 = 0,
                 stop: [String] = [], stopAtEOS: Bool = true, eosTokenIDs: [Int]? = nil) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
+        self.repetitionPenalty = repetitionPenalty
         self.seed = seed
         self.stop = stop
         self.stopAtEOS = stopAtEOS
@@ -80,6 +84,7 @@ public final class Generator {
         let prefillSeconds = Date().timeIntervalSince(start)
         let decodeStart = Date()
         while output.count < parameters.maxTokens {
+            Sampler.penalizeRepetitions(&logits, history: promptIDs + output, penalty: parameters.repetitionPenalty)
             let next = sampler.sample(logits)
             if eos.contains(next) {
                 finish = .eos

@@ -17,6 +17,16 @@ public struct Sampler: Sendable {
         rng = SplitMix64(seed: seed)
     }
 
+    /// Applies a repetition penalty in place, as transformers' `RepetitionPenaltyLogitsProcessor`
+    /// does: the logit of every token in `history` (once per distinct token) is divided by
+    /// `penalty` when positive and multiplied by it when negative. `penalty` 1 changes nothing.
+    public static func penalizeRepetitions(_ logits: inout [Float], history: [Int], penalty: Float) {
+        guard penalty != 1 else { return }
+        for id in Set(history) where id >= 0 && id < logits.count {
+            logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty
+        }
+    }
+
     /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen.
     public static func argmax(_ logits: [Float]) -> Int {
         var best = 0

@@ -76,6 +76,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(name: .customLong("top-k"), help: "Sample among the k most likely tokens (0 = all).") var topK = 0
     @Option(name: .customLong("top-p"), help: "Nucleus sampling mass (1 = off).") var topP: Float = 1
+    @Option(name: .customLong("repetition-penalty"), help: "transformers' repetition penalty (1 = off).")
+    var repetitionPenalty: Float = 1
     @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
     @Option(help: "Stop when this string appears (repeatable).") var stop: [String] = []
     @Flag(help: "Format the prompt as a chat user turn with the model's chat template.") var chat = false
@@ -85,6 +87,7 @@ struct Generate: ParsableCommand {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be a finite number ≥ 0") }
         if topP <= 0 || topP > 1 { throw ValidationError("--top-p must be in (0, 1]") }
+        if repetitionPenalty <= 0 || !repetitionPenalty.isFinite { throw ValidationError("--repetition-penalty must be > 0") }
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
     }
 
@@ -106,7 +109,7 @@ struct Generate: ParsableCommand {
         let ids = tokenizer.encode(text)
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                              seed: seed, stop: stop, eosTokenIDs: loaded.eosTokenIDs)
+                                              repetitionPenalty: repetitionPenalty, seed: seed, stop: stop, eosTokenIDs: loaded.eosTokenIDs)
         let result = try generator.generate(promptIDs: ids, parameters: parameters) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))

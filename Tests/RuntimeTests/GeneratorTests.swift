@@ -105,3 +105,36 @@ private struct GreedyGolden: Decodable {
         #expect(throws: ModelError.self) { try generator.generate(promptIDs: [], parameters: GenerationParameters()) }
     }
 }
+
+@Suite struct RepetitionPenaltyTests {
+    private struct Reference: Decodable {
+        struct Case: Decodable {
+            let model: String
+            let prompt_ids: [Int]
+            let repetition_penalty: Float
+            let tokens: [Int]
+        }
+        let cases: [Case]
+    }
+
+    @Test func penaltyDividesPositiveAndMultipliesNegativeLogitsOncePerToken() {
+        var logits: [Float] = [2, -2, 3, 0.5]
+        Sampler.penalizeRepetitions(&logits, history: [0, 1, 1, 1, 9], penalty: 2)
+        #expect(logits == [1, -4, 3, 0.5])
+        var unchanged: [Float] = [2, -2]
+        Sampler.penalizeRepetitions(&unchanged, history: [0, 1], penalty: 1)
+        #expect(unchanged == [2, -2])
+    }
+
+    @Test func greedyWithPenaltyMatchesTransformers() throws {
+        let reference = try Fixtures.json(Reference.self, "generation/repetition_penalty.json")
+        for c in reference.cases {
+            let loaded = try ModelLoader.load(Fixtures.url(c.model), options: LoadOptions(threads: 1))
+            let result = try Generator(model: loaded.model, tokenizer: loaded.tokenizer).generate(
+                promptIDs: c.prompt_ids,
+                parameters: GenerationParameters(maxTokens: c.tokens.count, repetitionPenalty: c.repetition_penalty,
+                                                 stopAtEOS: false))
+            #expect(result.tokens == c.tokens, "\(c.model) penalty \(c.repetition_penalty)")
+        }
+    }
+}
