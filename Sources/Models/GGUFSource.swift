@@ -63,6 +63,36 @@ public final class GGUFSource: TensorSource {
         "ffn_down_shexp": "mlp.shared_expert.down_proj",
     ]
 
+    /// The inverse of `map`: the GGUF tensor behind Hugging Face tensor `name`, from the same
+    /// name tables. `expert` is the routed expert's index when `name` is one expert of a stacked
+    /// `blk.L.ffn_{gate,up,down}_exps` tensor (HF `….{mlp | block_sparse_moe}.experts.E.{gate_proj |
+    /// up_proj | down_proj | w1 | w3 | w2}.weight`). Nil for a name with no GGUF counterpart (fused
+    /// expert tensors, MLA projections, ...).
+    public static func ggufName(forHF name: String) -> (tensor: String, expert: Int?)? {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard let suffix = parts.last, suffix == "weight" || suffix == "bias" else { return nil }
+        let stem = parts.dropLast().joined(separator: ".")
+        if let g = global.first(where: { $0.value == stem })?.key { return ("\(g).\(suffix)", nil) }
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        let b = "blk.\(layer)"
+        let local = parts[3..<(parts.count - 1)].joined(separator: ".")
+        if let g = perLayer.first(where: { $0.value == local })?.key { return ("\(b).\(g).\(suffix)", nil) }
+        let block = parts[3]
+        guard block == "mlp" || block == "block_sparse_moe" else { return nil }
+        let rest = Array(parts[4..<(parts.count - 1)])
+        switch rest.count {
+        case 1 where rest[0] == "gate": return ("\(b).ffn_gate_inp.\(suffix)", nil)
+        case 1 where rest[0] == "shared_expert_gate" && block == "mlp": return ("\(b).ffn_gate_inp_shexp.\(suffix)", nil)
+        case 3 where rest[0] == "experts":
+            guard let e = Int(rest[1]) else { return nil }
+            let projections = ["gate_proj": "gate", "up_proj": "up", "down_proj": "down", "w1": "gate", "w3": "up", "w2": "down"]
+            guard let kind = projections[rest[2]] else { return nil }
+            return ("\(b).ffn_\(kind)_exps.\(suffix)", e)
+        default:
+            return nil
+        }
+    }
+
     /// The HF names one GGUF tensor stands for (one per expert for stacked experts).
     static func map(_ info: GGUFTensorInfo, moe: String, projection: [String: String]) -> [(String, Binding)] {
         let shape = info.shape

@@ -53,29 +53,8 @@ public enum PrunedExport {
         let spec = try ModelLoader.spec(at: modelDirectory)
         let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
         let moeLayers = spec.moeLayers
-        guard !moeLayers.isEmpty else { throw PreMoeError.unsupported("\(modelDirectory.path): no MoE layer to prune") }
-        var n: Int?
-        var slot: [Int: [Int: Int]] = [:]
-        for l in moeLayers {
-            guard let ids = keptExperts[l], !ids.isEmpty else {
-                throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)")
-            }
-            let e = spec.moe(l)?.expertCount ?? 0
-            guard ids.allSatisfy({ $0 >= 0 && $0 < e }), Set(ids).count == ids.count else {
-                throw PreMoeError.invalidBudget("layer \(l): kept experts must be distinct indices in 0..<\(e)")
-            }
-            if let n, n != ids.count {
-                throw PreMoeError.invalidBudget("an export keeps the same number of experts in every layer (\(n) vs \(ids.count))")
-            }
-            n = ids.count
-            slot[l] = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
-        }
-        let kept = n!
-
-        if FileManager.default.fileExists(atPath: out.path),
-            let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
-            throw PreMoeError.io(path: out.path, reason: "the output directory is not empty")
-        }
+        let (kept, slot) = try checkPlan(keptExperts, spec: spec, model: modelDirectory)
+        try checkEmptyOutput(out)
 
         var tensors: [(name: String, tensor: Tensor)] = []
         for name in checkpoint.tensorNames {
@@ -140,6 +119,39 @@ public enum PrunedExport {
         }
         return ExportReport(outputDirectory: out.path, files: files, tensorCount: tensors.count,
                             tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
+    }
+
+    /// Validates an export plan: every MoE layer listed, distinct valid indices, the same count
+    /// everywhere. Returns that count and, per layer, original index → slot.
+    /// - Throws: `PreMoeError.unsupported` without MoE layers, `.invalidBudget` for a bad plan.
+    static func checkPlan(_ keptExperts: [Int: [Int]], spec: DecoderSpec, model: URL) throws -> (kept: Int, slot: [Int: [Int: Int]]) {
+        let moeLayers = spec.moeLayers
+        guard !moeLayers.isEmpty else { throw PreMoeError.unsupported("\(model.path): no MoE layer to prune") }
+        var n: Int?
+        var slot: [Int: [Int: Int]] = [:]
+        for l in moeLayers {
+            guard let ids = keptExperts[l], !ids.isEmpty else {
+                throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)")
+            }
+            let e = spec.moe(l)?.expertCount ?? 0
+            guard ids.allSatisfy({ $0 >= 0 && $0 < e }), Set(ids).count == ids.count else {
+                throw PreMoeError.invalidBudget("layer \(l): kept experts must be distinct indices in 0..<\(e)")
+            }
+            if let n, n != ids.count {
+                throw PreMoeError.invalidBudget("an export keeps the same number of experts in every layer (\(n) vs \(ids.count))")
+            }
+            n = ids.count
+            slot[l] = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
+        }
+        return (n!, slot)
+    }
+
+    /// - Throws: `PreMoeError.io` when `out` exists and is not an empty directory.
+    static func checkEmptyOutput(_ out: URL) throws {
+        if FileManager.default.fileExists(atPath: out.path),
+            let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
+            throw PreMoeError.io(path: out.path, reason: "the output directory is not empty")
+        }
     }
 
     /// JSON with two-space indentation and sorted keys (like `json.dumps(indent=2, sort_keys=True)`).

@@ -408,13 +408,15 @@ struct RunTask: ParsableCommand {
 
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Export a pruned Hugging Face checkpoint for a task (or a generalist for several).")
+        abstract: "Export a pruned Hugging Face checkpoint or GGUF file for a task (or a generalist for several).")
     @OptionGroup var options: ModelOptions
     @Option(help: "Task name, or several separated by ',' for a generalist.") var task: String
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var budgetOptions: BudgetOptions
     @Option(help: "Output directory (new or empty).") var out: String
-    @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB).") var maxShardSize = "5GB"
+    @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB; safetensors only).") var maxShardSize = "5GB"
+    @Option(help: "Output format: safetensors (a Hugging Face checkpoint) or gguf (one model.gguf for llama.cpp).")
+    var format = "safetensors"
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
@@ -425,6 +427,9 @@ struct Prune: ParsableCommand {
     func run() throws {
         let tasks = task.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !tasks.isEmpty else { throw ValidationError("--task is empty") }
+        guard ["safetensors", "gguf"].contains(format) else {
+            throw ValidationError("--format: expected safetensors or gguf, got '\(format)'")
+        }
         guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
             throw ValidationError("--max-shard-size: expected a size")
         }
@@ -438,8 +443,11 @@ struct Prune: ParsableCommand {
         let sizes = try ModelSizes.measure(checkpoint, spec: spec)
         let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
         for w in plan.warnings { printError("warning: \(w)") }
-        let report = try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
-                                            tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes)
+        let report = format == "gguf"
+            ? try GGUFExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
+                                   tasks: tasks, to: URL(fileURLWithPath: out))
+            : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
+                                     tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes)
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,
                             estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)

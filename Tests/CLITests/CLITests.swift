@@ -101,6 +101,30 @@ private struct Golden: Decodable {
         #expect(try far.json()["task"] is NSNull)
     }
 
+    @Test func pruneWritesAGGUFThatTheCLILoads() throws {
+        let store = try Fixtures.temporaryDirectory("premoe-cli-gguf")
+        defer { try? FileManager.default.removeItem(at: store) }
+        let data = store.appendingPathComponent("data.jsonl")
+        try #"{"text": "The sun is hot and water is cold"}"#.appending("\n").write(to: data, atomically: true, encoding: .utf8)
+        let profile = try CLI.run(["profile", model, "--task", "weather", "--data", data.path, "--store", store.path, "--json", "--no-progress"])
+        #expect(profile.status == 0, "\(profile.stderr)")
+        let out = store.appendingPathComponent("pruned")
+        let prune = try CLI.run(["prune", model, "--task", "weather", "--store", store.path, "--keep", "50%",
+                                 "--out", out.path, "--format", "gguf", "--json"])
+        #expect(prune.status == 0, "\(prune.stderr)")
+        #expect(try prune.json()["files"] as? [String] == ["model.gguf"])
+        let gguf = out.appendingPathComponent("model.gguf").path
+        let inspect = try CLI.run(["inspect", gguf, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(try inspect.json()["experts"] as? Int == 4)
+        let logits = try CLI.run(["logits", gguf, "--ids", "1,2,3", "--json"])
+        #expect(logits.status == 0, "\(logits.stderr)")
+        let bad = try CLI.run(["prune", model, "--task", "weather", "--store", store.path, "--keep", "50%",
+                               "--out", store.appendingPathComponent("x").path, "--format", "onnx"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("--format"), "\(bad.stderr)")
+    }
+
     @Test(arguments: [
         (["logits", "Tests/does-not-exist", "--ids", "1"], "does-not-exist"),
         (["logits", Fixtures.url("models/qwen3_moe").path, "--ids", "1,99999"], "99999"),

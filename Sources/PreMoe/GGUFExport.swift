@@ -1,0 +1,277 @@
+import Formats
+import Foundation
+import Kernels
+import Models
+
+/// Writes a pruned model as one GGUF file (`model.gguf`) laid out as llama.cpp's
+/// `convert_hf_to_gguf.py` would have converted the pruned Hugging Face checkpoint, so
+/// llama.cpp-style loaders read it (and so does `ModelLoader.load`):
+///
+/// - architectures: `qwen3_moe` → `qwen3moe`, `qwen2_moe` → `qwen2moe`, `olmoe` → `olmoe`,
+///   `mixtral` → `llama` (q/k rows and biases permuted to GGML's interleaved RoPE, as the
+///   converter does);
+/// - tensor names are the inverse of `GGUFSource`'s mapping (`GGUFSource.ggufName(forHF:)`);
+///   kept experts are stacked on the slowest axis in plan order (`blk.L.ffn_{gate,up,down}_exps`,
+///   ne {H, I, N}), routers keep the kept rows in the same order (`ffn_gate_inp` {H, N});
+///   Qwen2-MoE's `shared_expert_gate [1, H]` becomes `ffn_gate_inp_shexp` {H};
+/// - every tensor keeps the source dtype (F32, F16 or BF16), bytes unchanged;
+/// - metadata: `general.architecture`, `<arch>.block_count`, `context_length`,
+///   `embedding_length`, `feed_forward_length`, `attention.head_count(_kv)`,
+///   `attention.key_length` / `value_length`, `attention.layer_norm_rms_epsilon`,
+///   `rope.dimension_count`, `rope.freq_base`, `vocab_size`, `expert_count` (= N kept),
+///   `expert_used_count`, `expert_feed_forward_length`, `expert_shared_feed_forward_length`,
+///   `expert_weights_norm`; `tokenizer.ggml.*` from `tokenizer.json` (byte-level BPE only; other
+///   tokenizers are left out and the file carries no tokenizer); `premoe.kept_experts.<layer>`
+///   (int32 arrays of original indices in slot order), `premoe.source_fingerprint`,
+///   `premoe.tasks`.
+///
+/// Not supported (refused with `PreMoeError.unsupported`): other architectures (DeepSeek's MLA
+/// split, dense models), fused expert tensors (`experts.gate_up_proj`), RoPE scaling.
+public enum GGUFExport {
+    /// HF `model_type` → GGUF `general.architecture`.
+    public static let architectures = ["qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "olmoe": "olmoe", "mixtral": "llama"]
+    /// The file written in the output directory.
+    public static let fileName = "model.gguf"
+
+    /// Writes `out/model.gguf`.
+    /// - Parameters: as `PrunedExport.write`.
+    /// - Throws: `PreMoeError.unsupported` for an architecture or checkpoint layout GGUF export
+    ///   does not handle, `.invalidBudget` for a bad plan, `.io` for a non-empty output directory;
+    ///   `ModelError`, `CheckpointError`, `GGUFError`.
+    @discardableResult
+    public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
+                             to out: URL) throws -> ExportReport {
+        let configURL = modelDirectory.appendingPathComponent("config.json")
+        let config = try JSONValue(contentsOf: configURL)
+        guard config.objectValue != nil else { throw PreMoeError.unsupported("\(configURL.path): not a JSON object") }
+        let modelType = config["model_type"]?.stringValue ?? "?"
+        guard let arch = architectures[modelType] else {
+            throw PreMoeError.unsupported(
+                "GGUF export supports model types \(architectures.keys.sorted().joined(separator: ", ")); "
+                    + "\(modelDirectory.path) is '\(modelType)' (use --format safetensors)")
+        }
+        let spec = try ModelLoader.spec(at: modelDirectory)
+        let (kept, slot) = try PrunedExport.checkPlan(keptExperts, spec: spec, model: modelDirectory)
+        let moeLayers = spec.moeLayers
+        try PrunedExport.checkEmptyOutput(out)
+
+        func int(_ key: String) -> Int? { config[key]?.intValue }
+        func required(_ key: String) throws -> Int {
+            guard let v = int(key) else { throw PreMoeError.unsupported("\(configURL.path): no integer '\(key)'") }
+            return v
+        }
+        let hidden = try required("hidden_size")
+        let ffn = try required("intermediate_size")
+        let layers = try required("num_hidden_layers")
+        let heads = try required("num_attention_heads")
+        let kvHeads = int("num_key_value_heads") ?? heads
+        let headDim = int("head_dim") ?? hidden / max(1, heads)
+        let rope = config["rope_parameters"] ?? config["rope_scaling"]
+        if let type = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue, type != "default" {
+            throw PreMoeError.unsupported("GGUF export: RoPE scaling '\(type)' is not supported")
+        }
+        if let partial = config["partial_rotary_factor"]?.doubleValue ?? rope?["partial_rotary_factor"]?.doubleValue, partial != 1 {
+            throw PreMoeError.unsupported("GGUF export: partial rotary embeddings are not supported")
+        }
+        let theta = rope?["rope_theta"]?.doubleValue ?? config["rope_theta"]?.doubleValue ?? 10000
+
+        // Tensors.
+        let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
+        var tensors: [(name: String, tensor: Tensor)] = []
+        var stacks: [String: [Int: Tensor]] = [:]  // GGUF name → slot → expert tensor
+        func ggufName(_ hf: String) throws -> (tensor: String, expert: Int?) {
+            guard let g = GGUFSource.ggufName(forHF: hf) else {
+                throw PreMoeError.unsupported("GGUF export: tensor '\(hf)' has no GGUF name (use --format safetensors)")
+            }
+            return g
+        }
+        for name in checkpoint.tensorNames {
+            guard let entry = try checkpoint.entry(name) else { continue }
+            switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
+            case .router(let l), .routerVector(let l):
+                tensors.append((try ggufName(name).tensor, gatherRows(try checkpoint.tensor(name), keptExperts[l]!)))
+            case .stackedExperts:
+                throw PreMoeError.unsupported(
+                    "GGUF export: fused expert tensor '\(name)' is not supported (use --format safetensors)")
+            case .expert(let l, let e, _, _):
+                guard let s = slot[l]?[e] else { continue }
+                let g = try ggufName(name)
+                guard g.expert == e else {
+                    throw PreMoeError.unsupported("GGUF export: tensor '\(name)' has no GGUF name (use --format safetensors)")
+                }
+                stacks[g.tensor, default: [:]][s] = try checkpoint.tensor(name)
+            case .backbone:
+                let g = try ggufName(name)
+                guard g.expert == nil else { throw PreMoeError.unsupported("GGUF export: unexpected expert tensor '\(name)'") }
+                var t = try checkpoint.tensor(name)
+                if g.tensor.hasSuffix("ffn_gate_inp_shexp.weight") {
+                    t = Tensor(dtype: t.dtype, shape: [t.count], data: t.data, owner: t.owner)
+                }
+                if arch == "llama" {
+                    if name.hasSuffix("self_attn.q_proj.weight") || name.hasSuffix("self_attn.q_proj.bias") {
+                        t = gatherRows(t, interleavedRoPEOrder(heads: heads, rows: t.shape[0]))
+                    } else if name.hasSuffix("self_attn.k_proj.weight") || name.hasSuffix("self_attn.k_proj.bias") {
+                        t = gatherRows(t, interleavedRoPEOrder(heads: kvHeads, rows: t.shape[0]))
+                    }
+                }
+                tensors.append((g.tensor, t))
+            }
+        }
+        for (name, perSlot) in stacks {
+            let experts = try (0..<kept).map { s -> Tensor in
+                guard let t = perSlot[s] else { throw PreMoeError.unsupported("GGUF export: '\(name)' lacks kept expert slot \(s)") }
+                return t
+            }
+            tensors.append((name, try stack(experts, name: name)))
+        }
+        tensors.sort { order($0.name) < order($1.name) }
+
+        // Metadata.
+        var writer = GGUFWriter()
+        let a = arch
+        writer.set("general.architecture", .string(arch))
+        writer.set("general.name", .string(modelDirectory.lastPathComponent + "-premoe-\(kept)"))
+        if let dtype = tensors.first(where: { $0.name == "token_embd.weight" })?.tensor.dtype,
+            let fileType = ["F32": 0, "F16": 1, "BF16": 32][dtype.rawValue] {
+            writer.set("general.file_type", .uint32(UInt32(fileType)))
+        }
+        func u32(_ key: String, _ v: Int) { writer.set("\(a).\(key)", .uint32(UInt32(v))) }
+        u32("block_count", layers)
+        u32("context_length", int("max_position_embeddings") ?? 2048)
+        u32("embedding_length", hidden)
+        u32("feed_forward_length", ffn)
+        u32("attention.head_count", heads)
+        u32("attention.head_count_kv", kvHeads)
+        u32("attention.key_length", headDim)
+        u32("attention.value_length", headDim)
+        writer.set("\(a).attention.layer_norm_rms_epsilon", .float32(Float(config["rms_norm_eps"]?.doubleValue ?? 1e-6)))
+        u32("rope.dimension_count", headDim)
+        writer.set("\(a).rope.freq_base", .float32(Float(theta)))
+        if let vocab = int("vocab_size") { u32("vocab_size", vocab) }
+        u32("expert_count", kept)
+        u32("expert_used_count", min(try required("num_experts_per_tok"), kept))
+        u32("expert_feed_forward_length", int("moe_intermediate_size") ?? ffn)
+        if let shared = int("shared_expert_intermediate_size"), shared > 0 { u32("expert_shared_feed_forward_length", shared) }
+        if let norm = config["norm_topk_prob"]?.boolValue { writer.set("\(a).expert_weights_norm", .bool(norm)) }
+        try tokenizerMetadata(modelDirectory: modelDirectory, config: config, into: &writer)
+        for l in moeLayers { writer.set("premoe.kept_experts.\(l)", .int32s(keptExperts[l]!)) }
+        writer.set("premoe.source_fingerprint", .string(sourceFingerprint))
+        writer.set("premoe.tasks", .strings(tasks))
+
+        for (name, t) in tensors { try writer.add(name, t) }
+        do {
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        } catch {
+            throw PreMoeError.io(path: out.path, reason: "\(error)")
+        }
+        try writer.write(to: out.appendingPathComponent(fileName))
+        return ExportReport(outputDirectory: out.path, files: [fileName], tensorCount: tensors.count,
+                            tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
+    }
+
+    /// Row order taking Hugging Face's half-split RoPE rows to GGML's interleaved ones, per head
+    /// (the converter's `permute`): new row `2i + j` of a head is old row `j · d/2 + i`.
+    static func interleavedRoPEOrder(heads: Int, rows: Int) -> [Int] {
+        let d = rows / max(1, heads)
+        let half = d / 2
+        var order: [Int] = []
+        order.reserveCapacity(rows)
+        for h in 0..<heads {
+            for i in 0..<half {
+                for j in 0..<2 { order.append(h * d + j * half + i) }
+            }
+        }
+        return order
+    }
+
+    /// Tensors of one shape and dtype stacked on a new slowest axis.
+    static func stack(_ tensors: [Tensor], name: String) throws -> Tensor {
+        guard let first = tensors.first else { throw PreMoeError.unsupported("GGUF export: '\(name)' has no expert") }
+        guard tensors.allSatisfy({ $0.shape == first.shape && $0.dtype == first.dtype }) else {
+            throw PreMoeError.unsupported("GGUF export: the experts of '\(name)' differ in shape or dtype")
+        }
+        let bytes = first.byteCount
+        let buffer = TensorBuffer(byteCount: tensors.count * bytes)
+        for (i, t) in tensors.enumerated() {
+            buffer.pointer.advanced(by: i * bytes).copyMemory(from: t.data, byteCount: bytes)
+        }
+        return Tensor(dtype: first.dtype, shape: [tensors.count] + first.shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+    }
+
+    /// The converter's order: globals first (embeddings), blocks by number, output last.
+    static func order(_ name: String) -> (Int, Int, String) {
+        let parts = name.split(separator: ".")
+        if parts.first == "blk", parts.count > 1, let l = Int(parts[1]) { return (1, l, name) }
+        return (name.hasPrefix("token_embd") ? 0 : 2, 0, name)
+    }
+
+    /// `tokenizer.ggml.*` from `tokenizer.json` (byte-level BPE, as the converter's `gpt2`
+    /// model), `tokenizer_config.json` and the config's special token ids. Writes nothing for
+    /// a missing or non-BPE tokenizer.
+    static func tokenizerMetadata(modelDirectory: URL, config: JSONValue, into writer: inout GGUFWriter) throws {
+        let url = modelDirectory.appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: url.path) else { return }
+        let tok = try JSONValue(contentsOf: url)
+        guard tok["model"]?["type"]?.stringValue == "BPE", let vocab = tok["model"]?["vocab"]?.objectValue else { return }
+        var byID: [Int: (String, Int)] = [:]  // id → (token, GGUF token type)
+        for (token, id) in vocab { if let id = id.intValue { byID[id] = (token, 1) } }
+        for added in tok["added_tokens"]?.arrayValue ?? [] {
+            guard let id = added["id"]?.intValue, let content = added["content"]?.stringValue else { continue }
+            byID[id] = (content, added["special"]?.boolValue == true ? 3 : 4)
+        }
+        let size = max((byID.keys.max() ?? -1) + 1, config["vocab_size"]?.intValue ?? 0)
+        var tokens: [String] = []
+        var types: [Int] = []
+        for id in 0..<size {
+            if let (t, type) = byID[id] {
+                tokens.append(t)
+                types.append(type)
+            } else {
+                tokens.append("[PAD\(id)]")  // the converter's filler for unused ids
+                types.append(5)
+            }
+        }
+        let merges: [String] = (tok["model"]?["merges"]?.arrayValue ?? []).compactMap { m in
+            if let s = m.stringValue { return s }
+            if let pair = m.arrayValue?.compactMap(\.stringValue), pair.count == 2 { return pair.joined(separator: " ") }
+            return nil
+        }
+        writer.set("tokenizer.ggml.model", .string("gpt2"))
+        writer.set("tokenizer.ggml.pre", .string(preTokenizerName(tok["pre_tokenizer"])))
+        writer.set("tokenizer.ggml.tokens", .strings(tokens))
+        writer.set("tokenizer.ggml.token_type", .int32s(types))
+        writer.set("tokenizer.ggml.merges", .strings(merges))
+        func tokenID(_ key: String) -> Int? {
+            config[key]?.intValue ?? config[key]?.arrayValue?.first?.intValue
+        }
+        if let bos = tokenID("bos_token_id"), bos < size { writer.set("tokenizer.ggml.bos_token_id", .uint32(UInt32(bos))) }
+        if let eos = tokenID("eos_token_id"), eos < size { writer.set("tokenizer.ggml.eos_token_id", .uint32(UInt32(eos))) }
+        let tokConfigURL = modelDirectory.appendingPathComponent("tokenizer_config.json")
+        let tokConfig = FileManager.default.fileExists(atPath: tokConfigURL.path) ? try? JSONValue(contentsOf: tokConfigURL) : nil
+        writer.set("tokenizer.ggml.add_bos_token", .bool(tokConfig?["add_bos_token"]?.boolValue ?? false))
+        var template = tokConfig?["chat_template"]?.stringValue
+        let jinja = modelDirectory.appendingPathComponent("chat_template.jinja")
+        if template == nil, let data = FileManager.default.contents(atPath: jinja.path) { template = String(decoding: data, as: UTF8.self) }
+        if let template { writer.set("tokenizer.chat_template", .string(template)) }
+    }
+
+    /// llama.cpp's `tokenizer.ggml.pre` for a `tokenizer.json` pre-tokenizer: the Qwen2 split
+    /// (single digits) → `qwen2`, the Llama 3 split (digit runs of 1–3) → `llama-bpe`, else `gpt2`.
+    static func preTokenizerName(_ pre: JSONValue?) -> String {
+        var regexes: [String] = []
+        func walk(_ v: JSONValue?) {
+            switch v {
+            case .object(let members)?:
+                if let r = members["Regex"]?.stringValue { regexes.append(r) }
+                for m in members.values { walk(m) }
+            case .array(let elements)?:
+                for e in elements { walk(e) }
+            default: break
+            }
+        }
+        walk(pre)
+        if regexes.contains(where: { $0.contains("\\p{N}{1,3}") }) { return "llama-bpe" }
+        if regexes.contains(where: { $0.contains("\\p{N}") }) { return "qwen2" }
+        return "gpt2"
+    }
+}
