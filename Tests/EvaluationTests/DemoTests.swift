@@ -8,25 +8,13 @@ import TestSupport
 @Suite struct DemoTests {
     /// Two tasks in the shared layout, a few items each.
     func makeDataDirectory() throws -> URL {
-        let dir = try Fixtures.temporaryDirectory("premoe-demo")
-        func write(_ task: String, _ split: String, _ rows: [[String: Any]]) throws {
-            let taskDir = dir.appendingPathComponent(task)
-            try FileManager.default.createDirectory(at: taskDir, withIntermediateDirectories: true)
-            let lines = try rows.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
-            try (lines.joined(separator: "\n") + "\n").write(to: taskDir.appendingPathComponent("\(split).jsonl"),
-                                                              atomically: true, encoding: .utf8)
-        }
         let boolq: [[String: Any]] = (0..<6).map { i in
             ["question": "is the sky blue \(i)", "answer": i % 2 == 0, "passage": "The sky is blue on a clear day number \(i)."]
         }
-        try write("boolq", "train", boolq)
-        try write("boolq", "test", boolq)
         let gsm8k: [[String: Any]] = (0..<6).map { i in
             ["question": "Tom has \(i) apples and buys 3 more. How many?", "answer": "\(i) + 3 = \(i + 3)\n#### \(i + 3)"]
         }
-        try write("gsm8k", "train", gsm8k)
-        try write("gsm8k", "test", gsm8k)
-        return dir
+        return try Fixtures.taskDataDirectory(["boolq": ["train": boolq, "test": boolq], "gsm8k": ["train": gsm8k, "test": gsm8k]])
     }
 
     @Test func demoRunsEveryStageOnTheFixture() throws {

