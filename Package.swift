@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "Tokenization", swiftSettings: fastSettings),
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .target(name: "Runtime", dependencies: ["Models"], swiftSettings: fastSettings),
-        .target(name: "PreMoe", dependencies: ["Models", "Runtime", "Formats"], swiftSettings: fastSettings),
+        .target(name: "PreMoe", dependencies: ["Kernels", "Models", "Runtime", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: fastSettings),
         .executableTarget(
             name: "premoe",
@@ -49,7 +49,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Runtime", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "PreMoe", "Runtime", "TestSupport"]),
         // Runs the built `premoe` binary: the contracts other tools depend on.
         .testTarget(name: "CLITests", dependencies: ["premoe", "TestSupport"]),
     ],

@@ -65,10 +65,13 @@ public final class DemoSession {
     private var loaded: LoadedModel?
     private let tokenizer: Tokenizer
     private let sizes: ModelSizes
+    /// The model's context length (queries longer than it are cut for retrieval).
+    private let maxPositions: Int
     private let store: PatternStore
     private var patterns: [TaskPattern] = []
     private var heatmaps: [ExpertHeatmap] = []
     private var evaluationTexts: [String: [String]] = [:]
+    private var heldOutQueries: [String: [TaskQuery]] = [:]
     private let started = Date()
 
     /// Loads the model (experts memory-mapped) and creates the output directory.
@@ -93,6 +96,7 @@ public final class DemoSession {
         self.loaded = loaded
         self.tokenizer = tokenizer
         sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        maxPositions = spec.maxPositions
         store = PatternStore(directory: options.outputDirectory.appendingPathComponent("patterns", isDirectory: true))
         report = DemoReport(model: modelDirectory.path, fingerprint: try ModelFingerprint.compute(loaded),
                             moeLayers: spec.moeLayers, experts: moe.expertCount, topK: moe.topK,
@@ -141,29 +145,19 @@ public final class DemoSession {
         let scorer = try Scorers.make("tcess", modelTopK: report.topK)
         let sweep = options.sweepOptions
         for task in options.tasks {
-            let (calibration, evaluation, _) = try PruningSweep.splitTexts(task: task, options: sweep)
-            evaluationTexts[task] = evaluation
-            guard !calibration.isEmpty else { throw EvaluationError.noItems("\(task): no calibration text") }
-            let sequences = Profiler.tokenize(calibration, tokenizer: tokenizer, budget: options.calibrationTokens)
+            let split = try PruningSweep.splitTexts(task: task, options: sweep)
+            evaluationTexts[task] = split.evaluation
+            heldOutQueries[task] = split.heldOutQueries
+            guard !split.calibration.isEmpty else { throw EvaluationError.noItems("\(task): no calibration text") }
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
-            let result = try Profiler.run(model: model, sequences: sequences, options: scorer.statsOptions,
-                                          maxTokens: options.calibrationTokens)
-            // Queries are prompts without answers: the signature comes from the prompts alone.
-            var signatureStats: RouterStats?
             let calibrationURL = options.dataDirectory.appendingPathComponent("\(task)/\(sweep.calibrationSplit).jsonl")
-            if FileManager.default.fileExists(atPath: calibrationURL.path) {
-                // Prompts are shorter than prompt + answer (GSM8K's are about a third), so more
-                // records are read to fill the same token budget.
-                let prompts = try CalibrationData.read(calibrationURL, chatTemplate: tokenizer.chatTemplate,
-                                                       limit: sequences.count * 4, rendering: .context)
-                signatureStats = try Profiler.run(
-                    model: model, sequences: Profiler.tokenize(prompts, tokenizer: tokenizer, budget: options.calibrationTokens),
-                    options: scorer.signatureScorer.statsOptions, maxTokens: options.calibrationTokens,
-                    untilFirstRouter: true).stats
-            }
-            let pattern = try Profiler.makePattern(stats: result.stats, scorer: scorer, spec: model.spec,
-                                                   fingerprint: report.fingerprint, task: task,
-                                                   source: calibrationURL.path, signatureStats: signatureStats)
+            let result = try TaskProfiling.profile(
+                model: model, tokenizer: tokenizer, fingerprint: report.fingerprint,
+                calibration: TaskCalibration(task: task, texts: split.calibration, queries: split.calibrationQueries,
+                                             source: calibrationURL.path),
+                scorers: [scorer], settings: TaskProfiling.Settings(maxTokens: options.calibrationTokens,
+                                                                    retrievalQueries: sweep.retrievalQueries))
+            let pattern = result.patterns[0]
             let patternFile = try store.save(pattern)
             patterns.append(pattern)
 
@@ -198,14 +192,21 @@ public final class DemoSession {
         let t0 = Date()
         let model = try fullModel().model
         var results: [DemoRetrieval] = []
+        let retriever = try Retriever(patterns: patterns, method: .classifier,
+                                      classifier: try store.classifier(for: patterns), modelTopK: report.topK,
+                                      storeName: store.directory.path)
         for task in options.tasks {
             progress("[retrieval] \(task)")
-            for prompt in try PruningSweep.retrievalPrompts(task: task, options: options.sweepOptions) {
-                let ids = tokenizer.encode(prompt)
+            // Held-out questions as people send them: typed (even) or inside the chat template (odd).
+            for (n, query) in (heldOutQueries[task] ?? []).prefix(options.retrievalPrompts).enumerated() {
+                let style: QueryStyle = n % 2 == 0 ? .raw : .chat
+                let prompt = TaskQueries.render(query, style: style, chatTemplate: tokenizer.chatTemplate)
+                let ids = Array(tokenizer.encode(prompt).prefix(model.spec.maxPositions))
                 guard !ids.isEmpty else { continue }
-                let match = try Retriever.retrieve(model: model, tokens: ids, patterns: patterns)
-                results.append(DemoRetrieval(task: task, prompt: prompt, retrieved: match.task, distance: match.distance,
-                                             correct: match.task == task, candidates: match.candidates))
+                let match = try retriever.retrieve(model: model, tokens: ids)
+                results.append(DemoRetrieval(task: task, prompt: prompt, rendering: style.rawValue, retrieved: match.task,
+                                             distance: match.distance, correct: match.task == task,
+                                             candidates: match.candidates))
             }
         }
         report.retrieval = results
@@ -237,7 +238,8 @@ public final class DemoSession {
         let smallest = options.keeps.min()
         for keep in options.keeps.sorted(by: >) {
             for pattern in patterns {
-                let plan = try PruningPlan.make(patterns: [pattern], budget: .fraction(keep), sizes: sizes)
+                let plan = try PruningPlan.make(patterns: [pattern], budget: .fraction(keep), sizes: sizes,
+                                                allocation: PruningSweep.defaultAllocation, minimumPerLayer: report.topK)
                 try loaded.loadExperts(kept: plan.keptExperts, copy: false)
                 for task in options.tasks where task == pattern.task || keep == smallest {
                     let texts = evaluationTexts[task] ?? []
@@ -276,7 +278,9 @@ public final class DemoSession {
         }
         let ids = tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw EvaluationError.noItems("the comparison prompt has no tokens") }
-        let match = try Retriever.retrieve(model: try fullModel().model, tokens: ids, patterns: patterns)
+        let retriever = try Retriever(patterns: patterns, method: .classifier,
+                                      classifier: try store.classifier(for: patterns), modelTopK: report.topK)
+        let match = try retriever.retrieve(model: try fullModel().model, tokens: Array(ids.prefix(maxPositions)))
         let chosen = match.task.flatMap { task in patterns.first { $0.task == task } }
         let evaluationTask = match.task ?? promptTask ?? options.tasks[0]
         let texts = evaluationTexts[evaluationTask] ?? []
@@ -288,7 +292,8 @@ public final class DemoSession {
             var plan: PruningPlan?
             if keep < 1 {
                 guard let chosen else { continue }  // no task matched: only the full model
-                plan = try PruningPlan.make(patterns: [chosen], budget: .fraction(keep), sizes: sizes)
+                plan = try PruningPlan.make(patterns: [chosen], budget: .fraction(keep), sizes: sizes,
+                                           allocation: PruningSweep.defaultAllocation, minimumPerLayer: report.topK)
             }
             ProcessMemory.returnFreedMemory()  // the previous level's experts
             let perLevel = ProcessMemory.resetPeakResident()

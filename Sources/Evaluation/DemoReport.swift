@@ -26,6 +26,8 @@ public struct DemoRetrieval: Codable, Sendable {
     /// The task the prompt comes from.
     public var task: String
     public var prompt: String
+    /// The `QueryStyle` the prompt was sent in.
+    public var rendering: String
     public var retrieved: String?
     public var distance: Double
     public var correct: Bool
@@ -149,6 +151,7 @@ extension DemoRetrieval {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(task, forKey: .task)
         try c.encode(prompt, forKey: .prompt)
+        try c.encode(rendering, forKey: .rendering)
         try c.encode(retrieved, forKey: .retrieved)
         try c.encode(distance, forKey: .distance)
         try c.encode(correct, forKey: .correct)

@@ -27,16 +27,18 @@ extension DemoReport {
 
     /// Stage 2: one line per held-out prompt.
     public func retrievalText(style: ExpertHeatmap.TerminalStyle) -> String {
-        var out = DemoText.heading("2. Retrieval: prompts it never saw → nearest task pattern", style: style) + "\n"
-        out += "Signature: the first MoE layer's router over the raw prompt (no expert is needed); L2 distance.\n\n"
-        let width = 56
-        var rows = [["prompt (test split)", "true", "retrieved", "distance", "runner-up"]]
+        var out = DemoText.heading("2. Retrieval: questions it never saw, as people send them → task pattern", style: style) + "\n"
+        out += "Typed as is, or inside the chat template. Features from the backbone up to the first MoE router (no expert\n"
+        out += "is needed): mean token embedding and router logits; a classifier fitted at profile time picks the task.\n\n"
+        let width = 52
+        var rows = [["prompt (test split)", "sent as", "true", "retrieved", "p", "runner-up"]]
         for r in retrieval {
-            let runnerUp = r.candidates.dropFirst().first.map { String(format: "%@ %.3f", $0.task, $0.distance) } ?? ""
-            rows.append(["\"" + DemoText.oneLine(r.prompt, max: width) + "\"", r.task,
-                         (r.retrieved ?? "none") + (r.correct ? " ✓" : " ✗"), String(format: "%.3f", r.distance), runnerUp])
+            let runnerUp = r.candidates.dropFirst().first.map { String(format: "%@ %.3f", $0.task, $0.probability ?? $0.distance) } ?? ""
+            let shown = r.rendering == "chat" ? r.prompt.replacingOccurrences(of: "<|im_start|>user\n", with: "") : r.prompt
+            rows.append(["\"" + DemoText.oneLine(shown, max: width) + "\"", r.rendering, r.task,
+                         (r.retrieved ?? "none") + (r.correct ? " ✓" : " ✗"), String(format: "%.3f", 1 - r.distance), runnerUp])
         }
-        out += DemoText.table(rows, rightAligned: [3])
+        out += DemoText.table(rows, rightAligned: [4])
         if let accuracy = retrievalAccuracy {
             let correct = retrieval.filter(\.correct).count
             out += String(format: "retrieval accuracy %d/%d (%.0f%%)\n", correct, retrieval.count, accuracy * 100)

@@ -4,10 +4,15 @@ import Models
 import PreMoe
 import Tokenization
 
-/// One cell of the pruning sweep: a task evaluated on the model pruned by a scorer to a keep level.
+/// One cell of the pruning sweep: a task evaluated on the model pruned by a recipe to a keep level.
 public struct SweepRow: Codable, Sendable {
     public var task: String
     public var scorer: String
+    /// The whole recipe: `<scorer>/<allocation>` (`tcess/uniform` is the paper), or `oracle` (the
+    /// default recipe profiled on the evaluation text itself: a bound, not a method).
+    public var method: String
+    /// Whether this row belongs to the default recipe of `profile`, `prune`, `run` and `eval`.
+    public var isDefault: Bool
     /// Fraction of routed experts kept per MoE layer (1 = the full model).
     public var keep: Double
     public var expertsKept: Int
@@ -19,24 +24,11 @@ public struct SweepRow: Codable, Sendable {
     public var memoryBytes: Int
 
     enum CodingKeys: String, CodingKey {
-        case task, scorer, keep, perplexity, accuracy
+        case task, scorer, method, keep, perplexity, accuracy
+        case isDefault = "default"
         case expertsKept = "experts_kept"
         case normalizedAccuracy = "accuracy_norm"
         case memoryBytes = "memory_bytes"
-    }
-}
-
-/// Retrieval accuracy over held-out prompts of every task.
-public struct RetrievalReport: Codable, Sendable {
-    public var tasks: [String]
-    /// `confusion[i][j]`: prompts of task i assigned to task j.
-    public var confusion: [[Int]]
-    public var accuracy: Double
-    public var perTask: [String: Double]
-
-    enum CodingKeys: String, CodingKey {
-        case tasks, confusion, accuracy
-        case perTask = "per_task"
     }
 }
 
@@ -44,7 +36,7 @@ public struct RetrievalReport: Codable, Sendable {
 public struct SweepReport: Codable, Sendable {
     public var model: String
     public var rows: [SweepRow]
-    public var retrieval: RetrievalReport?
+    public var retrieval: RetrievalEvaluation?
     /// How each task was calibrated and evaluated (splits, counts, tokens).
     public var notes: [String]
 }
@@ -61,16 +53,25 @@ public struct SweepOptions: Sendable {
     public var maxExamples: Int
     /// Calibration tokens per task.
     public var calibrationTokens: Int
-    /// Prompts per task for retrieval accuracy.
+    /// Held-out queries per task for retrieval accuracy (each in every `QueryStyle`).
     public var retrievalPrompts: Int
-    /// Text the retrieval signatures are computed from: the calibration items' prompts only
-    /// (`.context`, default: queries are prompts) or the same text as the scores (`.full`).
-    public var signatureRendering: CalibrationData.Rendering
+    /// Calibration queries per task rendered into the patterns' retrieval samples.
+    public var retrievalQueries: Int
+    /// Layer allocations tried with every scorer but `random` (which stays uniform).
+    public var allocations: [LayerAllocation]
+    /// Tasks not in the store whose queries must fall back (missing ones are skipped with a note).
+    public var outOfStore: [String]
+    /// Add the oracle rows (the default recipe profiled on the evaluation text).
+    public var oracle: Bool
+    /// Experts per token in the pruned models (the paper's a/b); nil keeps the model's.
+    public var topK: Int?
     public var threads: Int
 
     public init(tasks: [String], keeps: [Double], scorers: [String], dataDirectory: URL, split: String = "test",
                 calibrationSplit: String = "train", maxExamples: Int = 100, calibrationTokens: Int = 20_000,
-                retrievalPrompts: Int = 50, signatureRendering: CalibrationData.Rendering = .context, threads: Int = 0) {
+                retrievalPrompts: Int = 50, retrievalQueries: Int = TaskProfiling.Settings().retrievalQueries,
+                allocations: [LayerAllocation] = [.uniform], outOfStore: [String] = [], oracle: Bool = false,
+                topK: Int? = nil, threads: Int = 0) {
         self.tasks = tasks
         self.keeps = keeps
         self.scorers = scorers
@@ -80,7 +81,11 @@ public struct SweepOptions: Sendable {
         self.maxExamples = maxExamples
         self.calibrationTokens = calibrationTokens
         self.retrievalPrompts = retrievalPrompts
-        self.signatureRendering = signatureRendering
+        self.retrievalQueries = retrievalQueries
+        self.allocations = allocations
+        self.outOfStore = outOfStore
+        self.oracle = oracle
+        self.topK = topK
         self.threads = threads
     }
 }
@@ -88,6 +93,17 @@ public struct SweepOptions: Sendable {
 /// The paper-style table: profile each task on its calibration split, prune with each scorer to
 /// each keep level, and evaluate on the evaluation split.
 public enum PruningSweep {
+    /// The recipe `profile`, `prune`, `run` and `eval` use unless told otherwise: TCESS ranking
+    /// inside each layer, per-layer counts balanced by routing mass (docs/RESULTS.md measures it
+    /// against the paper's uniform TCESS and the other scorers).
+    public static let defaultScorer = "tcess"
+    public static let defaultAllocation = LayerAllocation.routingMass
+    public static var defaultMethod: String { method(defaultScorer, defaultAllocation) }
+
+    static func method(_ scorer: String, _ allocation: LayerAllocation, topK: Int? = nil) -> String {
+        "\(scorer)/\(allocation.rawValue)" + (topK.map { "/top\($0)" } ?? "")
+    }
+
     /// Runs the sweep.
     /// - Parameters:
     ///   - modelDirectory: a Hugging Face model directory.
@@ -109,129 +125,127 @@ public enum PruningSweep {
         let sizes = try ModelSizes.measure(checkpoint, spec: spec)
         let fingerprint = try ModelFingerprint.compute(loaded)
         let scorers = try options.scorers.map { try Scorers.make($0, modelTopK: moe.topK) }
-        let union = unionOptions(scorers)
         let allExperts = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, Array(0..<(spec.moe($0)?.expertCount ?? 0))) })
+        let settings = TaskProfiling.Settings(maxTokens: options.calibrationTokens, retrievalQueries: options.retrievalQueries)
+        // Every (scorer, allocation) recipe; random pruning has nothing to balance.
+        let recipes: [(scorer: Int, allocation: LayerAllocation)] = options.scorers.indices.flatMap { i in
+            (options.scorers[i] == "random" ? [.uniform] : options.allocations).map { (i, $0) }
+        }
 
         var rows: [SweepRow] = []
         var notes: [String] = []
-        var signaturePatterns: [TaskPattern] = []
+        var storePatterns: [TaskPattern] = []
+        var heldOutQueries: [String: [TaskQuery]] = [:]
         for task in options.tasks {
             // Profile and evaluate from the full model: the previous task left a pruned one.
             try loaded.loadExperts(kept: allExperts, copy: false)
-            let (calibration, evaluation, note) = try splitTexts(task: task, options: options)
-            notes.append(note)
+            let split = try splitTexts(task: task, options: options)
+            notes.append(split.note)
+            heldOutQueries[task] = split.heldOutQueries
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
-            let sequences = calibration.map { tokenizer.encode($0) }
-            let profile = try Profiler.run(model: model, sequences: sequences, options: union, maxTokens: options.calibrationTokens)
-            var signatureStats: RouterStats?
-            if options.signatureRendering == .context {
-                let prompts = try calibrationPrompts(task: task, options: options)
-                signatureStats = try Profiler.run(
-                    model: model, sequences: prompts.map { tokenizer.encode($0) }, options: union,
-                    maxTokens: options.calibrationTokens, untilFirstRouter: true).stats
-            }
-            let patterns = try scorers.map {
-                try Profiler.makePattern(stats: profile.stats, scorer: $0, spec: spec, fingerprint: fingerprint, task: task,
-                                         signatureStats: signatureStats)
-            }
-            if let tcess = patterns.first(where: { $0.scorer.name == "tcess" }) ?? patterns.first {
-                signaturePatterns.append(tcess)
+            let calibration = TaskCalibration(task: task, texts: split.calibration, queries: split.calibrationQueries)
+            let patterns = try TaskProfiling.profile(model: model, tokenizer: tokenizer, fingerprint: fingerprint,
+                                                     calibration: calibration, scorers: scorers, settings: settings).patterns
+            storePatterns.append(patterns[0])
+            var oracle: TaskPattern?
+            if options.oracle {
+                progress("[\(task)] oracle: profiling the evaluation text")
+                let bound = TaskCalibration(task: task, texts: split.evaluation, queries: [])
+                oracle = try TaskProfiling.profile(
+                    model: model, tokenizer: tokenizer, fingerprint: fingerprint, calibration: bound,
+                    scorers: [try Scorers.make(defaultScorer, modelTopK: moe.topK)],
+                    settings: TaskProfiling.Settings(maxTokens: options.calibrationTokens, retrievalQueries: 0)).patterns[0]
             }
             let items = try evaluationItems(task: task, options: options)
 
-            // The full model once: every scorer's 100% row is the same model.
-            let full = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: evaluation, items: items)
+            // The full model once: every recipe's 100% row is the same model.
+            let full = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
+            var runs: [(method: String, scorer: String, pattern: TaskPattern, allocation: LayerAllocation)] = recipes.map {
+                (method(options.scorers[$0.scorer], $0.allocation, topK: options.topK), options.scorers[$0.scorer],
+                 patterns[$0.scorer], $0.allocation)
+            }
+            if let oracle { runs.append(("oracle", defaultScorer, oracle, defaultAllocation)) }
             for keep in options.keeps {
-                for (scorer, pattern) in zip(options.scorers, patterns) {
-                    var row = SweepRow(task: task, scorer: scorer, keep: keep, expertsKept: moe.expertCount,
+                for run in runs {
+                    var row = SweepRow(task: task, scorer: run.scorer, method: run.method,
+                                       isDefault: run.method == defaultMethod && options.topK == nil, keep: keep, expertsKept: moe.expertCount,
                                        perplexity: full.perplexity, accuracy: full.accuracy,
                                        normalizedAccuracy: full.normalizedAccuracy,
                                        memoryBytes: sizes.bytes(keeping: allExperts))
                     if keep < 1 {
-                        let plan = try PruningPlan.make(patterns: [pattern], budget: .fraction(keep), sizes: sizes)
+                        let plan = try PruningPlan.make(patterns: [run.pattern], budget: .fraction(keep), sizes: sizes,
+                                                        allocation: run.allocation, minimumPerLayer: options.topK ?? moe.topK)
                         try loaded.loadExperts(kept: plan.keptExperts, copy: false)
-                        let result = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: evaluation, items: items)
+                        if let k = options.topK { try model.overrideRoutedTopK(k) }
+                        let result = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
                         row.expertsKept = plan.expertsPerLayer
                         row.perplexity = result.perplexity
                         row.accuracy = result.accuracy
                         row.normalizedAccuracy = result.normalizedAccuracy
                         row.memoryBytes = sizes.bytes(keeping: plan.keptExperts)
                     }
-                    progress(String(format: "[%@] %@ keep %.1f%%: ppl %.3f%@", task, scorer, keep * 100, row.perplexity ?? .nan,
-                                    row.accuracy.map { String(format: ", acc %.3f", $0) } ?? ""))
+                    progress(String(format: "[%@] %@ keep %.1f%%: ppl %.3f%@", task, run.method, keep * 100,
+                                    row.perplexity ?? .nan, row.accuracy.map { String(format: ", acc %.3f", $0) } ?? ""))
                     rows.append(row)
                 }
             }
         }
         try loaded.loadExperts(kept: allExperts, copy: false)
-        let retrieval = signaturePatterns.count > 1
-            ? try retrievalAccuracy(model: model, tokenizer: tokenizer, patterns: signaturePatterns, options: options, progress: progress)
-            : nil
+        var retrieval: RetrievalEvaluation?
+        if storePatterns.count > 1 && options.retrievalPrompts > 0 {
+            var outOfStore: [String: [TaskQuery]] = [:]
+            for task in options.outOfStore where !options.tasks.contains(task) {
+                let url = options.dataDirectory.appendingPathComponent("\(task)/\(options.split).jsonl")
+                guard FileManager.default.fileExists(atPath: url.path) else {
+                    notes.append("out-of-store \(task): no \(url.path), skipped")
+                    continue
+                }
+                // Prose files hold headings and fragments: queries are paragraphs of 50+ characters.
+                outOfStore[task] = Array(try TaskQueries.read(url).filter { $0.question.count >= 50 }.prefix(options.retrievalPrompts))
+            }
+            retrieval = try RetrievalBenchmark.run(model: model, tokenizer: tokenizer, patterns: storePatterns,
+                                                   queries: heldOutQueries, outOfStore: outOfStore, progress: progress)
+        }
         return SweepReport(model: modelDirectory.path, rows: rows, retrieval: retrieval, notes: notes)
     }
 
-    /// One pass of `RouterStats` that serves every requested scorer.
-    static func unionOptions(_ scorers: [ExpertScorer]) -> StatsOptions {
-        var options = StatsOptions()
-        for scorer in scorers {
-            let o = scorer.statsOptions
-            switch scorer.descriptor.name {
-            case "tcess":
-                options.markerTopK = o.markerTopK
-                options.markerThreshold = o.markerThreshold
-            case "tcess-prob":
-                options.probabilityTopK = o.probabilityTopK
-                options.probabilityThreshold = o.probabilityThreshold
-            default:
-                break
-            }
-            options.expertOutputs = options.expertOutputs || o.expertOutputs
-        }
-        return options
+    /// A task's calibration and evaluation material.
+    struct Split {
+        var calibration: [String]
+        var calibrationQueries: [TaskQuery]
+        var evaluation: [String]
+        var heldOutQueries: [TaskQuery]
+        var note: String
     }
 
-    /// Calibration and evaluation texts of a task. A task without the calibration split
-    /// (WikiText-2 ships only `test`) is calibrated on the first half of its evaluation texts and
-    /// evaluated on the second half, so the two never overlap.
-    static func splitTexts(task: String, options: SweepOptions) throws -> (calibration: [String], evaluation: [String], note: String) {
+    /// Calibration and evaluation material of a task. A task without the calibration split
+    /// (WikiText-2 ships only `test`) is calibrated on the first half of its evaluation split and
+    /// evaluated on the second half, so the two never overlap. Held-out retrieval queries come
+    /// from the evaluation side.
+    static func splitTexts(task: String, options: SweepOptions) throws -> Split {
         let dir = options.dataDirectory.appendingPathComponent(task)
         let calibrationURL = dir.appendingPathComponent("\(options.calibrationSplit).jsonl")
         let evaluationURL = dir.appendingPathComponent("\(options.split).jsonl")
         guard FileManager.default.fileExists(atPath: evaluationURL.path) else {
             throw EvaluationError.noItems("\(evaluationURL.path) does not exist")
         }
-        if task == "wikitext2" {
-            // Lines are fragments of articles: evaluate on whole paragraphs.
-            let lines = try CalibrationData.read(evaluationURL)
-            let half = lines.count / 2
-            let evaluation = Array(lines[half...].prefix(options.maxExamples))
-            return (Array(lines[..<half]), evaluation,
-                    "\(task): calibrated on the first half of \(options.split), evaluated on \(evaluation.count) lines of the second half")
-        }
-        if FileManager.default.fileExists(atPath: calibrationURL.path) {
-            let calibration = try CalibrationData.read(calibrationURL)
-            let evaluation = try CalibrationData.read(evaluationURL, limit: options.maxExamples)
-            return (calibration, evaluation,
-                    "\(task): calibrated on \(options.calibrationSplit), evaluated on \(evaluation.count) items of \(options.split)")
-        }
-        let all = try CalibrationData.read(evaluationURL)
-        let half = all.count / 2
-        let evaluation = Array(all[half...].prefix(options.maxExamples))
-        return (Array(all[..<half]), evaluation,
-                "\(task): no \(options.calibrationSplit) split; calibrated on the first half of \(options.split), evaluated on \(evaluation.count) of the second half")
-    }
-
-    /// The calibration items' prompts (answers dropped), from the same source as `splitTexts`'
-    /// calibration texts.
-    static func calibrationPrompts(task: String, options: SweepOptions) throws -> [String] {
-        let dir = options.dataDirectory.appendingPathComponent(task)
-        let calibrationURL = dir.appendingPathComponent("\(options.calibrationSplit).jsonl")
+        let queryCount = options.retrievalPrompts
         if task != "wikitext2" && FileManager.default.fileExists(atPath: calibrationURL.path) {
-            return try CalibrationData.read(calibrationURL, rendering: .context)
+            let evaluation = try CalibrationData.read(evaluationURL, limit: options.maxExamples)
+            return Split(calibration: try CalibrationData.read(calibrationURL),
+                         calibrationQueries: try TaskQueries.read(calibrationURL, limit: options.retrievalQueries),
+                         evaluation: evaluation, heldOutQueries: try TaskQueries.read(evaluationURL, limit: queryCount),
+                         note: "\(task): calibrated on \(options.calibrationSplit), evaluated on \(evaluation.count) items of \(options.split)")
         }
-        // Calibrated on the first half of the evaluation split (see `splitTexts`).
-        let all = try CalibrationData.read(dir.appendingPathComponent("\(options.split).jsonl"), rendering: .context)
-        return Array(all[..<(all.count / 2)])
+        // Lines of prose are fragments of articles: evaluate on whole paragraphs.
+        let all = try CalibrationData.read(evaluationURL)
+        let queries = try TaskQueries.read(evaluationURL)
+        let half = all.count / 2, queryHalf = queries.count / 2
+        let evaluation = Array(all[half...].prefix(options.maxExamples))
+        return Split(calibration: Array(all[..<half]), calibrationQueries: Array(queries[..<queryHalf]),
+                     evaluation: evaluation, heldOutQueries: Array(queries[queryHalf...].prefix(queryCount)),
+                     note: "\(task): no \(options.calibrationSplit) split (or prose); calibrated on the first half of "
+                        + "\(options.split), evaluated on \(evaluation.count) items of the second half")
     }
 
     enum Items {
@@ -269,89 +283,80 @@ public enum PruningSweep {
             return (perplexity, nil, nil)
         }
     }
-
-    /// Held-out prompts of each task (questions without answers) → retrieval → confusion matrix.
-    static func retrievalAccuracy(model: DecoderModel, tokenizer: Tokenizer, patterns: [TaskPattern], options: SweepOptions,
-                                  progress: (String) -> Void) throws -> RetrievalReport {
-        let tasks = patterns.map(\.task)
-        var confusion = [[Int]](repeating: [Int](repeating: 0, count: tasks.count), count: tasks.count)
-        for (i, task) in tasks.enumerated() {
-            progress("[retrieval] \(task)")
-            for prompt in try retrievalPrompts(task: task, options: options) {
-                let ids = tokenizer.encode(prompt)
-                guard !ids.isEmpty else { continue }
-                let result = try Retriever.retrieve(model: model, tokens: ids, patterns: patterns)
-                if let chosen = result.task, let j = tasks.firstIndex(of: chosen) { confusion[i][j] += 1 }
-            }
-        }
-        let total = confusion.joined().reduce(0, +)
-        let correct = tasks.indices.reduce(0) { $0 + confusion[$1][$1] }
-        var perTask: [String: Double] = [:]
-        for (i, task) in tasks.enumerated() {
-            let n = confusion[i].reduce(0, +)
-            perTask[task] = n > 0 ? Double(confusion[i][i]) / Double(n) : 0
-        }
-        return RetrievalReport(tasks: tasks, confusion: confusion, accuracy: total > 0 ? Double(correct) / Double(total) : 0,
-                               perTask: perTask)
-    }
-
-    /// Prompts as a user would send them: the evaluation context without the answer.
-    static func retrievalPrompts(task: String, options: SweepOptions) throws -> [String] {
-        let url = options.dataDirectory.appendingPathComponent("\(task)/\(options.split).jsonl")
-        let n = options.retrievalPrompts
-        if TaskItems.multipleChoiceTasks.contains(task) {
-            let rows = try TaskItems.readJSONL(url, limit: n)
-            return try rows.map { try TaskItems.multipleChoice(task: task, row: $0).contexts[0] }
-        }
-        if TaskItems.generativeTasks.contains(task) {
-            return try TaskItems.readJSONL(url, limit: n).map { try TaskItems.generative(row: $0).prompt }
-        }
-        // Prose: held-out lines from the end of the file (calibration used the first half).
-        let lines = try CalibrationData.read(url)
-        return Array(lines.suffix(n))
-    }
 }
 
 extension SweepReport {
-    /// A Markdown table: task × scorer rows, keep-level columns (perplexity, accuracy).
+    /// Markdown: task × method rows with keep-level columns (perplexity, accuracy, ratio to the
+    /// full model), the memory of each level, then the retrieval tables.
     public func markdown() -> String {
         let keeps = Array(Set(rows.map(\.keep))).sorted(by: >)
-        var out = "| task | scorer | " + keeps.map { String(format: "%g%% kept", $0 * 100) }.joined(separator: " | ") + " |\n"
+        var out = "| task | method | " + keeps.map { String(format: "%g%% kept", $0 * 100) }.joined(separator: " | ") + " |\n"
         out += "| --- | --- | " + keeps.map { _ in "---" }.joined(separator: " | ") + " |\n"
         var seen = Set<String>()
-        for row in rows where seen.insert("\(row.task)|\(row.scorer)").inserted {
+        for row in rows where seen.insert("\(row.task)|\(row.method)").inserted {
+            let full = rows.first { $0.task == row.task && $0.keep == 1 }?.perplexity
             let cells = keeps.map { keep -> String in
-                guard let r = rows.first(where: { $0.task == row.task && $0.scorer == row.scorer && $0.keep == keep }) else { return "" }
-                let ppl = r.perplexity.map { String(format: "ppl %.2f", $0) } ?? "—"
-                let acc = r.accuracy.map { String(format: ", acc %.1f%%", $0 * 100) } ?? ""
-                return ppl + acc
+                guard let r = rows.first(where: { $0.task == row.task && $0.method == row.method && $0.keep == keep }) else { return "" }
+                var cell = r.perplexity.map { String(format: "ppl %.2f", $0) } ?? "—"
+                if keep < 1, let p = r.perplexity, let full, full > 0 { cell += String(format: " (×%.2f)", p / full) }
+                return cell + (r.accuracy.map { String(format: ", acc %.1f%%", $0 * 100) } ?? "")
             }
-            out += "| \(row.task) | \(row.scorer) | " + cells.joined(separator: " | ") + " |\n"
+            let name = row.isDefault ? "**\(row.method)** (default)" : row.method
+            out += "| \(row.task) | \(name) | " + cells.joined(separator: " | ") + " |\n"
         }
-        out += "\n| keep | experts kept per layer | memory |\n| --- | --- | --- |\n"
+        out += "\n| keep | experts kept per layer (mean) | memory |\n| --- | --- | --- |\n"
         for keep in keeps {
             if let r = rows.first(where: { $0.keep == keep }) {
                 out += String(format: "| %g%% | %d | %.2f MiB |\n", keep * 100, r.expertsKept, Double(r.memoryBytes) / 1_048_576)
             }
         }
-        if let retrieval {
-            out += String(format: "\nRetrieval accuracy: %.1f%%\n\n", retrieval.accuracy * 100)
-            out += "| true \\ retrieved | " + retrieval.tasks.joined(separator: " | ") + " |\n"
-            out += "| --- | " + retrieval.tasks.map { _ in "---" }.joined(separator: " | ") + " |\n"
-            for (i, task) in retrieval.tasks.enumerated() {
-                out += "| \(task) | " + retrieval.confusion[i].map(String.init).joined(separator: " | ") + " |\n"
-            }
-        }
+        if let retrieval { out += "\n" + retrieval.markdown() }
         return out
     }
 
     /// CSV with one line per row.
     public func csv() -> String {
-        var out = "task,scorer,keep,experts_kept,perplexity,accuracy,accuracy_norm,memory_bytes\n"
+        var out = "task,scorer,method,default,keep,experts_kept,perplexity,accuracy,accuracy_norm,memory_bytes\n"
         for r in rows {
-            out += "\(r.task),\(r.scorer),\(r.keep),\(r.expertsKept),\(r.perplexity.map { "\($0)" } ?? ""),"
-                + "\(r.accuracy.map { "\($0)" } ?? ""),\(r.normalizedAccuracy.map { "\($0)" } ?? ""),\(r.memoryBytes)\n"
+            out += "\(r.task),\(r.scorer),\(r.method),\(r.isDefault),\(r.keep),\(r.expertsKept),"
+                + "\(r.perplexity.map { "\($0)" } ?? ""),\(r.accuracy.map { "\($0)" } ?? ""),"
+                + "\(r.normalizedAccuracy.map { "\($0)" } ?? ""),\(r.memoryBytes)\n"
         }
+        return out
+    }
+}
+
+extension RetrievalEvaluation {
+    /// Markdown: accuracy per method and rendering, out-of-store fallback, the classifier's
+    /// confusion matrix on raw queries, sizes and timings.
+    public func markdown() -> String {
+        var out = "| method | rendering | accuracy by task | by family | false fallbacks |\n| --- | --- | --- | --- | --- |\n"
+        for r in reports {
+            out += String(format: "| %@ | %@ | %.1f%% | %@ | %.1f%% |\n", r.method, r.rendering, r.accuracy * 100,
+                          r.familyAccuracy.map { String(format: "%.1f%%", $0 * 100) } ?? "—", r.falseFallbackRate * 100)
+        }
+        if !outOfStore.isEmpty {
+            out += "\n| method | out-of-store task | rendering | queries | fell back | assigned instead |\n"
+            out += "| --- | --- | --- | --- | --- | --- |\n"
+            for o in outOfStore {
+                let assigned = o.assigned.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map { "\($0.key) \($0.value)" }
+                out += String(format: "| %@ | %@ | %@ | %d | %.1f%% | %@ |\n", o.method, o.task, o.rendering, o.queries,
+                              o.fallbackRate * 100, assigned.joined(separator: ", "))
+            }
+        }
+        for r in reports where r.rendering == QueryStyle.raw.rawValue {
+            out += "\n\(r.method), raw queries (rows: true task; last column: fell back):\n\n"
+            out += "| true \\ retrieved | " + r.tasks.joined(separator: " | ") + " | fallback |\n"
+            out += "| --- | " + (r.tasks + ["fallback"]).map { _ in "---" }.joined(separator: " | ") + " |\n"
+            for (i, task) in r.tasks.enumerated() {
+                out += "| \(task) | " + r.confusion[i].map(String.init).joined(separator: " | ") + " |\n"
+            }
+        }
+        let bytes = patternBytes.keys.sorted().map { "\($0) \(patternBytes[$0]! / 1024) KiB (samples \((sampleBytes[$0] ?? 0) / 1024) KiB)" }
+        out += "\nPattern files: " + bytes.joined(separator: ", ") + ".\n"
+        out += String(format: "Decision after the backbone pass: %.1f µs with the stored tasks, %.1f µs with %d synthetic tasks.\n",
+                      decisionSeconds * 1e6, syntheticDecisionSeconds * 1e6, syntheticTasks)
+        if let minSimilarity { out += String(format: "Fitted fallback threshold: nearest-sample cosine similarity %.4f.\n", minSimilarity) }
         return out
     }
 }

@@ -48,14 +48,32 @@ public enum CalibrationData {
     ///   - rendering: with or without the gold answers.
     public static func read(_ url: URL, chatTemplate: ChatTemplate? = nil, limit: Int? = nil,
                             rendering: Rendering = .full) throws -> [String] {
+        var texts: [String] = []
+        try forEachRecord(url) { record, line in
+            if let limit, texts.count >= limit { return false }
+            do {
+                if let text = try render(record, chatTemplate: chatTemplate, rendering: rendering), !text.isEmpty {
+                    texts.append(text)
+                }
+            } catch let error as RenderError {
+                throw PreMoeError.invalidData(file: url.path, line: line, reason: error.reason)
+            }
+            return true
+        }
+        return texts
+    }
+
+    /// Calls `body` with every record of a JSONL file and its line number, until it returns false.
+    /// Lines are split on `\n` bytes only; blank lines are skipped.
+    /// - Throws: `PreMoeError.invalidData` for an unreadable file or a line that is not JSON, and
+    ///   whatever `body` throws.
+    static func forEachRecord(_ url: URL, _ body: (JSONValue, Int) throws -> Bool) throws {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw PreMoeError.invalidData(file: url.path, line: nil, reason: "cannot read the file")
         }
-        var texts: [String] = []
         var lineNumber = 0
         for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
             lineNumber += 1
-            if let limit, texts.count >= limit { break }
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             let record: JSONValue
             do {
@@ -63,13 +81,8 @@ public enum CalibrationData {
             } catch {
                 throw PreMoeError.invalidData(file: url.path, line: lineNumber, reason: "\(error)")
             }
-            do {
-                if let text = try render(record, chatTemplate: chatTemplate, rendering: rendering), !text.isEmpty { texts.append(text) }
-            } catch let error as RenderError {
-                throw PreMoeError.invalidData(file: url.path, line: lineNumber, reason: error.reason)
-            }
+            guard try body(record, lineNumber) else { return }
         }
-        return texts
     }
 
     struct RenderError: Error { let reason: String }

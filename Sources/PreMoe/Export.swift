@@ -45,11 +45,13 @@ public enum PrunedExport {
     ///   - tasks: recorded in the config.
     ///   - out: a new or empty directory.
     ///   - maxShardBytes: shard size (transformers' default 5 GB).
+    ///   - routedTopK: experts per token written as `num_experts_per_tok` (the paper's a/b, e.g.
+    ///     4/64); nil keeps the checkpoint's (lowered to N if larger).
     /// - Throws: `PreMoeError` for a bad plan or a non-empty output directory, `ModelError`,
     ///   `CheckpointError`.
     @discardableResult
     public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
-                             to out: URL, maxShardBytes: Int = 5_000_000_000) throws -> ExportReport {
+                             to out: URL, maxShardBytes: Int = 5_000_000_000, routedTopK: Int? = nil) throws -> ExportReport {
         let spec = try ModelLoader.spec(at: modelDirectory)
         let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
         let moeLayers = spec.moeLayers
@@ -82,7 +84,12 @@ public enum PrunedExport {
         }
         let original = config[countKeys[0]]?.intValue ?? kept
         for key in countKeys { config[key] = .number(Double(kept)) }
-        if let k = config["num_experts_per_tok"]?.intValue, k > kept { config["num_experts_per_tok"] = .number(Double(kept)) }
+        if let k = config["num_experts_per_tok"]?.intValue {
+            if let routedTopK, routedTopK < 1 || routedTopK > k {
+                throw PreMoeError.invalidBudget("--top-k \(routedTopK): expected 1 … \(k) (the checkpoint's num_experts_per_tok)")
+            }
+            config["num_experts_per_tok"] = .number(Double(min(routedTopK ?? k, kept)))
+        }
         // Group-limited routing (DeepSeek's n_group / topk_group) is dropped after pruning, as the
         // in-memory pruned model does (METHODS §8.5): one group that is always kept.
         if kept < original, config["n_group"]?.intValue != nil {

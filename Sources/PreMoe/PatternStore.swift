@@ -38,13 +38,27 @@ public struct PatternStore: Sendable {
     public func save(_ pattern: TaskPattern) throws -> URL {
         guard Self.isValidTaskName(pattern.task) else { throw PreMoeError.invalidTaskName(pattern.task) }
         let destination = url(for: pattern.task)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data: Data
+        do {
+            data = try encoder.encode(pattern)
+        } catch {
+            throw PreMoeError.io(path: destination.path, reason: "\(error)")
+        }
+        try writeAtomically(data, to: destination)
+        return destination
+    }
+
+    /// Writes `data` (plus a final newline) to a temporary file in the store directory, then
+    /// renames it over `destination`.
+    /// - Throws: `PreMoeError.io`.
+    func writeAtomically(_ data: Data, to destination: URL) throws {
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            var data = try encoder.encode(pattern)
+            var data = data
             data.append(0x0A)
-            let temporary = directory.appendingPathComponent(".\(pattern.task).json.tmp-\(UUID().uuidString)")
+            let temporary = directory.appendingPathComponent(".\(destination.lastPathComponent).tmp-\(UUID().uuidString)")
             try data.write(to: temporary)
             guard rename(temporary.path, destination.path) == 0 else {
                 let reason = String(cString: strerror(errno))
@@ -56,7 +70,6 @@ public struct PatternStore: Sendable {
         } catch {
             throw PreMoeError.io(path: destination.path, reason: "\(error)")
         }
-        return destination
     }
 
     /// Task names stored, sorted.

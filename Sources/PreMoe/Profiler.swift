@@ -107,9 +107,16 @@ public enum Profiler {
         let signatureScorer = scorer.signatureScorer
         let signature = TaskPattern.Signature(layer: first, scorer: signatureScorer.descriptor,
                                               values: signatureScorer.scores(signatureLayerStats))
-        return TaskPattern(modelFingerprint: fingerprint, modelType: spec.modelType, task: task,
-                           scorer: scorer.descriptor, tokenCount: firstStats.tokenCount,
-                           expertCount: firstStats.expertCount, scores: scores, signature: signature,
-                           createdAt: createdAt, source: source)
+        var pattern = TaskPattern(modelFingerprint: fingerprint, modelType: spec.modelType, task: task,
+                                  scorer: scorer.descriptor, tokenCount: firstStats.tokenCount,
+                                  expertCount: firstStats.expertCount, scores: scores, signature: signature,
+                                  createdAt: createdAt, source: source)
+        var mass: [String: [Double]] = [:]
+        for (l, layerStats) in stats.layers {
+            let total = layerStats.probabilityMass.reduce(0, +)
+            mass[String(l)] = layerStats.probabilityMass.map { total > 0 ? $0 / total : 0 }
+        }
+        pattern.routingMass = mass
+        return pattern
     }
 }

@@ -58,14 +58,26 @@ public enum ExpertBudget: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// How a budget is spread over the MoE layers.
+public enum LayerAllocation: String, Sendable, CaseIterable, Codable {
+    /// The same N in every layer (the paper, METHODS §1.3, §8.4). Exports need it: Hugging Face
+    /// configs and GGUF metadata hold one expert count for all layers.
+    case uniform
+    /// The same total, spread so that the smallest share of routing probability mass kept in
+    /// any layer is as large as possible: layers whose routing is spread thin (the first MoE
+    /// layer, typically) get more experts, concentrated ones fewer. Needs patterns with
+    /// `routing_mass`.
+    case routingMass = "routing-mass"
+}
+
 /// Kept experts per MoE layer, derived from pattern scores and a budget (never stored by hand).
-/// Every layer keeps its own top-N by its own score, the same N in every layer (METHODS §1.3,
-/// §8.4), in rank order: slot i of the pruned layer holds the expert of rank i. Indices are
-/// original checkpoint indices.
+/// Every layer keeps its own top-N by its own score, in rank order: slot i of the pruned layer
+/// holds the expert of rank i. N is the same in every layer with `.uniform` allocation and
+/// varies by layer with `.routingMass`. Indices are original checkpoint indices.
 public struct PruningPlan: Equatable, Sendable {
     /// Layer → kept original expert indices, best first.
     public var keptExperts: [Int: [Int]]
-    /// N, the experts kept in every MoE layer.
+    /// N, the experts kept per MoE layer (the mean, rounded, when layers differ).
     public var expertsPerLayer: Int
     /// The tasks whose scores made the plan.
     public var tasks: [String]
@@ -75,7 +87,9 @@ public struct PruningPlan: Equatable, Sendable {
     /// A plan from explicit kept lists (tests, fixed exports); `make` derives plans from patterns.
     public init(keptExperts: [Int: [Int]], expertsPerLayer: Int? = nil, tasks: [String] = [], warnings: [String] = []) {
         self.keptExperts = keptExperts
-        self.expertsPerLayer = expertsPerLayer ?? keptExperts.values.map(\.count).max() ?? 0
+        self.expertsPerLayer = expertsPerLayer
+            ?? (keptExperts.isEmpty ? 0 : Int((Double(keptExperts.values.reduce(0) { $0 + $1.count })
+                / Double(keptExperts.count)).rounded()))
         self.tasks = tasks
         self.warnings = warnings
     }
@@ -106,9 +120,14 @@ public struct PruningPlan: Equatable, Sendable {
     ///   - patterns: one task, or several for a generalist (all of the same model).
     ///   - budget: count, fraction or bytes.
     ///   - sizes: storage sizes (needed for `.bytes`; also used by the byte estimate).
+    ///   - allocation: the same N per layer, or per-layer counts by routing mass (same total
+    ///     experts for a count or fraction; same byte limit for bytes).
+    ///   - minimumPerLayer: the least a layer keeps under `.routingMass` (the model's top-k, so
+    ///     a token still finds k experts).
     /// - Throws: `PreMoeError.invalidBudget` when even one expert per layer does not fit, or the
-    ///   patterns disagree on the model.
-    public static func make(patterns: [TaskPattern], budget: ExpertBudget, sizes: ModelSizes? = nil) throws -> PruningPlan {
+    ///   patterns disagree on the model, or `.routingMass` lacks the patterns' routing mass.
+    public static func make(patterns: [TaskPattern], budget: ExpertBudget, sizes: ModelSizes? = nil,
+                            allocation: LayerAllocation = .uniform, minimumPerLayer: Int = 1) throws -> PruningPlan {
         guard let first = patterns.first else { throw PreMoeError.invalidBudget("no pattern given") }
         for p in patterns where p.modelFingerprint != first.modelFingerprint {
             throw PreMoeError.invalidBudget("patterns '\(first.task)' and '\(p.task)' were made for different models")
@@ -138,18 +157,75 @@ public struct PruningPlan: Equatable, Sendable {
             }
             n = best
         }
-        let kept = keep(n)
+        var kept = keep(n)
+        if allocation == .routingMass {
+            kept = try massBalanced(patterns: patterns, rankings: rankings, uniform: n, budget: budget, sizes: sizes,
+                                    minimum: min(max(1, minimumPerLayer), maxExperts))
+        }
         var warnings: [String] = []
         for l in layers {
             let s = scores[l]!
             let keptScores = kept[l]!.map { s[$0] }
-            let dropped = rankings[l]!.dropFirst(n).map { s[$0] }
+            let dropped = rankings[l]!.dropFirst(kept[l]!.count).map { s[$0] }
             if keptScores.contains(where: { $0 < 0 }) || (dropped.contains(where: { $0 < 0 }) && keptScores.contains(0)) {
                 warnings.append("layer \(l): the kept set depends on negative scores (raw-logit TCESS ranks an "
                     + "expert never chosen above one chosen with negative logits; METHODS §1.2)")
             }
         }
-        return PruningPlan(keptExperts: kept, expertsPerLayer: n, tasks: patterns.map(\.task), warnings: warnings)
+        return PruningPlan(keptExperts: kept, expertsPerLayer: allocation == .uniform ? n : nil,
+                           tasks: patterns.map(\.task), warnings: warnings)
+    }
+
+    /// Per-layer counts that keep the smallest per-layer share of routing mass as large as
+    /// possible: start every layer at `minimum`, then repeatedly give one more expert (the next
+    /// in that layer's ranking) to the layer whose kept share is lowest, until the uniform plan's
+    /// total count is reached (count/fraction budgets) or no further expert fits (bytes).
+    static func massBalanced(patterns: [TaskPattern], rankings: [Int: [Int]], uniform n: Int, budget: ExpertBudget,
+                             sizes: ModelSizes?, minimum: Int) throws -> [Int: [Int]] {
+        let layers = rankings.keys.sorted()
+        var mass: [Int: [Double]] = [:]
+        for pattern in patterns {
+            let byLayer = pattern.routingMassByLayer
+            for l in layers {
+                guard let m = byLayer[l], m.count == rankings[l]!.count else {
+                    throw PreMoeError.invalidBudget("pattern '\(pattern.task)' has no routing mass for layer \(l); "
+                        + "profile it again or use the uniform allocation")
+                }
+                var acc = mass[l] ?? [Double](repeating: 0, count: m.count)
+                for e in m.indices { acc[e] += m[e] / Double(patterns.count) }
+                mass[l] = acc
+            }
+        }
+        var count = Dictionary(uniqueKeysWithValues: layers.map { ($0, minimum) })
+        var share = Dictionary(uniqueKeysWithValues: layers.map { l in
+            (l, rankings[l]!.prefix(minimum).reduce(0.0) { $0 + mass[l]![$1] })
+        })
+        var bytes = sizes.map { s in
+            s.bytes(keeping: Dictionary(uniqueKeysWithValues: layers.map { ($0, Array(rankings[$0]!.prefix(minimum))) }))
+        } ?? 0
+        let total = n * layers.count
+        var full = Set<Int>()
+        while true {
+            if case .bytes = budget {} else if count.values.reduce(0, +) >= total { break }
+            guard let l = layers.filter({ !full.contains($0) }).min(by: { (share[$0]!, $0) < (share[$1]!, $1) }) else { break }
+            let ranking = rankings[l]!
+            guard count[l]! < ranking.count else {
+                full.insert(l)
+                continue
+            }
+            let next = ranking[count[l]!]
+            if case .bytes(let limit) = budget, let sizes {
+                let extra = sizes.expertBytes[l].map { $0.indices.contains(next) ? $0[next] : 0 } ?? 0
+                guard bytes + extra <= limit else {
+                    full.insert(l)
+                    continue
+                }
+                bytes += extra
+            }
+            count[l]! += 1
+            share[l]! += mass[l]![next]
+        }
+        return Dictionary(uniqueKeysWithValues: layers.map { ($0, Array(rankings[$0]!.prefix(count[$0]!))) })
     }
 
     /// The plan's `[String: [Int]]` form for JSON output and configs.

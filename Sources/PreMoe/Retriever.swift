@@ -28,118 +28,223 @@ public enum DistanceMetric: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// One stored task and its distance to the query.
+/// How a query is matched to a stored task.
+public enum RetrievalMethod: String, Sendable, CaseIterable, Codable {
+    /// Logistic regression on `QueryFeatures` with a nearest-sample fallback (`TaskClassifier`).
+    case classifier
+    /// The paper's rule: nearest stored TCESS signature of the first MoE layer (METHODS §2.2).
+    case centroid
+}
+
+/// One stored task and how far the query is from it.
 public struct RetrievalCandidate: Codable, Equatable, Sendable {
     public var task: String
+    /// Centroid: the signature distance. Classifier: 1 − the task's probability.
     public var distance: Double
+    /// Classifier only: the task's probability.
+    public var probability: Double?
+
+    public init(task: String, distance: Double, probability: Double? = nil) {
+        self.task = task
+        self.distance = distance
+        self.probability = probability
+    }
 }
 
 /// The outcome of matching a query against stored patterns.
 public struct RetrievalResult: Sendable {
-    /// The nearest task, or nil when its distance is above the threshold.
+    /// The chosen task, or nil when the query falls back (no stored task fits).
     public var task: String?
-    /// The nearest distance (also when `task` is nil).
+    /// The best candidate's distance (also when `task` is nil).
     public var distance: Double
-    /// Every stored task, nearest first (ties by task name).
+    /// Every stored task, best first (ties by task name).
     public var candidates: [RetrievalCandidate]
+    public var method: RetrievalMethod
+    /// Classifier: the best task's probability.
+    public var confidence: Double?
+    /// Classifier: cosine similarity to the nearest calibration sample of the best task.
+    public var similarity: Double?
+    /// Why the query fell back, when it did.
+    public var fallbackReason: String?
     /// Query tokens.
     public var tokenCount: Int
-    /// Seconds computing the signature (backbone up to the first router) and comparing.
+    /// Seconds computing the features (backbone up to the first router) and deciding.
     public var signatureSeconds: Double
     public var matchSeconds: Double
 }
 
-/// Task-adaptive expert retrieval (TAER, METHODS §2.2): the query signature is the first MoE
-/// layer's scorer vector over the query's tokens, computed by running the model only up to that
-/// layer's router, so no expert is needed; the nearest stored signature names the task.
-public enum Retriever {
+/// Task-adaptive expert retrieval (TAER): the query runs through the backbone up to the first
+/// MoE router (no expert is needed), then a prepared matcher names the task or falls back.
+public struct Retriever: Sendable {
+    public let patterns: [TaskPattern]
+    public let method: RetrievalMethod
+    /// Centroid: distance metric and the largest distance that still matches.
+    public var metric: DistanceMetric = .l2
+    public var maxDistance: Double?
+    /// Classifier: below this probability the query falls back (default: never on probability).
+    public var minConfidence: Double?
+    /// Classifier: overrides the fitted nearest-sample similarity threshold.
+    public var minSimilarity: Double?
+    let classifier: TaskClassifier?
+    /// Unit-scaled samples per task, in the classifier's task order, `[samples × dimension]`.
+    let unitSamples: [[Float]]
+    let scorers: [ExpertScorer]
+
+    /// Prepares a matcher.
+    /// - Parameters:
+    ///   - patterns: candidates (already checked against the model).
+    ///   - method: classifier (needs patterns with retrieval samples and a fitted classifier) or centroid.
+    ///   - classifier: fitted on these patterns (`PatternStore.classifier(for:)` or `fitClassifier`).
+    ///   - modelTopK: the model's top-k (to rebuild centroid signature scorers).
+    /// - Throws: `PreMoeError.emptyStore`, `.unsupported` when the classifier lacks a task.
+    public init(patterns: [TaskPattern], method: RetrievalMethod, classifier: TaskClassifier? = nil, modelTopK: Int,
+                storeName: String = "store") throws {
+        guard !patterns.isEmpty else { throw PreMoeError.emptyStore(storeName) }
+        self.patterns = patterns
+        self.method = method
+        scorers = try patterns.map { try Scorers.make($0.signature.scorer, modelTopK: modelTopK) }
+        if method == .classifier {
+            guard let classifier else {
+                throw PreMoeError.unsupported("classifier retrieval needs patterns profiled with retrieval samples "
+                    + "(profile the tasks again, or use --method centroid)")
+            }
+            let byTask = Dictionary(patterns.map { ($0.task, $0) }, uniquingKeysWith: { a, _ in a })
+            unitSamples = try classifier.tasks.map { task in
+                guard let pattern = byTask[task], let samples = pattern.retrieval else {
+                    throw PreMoeError.unsupported("the task classifier knows '\(task)', which has no retrieval samples here")
+                }
+                return try samples.vectors(file: task).flatMap {
+                    TaskClassifier.similarityVector($0, dimensions: classifier.similarityDimensions)
+                }
+            }
+        } else {
+            unitSamples = []
+        }
+        self.classifier = classifier
+    }
+
+    /// Fits a classifier on the patterns' retrieval samples (nil when any pattern has none).
+    /// - Throws: `PreMoeError` for inconsistent samples.
+    public static func fitClassifier(_ patterns: [TaskPattern], settings: TaskClassifier.Settings = .init(),
+                                     key: String = "") throws -> TaskClassifier? {
+        guard !patterns.isEmpty, patterns.allSatisfy({ $0.retrieval != nil }) else { return nil }
+        var samples: [RetrievalSample] = []
+        let sorted = patterns.sorted { $0.task < $1.task }
+        let view = sorted[0].retrieval!.similarityDimensions
+        for (t, pattern) in sorted.enumerated() {
+            let retrieval = pattern.retrieval!
+            guard retrieval.features == QueryFeatures.name, retrieval.similarityDimensions == view else {
+                throw PreMoeError.unsupported("pattern '\(pattern.task)' has retrieval features '\(retrieval.features)', "
+                    + "expected '\(QueryFeatures.name)'; profile it again")
+            }
+            for (item, vector) in zip(retrieval.items, try retrieval.vectors(file: pattern.task)) {
+                samples.append(RetrievalSample(task: t, item: item, features: vector))
+            }
+        }
+        return try TaskClassifier.fit(tasks: sorted.map(\.task), samples: samples, features: QueryFeatures.name,
+                                      similarityDimensions: view, settings: settings, key: key)
+    }
+
+    /// What the backbone says about a query, enough for either method.
+    public struct Probe: Sendable {
+        public var features: [Float]
+        /// The centroid signatures, by scorer.
+        public var signatures: [ScorerDescriptor: [Double]]
+        public var tokenCount: Int
+        public var seconds: Double
+    }
+
+    /// Runs the query through the backbone up to the first MoE router (one pass for both
+    /// methods' inputs).
+    /// - Parameters:
+    ///   - model: a load whose first MoE router is unpruned; backbone-only suffices and reads no expert byte.
+    ///   - tokens: the query's ids, as it arrived (raw, chat template and all).
+    /// - Throws: model errors.
+    public func probe(model: DecoderModel, tokens: [Int]) throws -> Probe {
+        let start = Date()
+        let (features, signatures) = try Self.featuresAndSignatures(model: model, tokens: tokens, scorers: scorers)
+        return Probe(features: features, signatures: signatures, tokenCount: tokens.count,
+                     seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Matches one query.
+    /// - Throws: model errors, `PreMoeError` for mismatched lengths.
+    public func retrieve(model: DecoderModel, tokens: [Int]) throws -> RetrievalResult {
+        try decide(probe(model: model, tokens: tokens))
+    }
+
+    /// Decides on a probed query (no model work: microseconds).
+    /// - Throws: `PreMoeError` when the probe's lengths do not match the patterns.
+    public func decide(_ probe: Probe) throws -> RetrievalResult {
+        let start = Date()
+        switch method {
+        case .classifier:
+            let decision = try classifier!.decide(probe.features, unitSamples: unitSamples)
+            let tasks = classifier!.tasks
+            var candidates = tasks.indices.map {
+                RetrievalCandidate(task: tasks[$0], distance: 1 - decision.probabilities[$0],
+                                   probability: decision.probabilities[$0])
+            }
+            candidates.sort { ($0.distance, $0.task) < ($1.distance, $1.task) }
+            let confidence = decision.probabilities[decision.best]
+            let threshold = minSimilarity ?? classifier!.minSimilarity
+            var reason: String?
+            if decision.similarity < threshold {
+                reason = String(format: "nearest calibration prompt of '%@' has similarity %.3f < %.3f",
+                                tasks[decision.best], decision.similarity, threshold)
+            } else if let minConfidence, confidence < minConfidence {
+                reason = String(format: "probability %.3f < %.3f", confidence, minConfidence)
+            }
+            return RetrievalResult(
+                task: reason == nil ? tasks[decision.best] : nil, distance: 1 - confidence, candidates: candidates,
+                method: .classifier, confidence: confidence, similarity: decision.similarity, fallbackReason: reason,
+                tokenCount: probe.tokenCount, signatureSeconds: probe.seconds,
+                matchSeconds: Date().timeIntervalSince(start))
+        case .centroid:
+            var candidates: [RetrievalCandidate] = []
+            for pattern in patterns {
+                guard let q = probe.signatures[pattern.signature.scorer], q.count == pattern.signature.values.count else {
+                    throw PreMoeError.invalidPattern(file: pattern.task, reason: "signature length does not match the model")
+                }
+                candidates.append(RetrievalCandidate(task: pattern.task, distance: metric.distance(q, pattern.signature.values)))
+            }
+            candidates.sort { ($0.distance, $0.task) < ($1.distance, $1.task) }
+            let best = candidates[0]
+            let reason = maxDistance.flatMap { best.distance <= $0 ? nil : String(format: "distance %.4g > %.4g", best.distance, $0) }
+            return RetrievalResult(
+                task: reason == nil ? best.task : nil, distance: best.distance, candidates: candidates, method: .centroid,
+                confidence: nil, similarity: nil, fallbackReason: reason, tokenCount: probe.tokenCount,
+                signatureSeconds: probe.seconds, matchSeconds: Date().timeIntervalSince(start))
+        }
+    }
+
     /// The query's signature for each of `scorers` (all from one forward pass).
     /// - Parameters:
     ///   - model: any load of the model whose first MoE router is unpruned; a backbone-only load
     ///     (`loadExperts: false`) suffices and reads no expert byte.
-    ///   - tokens: the raw prompt's ids (no chat template, METHODS §8.6).
+    ///   - tokens: the prompt's ids.
     /// - Throws: `ModelError` from the forward pass, `PreMoeError.unsupported` for a model
     ///   without MoE layers or with a pruned first router.
     public static func signatures(model: DecoderModel, tokens: [Int], scorers: [ExpertScorer]) throws -> [ScorerDescriptor: [Double]] {
-        guard let first = model.spec.moeLayers.first, let moe = model.spec.moe(first) else {
+        try featuresAndSignatures(model: model, tokens: tokens, scorers: scorers).1
+    }
+
+    /// `QueryFeatures` and the signatures of `scorers`, from one pass up to the first router.
+    static func featuresAndSignatures(model: DecoderModel, tokens: [Int], scorers: [ExpertScorer]) throws
+        -> ([Float], [ScorerDescriptor: [Double]])
+    {
+        guard let first = model.spec.moeLayers.first else {
             throw PreMoeError.unsupported("the model has no MoE layer; retrieval needs a router")
         }
-        if case .moe(let block) = model.layers[first].feedForward, block.expertIDs.count != moe.expertCount {
-            throw PreMoeError.unsupported(
-                "layer \(first): the router holds \(block.expertIDs.count) of \(moe.expertCount) experts; "
-                    + "signatures need the unpruned router (METHODS §8.6)")
-        }
-        let capture = RouterCapture(layer: first)
-        let previous = model.observer
-        model.observer = capture
-        defer { model.observer = previous }
-        try model.forward(tokens, cache: model.makeCache(capacity: tokens.count), logits: .none, stopAfterRouterOf: first)
+        let stats = RouterStats(spec: model.spec, options: .union(scorers), onlyLayers: [first])
+        let features = try QueryFeatures.compute(model: model, tokens: tokens, signatureStats: stats)
         var result: [ScorerDescriptor: [Double]] = [:]
-        for scorer in scorers where result[scorer.descriptor] == nil {
-            let stats = RouterStats(spec: model.spec, options: scorer.statsOptions, onlyLayers: [first])
-            for event in capture.events {
-                event.logits.withUnsafeBufferPointer { z in
-                    event.selected.withUnsafeBufferPointer { s in
-                        stats.accumulate(layer: first, tokens: event.tokens, held: event.held, expertIDs: event.expertIDs,
-                                         logits: z.baseAddress!, selected: s.baseAddress!, topK: event.topK)
-                    }
-                }
+        if let layerStats = stats.layers[first] {
+            for scorer in scorers where result[scorer.descriptor] == nil {
+                result[scorer.descriptor] = scorer.scores(layerStats)
             }
-            guard let layerStats = stats.layers[first] else { continue }
-            result[scorer.descriptor] = scorer.scores(layerStats)
         }
-        return result
-    }
-
-    /// Matches a query against patterns.
-    /// - Parameters:
-    ///   - model: see `signatures`.
-    ///   - tokens: the query's ids.
-    ///   - patterns: candidates (already checked against the model's fingerprint).
-    ///   - metric: L2 (default) or cosine.
-    ///   - maxDistance: above it the result's `task` is nil.
-    /// - Throws: `PreMoeError.emptyStore` without patterns, plus `signatures`' errors.
-    public static func retrieve(model: DecoderModel, tokens: [Int], patterns: [TaskPattern], metric: DistanceMetric = .l2,
-                                maxDistance: Double? = nil, storeName: String = "store") throws -> RetrievalResult {
-        guard !patterns.isEmpty else { throw PreMoeError.emptyStore(storeName) }
-        let topK = model.spec.moeLayers.first.flatMap { model.spec.moe($0)?.topK } ?? 1
-        let scorers = try patterns.map { try Scorers.make($0.signature.scorer, modelTopK: topK) }
-        let start = Date()
-        let queries = try signatures(model: model, tokens: tokens, scorers: scorers)
-        let signatureSeconds = Date().timeIntervalSince(start)
-        let matchStart = Date()
-        var candidates: [RetrievalCandidate] = []
-        for pattern in patterns {
-            guard let q = queries[pattern.signature.scorer], q.count == pattern.signature.values.count else {
-                throw PreMoeError.invalidPattern(file: pattern.task, reason: "signature length does not match the model")
-            }
-            candidates.append(RetrievalCandidate(task: pattern.task, distance: metric.distance(q, pattern.signature.values)))
-        }
-        candidates.sort { ($0.distance, $0.task) < ($1.distance, $1.task) }
-        let best = candidates[0]
-        let task = maxDistance.map { best.distance <= $0 } ?? true ? best.task : nil
-        return RetrievalResult(task: task, distance: best.distance, candidates: candidates, tokenCount: tokens.count,
-                               signatureSeconds: signatureSeconds, matchSeconds: Date().timeIntervalSince(matchStart))
+        return (features, result)
     }
 }
 
-/// Copies one layer's router events (logits and choices) so several scorers can be applied to
-/// a single forward pass.
-final class RouterCapture: RouterObserver {
-    struct Event {
-        var tokens: Int, held: Int, topK: Int
-        var expertIDs: [Int]
-        var logits: [Float]
-        var selected: [Int]
-    }
-    let layer: Int
-    private(set) var events: [Event] = []
-    init(layer: Int) { self.layer = layer }
-    func routerDidRoute(_ event: RouterEvent) {
-        guard event.layer == layer else { return }
-        events.append(Event(
-            tokens: event.tokenCount, held: event.expertCount, topK: event.topK, expertIDs: event.expertIDs,
-            logits: Array(UnsafeBufferPointer(start: event.logits, count: event.tokenCount * event.expertCount)),
-            selected: Array(UnsafeBufferPointer(start: event.selected, count: event.tokenCount * event.topK))))
-    }
-}

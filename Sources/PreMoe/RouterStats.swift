@@ -155,3 +155,26 @@ public final class RouterStats: RouterObserver {
         return e.map { $0 / s }
     }
 }
+
+extension StatsOptions {
+    /// Options that serve every scorer of `scorers` from one pass (their marker and probability
+    /// settings must agree where two scorers use the same statistic; the last one wins).
+    public static func union(_ scorers: [ExpertScorer]) -> StatsOptions {
+        var options = StatsOptions()
+        for scorer in scorers {
+            let o = scorer.statsOptions
+            switch scorer.descriptor.name {
+            case "tcess":
+                options.markerTopK = o.markerTopK
+                options.markerThreshold = o.markerThreshold
+            case "tcess-prob":
+                options.probabilityTopK = o.probabilityTopK
+                options.probabilityThreshold = o.probabilityThreshold
+            default:
+                break
+            }
+            options.expertOutputs = options.expertOutputs || o.expertOutputs
+        }
+        return options
+    }
+}

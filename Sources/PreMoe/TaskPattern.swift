@@ -27,6 +27,66 @@ public struct TaskPattern: Codable, Equatable, Sendable {
         }
     }
 
+    /// Query feature vectors of the task's calibration prompts in several renderings, for the
+    /// task classifier (`TaskClassifier`); absent in patterns made before it existed.
+    public struct RetrievalSamples: Codable, Equatable, Sendable {
+        /// `QueryFeatures.name`.
+        public var features: String
+        public var dimension: Int
+        /// Leading dimensions compared by the fallback similarity (`QueryFeatures.similarityDimensions`).
+        public var similarityDimensions: Int
+        /// The calibration item each sample was rendered from.
+        public var items: [Int]
+        /// `QueryStyle` names used.
+        public var renderings: [String]
+        /// Base64 of little-endian float16 `[items.count, dimension]`: half the bytes of float32
+        /// and more than enough for unit-scaled features (relative error 5e-4).
+        public var values: String
+
+        enum CodingKeys: String, CodingKey {
+            case features, dimension, items, renderings, values
+            case similarityDimensions = "similarity_dimensions"
+        }
+
+        public init(features: String, dimension: Int, similarityDimensions: Int, items: [Int], renderings: [String],
+                    vectors: [[Float]]) {
+            self.features = features
+            self.dimension = dimension
+            self.similarityDimensions = similarityDimensions
+            self.items = items
+            self.renderings = renderings
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(vectors.count * dimension * 2)
+            for vector in vectors {
+                for x in vector {
+                    let bits = Float16(x).bitPattern
+                    bytes.append(UInt8(bits & 0xFF))
+                    bytes.append(UInt8(bits >> 8))
+                }
+            }
+            values = Data(bytes).base64EncodedString()
+        }
+
+        /// The vectors, `[items.count][dimension]`.
+        /// - Throws: `PreMoeError.invalidPattern` when the data does not hold that many values.
+        public func vectors(file: String) throws -> [[Float]] {
+            guard let data = Data(base64Encoded: values), dimension > 0,
+                  data.count == items.count * dimension * 2
+            else {
+                throw PreMoeError.invalidPattern(
+                    file: file, reason: "retrieval.values does not hold \(items.count) × \(dimension) float16 values")
+            }
+            return data.withUnsafeBytes { raw in
+                (0..<items.count).map { r in
+                    (0..<dimension).map { i in
+                        let o = (r * dimension + i) * 2
+                        return Float(Float16(bitPattern: UInt16(raw[o]) | UInt16(raw[o + 1]) << 8))
+                    }
+                }
+            }
+        }
+    }
+
     public var version: Int
     /// `ModelFingerprint` of the model the pattern was profiled on.
     public var modelFingerprint: String
@@ -44,9 +104,16 @@ public struct TaskPattern: Codable, Equatable, Sendable {
     public var createdAt: String
     /// Where the calibration data came from (informational).
     public var source: String?
+    /// Per layer (decimal string key), each expert's share of the router's softmax probability
+    /// over the calibration tokens (sums to 1 per layer): how much of the routing an expert
+    /// carries, whatever the scorer. Used to give layers different expert counts under one budget.
+    public var routingMass: [String: [Double]]?
+    /// Samples for the task classifier (nil: only the paper's centroid rule can match this task).
+    public var retrieval: RetrievalSamples?
 
     enum CodingKeys: String, CodingKey {
-        case version, task, scorer, layers, signature, source
+        case version, task, scorer, layers, signature, source, retrieval
+        case routingMass = "routing_mass"
         case modelFingerprint = "model_fingerprint"
         case modelType = "model_type"
         case tokenCount = "token_count"
@@ -77,6 +144,11 @@ public struct TaskPattern: Codable, Equatable, Sendable {
         Dictionary(uniqueKeysWithValues: layers.compactMap { key, value in Int(key).map { ($0, value) } })
     }
 
+    /// Routing mass by integer layer index (empty for patterns made before it was stored).
+    public var routingMassByLayer: [Int: [Double]] {
+        Dictionary(uniqueKeysWithValues: (routingMass ?? [:]).compactMap { key, value in Int(key).map { ($0, value) } })
+    }
+
     /// MoE layer indices, ascending.
     public var layerIndices: [Int] { scores.keys.sorted() }
 
@@ -94,6 +166,16 @@ public struct TaskPattern: Codable, Equatable, Sendable {
             }
             guard values.allSatisfy(\.isFinite) else {
                 throw PreMoeError.invalidPattern(file: file, reason: "layer \(key) has a non-finite score")
+            }
+        }
+        if let retrieval {
+            guard retrieval.dimension > 0, !retrieval.items.isEmpty,
+                  (1...retrieval.dimension).contains(retrieval.similarityDimensions),
+                  retrieval.values.utf8.count == (retrieval.items.count * retrieval.dimension * 2 + 2) / 3 * 4
+            else {
+                throw PreMoeError.invalidPattern(
+                    file: file, reason: "retrieval: \(retrieval.items.count) samples × \(retrieval.dimension) values "
+                        + "do not match the size of 'values'")
             }
         }
         guard signature.values.count == expertCount else {

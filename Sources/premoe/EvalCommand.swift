@@ -7,7 +7,8 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Profile tasks, prune with each scorer to each keep level, and evaluate (the paper's table).")
     @OptionGroup var options: ModelOptions
-    @Option(help: "Comma-separated tasks (folders of --data-dir).") var tasks = "ai2_arc,boolq,gsm8k,obqa,piqa,winogrande,wikitext2"
+    @Option(help: "Comma-separated tasks to profile, prune and store (folders of --data-dir).")
+    var tasks = "ai2_arc,boolq,gsm8k,obqa,piqa,winogrande"
     @Option(help: "Comma-separated keep levels, e.g. 100%,50%,25%,12.5%.") var keep = "100%,50%,25%,12.5%"
     @Option(help: "Comma-separated scorers: tcess, tcess-prob, frequency, reap, random.") var scorers = "tcess,frequency,random"
     @Option(name: .customLong("data-dir"), help: "Task data laid out as <task>/<split>.jsonl.") var dataDir: String?
@@ -15,16 +16,27 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("calibration-split"), help: "Calibration split.") var calibrationSplit = "train"
     @Option(name: .customLong("max-examples"), help: "Evaluation items per task.") var maxExamples = 100
     @Option(name: .customLong("calibration-tokens"), help: "Calibration tokens per task.") var calibrationTokens = 20_000
-    @Option(name: .customLong("retrieval-prompts"), help: "Held-out prompts per task for retrieval accuracy.") var retrievalPrompts = 50
-    @Option(name: .customLong("signature-render"),
-            help: "Retrieval signatures from calibration prompts only (context, default) or prompts with answers (full).")
-    var signatureRender: CalibrationData.Rendering = .context
+    @Option(name: .customLong("retrieval-prompts"), help: "Held-out prompts per task for retrieval accuracy (0: skip retrieval).")
+    var retrievalPrompts = 50
+    @Option(name: .customLong("retrieval-queries"), help: "Calibration prompts per task rendered into retrieval samples.")
+    var retrievalQueries = TaskProfiling.Settings().retrievalQueries
+    @Option(help: "Comma-separated layer allocations tried with each scorer: uniform, routing-mass.")
+    var allocations = "uniform,routing-mass"
+    @Option(name: .customLong("out-of-store"), help: "Comma-separated tasks that are not stored; their prompts should fall back.")
+    var outOfStore = "wikitext2,python_code,german_manpages"
+    @Flag(inversion: .prefixedNo, help: "Oracle rows: the default recipe profiled on the evaluation text itself.")
+    var oracle = true
+    @Option(name: .customLong("top-k"), help: "Experts per token in the pruned models (the paper's a/b, e.g. 4 for 4/64).")
+    var topK: Int?
     @Option(help: "Directory for report.md, report.json and report.csv.") var out = "eval-results"
     @Flag(help: "Print JSON: {\"rows\": […], \"retrieval\": …}.") var json = false
 
     func validate() throws {
         if maxExamples < 1 { throw ValidationError("--max-examples must be ≥ 1") }
         if calibrationTokens < 1 { throw ValidationError("--calibration-tokens must be ≥ 1") }
+        if retrievalPrompts < 0 || retrievalQueries < 0 { throw ValidationError("--retrieval-prompts and --retrieval-queries must be ≥ 0") }
+        _ = try parseAllocations()
+        if let topK, topK < 1 { throw ValidationError("--top-k must be ≥ 1") }
         _ = try parseKeeps()
     }
 
@@ -34,6 +46,17 @@ struct Eval: ParsableCommand {
             let value = text.hasSuffix("%") ? Double(text.dropLast()).map { $0 / 100 } : Double(text)
             guard let value, value > 0, value <= 1 else {
                 throw ValidationError("--keep: '\(text)' is not a fraction in (0, 1] or a percentage in (0%, 100%]")
+            }
+            return value
+        }
+    }
+
+    func parseAllocations() throws -> [LayerAllocation] {
+        try allocations.split(separator: ",").map { part in
+            let text = part.trimmingCharacters(in: .whitespaces)
+            guard let value = LayerAllocation(rawValue: text) else {
+                throw ValidationError("--allocations: '\(text)' is not one of "
+                    + LayerAllocation.allCases.map(\.rawValue).joined(separator: ", "))
             }
             return value
         }
@@ -56,8 +79,10 @@ struct Eval: ParsableCommand {
             scorers: scorers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             dataDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? Self.defaultDataDirectory(),
             split: split, calibrationSplit: calibrationSplit, maxExamples: maxExamples,
-            calibrationTokens: calibrationTokens, retrievalPrompts: retrievalPrompts,
-            signatureRendering: signatureRender, threads: options.threads)
+            calibrationTokens: calibrationTokens, retrievalPrompts: retrievalPrompts, retrievalQueries: retrievalQueries,
+            allocations: try parseAllocations(),
+            outOfStore: outOfStore.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
+            oracle: oracle, topK: topK, threads: options.threads)
         let report = try PruningSweep.run(modelDirectory: options.url, options: sweepOptions) { printError($0) }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

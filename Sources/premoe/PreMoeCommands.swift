@@ -91,15 +91,16 @@ struct Profile: ParsableCommand {
     @Option(help: "Longest forward pass in tokens (longer items are cut).") var window = 512
     @Option(help: "Calibration text: full (context + gold answer) or context (prompts only, like queries).")
     var render: CalibrationData.Rendering = .full
-    @Option(name: .customLong("signature-render"),
-            help: "Text the retrieval signature is computed from: context (prompts only, like queries; default) or full.")
-    var signatureRender: CalibrationData.Rendering = .context
+    @Option(name: .customLong("retrieval-queries"),
+            help: "Calibration prompts rendered (as typed, chat template, lower-cased, …) into retrieval samples.")
+    var retrievalQueries = TaskProfiling.Settings().retrievalQueries
     @Flag(help: "Print a JSON summary on stdout.") var json = false
     @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
 
     func validate() throws {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be ≥ 1") }
         if window < 1 { throw ValidationError("--window must be ≥ 1") }
+        if retrievalQueries < 0 { throw ValidationError("--retrieval-queries must be ≥ 0") }
         if !PatternStore.isValidTaskName(task) { throw ValidationError("\(PreMoeError.invalidTaskName(task))") }
     }
 
@@ -107,6 +108,7 @@ struct Profile: ParsableCommand {
         let task: String, path: String, model: String, fingerprint: String, scorer: ScorerDescriptor
         let tokens: Int, sequences: Int, seconds: Double, tokensPerSecond: Double
         let moeLayers: [Int], experts: Int
+        let retrievalSamples: Int, classifierTasks: [String]?
     }
 
     func run() throws {
@@ -119,39 +121,35 @@ struct Profile: ParsableCommand {
         let scorerImpl = try Scorers.make(scorer, parameters: try parseScorerParameters(scorerParams), modelTopK: moe.topK)
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let dataURL = URL(fileURLWithPath: data)
-        let texts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: render)
-        guard !texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
-        let sequences = Profiler.tokenize(texts, tokenizer: tokenizer, budget: maxTokens)
+        let calibration = try TaskCalibration.read(task: task, file: URL(fileURLWithPath: data),
+                                                   chatTemplate: tokenizer.chatTemplate, rendering: render)
+        guard !calibration.texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
         let bar = ProgressBar(enabled: !noProgress)
-        let result = try Profiler.run(model: loaded.model, sequences: sequences, options: scorerImpl.statsOptions,
-                                      maxTokens: maxTokens, window: window) { bar.update($0) }
+        let result = try TaskProfiling.profile(
+            model: loaded.model, tokenizer: tokenizer, fingerprint: fingerprint, calibration: calibration,
+            scorers: [scorerImpl],
+            settings: TaskProfiling.Settings(maxTokens: maxTokens, window: window, retrievalQueries: retrievalQueries)
+        ) { bar.update($0) }
         bar.update(ProfileProgress(tokens: result.tokens, targetTokens: maxTokens, sequences: result.sequences,
                                    seconds: result.seconds), force: true)
         bar.finish()
-        // The signature is matched against prompts, so by default it comes from the prompts alone
-        // (a pass up to the first router); the layer scores keep the answers.
-        var signatureStats: RouterStats?
-        if signatureRender != render {
-            let prompts = try CalibrationData.read(dataURL, chatTemplate: tokenizer.chatTemplate, rendering: signatureRender)
-            signatureStats = try Profiler.run(
-                model: loaded.model, sequences: Profiler.tokenize(prompts, tokenizer: tokenizer, budget: maxTokens),
-                options: scorerImpl.signatureScorer.statsOptions, maxTokens: maxTokens, window: window,
-                untilFirstRouter: true).stats
-        }
-        let pattern = try Profiler.makePattern(stats: result.stats, scorer: scorerImpl, spec: spec,
-                                               fingerprint: fingerprint, task: task, source: data,
-                                               signatureStats: signatureStats)
+        let pattern = result.patterns[0]
         let path = try store.save(pattern)
+        // Refit the store's task classifier now, so that retrieval finds it ready.
+        let classifier = try store.classifier(for: try store.list(fingerprint: fingerprint))
         let summary = Summary(
             task: task, path: path.path, model: options.model, fingerprint: fingerprint, scorer: scorerImpl.descriptor,
             tokens: result.tokens, sequences: result.sequences, seconds: result.seconds,
             tokensPerSecond: result.seconds > 0 ? Double(result.tokens) / result.seconds : 0,
-            moeLayers: spec.moeLayers, experts: moe.expertCount)
+            moeLayers: spec.moeLayers, experts: moe.expertCount,
+            retrievalSamples: pattern.retrieval?.items.count ?? 0, classifierTasks: classifier?.tasks)
         if json { return try printJSON(summary) }
         print("profiled '\(task)' with \(scorerImpl.descriptor): \(result.tokens) tokens from \(result.sequences) items "
             + String(format: "in %.1f s (%.1f tok/s)", result.seconds, summary.tokensPerSecond))
         print("pattern   \(path.path)")
+        if let classifier {
+            print("retrieval \(summary.retrievalSamples) samples; task classifier over \(classifier.tasks.joined(separator: ", "))")
+        }
     }
 }
 
@@ -247,28 +245,68 @@ struct AnyEncodable: Encodable {
 
 // MARK: retrieve
 
-/// Output of `retrieve --json`: `{"task": NAME|null, "distance": x, "candidates": [{"task", "distance"}, …]}`.
+/// `--method` and the fallback thresholds, shared by `retrieve` and `run`.
+struct RetrievalOptions: ParsableArguments {
+    @Option(help: "classifier (default: logistic regression on backbone features, learned fallback) or centroid (the paper's rule).")
+    var method: RetrievalMethod = .classifier
+    @Option(help: "Centroid distance: l2 (default) or cosine.") var metric: DistanceMetric = .l2
+    @Option(name: .customLong("max-distance"), help: "Centroid: farther than this, no task matches.") var maxDistance: Double?
+    @Option(name: .customLong("min-confidence"), help: "Classifier: below this probability, no task matches.")
+    var minConfidence: Double?
+    @Option(name: .customLong("min-similarity"),
+            help: "Classifier: nearest-calibration-prompt cosine similarity below which no task matches (default: learned at profile time).")
+    var minSimilarity: Double?
+
+    func validate() throws {
+        for (flag, value) in [("--max-distance", maxDistance), ("--min-confidence", minConfidence), ("--min-similarity", minSimilarity)] {
+            if let value, !value.isFinite { throw ValidationError("\(flag) must be a finite number, got \(value)") }
+        }
+        if let minConfidence, !(0...1).contains(minConfidence) { throw ValidationError("--min-confidence must be in [0, 1]") }
+        if let minSimilarity, !(-1...1).contains(minSimilarity) { throw ValidationError("--min-similarity must be in [-1, 1]") }
+    }
+
+    /// A matcher for the store's patterns (the classifier comes from the store's cache, fitted
+    /// there when the patterns changed).
+    func retriever(patterns: [TaskPattern], store: PatternStore, spec: DecoderSpec) throws -> Retriever {
+        let topK = spec.moeLayers.first.flatMap { spec.moe($0)?.topK } ?? 1
+        let classifier = method == .classifier ? try store.classifier(for: patterns) : nil
+        var retriever = try Retriever(patterns: patterns, method: method, classifier: classifier, modelTopK: topK,
+                                      storeName: store.directory.path)
+        retriever.metric = metric
+        retriever.maxDistance = maxDistance
+        retriever.minConfidence = minConfidence
+        retriever.minSimilarity = minSimilarity
+        return retriever
+    }
+}
+
+/// Output of `retrieve --json`: `{"task": NAME|null, "distance": x, "candidates": [{"task", "distance"}, …],
+/// "method", "confidence", "similarity", "fallback_reason"}`.
 struct RetrievalOutput: Encodable {
-    let task: String?
-    let distance: Double
-    let candidates: [RetrievalCandidate]
-    enum CodingKeys: String, CodingKey { case task, distance, candidates }
+    let result: RetrievalResult
+    enum CodingKeys: String, CodingKey {
+        case task, distance, candidates, method, confidence, similarity
+        case fallbackReason = "fallback_reason"
+    }
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(task, forKey: .task)  // null, not absent, when no task is close enough
-        try c.encode(distance, forKey: .distance)
-        try c.encode(candidates, forKey: .candidates)
+        try c.encode(result.task, forKey: .task)  // null, not absent, when no task fits
+        try c.encode(result.distance, forKey: .distance)
+        try c.encode(result.candidates, forKey: .candidates)
+        try c.encode(result.method.rawValue, forKey: .method)
+        try c.encodeIfPresent(result.confidence, forKey: .confidence)
+        try c.encodeIfPresent(result.similarity, forKey: .similarity)
+        try c.encode(result.fallbackReason, forKey: .fallbackReason)
     }
 }
 
 struct Retrieve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Find the stored task nearest to a prompt (backbone only: no expert is read).")
+        abstract: "Find the stored task of a prompt (backbone only: no expert is read), or none.")
     @OptionGroup var options: ModelOptions
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "The query text (raw, no chat template).") var prompt: String
-    @Option(help: "Distance: l2 (default) or cosine.") var metric: DistanceMetric = .l2
-    @Option(name: .customLong("max-distance"), help: "Farther than this, the task is null.") var maxDistance: Double?
+    @Option(help: "The query text, as a user would send it.") var prompt: String
+    @OptionGroup var retrievalOptions: RetrievalOptions
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -281,17 +319,20 @@ struct Retrieve: ParsableCommand {
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try store.list(fingerprint: fingerprint)
-        let result = try Retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt), patterns: patterns,
-                                            metric: metric, maxDistance: maxDistance, storeName: store.directory.path)
-        if json {
-            return try printJSON(RetrievalOutput(task: result.task, distance: result.distance, candidates: result.candidates))
+        let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
+        let result = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt))
+        if json { return try printJSON(RetrievalOutput(result: result)) }
+        print("task      \(result.task ?? "none (\(result.fallbackReason ?? "no match"))")")
+        for c in result.candidates {
+            let value = c.probability.map { String(format: "p=%.4f", $0) } ?? String(format: "%.6g", c.distance)
+            print(String(format: "  %-20@ %@", c.task as NSString, value))
         }
-        print("task      \(result.task ?? "none (nearest is farther than --max-distance)")")
-        for c in result.candidates { print(String(format: "  %-20@ %.6g", c.task as NSString, c.distance)) }
     }
 }
 
 extension DistanceMetric: ExpressibleByArgument {}
+extension RetrievalMethod: ExpressibleByArgument {}
+extension LayerAllocation: ExpressibleByArgument {}
 extension CalibrationData.Rendering: ExpressibleByArgument {}
 
 // MARK: run
@@ -305,9 +346,13 @@ struct RunTask: ParsableCommand {
     @Option(help: "The prompt (retrieval sees it raw; generation too unless --chat).") var prompt: String
     @OptionGroup var budgetOptions: BudgetOptions
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 64
-    @Option(help: "Distance: l2 (default) or cosine.") var metric: DistanceMetric = .l2
-    @Option(name: .customLong("max-distance"), help: "Farther than this, no task matches and every expert is loaded.")
-    var maxDistance: Double?
+    @OptionGroup var retrievalOptions: RetrievalOptions
+    @Option(help: "Experts per layer: routing-mass (default: per-layer counts under the same total) or uniform (the paper).")
+    var allocation: LayerAllocation = .routingMass
+    @Option(help: "When no stored task fits: full (every expert) or generalist (all stored tasks' patterns combined, same budget).")
+    var fallback: Fallback = .full
+    @Option(name: .customLong("top-k"), help: "Experts per token after pruning (the paper's a/b, e.g. 4 for 4/64); default: the model's.")
+    var topK: Int?
     @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
     @Flag(help: "Format the prompt for generation with the model's chat template.") var chat = false
@@ -318,12 +363,15 @@ struct RunTask: ParsableCommand {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
     }
 
+    enum Fallback: String, ExpressibleByArgument { case full, generalist }
+
     struct Timings: Encodable {
         let backboneLoadSeconds: Double, signatureSeconds: Double, retrievalSeconds: Double
         let loadingSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double, decodeSeconds: Double
     }
     struct Output: Encodable {
         let task: String?, distance: Double, candidates: [RetrievalCandidate]
+        let fallbackReason: String?, plannedFrom: [String]
         let expertsPerLayer: Int?, keptExperts: [String: [Int]]
         let expertBytesLoaded: Int?, backboneBytes: Int, peakResidentBytes: Int?
         let text: String, tokens: [Int], promptTokens: Int, finishReason: String, timings: Timings
@@ -338,19 +386,24 @@ struct RunTask: ParsableCommand {
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try store.list(fingerprint: fingerprint)
         let promptIDs = tokenizer.encode(prompt)
-        let retrieval = try Retriever.retrieve(model: loaded.model, tokens: promptIDs, patterns: patterns, metric: metric,
-                                               maxDistance: maxDistance, storeName: store.directory.path)
+        let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
+        let retrieval = try retriever.retrieve(model: loaded.model, tokens: promptIDs)
         // Loading: plan + only the kept experts' bytes.
         let loadStart = Date()
         let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint
         let before = checkpoint?.bytesRead ?? 0
         var plan: PruningPlan?
-        if let task = retrieval.task, let pattern = patterns.first(where: { $0.task == task }) {
-            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: loaded.model.spec) }
-            plan = try PruningPlan.make(patterns: [pattern], budget: try budgetOptions.resolve(), sizes: sizes)
+        let chosen = retrieval.task.map { task in patterns.filter { $0.task == task } } ?? (fallback == .generalist ? patterns : [])
+        if !chosen.isEmpty {
+            let spec = loaded.model.spec
+            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: spec) }
+            plan = try PruningPlan.make(patterns: chosen, budget: try budgetOptions.resolve(), sizes: sizes,
+                                        allocation: allocation,
+                                        minimumPerLayer: topK ?? spec.moeLayers.first.flatMap { spec.moe($0)?.topK } ?? 1)
         }
         if let plan {
             try Reconstruction.equip(loaded, plan: plan)
+            if let topK { try loaded.model.overrideRoutedTopK(topK) }
         } else {
             try loaded.loadExperts(kept: [:], copy: true)  // no match: the full model
         }
@@ -365,8 +418,9 @@ struct RunTask: ParsableCommand {
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed,
                                               eosTokenIDs: loaded.eosTokenIDs)
         if !json {
-            printError("task: \(retrieval.task ?? "none, using every expert")"
-                + String(format: " (distance %.4g)", retrieval.distance))
+            let none = fallback == .generalist ? "none, using the generalist of all stored tasks" : "none, using every expert"
+            printError("task: \(retrieval.task ?? none)" + (retrieval.fallbackReason.map { " (\($0))" } ?? "")
+                + (retrieval.confidence.map { String(format: " (p=%.3f)", $0) } ?? String(format: " (distance %.4g)", retrieval.distance)))
         }
         let result = try generator.generate(promptIDs: ids, parameters: parameters) { piece in
             if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
@@ -379,6 +433,7 @@ struct RunTask: ParsableCommand {
             decodeSeconds: result.decodeSeconds)
         let output = Output(
             task: retrieval.task, distance: retrieval.distance, candidates: retrieval.candidates,
+            fallbackReason: retrieval.fallbackReason, plannedFrom: chosen.map(\.task),
             expertsPerLayer: plan?.expertsPerLayer, keptExperts: plan?.keptExpertsJSON ?? [:],
             expertBytesLoaded: expertBytes, backboneBytes: loaded.model.weightBytes.backbone,
             peakResidentBytes: ProcessMemory.peakResidentBytes, text: result.text, tokens: result.tokens,
@@ -387,7 +442,8 @@ struct RunTask: ParsableCommand {
         print("")
         var lines = ["task             \(retrieval.task ?? "none") (distance \(String(format: "%.4g", retrieval.distance)))"]
         if let plan {
-            lines.append("experts kept     \(plan.expertsPerLayer) per layer")
+            let counts = plan.keptExperts.keys.sorted().map { String(plan.keptExperts[$0]!.count) }
+            lines.append("experts kept     \(counts.joined(separator: ", ")) per layer (\(allocation.rawValue))")
             for l in plan.keptExperts.keys.sorted() {
                 lines.append("  layer \(l): " + plan.keptExperts[l]!.map(String.init).joined(separator: ","))
             }
@@ -417,6 +473,8 @@ struct Prune: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB; safetensors only).") var maxShardSize = "5GB"
     @Option(help: "Output format: safetensors (a Hugging Face checkpoint) or gguf (one model.gguf for llama.cpp).")
     var format = "safetensors"
+    @Option(name: .customLong("top-k"), help: "Experts per token written into the config (the paper's a/b, e.g. 4 for 4/64; safetensors).")
+    var topK: Int?
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
@@ -430,6 +488,7 @@ struct Prune: ParsableCommand {
         guard ["safetensors", "gguf"].contains(format) else {
             throw ValidationError("--format: expected safetensors or gguf, got '\(format)'")
         }
+        if topK != nil && format == "gguf" { throw ValidationError("--top-k is written into safetensors exports only") }
         guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
             throw ValidationError("--max-shard-size: expected a size")
         }
@@ -447,7 +506,8 @@ struct Prune: ParsableCommand {
             ? try GGUFExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
                                    tasks: tasks, to: URL(fileURLWithPath: out))
             : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
-                                     tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes)
+                                     tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes,
+                                     routedTopK: topK)
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,
                             estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)

@@ -79,26 +79,36 @@ private struct Golden: Decodable {
         }
     }
 
-    @Test func profileThenRetrieveJSONNamesTheNearestTask() throws {
+    @Test func profileThenRetrieveJSONNamesTheTaskOfAnUnseenPrompt() throws {
         let store = try Fixtures.temporaryDirectory("premoe-cli-store")
-        let data = store.appendingPathComponent("data.jsonl")
-        try #"{"text": "The sun is hot and water is cold"}"#.appending("\n").write(to: data, atomically: true, encoding: .utf8)
-        let other = store.appendingPathComponent("other.jsonl")
-        try #"{"text": "<|im_start|>user\n1 2 3 4 5 6 7 8 9<|im_end|>"}"#.appending("\n").write(to: other, atomically: true, encoding: .utf8)
-        for (task, file) in [("weather", data), ("numbers", other)] {
+        defer { try? FileManager.default.removeItem(at: store) }
+        let weather = ["The sun is hot and water is cold.", "Rain falls on the cold hills.", "Wind and snow in the north.",
+                       "A warm sunny day with clouds.", "Storms bring rain and thunder."]
+        let numbers = ["1 2 3 4 5 6 7 8 9", "10 20 30 40", "7 8 9 10 11 12", "3 + 4 = 7", "100 200 300"]
+        for (task, texts) in [("weather", weather), ("numbers", numbers)] {
+            let file = store.appendingPathComponent("\(task).jsonl")
+            let lines = try texts.map { String(decoding: try JSONSerialization.data(withJSONObject: ["text": $0]), as: UTF8.self) }
+            try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
             let profile = try CLI.run(["profile", model, "--task", task, "--data", file.path, "--store", store.path, "--json", "--no-progress"])
             #expect(profile.status == 0, "\(profile.stderr)")
+            #expect(try profile.json()["retrievalSamples"] as? Int == texts.count * 6)
         }
-        let retrieve = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "The sun is hot and water is cold", "--json"])
+        let retrieve = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "Cold rain and strong wind tonight", "--json"])
         #expect(retrieve.status == 0, "\(retrieve.stderr)")
         let json = try retrieve.json()
         #expect(json["task"] as? String == "weather")
+        #expect(json["method"] as? String == "classifier")
         let candidates = try #require(json["candidates"] as? [[String: Any]])
         #expect(candidates.count == 2)
         #expect((json["distance"] as? Double ?? -1) >= 0)
-        let far = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "1 2 3", "--max-distance", "0", "--json"])
-        #expect(far.status == 0)
-        #expect(try far.json()["task"] is NSNull)
+        let centroid = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "5 6 7 8", "--method", "centroid",
+                                    "--max-distance", "0", "--json"])
+        #expect(centroid.status == 0, "\(centroid.stderr)")
+        #expect(try centroid.json()["task"] is NSNull)
+        let strict = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "5 6 7 8", "--min-similarity", "1", "--json"])
+        #expect(try strict.json()["task"] is NSNull)
+        let bad = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "x", "--min-confidence", "nan"])
+        #expect(bad.status != 0 && bad.stderr.contains("--min-confidence"), "\(bad.stderr)")
     }
 
     @Test func pruneWritesAGGUFThatTheCLILoads() throws {

@@ -1,5 +1,6 @@
 import Evaluation
 import Foundation
+import PreMoe
 import Testing
 import TestSupport
 
@@ -30,11 +31,35 @@ import TestSupport
         #expect(half.memoryBytes < full[0].memoryBytes)
         #expect(report.rows.first { $0.task == "boolq" }?.accuracy != nil)
         #expect(report.rows.first { $0.task == "wikitext2" }?.accuracy == nil)
+        #expect(Set(report.rows.map(\.method)) == ["tcess/uniform", "random/uniform"])
+        #expect(report.rows.allSatisfy { !$0.isDefault })  // the default recipe balances layers
         let retrieval = try #require(report.retrieval)
-        #expect(retrieval.tasks == ["boolq", "wikitext2"])
-        #expect(retrieval.confusion.joined().reduce(0, +) == 4)
-        #expect(report.markdown().contains("| boolq | tcess |"))
+        // Both methods, every rendering, two held-out queries per task.
+        #expect(retrieval.reports.count == 2 * QueryStyle.allCases.count)
+        #expect(Set(retrieval.reports.map(\.method)) == ["classifier", "centroid"])
+        for r in retrieval.reports {
+            #expect(r.tasks == ["boolq", "wikitext2"])
+            #expect(r.confusion.joined().reduce(0, +) == 4)
+            #expect(r.confusion.allSatisfy { $0.count == 3 })  // + fallback column
+        }
+        #expect(report.markdown().contains("| boolq | tcess/uniform |"))
         #expect(report.csv().split(separator: "\n").count == 1 + report.rows.count)
+    }
+
+    @Test func defaultRecipeAndOracleRowsAreMarked() throws {
+        let data = try makeDataDirectory()
+        let options = SweepOptions(tasks: ["boolq"], keeps: [1, 0.5], scorers: ["tcess"], dataDirectory: data,
+                                   maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 0,
+                                   allocations: [.uniform, .routingMass], oracle: true, threads: 1)
+        let report = try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
+        #expect(Set(report.rows.map(\.method)) == ["tcess/uniform", "tcess/routing-mass", "oracle"])
+        #expect(report.rows.filter(\.isDefault).map(\.method) == [PruningSweep.defaultMethod, PruningSweep.defaultMethod])
+        let half = report.rows.filter { $0.keep == 0.5 }
+        // Every recipe at 50% holds the same number of experts in all, whatever their spread.
+        #expect(Set(half.map(\.memoryBytes)).count == 1)
+        #expect(report.retrieval == nil)
+        let json = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
+        #expect(json.contains("\"default\":true") && json.contains("\"method\":\"oracle\""))
     }
 
     @Test func eachTaskIsProfiledOnTheFullModelWhateverRanBefore() throws {

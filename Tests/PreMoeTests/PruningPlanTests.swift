@@ -47,6 +47,29 @@ import Testing
         #expect(throws: PreMoeError.self) { try PruningPlan.make(patterns: [a, other], budget: .count(1)) }
     }
 
+    @Test func routingMassAllocationKeepsTheTotalAndFeedsTheThinnestLayer() throws {
+        var p = pattern
+        // Layer 1 spreads its routing evenly; layer 3 sends almost everything to experts 0 and 7.
+        p.routingMass = ["1": Array(repeating: 0.125, count: 8), "3": [0.45, 0.01, 0.01, 0.01, 0.01, 0.01, 0.05, 0.45]]
+        let plan = try PruningPlan.make(patterns: [p], budget: .count(4), allocation: .routingMass, minimumPerLayer: 2)
+        #expect(plan.keptExperts[1]!.count + plan.keptExperts[3]!.count == 8)
+        #expect(plan.keptExperts[1]!.count == 6 && plan.keptExperts[3] == [0, 7])
+        // Within a layer the order is still the scorer's ranking.
+        #expect(plan.keptExperts[1] == Array(try PruningPlan.make(patterns: [p], budget: .count(6)).keptExperts[1]!))
+        #expect(plan.expertsPerLayer == 4)
+        // The minimum per layer holds even where a layer's mass is all in fewer experts.
+        let floor = try PruningPlan.make(patterns: [p], budget: .count(3), allocation: .routingMass, minimumPerLayer: 3)
+        #expect(floor.keptExperts[3]!.count == 3 && floor.keptExperts[1]!.count == 3)
+        // A byte budget is never exceeded.
+        let sizes = ModelSizes(backboneBytes: 1000, expertBytes: [1: Array(repeating: 100, count: 8), 3: Array(repeating: 100, count: 8)])
+        let bytes = try PruningPlan.make(patterns: [p], budget: .bytes(1000 + 750), sizes: sizes, allocation: .routingMass,
+                                         minimumPerLayer: 2)
+        #expect(sizes.bytes(keeping: bytes.keptExperts) <= 1750)
+        #expect(bytes.keptExperts.values.reduce(0) { $0 + $1.count } == 7)
+        // Patterns without routing mass cannot be balanced: a clear error.
+        #expect(throws: PreMoeError.self) { try PruningPlan.make(patterns: [pattern], budget: .count(4), allocation: .routingMass) }
+    }
+
     @Test func warnsWhenNegativeScoresDecide() throws {
         let plan = try PruningPlan.make(patterns: [pattern], budget: .count(8))
         #expect(plan.warnings.count == 1 && plan.warnings[0].hasPrefix("layer 1"))

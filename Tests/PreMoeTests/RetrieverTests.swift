@@ -27,7 +27,8 @@ import TestSupport
         let backbone = try Reconstruction.loadBackbone(fixtureDirectory(name), threads: 1)
         let checkpoint = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
         #expect(backbone.model.weightBytes.experts == 0)
-        let result = try Retriever.retrieve(model: backbone.model, tokens: query, patterns: patterns)
+        let topK = backbone.model.spec.moe(backbone.model.spec.moeLayers[0])!.topK
+        let result = try Retriever(patterns: patterns, method: .centroid, modelTopK: topK).retrieve(model: backbone.model, tokens: query)
         #expect(checkpoint.bytesRead == 0, "retrieval must not read expert bytes")
         #expect(result.task == "same")
         #expect(result.distance < 1e-12)
@@ -38,13 +39,18 @@ import TestSupport
         let signatures = try Retriever.signatures(model: backbone.model, tokens: other, scorers: [FrequencyScorer()])
         #expect(signatures[FrequencyScorer().descriptor] == patterns[2].signature.values)
 
-        let far = try Retriever.retrieve(model: backbone.model, tokens: query, patterns: Array(patterns.dropFirst()),
-                                         maxDistance: 1e-9)
+        var farRetriever = try Retriever(patterns: Array(patterns.dropFirst()), method: .centroid, modelTopK: topK)
+        farRetriever.maxDistance = 1e-9
+        let far = try farRetriever.retrieve(model: backbone.model, tokens: query)
         #expect(far.task == nil)
         #expect(far.distance > 1e-9)
-        let cosine = try Retriever.retrieve(model: backbone.model, tokens: query, patterns: patterns, metric: .cosine)
-        #expect(cosine.task == "same")
-        #expect(throws: PreMoeError.self) { try Retriever.retrieve(model: backbone.model, tokens: query, patterns: []) }
+        #expect(far.fallbackReason != nil)
+        var cosineRetriever = try Retriever(patterns: patterns, method: .centroid, modelTopK: topK)
+        cosineRetriever.metric = .cosine
+        #expect(try cosineRetriever.retrieve(model: backbone.model, tokens: query).task == "same")
+        #expect(throws: PreMoeError.self) { try Retriever(patterns: [], method: .centroid, modelTopK: topK) }
+        // Patterns without retrieval samples cannot serve the classifier: a clear error, not a guess.
+        #expect(throws: PreMoeError.self) { try Retriever(patterns: patterns, method: .classifier, modelTopK: topK) }
     }
 
     @Test func signatureFromPromptsOnlyComesFromABackboneOnlyPass() throws {

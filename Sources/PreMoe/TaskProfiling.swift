@@ -1,0 +1,114 @@
+import Foundation
+import Models
+import Tokenization
+
+/// A task's calibration material: the texts whose routing makes the expert scores (context and
+/// gold answer) and the queries whose renderings make the retrieval samples and signature.
+public struct TaskCalibration: Sendable {
+    public var task: String
+    /// Scored text, in order; read until the token budget is spent.
+    public var texts: [String]
+    /// Prompts as people would send them (no answers).
+    public var queries: [TaskQuery]
+    /// Informational, recorded in the pattern.
+    public var source: String?
+
+    public init(task: String, texts: [String], queries: [TaskQuery], source: String? = nil) {
+        self.task = task
+        self.texts = texts
+        self.queries = queries
+        self.source = source
+    }
+
+    /// Reads both from one JSONL task file.
+    /// - Parameters:
+    ///   - rendering: how scored texts are rendered (`.full` = with gold answers, the default).
+    /// - Throws: `PreMoeError.invalidData`.
+    public static func read(task: String, file: URL, chatTemplate: ChatTemplate?,
+                            rendering: CalibrationData.Rendering = .full) throws -> TaskCalibration {
+        TaskCalibration(task: task, texts: try CalibrationData.read(file, chatTemplate: chatTemplate, rendering: rendering),
+                        queries: try TaskQueries.read(file), source: file.path)
+    }
+}
+
+/// The one way a task is profiled (CLI, demo and sweep all call it).
+public enum TaskProfiling {
+    /// Settings of a profile.
+    public struct Settings: Sendable {
+        /// Scored calibration tokens at most.
+        public var maxTokens: Int
+        /// Longest forward pass; longer texts are cut into windows.
+        public var window: Int
+        /// Calibration queries rendered for retrieval (each in every `QueryStyle`).
+        public var retrievalQueries: Int
+
+        public init(maxTokens: Int = 65536, window: Int = 512, retrievalQueries: Int = 200) {
+            self.maxTokens = maxTokens
+            self.window = window
+            self.retrievalQueries = retrievalQueries
+        }
+    }
+
+    /// What one profile produced.
+    public struct Result {
+        /// One pattern per scorer, in the order given.
+        public var patterns: [TaskPattern]
+        public var tokens: Int
+        public var sequences: Int
+        public var seconds: Double
+        /// Seconds spent on the retrieval samples (included in `seconds`).
+        public var retrievalSeconds: Double
+    }
+
+    /// Profiles a task: routes the scored texts through the full model (scores of every MoE
+    /// layer), then renders the first `retrievalQueries` queries in every `QueryStyle` and runs
+    /// each up to the first MoE router (retrieval samples and the paper's signature).
+    /// - Parameters:
+    ///   - model: the full model (every expert loaded).
+    ///   - scorers: one pattern per scorer; all share one pass.
+    ///   - progress: called after each scored forward pass.
+    /// - Throws: `PreMoeError.unsupported` without MoE layers, `.invalidData` without text, model errors.
+    public static func profile(model: DecoderModel, tokenizer: Tokenizer, fingerprint: String,
+                               calibration: TaskCalibration, scorers: [ExpertScorer], settings: Settings = Settings(),
+                               progress: ((ProfileProgress) -> Void)? = nil) throws -> Result {
+        let spec = model.spec
+        guard let first = spec.moeLayers.first, let dimension = QueryFeatures.dimension(spec) else {
+            throw PreMoeError.unsupported("the model has no MoE layer to profile")
+        }
+        guard !calibration.texts.isEmpty else {
+            throw PreMoeError.invalidData(file: calibration.source ?? calibration.task, line: nil, reason: "no calibration text")
+        }
+        let start = Date()
+        let sequences = Profiler.tokenize(calibration.texts, tokenizer: tokenizer, budget: settings.maxTokens)
+        let scored = try Profiler.run(model: model, sequences: sequences, options: .union(scorers),
+                                      maxTokens: settings.maxTokens, window: settings.window, progress: progress)
+
+        let retrievalStart = Date()
+        let signatureStats = RouterStats(spec: spec, options: .union(scorers.map(\.signatureScorer)), onlyLayers: [first])
+        let longest = max(1, min(settings.window, spec.maxPositions))
+        var vectors: [[Float]] = []
+        var items: [Int] = []
+        for (item, query) in calibration.queries.prefix(settings.retrievalQueries).enumerated() {
+            for text in TaskQueries.trainingRenderings(query, item: item, chatTemplate: tokenizer.chatTemplate) {
+                let ids = Array(tokenizer.encode(text).prefix(longest))
+                guard !ids.isEmpty else { continue }
+                vectors.append(try QueryFeatures.compute(model: model, tokens: ids, signatureStats: signatureStats))
+                items.append(item)
+            }
+        }
+        let samples = vectors.isEmpty ? nil : TaskPattern.RetrievalSamples(
+            features: QueryFeatures.name, dimension: dimension,
+            similarityDimensions: QueryFeatures.similarityDimensions(spec) ?? dimension, items: items,
+            renderings: QueryStyle.allCases.map(\.rawValue), vectors: vectors)
+        let patterns = try scorers.map { scorer -> TaskPattern in
+            var pattern = try Profiler.makePattern(
+                stats: scored.stats, scorer: scorer, spec: spec, fingerprint: fingerprint, task: calibration.task,
+                source: calibration.source, signatureStats: vectors.isEmpty ? nil : signatureStats)
+            pattern.retrieval = samples
+            return pattern
+        }
+        let now = Date()
+        return Result(patterns: patterns, tokens: scored.tokens, sequences: scored.sequences,
+                      seconds: now.timeIntervalSince(start), retrievalSeconds: now.timeIntervalSince(retrievalStart))
+    }
+}

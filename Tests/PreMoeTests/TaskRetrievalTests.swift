@@ -1,0 +1,195 @@
+import Formats
+import Foundation
+import Models
+@testable import PreMoe
+import Testing
+import TestSupport
+import Tokenization
+
+@Suite struct TaskQueriesTests {
+    func write(_ rows: [[String: Any]]) throws -> URL {
+        let dir = try Fixtures.taskDataDirectory(["t": ["test": rows]])
+        return dir.appendingPathComponent("t/test.jsonl")
+    }
+
+    @Test func queriesCarryQuestionOptionsAndPassageButNoAnswer() throws {
+        let url = try write([
+            ["question": "Which is a gas?", "choices": ["text": ["ice", "steam"], "label": ["A", "B"]], "answerKey": "B"],
+            ["question_stem": "Fog forms near", "choices": ["text": ["a marsh", "a desert"], "label": ["A", "B"]], "answerKey": "A"],
+            ["goal": "open a jar", "sol1": "twist the lid", "sol2": "eat the lid", "label": 0],
+            ["sentence": "Ann gave Bo a gift because _ was kind.", "option1": "Ann", "option2": "Bo", "answer": "1"],
+            ["passage": "Water boils at 100 C.", "question": "does water boil at 100 c", "answer": true],
+            ["question": "What is 2+2?", "answer": "2+2=4\n#### 4"],
+            ["text": ""],
+            ["text": " Some prose . "],
+        ])
+        let queries = try TaskQueries.read(url)
+        #expect(queries.count == 7)
+        #expect(queries[0] == TaskQuery(question: "Which is a gas?", options: ["ice", "steam"],
+                                        calibration: "Question: Which is a gas?\nAnswer:"))
+        #expect(queries[1].options == ["a marsh", "a desert"])
+        #expect(queries[2].options == ["twist the lid", "eat the lid"])
+        #expect(queries[3].question.contains("_") && queries[3].options == ["Ann", "Bo"])
+        #expect(queries[4].passage == "Water boils at 100 C." && queries[4].question == "Does water boil at 100 c?")
+        #expect(queries[5].question == "What is 2+2?" && queries[5].options.isEmpty)
+        #expect(queries[6].question == "Some prose .")
+        for q in queries {
+            for style in QueryStyle.allCases {
+                let text = TaskQueries.render(q, style: style, chatTemplate: nil)
+                #expect(!text.contains("steam\nAnswer") && !text.contains("#### 4") && !text.contains(" yes"))
+            }
+        }
+    }
+
+    @Test func everyStyleRendersTheQueryItsOwnWay() {
+        let q = TaskQuery(question: "Which is a gas?", options: ["ice", "steam."], calibration: "Question: Which is a gas?\nAnswer:")
+        let chatML = ChatTemplate(style: .chatML)
+        #expect(TaskQueries.render(q, style: .raw, chatTemplate: chatML) == "Which is a gas?\nA. ice\nB. steam.")
+        #expect(TaskQueries.render(q, style: .chat, chatTemplate: chatML)
+            == "<|im_start|>user\nWhich is a gas?\nA. ice\nB. steam.<|im_end|>\n<|im_start|>assistant\n")
+        #expect(TaskQueries.render(q, style: .lowercase, chatTemplate: nil) == "which is a gas?\na. ice\nb. steam.")
+        #expect(TaskQueries.render(q, style: .bare, chatTemplate: nil) == "Which is a gas\nA. ice\nB. steam")
+        #expect(TaskQueries.render(q, style: .instruction, chatTemplate: nil, instruction: "Answer this:")
+            == "Answer this: Which is a gas?\nA. ice\nB. steam.")
+        #expect(TaskQueries.render(q, style: .calibration, chatTemplate: nil) == "Question: Which is a gas?\nAnswer:")
+        #expect(TaskQueries.render(q, style: .raw, chatTemplate: nil, layout: 1) == "Which is a gas?\n(A) ice\n(B) steam.")
+        // Training and evaluation instructions never overlap.
+        #expect(Set(TaskQueries.trainingInstructions).isDisjoint(with: TaskQueries.evaluationInstructions))
+        #expect(TaskQueries.trainingRenderings(q, item: 3, chatTemplate: nil).count == QueryStyle.allCases.count)
+    }
+}
+
+@Suite struct TaskClassifierTests {
+    /// Three well separated clusters in 6 dimensions, several "renderings" per item.
+    func clusters(items: Int, seed: UInt64) -> [RetrievalSample] {
+        var random = TestRandom(seed: seed)
+        var samples: [RetrievalSample] = []
+        for task in 0..<3 {
+            for item in 0..<items {
+                for _ in 0..<3 {
+                    var x = (0..<6).map { _ in random.float(-0.5, 0.5) }
+                    x[task] += 3
+                    samples.append(RetrievalSample(task: task, item: item, features: x))
+                }
+            }
+        }
+        return samples
+    }
+
+    @Test func fitsSeparableTasksAndFallsBackFarFromAllOfThem() throws {
+        let train = clusters(items: 20, seed: 1)
+        let classifier = try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test")
+        let unit = (0..<3).map { t in train.filter { $0.task == t }.flatMap { TaskClassifier.unitVector($0.features) } }
+        let test = clusters(items: 10, seed: 2)
+        var correct = 0, fellBack = 0
+        for s in test {
+            let d = try classifier.decide(s.features, unitSamples: unit)
+            if d.best == s.task { correct += 1 }
+            if d.similarity < classifier.minSimilarity { fellBack += 1 }
+            #expect(abs(d.probabilities.reduce(0, +) - 1) < 1e-9)
+        }
+        #expect(correct == test.count)
+        #expect(fellBack <= test.count / 10, "held-out in-store samples should rarely fall back")
+        // A point in a direction no task uses falls back.
+        let far = try classifier.decide([0, 0, 0, 0, 0, 3], unitSamples: unit)
+        #expect(far.similarity < classifier.minSimilarity)
+        // Wrong lengths and non-finite samples are refused.
+        #expect(throws: PreMoeError.self) { try classifier.decide([1, 2], unitSamples: unit) }
+        var bad = train
+        bad[0].features[0] = .nan
+        #expect(throws: PreMoeError.self) { try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: bad, features: "test") }
+        #expect(throws: PreMoeError.self) { try TaskClassifier.fit(tasks: ["a", "b", "c", "d"], samples: train, features: "test") }
+    }
+
+    @Test func thresholdIsTheChosenQuantileOfHeldOutItemSimilarities() {
+        // Two items per task: each sample's nearest other-item neighbour is known exactly.
+        let samples = [
+            RetrievalSample(task: 0, item: 0, features: [1, 0]), RetrievalSample(task: 0, item: 0, features: [1, 0]),
+            RetrievalSample(task: 0, item: 1, features: [0, 1]),
+        ]
+        // Same-item copies are ignored: every sample's neighbour is the other item, similarity 0.
+        #expect(TaskClassifier.heldOutSimilarityQuantile(samples, dimensions: 2, quantile: 0.5) == 0)
+    }
+}
+
+@Suite struct TaskRetrievalTests {
+    /// Two tasks of clearly different vocabulary, several items each.
+    func calibrations() -> [TaskCalibration] {
+        let weather = ["The sun is hot today.", "Rain falls on the cold hills.", "Wind and snow in the north.",
+                       "A warm sunny day with clouds.", "Storms bring rain and thunder.", "The weather is cold and wet."]
+        let numbers = ["1 2 3 4 5", "10 20 30 40", "7 8 9 10 11 12", "3 + 4 = 7", "100 200 300", "42 17 99 5"]
+        return [
+            TaskCalibration(task: "weather", texts: weather, queries: weather.map { TaskQuery(question: $0) }),
+            TaskCalibration(task: "numbers", texts: numbers, queries: numbers.map { TaskQuery(question: $0) }),
+        ]
+    }
+
+    @Test func classifierRetrievesUnseenQueriesFromTheBackboneAloneReadingNoExpertByte() throws {
+        let loaded = try loadFixture("qwen3_moe")
+        let tokenizer = try #require(loaded.tokenizer)
+        let fingerprint = try ModelFingerprint.compute(loaded)
+        let store = PatternStore(directory: try Fixtures.temporaryDirectory("premoe-classifier"))
+        defer { try? FileManager.default.removeItem(at: store.directory) }
+        for calibration in calibrations() {
+            let result = try TaskProfiling.profile(model: loaded.model, tokenizer: tokenizer, fingerprint: fingerprint,
+                                                   calibration: calibration, scorers: [TCESSScorer()])
+            let pattern = result.patterns[0]
+            let samples = try #require(pattern.retrieval)
+            #expect(samples.items.count == calibration.queries.count * QueryStyle.allCases.count)
+            #expect(samples.dimension == 64 + 8 + 64 && samples.similarityDimensions == 64 + 8)
+            #expect(try samples.vectors(file: "x").allSatisfy { $0.count == 64 + 8 + 64 && $0.allSatisfy(\.isFinite) })
+            #expect(pattern.routingMassByLayer.values.allSatisfy { abs($0.reduce(0, +) - 1) < 1e-9 })
+            try store.save(pattern)
+        }
+        let patterns = try store.list(fingerprint: fingerprint)
+        let classifier = try #require(try store.classifier(for: patterns))
+        #expect(classifier.tasks == ["numbers", "weather"])
+        #expect(FileManager.default.fileExists(atPath: store.classifierURL.path))
+        // The cache is reused as long as the patterns are the same.
+        let cachedAgain = try #require(try store.classifier(for: patterns))
+        #expect(cachedAgain.key == classifier.key && cachedAgain.weights == classifier.weights)
+
+        let backbone = try Reconstruction.loadBackbone(fixtureDirectory("qwen3_moe"), threads: 1)
+        let checkpoint = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
+        let retriever = try Retriever(patterns: patterns, method: .classifier, classifier: classifier, modelTopK: 2)
+        for (prompt, task) in [("Cold rain and a strong wind tonight.", "weather"), ("5 6 7 8 9 10", "numbers")] {
+            let result = try retriever.retrieve(model: backbone.model, tokens: tokenizer.encode(prompt))
+            #expect(result.candidates.first?.task == task, "\(prompt)")
+            #expect(result.method == .classifier)
+            #expect(result.confidence.map { $0 > 0.5 && $0 <= 1 } == true)
+        }
+        #expect(checkpoint.bytesRead == 0, "retrieval must not read expert bytes")
+        // An impossible confidence makes every query fall back, saying why.
+        var strict = retriever
+        strict.minConfidence = 1.5
+        let none = try strict.retrieve(model: backbone.model, tokens: tokenizer.encode("The sun is hot today."))
+        #expect(none.task == nil && none.fallbackReason?.contains("probability") == true)
+    }
+
+    @Test func changedPatternsRefitTheCachedClassifier() throws {
+        let loaded = try loadFixture("qwen3_moe")
+        let tokenizer = try #require(loaded.tokenizer)
+        let store = PatternStore(directory: try Fixtures.temporaryDirectory("premoe-refit"))
+        defer { try? FileManager.default.removeItem(at: store.directory) }
+        var patterns: [TaskPattern] = []
+        for calibration in calibrations() {
+            patterns.append(try TaskProfiling.profile(model: loaded.model, tokenizer: tokenizer, fingerprint: "f",
+                                                      calibration: calibration, scorers: [TCESSScorer()],
+                                                      settings: .init(retrievalQueries: 3)).patterns[0])
+        }
+        let first = try #require(try store.classifier(for: patterns))
+        let fewer = try #require(try store.classifier(for: [patterns[0], patterns[1]].map { p in
+            var p = p
+            p.retrieval = TaskPattern.RetrievalSamples(
+                features: p.retrieval!.features, dimension: p.retrieval!.dimension,
+                similarityDimensions: p.retrieval!.similarityDimensions, items: Array(p.retrieval!.items.prefix(6)),
+                renderings: p.retrieval!.renderings, vectors: Array(try p.retrieval!.vectors(file: "x").prefix(6)))
+            return p
+        }))
+        #expect(first.key != fewer.key)
+        // Patterns made before retrieval samples existed: no classifier, a clear error from the retriever.
+        var old = patterns
+        old[0].retrieval = nil
+        #expect(try store.classifier(for: old) == nil)
+    }
+}
