@@ -113,3 +113,19 @@ extension Tensor {
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 }
+
+/// Storage whose pages can be dropped and read back on demand: a read-only file mapping. Owned
+/// buffers do not conform (dropping their pages would lose the data).
+public protocol ReleasableStorage: AnyObject {
+    /// Drops the resident pages that lie wholly inside `count` bytes at `start`.
+    func releasePages(from start: UnsafeRawPointer, count: Int)
+}
+
+extension Tensor {
+    /// Drops this tensor's resident pages when it views a file mapping (the next touch reads
+    /// them from the file again); does nothing for owned storage. Profiling a model larger than
+    /// memory calls it once a layer is done, so resident memory stays about one layer.
+    public func releasePages() {
+        (owner as? ReleasableStorage)?.releasePages(from: data, count: byteCount)
+    }
+}

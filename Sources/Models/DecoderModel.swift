@@ -63,7 +63,7 @@ public final class DecoderModel: @unchecked Sendable {
     public var observer: RouterObserver?
     /// Threads used by the kernels.
     public var pool: ThreadPool
-    private let workspace = Workspace()
+    let workspace = Workspace()
 
     public init(spec: DecoderSpec, embedding: Tensor, layers: [DecoderLayer], finalNorm: [Float], lmHead: Tensor,
                 pool: ThreadPool = ThreadPool(threads: ProcessInfo.processInfo.activeProcessorCount)) {
@@ -110,48 +110,16 @@ public final class DecoderModel: @unchecked Sendable {
         let n = tokens.count
         let h = spec.hiddenSize
         let x = workspace.buffer(.residual, n * h)
-        let normed = workspace.buffer(.normed, n * h)
-        let blockOut = workspace.buffer(.blockOut, n * h)
         for (t, id) in tokens.enumerated() {
             convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
         }
         cache.reserve(n)
         let positions = (cache.count..<total).map { $0 }
         positions.withUnsafeBufferPointer { positions in
-            for (l, layer) in layers.enumerated() {
-                layer.inputNorm.withUnsafeBufferPointer { w in
-                    rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
-                }
-                switch layer.attention {
-                case .grouped(let attention):
-                    attention.apply(normed, tokens: n, layer: l, spec: spec, cache: cache,
-                                    positions: positions.baseAddress!, into: blockOut, workspace: workspace, pool: pool)
-                case .latent(let attention):
-                    let mla = spec.mla!
-                    attention.apply(
-                        normed, tokens: n, layer: l, spec: spec, cache: cache, positions: positions.baseAddress!,
-                        into: blockOut, q: workspace.buffer(.attentionQ, n * spec.headCount * mla.qkHeadDim),
-                        attentionOut: workspace.buffer(.attentionOut, n * spec.headCount * mla.vHeadDim),
-                        scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
-                        pool: pool)
-                }
-                for i in 0..<(n * h) { x[i] += blockOut[i] }
-                layer.postAttentionNorm.withUnsafeBufferPointer { w in
-                    rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
-                }
-                switch layer.feedForward {
-                case .dense(let mlp):
-                    let scratch = workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize)
-                    mlp.apply(normed, tokens: n, into: blockOut, scratch: scratch, pool: pool)
-                case .moe(let block):
-                    if l == stopLayer {
-                        _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
-                        return
-                    }
-                    block.apply(normed, tokens: n, hidden: h, layer: l, into: blockOut,
-                                observer: observer, workspace: workspace, pool: pool)
-                }
-                for i in 0..<(n * h) { x[i] += blockOut[i] }
+            for l in layers.indices {
+                attentionHalf(l, x: x, tokens: n, cache: cache, cacheLayer: l, positions: positions.baseAddress!)
+                feedForwardHalf(l, x: x, tokens: n, routeOnly: l == stopLayer)
+                if l == stopLayer { return }
             }
         }
         if stopLayer != nil { return [] }
@@ -164,6 +132,7 @@ public final class DecoderModel: @unchecked Sendable {
         case .last: rows = (n - 1)..<n
         }
         let vocab = spec.vocabularySize
+        let normed = workspace.buffer(.normed, n * h)
         finalNorm.withUnsafeBufferPointer { w in
             rmsNorm(x + rows.lowerBound * h, weight: w.baseAddress!, rows: rows.count, dim: h, eps: spec.rmsNormEps, into: normed)
         }

@@ -64,8 +64,26 @@ public enum Profiler {
         let previous = model.observer
         model.observer = stats
         defer { model.observer = previous }
-        let window = max(1, min(window, model.spec.maxPositions))
         let start = Date()
+        let (chunks, items) = windows(sequences, window: window, maxPositions: model.spec.maxPositions, maxTokens: maxTokens)
+        var tokens = 0
+        for (chunk, item) in chunks {
+            try model.forward(chunk, cache: model.makeCache(capacity: chunk.count), logits: .none, stopAfterRouterOf: stopLayer)
+            tokens += chunk.count
+            progress?(ProfileProgress(tokens: tokens, targetTokens: maxTokens, sequences: item,
+                                      seconds: Date().timeIntervalSince(start)))
+        }
+        return ProfileResult(stats: stats, tokens: tokens, sequences: items, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// The forward passes `run` makes: each sequence cut into windows of at most `window` tokens
+    /// (and the model's context), until `maxTokens` tokens (the last window shortened to hit it).
+    /// - Returns: the windows with the 1-based item each belongs to, and the items touched.
+    static func windows(_ sequences: [[Int]], window: Int, maxPositions: Int, maxTokens: Int?)
+        -> (windows: [(tokens: [Int], item: Int)], items: Int)
+    {
+        let window = max(1, min(window, maxPositions))
+        var result: [(tokens: [Int], item: Int)] = []
         var tokens = 0
         var items = 0
         outer: for sequence in sequences where !sequence.isEmpty {
@@ -75,17 +93,67 @@ public enum Profiler {
                 var end = min(offset + window, sequence.count)
                 if let maxTokens { end = min(end, offset + (maxTokens - tokens)) }
                 if end <= offset { break outer }
-                let chunk = Array(sequence[offset..<end])
-                try model.forward(chunk, cache: model.makeCache(capacity: chunk.count), logits: .none,
-                                  stopAfterRouterOf: stopLayer)
-                tokens += chunk.count
+                result.append((Array(sequence[offset..<end]), items))
+                tokens += end - offset
                 offset = end
-                progress?(ProfileProgress(tokens: tokens, targetTokens: maxTokens, sequences: items,
-                                          seconds: Date().timeIntervalSince(start)))
                 if let maxTokens, tokens >= maxTokens { break outer }
             }
         }
-        return ProfileResult(stats: stats, tokens: tokens, sequences: items, seconds: Date().timeIntervalSince(start))
+        return (result, items)
+    }
+
+    /// The statistics of `run`, computed layer by layer: the windows advance through the model
+    /// together, one layer at a time, so every weight byte is read once per group of windows
+    /// instead of once per window (a model larger than memory is read once per profile when all
+    /// windows fit in `memoryBytes`), and the feed-forward layers run on thousands of tokens at
+    /// once. Layers after the last MoE layer are not run.
+    /// - Parameters:
+    ///   - memoryBytes: the activations' budget (`[tokens, hidden]` floats, three buffers of
+    ///     them); windows are grouped to fit, each group read through the model once.
+    ///   - releaseWeights: drop each layer's mapped weight pages once a group has passed it, so
+    ///     resident memory stays about one layer (costs a re-read per group).
+    /// - Throws: `PreMoeError.invalidBudget` when one window alone does not fit `memoryBytes`
+    ///   (the message says how much it needs), `ModelError` from the model.
+    public static func runLayerwise(model: DecoderModel, sequences: [[Int]], options: StatsOptions, maxTokens: Int? = nil,
+                                    window: Int = 512, memoryBytes: Int = 1 << 30, releaseWeights: Bool = false,
+                                    progress: ((ProfileProgress) -> Void)? = nil) throws -> ProfileResult {
+        let spec = model.spec
+        let stats = RouterStats(spec: spec, options: options)
+        guard let lastMoE = spec.moeLayers.last else { throw PreMoeError.unsupported("the model has no MoE layer to profile") }
+        let previous = model.observer
+        model.observer = stats
+        defer { model.observer = previous }
+        let start = Date()
+        let (chunks, items) = windows(sequences, window: window, maxPositions: spec.maxPositions, maxTokens: maxTokens)
+        let bytesPerToken = 3 * LayerwiseBatch.bytes(tokens: 1, hiddenSize: spec.hiddenSize)
+        let tokenBudget = memoryBytes / bytesPerToken
+        if let longest = chunks.map(\.tokens.count).max(), longest > tokenBudget {
+            throw PreMoeError.invalidBudget(
+                "--memory \(memoryBytes) bytes holds \(tokenBudget) tokens of activations; a window of \(longest) tokens "
+                    + "needs \(longest * bytesPerToken) bytes (lower --window or raise --memory)")
+        }
+        var groups: [[[Int]]] = [[]]
+        var groupTokens = 0
+        for (chunk, _) in chunks {
+            if groupTokens + chunk.count > tokenBudget {
+                groups.append([])
+                groupTokens = 0
+            }
+            groups[groups.count - 1].append(chunk)
+            groupTokens += chunk.count
+        }
+        let total = chunks.reduce(0) { $0 + $1.tokens.count }
+        var done = 0.0
+        for group in groups where !group.isEmpty {
+            let batch = try model.beginLayerwise(group)
+            for _ in 0...lastMoE {
+                model.advance(batch, chunkTokens: 4096, releaseWeights: releaseWeights)
+                done += Double(batch.tokenCount) / Double(lastMoE + 1)
+                progress?(ProfileProgress(tokens: Int(done.rounded()), targetTokens: total, sequences: items,
+                                          seconds: Date().timeIntervalSince(start)))
+            }
+        }
+        return ProfileResult(stats: stats, tokens: total, sequences: items, seconds: Date().timeIntervalSince(start))
     }
 
     /// Turns statistics into a pattern: every MoE layer's scores and the signature (the first MoE

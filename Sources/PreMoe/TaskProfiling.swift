@@ -41,11 +41,21 @@ public enum TaskProfiling {
         public var window: Int
         /// Calibration queries rendered for retrieval (each in every `QueryStyle`).
         public var retrievalQueries: Int
+        /// Activations budget of the layer-by-layer pass (`Profiler.runLayerwise`).
+        public var memoryBytes: Int
+        /// Drop each layer's mapped weight pages once passed (resident memory about one layer).
+        public var releaseWeights: Bool
+        /// Layer by layer (default), or one forward pass per window (the earlier way, kept for
+        /// comparison: it reads every weight once per window).
+        public var layerwise = true
 
-        public init(maxTokens: Int = 65536, window: Int = 512, retrievalQueries: Int = 200) {
+        public init(maxTokens: Int = 65536, window: Int = 512, retrievalQueries: Int = 100, memoryBytes: Int = 1 << 30,
+                    releaseWeights: Bool = true) {
             self.maxTokens = maxTokens
             self.window = window
             self.retrievalQueries = retrievalQueries
+            self.memoryBytes = memoryBytes
+            self.releaseWeights = releaseWeights
         }
     }
 
@@ -60,8 +70,8 @@ public enum TaskProfiling {
         public var retrievalSeconds: Double
     }
 
-    /// Profiles a task: routes the scored texts through the full model (scores of every MoE
-    /// layer), then renders the first `retrievalQueries` queries in every `QueryStyle` and runs
+    /// Profiles a task: routes the scored texts through the full model layer by layer (scores of
+    /// every MoE layer; each weight byte read once per group of windows), then renders the first `retrievalQueries` queries in every `QueryStyle` and runs
     /// each up to the first MoE router (retrieval samples and the paper's signature).
     /// - Parameters:
     ///   - model: the full model (every expert loaded).
@@ -80,8 +90,13 @@ public enum TaskProfiling {
         }
         let start = Date()
         let sequences = Profiler.tokenize(calibration.texts, tokenizer: tokenizer, budget: settings.maxTokens)
-        let scored = try Profiler.run(model: model, sequences: sequences, options: .union(scorers),
-                                      maxTokens: settings.maxTokens, window: settings.window, progress: progress)
+        let scored = settings.layerwise
+            ? try Profiler.runLayerwise(model: model, sequences: sequences, options: .union(scorers),
+                                        maxTokens: settings.maxTokens, window: settings.window,
+                                        memoryBytes: settings.memoryBytes, releaseWeights: settings.releaseWeights,
+                                        progress: progress)
+            : try Profiler.run(model: model, sequences: sequences, options: .union(scorers), maxTokens: settings.maxTokens,
+                               window: settings.window, progress: progress)
 
         let retrievalStart = Date()
         let signatureStats = RouterStats(spec: spec, options: .union(scorers.map(\.signatureScorer)), onlyLayers: [first])

@@ -94,6 +94,13 @@ struct Profile: ParsableCommand {
     @Option(name: .customLong("retrieval-queries"),
             help: "Calibration prompts rendered (as typed, chat template, lower-cased, …) into retrieval samples.")
     var retrievalQueries = TaskProfiling.Settings().retrievalQueries
+    @Option(help: "Activations budget of the layer-by-layer pass (e.g. 512MiB, 4GiB); windows are grouped to fit.")
+    var memory = "1GiB"
+    @Flag(name: .customLong("keep-weights-resident"),
+          help: "Do not drop each layer's mapped weight pages after it is passed (faster when the model fits in memory twice).")
+    var keepWeightsResident = false
+    @Flag(name: .customLong("per-sequence"), help: "One forward pass per window instead of layer by layer (for comparison).")
+    var perSequence = false
     @Flag(help: "Print a JSON summary on stdout.") var json = false
     @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
 
@@ -101,7 +108,16 @@ struct Profile: ParsableCommand {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be ≥ 1") }
         if window < 1 { throw ValidationError("--window must be ≥ 1") }
         if retrievalQueries < 0 { throw ValidationError("--retrieval-queries must be ≥ 0") }
+        guard case .bytes = try ExpertBudget(budget: memory) else { throw ValidationError("--memory: expected a size") }
         if !PatternStore.isValidTaskName(task) { throw ValidationError("\(PreMoeError.invalidTaskName(task))") }
+    }
+
+    func settings() throws -> TaskProfiling.Settings {
+        guard case .bytes(let bytes) = try ExpertBudget(budget: memory) else { throw ValidationError("--memory: expected a size") }
+        var settings = TaskProfiling.Settings(maxTokens: maxTokens, window: window, retrievalQueries: retrievalQueries,
+                                              memoryBytes: bytes, releaseWeights: !keepWeightsResident)
+        settings.layerwise = !perSequence
+        return settings
     }
 
     struct Summary: Encodable {
@@ -128,7 +144,7 @@ struct Profile: ParsableCommand {
         let result = try TaskProfiling.profile(
             model: loaded.model, tokenizer: tokenizer, fingerprint: fingerprint, calibration: calibration,
             scorers: [scorerImpl],
-            settings: TaskProfiling.Settings(maxTokens: maxTokens, window: window, retrievalQueries: retrievalQueries)
+            settings: settings()
         ) { bar.update($0) }
         bar.update(ProfileProgress(tokens: result.tokens, targetTokens: maxTokens, sequences: result.sequences,
                                    seconds: result.seconds), force: true)

@@ -127,6 +127,39 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         #expect(maxRelativeError(a, b) <= 1e-6, "\(name)")
     }
 
+    /// The paper's a/b: fewer experts per token, in memory and written into the exported config;
+    /// the export loaded back computes what the in-memory model with the override computes.
+    @Test func routedTopKOverrideRunsInMemoryAndIsExported() throws {
+        let name = "qwen3_moe"
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let spec = try ModelLoader.spec(at: fixtureDirectory(name))
+        let kept = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [5, 1, 2, 7]) })
+        let pruned = try Reconstruction.load(fixtureDirectory(name), plan: PruningPlan(keptExperts: kept), threads: 1).model
+        let log = EventLog()
+        pruned.observer = log
+        try pruned.overrideRoutedTopK(1)
+        #expect(pruned.routedTopK == 1)
+        let b = try pruned.forward(golden.input_ids, cache: pruned.makeCache(), logits: .all)
+        #expect(!log.events.isEmpty && log.events.allSatisfy { $0.topK == 1 })
+        #expect(throws: ModelError.self) { try pruned.overrideRoutedTopK(3) }  // the checkpoint routes to 2
+        #expect(throws: ModelError.self) { try pruned.overrideRoutedTopK(0) }
+
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        try PrunedExport.write(modelDirectory: fixtureDirectory(name), keptExperts: kept, sourceFingerprint: "f", to: out,
+                               routedTopK: 1)
+        let exported = try ModelLoader.load(out, options: LoadOptions(threads: 1)).model
+        #expect(exported.spec.moe(spec.moeLayers[0])?.topK == 1)
+        let a = try exported.forward(golden.input_ids, cache: exported.makeCache(), logits: .all)
+        #expect(maxRelativeError(a, b) <= 1e-6)
+        let other = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: other) }
+        #expect(throws: PreMoeError.self) {
+            try PrunedExport.write(modelDirectory: fixtureDirectory(name), keptExperts: kept, sourceFingerprint: "f", to: other,
+                                   routedTopK: 5)
+        }
+    }
+
     @Test func refusesBadPlansAndNonEmptyOutput() throws {
         let out = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }

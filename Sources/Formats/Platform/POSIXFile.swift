@@ -7,6 +7,7 @@
     import Darwin
 #endif
 import Foundation
+import Kernels
 
 /// Text for the current `errno`.
 func errnoDescription(_ code: Int32 = errno) -> String {
@@ -95,6 +96,20 @@ final class MappedFile: @unchecked Sendable {
     }
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
+}
+
+extension MappedFile: ReleasableStorage {
+    /// `madvise(MADV_DONTNEED)` on the whole pages inside the range: the mapping is read-only
+    /// and private, so the pages are simply read from the file again when touched.
+    func releasePages(from start: UnsafeRawPointer, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lower = max(Int(bitPattern: start), Int(bitPattern: base))
+        let upper = min(Int(bitPattern: start) + count, Int(bitPattern: base) + length)
+        let first = (lower + page - 1) / page * page
+        let last = upper / page * page
+        guard page > 0, last > first, let address = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        _ = madvise(address, last - first, MADV_DONTNEED)
+    }
 }
 
 /// `write(2)`, under a name that methods called `write` do not shadow.
