@@ -81,6 +81,19 @@ extension DecoderModel {
         batch.nextLayer += 1
     }
 
+    /// Bytes of layer `l`'s weights (attention, norms, router, every expert held).
+    public func weightBytes(layer l: Int) -> Int {
+        let layer = layers[l]
+        var bytes = layer.attention.byteCount + (layer.inputNorm.count + layer.postAttentionNorm.count) * 4
+        switch layer.feedForward {
+        case .dense(let mlp): bytes += mlp.byteCount
+        case .moe(let block):
+            bytes += block.router.weight.byteCount + block.expertBytes + (block.shared?.byteCount ?? 0)
+                + (block.sharedGate?.byteCount ?? 0)
+        }
+        return bytes
+    }
+
     /// Drops the resident pages of layer `l`'s mapped weights (see `Tensor.releasePages`).
     public func releaseWeightPages(layer l: Int) {
         let layer = layers[l]

@@ -108,12 +108,14 @@ public enum Profiler {
     /// windows fit in `memoryBytes`), and the feed-forward layers run on thousands of tokens at
     /// once. Layers after the last MoE layer are not run.
     /// - Parameters:
-    ///   - memoryBytes: the activations' budget (`[tokens, hidden]` floats, three buffers of
-    ///     them); windows are grouped to fit, each group read through the model once.
+    ///   - memoryBytes: the budget for what the pass holds at once: the embedding matrix, the
+    ///     largest layer's weights and the activations (`[tokens, hidden]` floats, three buffers);
+    ///     windows are grouped so the activations fit the rest, each group read through the
+    ///     model once.
     ///   - releaseWeights: drop each layer's mapped weight pages once a group has passed it, so
     ///     resident memory stays about one layer (costs a re-read per group).
-    /// - Throws: `PreMoeError.invalidBudget` when one window alone does not fit `memoryBytes`
-    ///   (the message says how much it needs), `ModelError` from the model.
+    /// - Throws: `PreMoeError.invalidBudget` when one layer and one window do not fit
+    ///   `memoryBytes` (the message says how much they need), `ModelError` from the model.
     public static func runLayerwise(model: DecoderModel, sequences: [[Int]], options: StatsOptions, maxTokens: Int? = nil,
                                     window: Int = 512, memoryBytes: Int = 1 << 30, releaseWeights: Bool = false,
                                     progress: ((ProfileProgress) -> Void)? = nil) throws -> ProfileResult {
@@ -126,11 +128,13 @@ public enum Profiler {
         let start = Date()
         let (chunks, items) = windows(sequences, window: window, maxPositions: spec.maxPositions, maxTokens: maxTokens)
         let bytesPerToken = 3 * LayerwiseBatch.bytes(tokens: 1, hiddenSize: spec.hiddenSize)
-        let tokenBudget = memoryBytes / bytesPerToken
+        let resident = model.embedding.byteCount + (0...lastMoE).map { model.weightBytes(layer: $0) }.max()!
+        let tokenBudget = max(0, memoryBytes - resident) / bytesPerToken
         if let longest = chunks.map(\.tokens.count).max(), longest > tokenBudget {
             throw PreMoeError.invalidBudget(
-                "--memory \(memoryBytes) bytes holds \(tokenBudget) tokens of activations; a window of \(longest) tokens "
-                    + "needs \(longest * bytesPerToken) bytes (lower --window or raise --memory)")
+                "--memory \(memoryBytes) bytes: the embedding and the largest layer take \(resident) bytes and a window "
+                    + "of \(longest) tokens \(longest * bytesPerToken) more, \(resident + longest * bytesPerToken) in all "
+                    + "(lower --window or raise --memory)")
         }
         var groups: [[[Int]]] = [[]]
         var groupTokens = 0

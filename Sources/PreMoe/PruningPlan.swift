@@ -68,6 +68,9 @@ public enum LayerAllocation: String, Sendable, CaseIterable, Codable {
     /// layer, typically) get more experts, concentrated ones fewer. Needs patterns with
     /// `routing_mass`.
     case routingMass = "routing-mass"
+    /// The same total, each next expert given to the layer where it adds the most routing mass
+    /// (the largest total kept mass over all layers; an alternative measured against `routingMass`).
+    case routingMassTotal = "routing-mass-total"
 }
 
 /// Kept experts per MoE layer, derived from pattern scores and a budget (never stored by hand).
@@ -158,9 +161,9 @@ public struct PruningPlan: Equatable, Sendable {
             n = best
         }
         var kept = keep(n)
-        if allocation == .routingMass {
+        if allocation != .uniform {
             kept = try massBalanced(patterns: patterns, rankings: rankings, uniform: n, budget: budget, sizes: sizes,
-                                    minimum: min(max(1, minimumPerLayer), maxExperts))
+                                    minimum: min(max(1, minimumPerLayer), maxExperts), total: allocation == .routingMassTotal)
         }
         var warnings: [String] = []
         for l in layers {
@@ -181,7 +184,7 @@ public struct PruningPlan: Equatable, Sendable {
     /// in that layer's ranking) to the layer whose kept share is lowest, until the uniform plan's
     /// total count is reached (count/fraction budgets) or no further expert fits (bytes).
     static func massBalanced(patterns: [TaskPattern], rankings: [Int: [Int]], uniform n: Int, budget: ExpertBudget,
-                             sizes: ModelSizes?, minimum: Int) throws -> [Int: [Int]] {
+                             sizes: ModelSizes?, minimum: Int, total byGain: Bool = false) throws -> [Int: [Int]] {
         let layers = rankings.keys.sorted()
         var mass: [Int: [Double]] = [:]
         for pattern in patterns {
@@ -207,13 +210,14 @@ public struct PruningPlan: Equatable, Sendable {
         var full = Set<Int>()
         while true {
             if case .bytes = budget {} else if count.values.reduce(0, +) >= total { break }
-            guard let l = layers.filter({ !full.contains($0) }).min(by: { (share[$0]!, $0) < (share[$1]!, $1) }) else { break }
-            let ranking = rankings[l]!
-            guard count[l]! < ranking.count else {
-                full.insert(l)
-                continue
-            }
-            let next = ranking[count[l]!]
+            let open = layers.filter { !full.contains($0) && count[$0]! < rankings[$0]!.count }
+            // Maximin: the layer with the lowest kept share; total: the layer whose next expert adds most.
+            func gain(_ l: Int) -> Double { mass[l]![rankings[l]![count[l]!]] }
+            guard let l = byGain
+                ? open.max(by: { (gain($0), -$0) < (gain($1), -$1) })
+                : open.min(by: { (share[$0]!, $0) < (share[$1]!, $1) })
+            else { break }
+            let next = rankings[l]![count[l]!]
             if case .bytes(let limit) = budget, let sizes {
                 let extra = sizes.expertBytes[l].map { $0.indices.contains(next) ? $0[next] : 0 } ?? 0
                 guard bytes + extra <= limit else {

@@ -41,7 +41,7 @@ public enum TaskProfiling {
         public var window: Int
         /// Calibration queries rendered for retrieval (each in every `QueryStyle`).
         public var retrievalQueries: Int
-        /// Activations budget of the layer-by-layer pass (`Profiler.runLayerwise`).
+        /// Memory of the layer-by-layer pass (`Profiler.runLayerwise`).
         public var memoryBytes: Int
         /// Drop each layer's mapped weight pages once passed (resident memory about one layer).
         public var releaseWeights: Bool

@@ -94,7 +94,7 @@ struct Profile: ParsableCommand {
     @Option(name: .customLong("retrieval-queries"),
             help: "Calibration prompts rendered (as typed, chat template, lower-cased, …) into retrieval samples.")
     var retrievalQueries = TaskProfiling.Settings().retrievalQueries
-    @Option(help: "Activations budget of the layer-by-layer pass (e.g. 512MiB, 4GiB); windows are grouped to fit.")
+    @Option(help: "Memory for the layer-by-layer pass: embedding + the largest layer + activations (e.g. 512MiB, 4GiB); windows are grouped to fit.")
     var memory = "1GiB"
     @Flag(name: .customLong("keep-weights-resident"),
           help: "Do not drop each layer's mapped weight pages after it is passed (faster when the model fits in memory twice).")
