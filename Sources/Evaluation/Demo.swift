@@ -239,7 +239,7 @@ public final class DemoSession {
         for keep in options.keeps.sorted(by: >) {
             for pattern in patterns {
                 let plan = try PruningPlan.make(patterns: [pattern], budget: .fraction(keep), sizes: sizes,
-                                                allocation: PruningSweep.defaultAllocation, minimumPerLayer: report.topK)
+                                                allocation: PruningSweep.defaultAllocation)
                 try loaded.loadExperts(kept: plan.keptExperts, copy: false)
                 for task in options.tasks where task == pattern.task || keep == smallest {
                     let texts = evaluationTexts[task] ?? []
@@ -293,7 +293,7 @@ public final class DemoSession {
             if keep < 1 {
                 guard let chosen else { continue }  // no task matched: only the full model
                 plan = try PruningPlan.make(patterns: [chosen], budget: .fraction(keep), sizes: sizes,
-                                           allocation: PruningSweep.defaultAllocation, minimumPerLayer: report.topK)
+                                           allocation: PruningSweep.defaultAllocation)
             }
             ProcessMemory.returnFreedMemory()  // the previous level's experts
             let perLevel = ProcessMemory.resetPeakResident()

@@ -28,6 +28,8 @@ struct Eval: ParsableCommand {
     var oracle = true
     @Option(name: .customLong("top-k"), help: "Experts per token in the pruned models (the paper's a/b, e.g. 4 for 4/64).")
     var topK: Int?
+    @Option(name: .customLong("min-experts-per-layer"), help: "Fewest experts a layer keeps under routing-mass allocations.")
+    var minExpertsPerLayer = 1
     @Option(help: "Directory for report.md, report.json and report.csv.") var out = "eval-results"
     @Flag(help: "Print JSON: {\"rows\": […], \"retrieval\": …}.") var json = false
 
@@ -37,6 +39,7 @@ struct Eval: ParsableCommand {
         if retrievalPrompts < 0 || retrievalQueries < 0 { throw ValidationError("--retrieval-prompts and --retrieval-queries must be ≥ 0") }
         _ = try parseAllocations()
         if let topK, topK < 1 { throw ValidationError("--top-k must be ≥ 1") }
+        if minExpertsPerLayer < 1 { throw ValidationError("--min-experts-per-layer must be ≥ 1") }
         _ = try parseKeeps()
     }
 
@@ -73,7 +76,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let sweepOptions = SweepOptions(
+        var sweepOptions = SweepOptions(
             tasks: tasks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             keeps: try parseKeeps(),
             scorers: scorers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
@@ -83,6 +86,7 @@ struct Eval: ParsableCommand {
             allocations: try parseAllocations(),
             outOfStore: outOfStore.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             oracle: oracle, topK: topK, threads: options.threads)
+        sweepOptions.minimumPerLayer = minExpertsPerLayer
         let report = try PruningSweep.run(modelDirectory: options.url, options: sweepOptions) { printError($0) }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

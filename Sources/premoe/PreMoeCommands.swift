@@ -411,11 +411,9 @@ struct RunTask: ParsableCommand {
         var plan: PruningPlan?
         let chosen = retrieval.task.map { task in patterns.filter { $0.task == task } } ?? (fallback == .generalist ? patterns : [])
         if !chosen.isEmpty {
-            let spec = loaded.model.spec
-            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: spec) }
+            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: loaded.model.spec) }
             plan = try PruningPlan.make(patterns: chosen, budget: try budgetOptions.resolve(), sizes: sizes,
-                                        allocation: allocation,
-                                        minimumPerLayer: topK ?? spec.moeLayers.first.flatMap { spec.moe($0)?.topK } ?? 1)
+                                        allocation: allocation)
         }
         if let plan {
             try Reconstruction.equip(loaded, plan: plan)
