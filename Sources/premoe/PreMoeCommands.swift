@@ -417,6 +417,8 @@ struct Prune: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB; safetensors only).") var maxShardSize = "5GB"
     @Option(help: "Output format: safetensors (a Hugging Face checkpoint) or gguf (one model.gguf for llama.cpp).")
     var format = "safetensors"
+    @Option(help: "GGUF tensor type (\(ggufTypeList); --format gguf only; default: the checkpoint's).")
+    var type: GGUFOutputType?
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
@@ -430,6 +432,7 @@ struct Prune: ParsableCommand {
         guard ["safetensors", "gguf"].contains(format) else {
             throw ValidationError("--format: expected safetensors or gguf, got '\(format)'")
         }
+        if type != nil && format != "gguf" { throw ValidationError("--type needs --format gguf") }
         guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
             throw ValidationError("--max-shard-size: expected a size")
         }
@@ -445,9 +448,10 @@ struct Prune: ParsableCommand {
         for w in plan.warnings { printError("warning: \(w)") }
         let report = format == "gguf"
             ? try GGUFExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
-                                   tasks: tasks, to: URL(fileURLWithPath: out))
+                                   tasks: tasks, type: type, pool: options.threadPool, to: URL(fileURLWithPath: out))
             : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
                                      tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes)
+        for note in report.notes { printError("note: \(note)") }
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,
                             estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)
