@@ -51,6 +51,7 @@ public enum KQuantizer {
         var scales = [Float](repeating: 0, count: 8)
         var mins = [Float](repeating: 0, count: 8)
         var weights = [Float](repeating: 0, count: 32)
+        var aux = [UInt8](repeating: 0, count: 32)
         var maxScale: Float = 0, maxMin: Float = 0
         // ggml's parameters: Q4_K searches rmin −1 in 20 steps, Q5_K rmin −0.5 in 15 steps.
         let (rmin, nstep): (Float, Int) = nmax == 15 ? (-1, 20) : (-0.5, 15)
@@ -61,7 +62,7 @@ public enum KQuantizer {
             let avX = (sumX2 / 32).squareRoot()
             for l in 0..<32 { weights[l] = avX + abs(xs[l]) }
             let (scale, min) = levels.withUnsafeMutableBufferPointer { L in
-                makeQKX2(32, nmax, xs, weights, L.baseAddress! + 32 * j, rmin: rmin, rdelta: 0.1, nstep: nstep)
+                makeQKX2(32, nmax, xs, weights, L.baseAddress! + 32 * j, aux: &aux, rmin: rmin, rdelta: 0.1, nstep: nstep)
             }
             scales[j] = scale
             mins[j] = min
@@ -174,9 +175,10 @@ public enum KQuantizer {
 
     /// ggml's `make_qkx2_quants`: levels 0…nmax with a scale and a (non-positive) min, chosen
     /// by a weighted least-squares search over `nstep` candidate scales. Returns (scale, −min).
+    /// `aux` (≥ n entries) is scratch for the candidate levels.
     static func makeQKX2(
         _ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ weights: [Float], _ L: UnsafeMutablePointer<UInt8>,
-        rmin: Float, rdelta: Float, nstep: Int
+        aux: inout [UInt8], rmin: Float, rdelta: Float, nstep: Int
     ) -> (Float, Float) {
         var minV = x[0], maxV = x[0]
         var sumW = weights[0]
@@ -201,7 +203,6 @@ public enum KQuantizer {
             let diff = scale * Float(L[i]) + minV - x[i]
             bestError += weights[i] * (diff * diff)
         }
-        var aux = [UInt8](repeating: 0, count: n)
         for step in 0...nstep {
             iscale = (rmin + rdelta * Float(step) + Float(nmax)) / (maxV - minV)
             var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
