@@ -17,25 +17,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_gguf_llama_cpp import build_greedy, run  # noqa: E402
 from synthetic_moe import write_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = [("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q4_k", "Q4_K_S"), ("q5_k", "Q5_K_S"), ("q6_k", "Q6_K")]
 H, FFN, HEADS, KV, HD, EXPERTS, VOCAB = 2048, 768, 32, 4, 128, 4, 512
-
-
-def run(cmd):
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))}\n{p.stderr[-3000:]}")
-    return p.stdout
 
 
 def tensors(path: Path):
@@ -64,7 +57,6 @@ def main():
     f32 = work / "f32.gguf"
     run([args.premoe, "quantize", ckpt, "--type", "f32", "--out", f32])
     ref = {n: dequant(t) for n, (ty, t) in tensors(f32).items()}
-    from check_gguf_llama_cpp import build_greedy
     greedy = build_greedy(bin_dir, work)
     prompt = "Question: how many clips did she sell?"
     print(f"synthetic Qwen3-MoE, hidden {H}, experts {EXPERTS} x {FFN}, weights t(5) x 0.02\n")

@@ -101,24 +101,13 @@ public enum QuantizedReference {
         case .q8_0:
             let d = half(p, 0)
             for j in 0..<32 { y[j] = Float(i8(2 + j)) * d }
-        case .q4_K:
+        case .q4_K, .q5_K:
+            // Q5_K is Q4_K's scales and low nibbles (at byte 48 instead of 16) plus a fifth bit per
+            // value in qh[32] at byte 16: bit 2k of qh[l] for value l of sub-block 2k, bit 2k+1 for 2k+1.
             let d = half(p, 0), dmin = half(p, 2)
             let scales = p + 4
-            var q = 16
-            var out = 0
-            for j in stride(from: 0, to: 8, by: 2) {
-                let (sc1, m1) = scaleMinK4(j, scales)
-                let (sc2, m2) = scaleMinK4(j + 1, scales)
-                let d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2
-                for l in 0..<32 { y[out + l] = d1 * Float(u8(q + l) & 0xF) - mm1 }
-                for l in 0..<32 { y[out + 32 + l] = d2 * Float(u8(q + l) >> 4) - mm2 }
-                q += 32
-                out += 64
-            }
-        case .q5_K:
-            let d = half(p, 0), dmin = half(p, 2)
-            let scales = p + 4
-            var ql = 48
+            let fifthBits = format == .q5_K
+            var q = fifthBits ? 48 : 16
             var out = 0
             var u1: UInt8 = 1, u2: UInt8 = 2
             for j in stride(from: 0, to: 8, by: 2) {
@@ -126,11 +115,11 @@ public enum QuantizedReference {
                 let (sc2, m2) = scaleMinK4(j + 1, scales)
                 let d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2
                 for l in 0..<32 {
-                    let h = u8(16 + l)
-                    y[out + l] = d1 * Float(Int(u8(ql + l) & 0xF) + (h & u1 != 0 ? 16 : 0)) - mm1
-                    y[out + 32 + l] = d2 * Float(Int(u8(ql + l) >> 4) + (h & u2 != 0 ? 16 : 0)) - mm2
+                    let h = fifthBits ? u8(16 + l) : 0
+                    y[out + l] = d1 * Float(Int(u8(q + l) & 0xF) + (h & u1 != 0 ? 16 : 0)) - mm1
+                    y[out + 32 + l] = d2 * Float(Int(u8(q + l) >> 4) + (h & u2 != 0 ? 16 : 0)) - mm2
                 }
-                ql += 32
+                q += 32
                 out += 64
                 u1 <<= 2
                 u2 <<= 2
