@@ -166,6 +166,10 @@ public enum GGUFExport {
         let policy = GGUFTypePolicy(type: type, layerCount: layers, expertCount: kept,
                                     tiedEmbeddings: !tensors.contains { $0.name == "output.weight" })
         var notes: [String] = []
+        if arch == "olmoe" && kvHeads != heads {
+            notes.append("llama.cpp's OLMoE sizes attn_k_norm by the full width (it assumes as many KV heads as heads); "
+                + "with \(kvHeads) KV heads for \(heads) heads this file loads in premoe but not in llama.cpp")
+        }
         tensors = tensors.map { entry in
             let (target, note) = policy.target(for: entry.name, shape: entry.tensor.shape, source: entry.tensor.dtype)
             if let note { notes.append(note) }

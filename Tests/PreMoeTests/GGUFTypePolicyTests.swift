@@ -122,7 +122,9 @@ let q8ExportTolerance: Float = 3e-2
         let spec = try ModelLoader.spec(at: model)
         let url = dir.appendingPathComponent("olmoe.q8_0.gguf")
         let plan = GGUFExport.allExperts(spec)
-        try GGUFExport.writeFile(modelDirectory: model, keptExperts: plan, sourceFingerprint: "fp", type: .q8_0, to: url)
+        let report = try GGUFExport.writeFile(modelDirectory: model, keptExperts: plan, sourceFingerprint: "fp", type: .q8_0, to: url)
+        // The fixture has 2 KV heads for 4 heads, which llama.cpp's OLMoE cannot load: said in a note.
+        #expect(report.notes.contains { $0.contains("not in llama.cpp") })
         let file = try GGUFFile(url: url)
         #expect(try file.int("olmoe.expert_count") == spec.moe(spec.moeLayers[0])?.expertCount)
         #expect(file.metadataKeys.allSatisfy { !$0.hasPrefix("premoe.kept_experts") })
