@@ -9,6 +9,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
     case q4_1 = "Q4_1"
     case q8_0 = "Q8_0"
     case q4_K = "Q4_K"
+    case q5_K = "Q5_K"
     case q6_K = "Q6_K"
 
     /// Bytes per element; for block types, bytes per block (see `byteCount(elements:)`).
@@ -16,7 +17,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
         switch self {
         case .float32: 4
         case .float16, .bfloat16: 2
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K: quantizedFormat!.blockBytes
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: quantizedFormat!.blockBytes
         }
     }
 
@@ -24,7 +25,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
     /// over "every dtype" means. The GGML block types are `blockQuantized`.
     public static let allCases: [DType] = [.float32, .float16, .bfloat16]
     /// The GGML block-quantized types.
-    public static let blockQuantized: [DType] = [.q4_0, .q4_1, .q8_0, .q4_K, .q6_K]
+    public static let blockQuantized: [DType] = [.q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K]
 
     /// The block format of a quantized type, nil for f32/f16/bf16.
     public var quantizedFormat: QuantizedFormat? { QuantizedFormat(rawValue: rawValue) }

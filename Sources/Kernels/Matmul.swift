@@ -69,7 +69,7 @@ enum FastMatmul {
         case .float32: run(F32Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .bfloat16: run(BF16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .float16: run(F16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
             QuantizedKernels.matmul(x, tokens: tokens, weight: w, format: weight.dtype.quantizedFormat!, rows: outF, cols: n,
                                     into: y, pool: pool)
         }
@@ -114,7 +114,7 @@ enum FastMatmul {
         case .float32: runPair(F32Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .bfloat16: runPair(BF16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .float16: runPair(F16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K: break  // sent to `matmul` by the guard
+        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // sent to `matmul` by the guard
         }
     }
 

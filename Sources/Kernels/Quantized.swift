@@ -1,5 +1,5 @@
-// GGML block-quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K): scalar reference dequantize,
-// reference quantize (ggml's `quantize_row_*_ref`), and fast dot / matmul that compute straight
+// GGML block-quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): scalar reference dequantize,
+// reference quantize (ggml's `quantize_row_*_ref`, K-quants in QuantizeKQuants.swift), and fast dot / matmul that compute straight
 // from the blocks: each block of a weight row is widened in registers and multiplied with f32
 // activations. Nothing is dequantized to a second f32 copy of the weights.
 //
@@ -9,6 +9,7 @@
 //   Q4_1 (32 values, 20 B): d, m, qs[16]; value = nibble·d + m, same nibble order.
 //   Q8_0 (32 values, 34 B): d, qs[32] int8; value = q·d.
 //   Q4_K (256 values, 144 B): d, dmin, scales[12] (8 six-bit scale/min pairs), qs[128].
+//   Q5_K (256 values, 176 B): d, dmin, scales[12] (as Q4_K), qh[32] (fifth bits), qs[128].
 //   Q6_K (256 values, 210 B): ql[128], qh[64], scales[16] int8, d.
 //
 // Summation order of `QuantizedKernels.dot` (the contract every matmul path follows, so results
@@ -25,13 +26,14 @@ public enum QuantizedFormat: String, Sendable, CaseIterable {
     case q4_1 = "Q4_1"
     case q8_0 = "Q8_0"
     case q4_K = "Q4_K"
+    case q5_K = "Q5_K"
     case q6_K = "Q6_K"
 
     /// Values per block.
     public var blockSize: Int {
         switch self {
         case .q4_0, .q4_1, .q8_0: 32
-        case .q4_K, .q6_K: 256
+        case .q4_K, .q5_K, .q6_K: 256
         }
     }
 
@@ -42,9 +44,13 @@ public enum QuantizedFormat: String, Sendable, CaseIterable {
         case .q4_1: 20
         case .q8_0: 34
         case .q4_K: 144
+        case .q5_K: 176
         case .q6_K: 210
         }
     }
+
+    /// Whether this is a 256-value K-quant (dequantized per block by the kernels).
+    public var isKQuant: Bool { blockSize == 256 }
 
     /// Bytes of a row of `count` values (`count` a multiple of `blockSize`).
     public func rowBytes(_ count: Int) -> Int { count / blockSize * blockBytes }
@@ -57,7 +63,7 @@ private func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
 
 /// Six-bit scale and min `j` (0..<8) of a Q4_K block's 12 packed bytes (ggml's `get_scale_min_k4`).
 @inline(__always)
-private func scaleMinK4(_ j: Int, _ q: UnsafeRawPointer) -> (Float, Float) {
+func scaleMinK4(_ j: Int, _ q: UnsafeRawPointer) -> (Float, Float) {
     func b(_ i: Int) -> UInt8 { q.load(fromByteOffset: i, as: UInt8.self) }
     if j < 4 { return (Float(b(j) & 63), Float(b(j + 4) & 63)) }
     let sc = (b(j + 4) & 0xF) | ((b(j - 4) >> 6) << 4)
@@ -95,19 +101,28 @@ public enum QuantizedReference {
         case .q8_0:
             let d = half(p, 0)
             for j in 0..<32 { y[j] = Float(i8(2 + j)) * d }
-        case .q4_K:
+        case .q4_K, .q5_K:
+            // Q5_K is Q4_K's scales and low nibbles (at byte 48 instead of 16) plus a fifth bit per
+            // value in qh[32] at byte 16: bit 2k of qh[l] for value l of sub-block 2k, bit 2k+1 for 2k+1.
             let d = half(p, 0), dmin = half(p, 2)
             let scales = p + 4
-            var q = 16
+            let fifthBits = format == .q5_K
+            var q = fifthBits ? 48 : 16
             var out = 0
+            var u1: UInt8 = 1, u2: UInt8 = 2
             for j in stride(from: 0, to: 8, by: 2) {
                 let (sc1, m1) = scaleMinK4(j, scales)
                 let (sc2, m2) = scaleMinK4(j + 1, scales)
                 let d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2
-                for l in 0..<32 { y[out + l] = d1 * Float(u8(q + l) & 0xF) - mm1 }
-                for l in 0..<32 { y[out + 32 + l] = d2 * Float(u8(q + l) >> 4) - mm2 }
+                for l in 0..<32 {
+                    let h = fifthBits ? u8(16 + l) : 0
+                    y[out + l] = d1 * Float(Int(u8(q + l) & 0xF) + (h & u1 != 0 ? 16 : 0)) - mm1
+                    y[out + 32 + l] = d2 * Float(Int(u8(q + l) >> 4) + (h & u2 != 0 ? 16 : 0)) - mm2
+                }
                 q += 32
                 out += 64
+                u1 <<= 2
+                u2 <<= 2
             }
         case .q6_K:
             let d = half(p, 208)
@@ -142,9 +157,11 @@ public enum QuantizedReference {
         return Float(s)
     }
 
-    /// Quantizes `count` values (a multiple of 32) as ggml's `quantize_row_{q4_0,q4_1,q8_0}_ref`
-    /// does (gguf-py's `quants.quantize` gives the same bytes). K-quants are not produced here.
+    /// Quantizes `count` values (a multiple of the block size) as ggml's `quantize_row_*_ref` does
+    /// (gguf-py's `quants.quantize` gives the same bytes for Q4_0/Q4_1/Q8_0; K-quants go to
+    /// `KQuantizer`, which is what `llama-quantize` runs without an importance matrix).
     public static func quantize(_ format: QuantizedFormat, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
+        if format.isKQuant { return KQuantizer.quantize(format, x, count: count, into: out) }
         precondition(count % 32 == 0, "\(count) values is not a whole number of blocks")
         func storeHalf(_ v: Float, _ p: UnsafeMutableRawPointer) { p.storeBytes(of: Float16(v).bitPattern, as: UInt16.self) }
         for b in 0..<(count / 32) {
@@ -187,8 +204,8 @@ public enum QuantizedReference {
                     let q1 = min(15, Int8(truncatingIfNeeded: Int((v[j + 16] - lo) * id + 0.5)))
                     p.storeBytes(of: UInt8(q0) | UInt8(q1) << 4, toByteOffset: 4 + j, as: UInt8.self)
                 }
-            case .q4_K, .q6_K:
-                preconditionFailure("quantizing to \(format) is not implemented")
+            case .q4_K, .q5_K, .q6_K:
+                preconditionFailure("unreachable: K-quants are quantized by KQuantizer")
             }
         }
     }
@@ -273,7 +290,7 @@ public enum QuantizedKernels {
     /// Follows the order in this file's header.
     public static func dot(_ format: QuantizedFormat, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         switch format {
-        case .q4_K, .q6_K:
+        case .q4_K, .q5_K, .q6_K:
             return dotK(format, row, x, count: count)
         default:
             let sums = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count / 32))
@@ -351,7 +368,7 @@ public enum QuantizedKernels {
         precondition(cols % format.blockSize == 0, "row length \(cols) is not a whole number of \(format) blocks")
         guard tokens > 0, rows > 0 else { return }
         let rowBytes = format.rowBytes(cols)
-        let isK = format == .q4_K || format == .q6_K
+        let isK = format.isKQuant
         let blocks = cols / 32
         let sums = UnsafeMutablePointer<Float>.allocate(capacity: max(1, tokens * blocks))
         defer { sums.deallocate() }
@@ -386,7 +403,7 @@ public enum QuantizedKernels {
                      "\(format): offset \(offset) and count \(count) must be whole blocks")
         let base = blocks + offset / format.blockSize * format.blockBytes
         switch format {
-        case .q4_K, .q6_K:
+        case .q4_K, .q5_K, .q6_K:
             QuantizedReference.dequantize(format, base, into: out, count: count)
         default:
             for b in 0..<(count / 32) {

@@ -311,20 +311,44 @@ public struct GGUFModelConfig {
 }
 
 extension Tokenizer {
-    /// The tokenizer stored in GGUF metadata (`tokenizer.ggml.*`), nil when the file has none or
-    /// it is not byte-level BPE (`tokenizer.ggml.model` other than `gpt2`, e.g. SentencePiece).
-    /// - Throws: `TokenizerError` for inconsistent metadata, `GGUFError` for mistyped keys.
+    /// The tokenizer stored in GGUF metadata (`tokenizer.ggml.*`): byte-level BPE
+    /// (`tokenizer.ggml.model = "gpt2"`) or SentencePiece (`"llama"`); nil when the file has none.
+    /// - Throws: `TokenizerError.unsupported` for another tokenizer model, `TokenizerError` for
+    ///   inconsistent metadata, `GGUFError` for mistyped keys.
     public static func fromGGUF(_ file: GGUFFile) throws -> Tokenizer? {
-        guard try file.string("tokenizer.ggml.model") == "gpt2",
+        guard let model = try file.string("tokenizer.ggml.model"),
               let tokens = try file.strings("tokenizer.ggml.tokens") else { return nil }
-        return try Tokenizer(
-            vocabulary: tokens, merges: try file.strings("tokenizer.ggml.merges") ?? [],
-            tokenTypes: try file.ints("tokenizer.ggml.token_type"),
-            preTokenizer: try file.string("tokenizer.ggml.pre") ?? "default",
-            bosTokenID: try file.int("tokenizer.ggml.bos_token_id"),
-            eosTokenID: try file.int("tokenizer.ggml.eos_token_id"),
-            addBOS: try file.bool("tokenizer.ggml.add_bos_token") ?? false,
-            chatTemplate: try file.string("tokenizer.chat_template"))
+        switch model {
+        case "gpt2":
+            return try Tokenizer(
+                vocabulary: tokens, merges: try file.strings("tokenizer.ggml.merges") ?? [],
+                tokenTypes: try file.ints("tokenizer.ggml.token_type"),
+                preTokenizer: try file.string("tokenizer.ggml.pre") ?? "default",
+                bosTokenID: try file.int("tokenizer.ggml.bos_token_id"),
+                eosTokenID: try file.int("tokenizer.ggml.eos_token_id"),
+                addBOS: try file.bool("tokenizer.ggml.add_bos_token") ?? false,
+                chatTemplate: try file.string("tokenizer.chat_template"))
+        case "llama":
+            let key = "tokenizer.ggml.scores"
+            let values = file[key]?.array ?? []
+            let scores = values.compactMap { $0.double.map(Float.init) }
+            guard scores.count == values.count else {
+                throw GGUFError.metadataTypeMismatch(file: file.url.path, key: key, expected: "an array of floats",
+                                                     actual: "an array of \(values.first?.type ?? .float32)")
+            }
+            return try Tokenizer(
+                sentencePieceVocabulary: tokens, scores: scores.isEmpty ? [Float](repeating: 0, count: tokens.count) : scores,
+                tokenTypes: try file.ints("tokenizer.ggml.token_type"),
+                bosTokenID: try file.int("tokenizer.ggml.bos_token_id"),
+                eosTokenID: try file.int("tokenizer.ggml.eos_token_id"),
+                unknownTokenID: try file.int("tokenizer.ggml.unknown_token_id"),
+                addBOS: try file.bool("tokenizer.ggml.add_bos_token") ?? true,
+                addEOS: try file.bool("tokenizer.ggml.add_eos_token") ?? false,
+                addSpacePrefix: try file.bool("tokenizer.ggml.add_space_prefix") ?? true,
+                chatTemplate: try file.string("tokenizer.chat_template"))
+        default:
+            throw TokenizerError.unsupported(component: "GGUF tokenizer.ggml.model", type: model, file: file.url.path)
+        }
     }
 }
 

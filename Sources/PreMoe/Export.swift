@@ -12,6 +12,8 @@ public struct ExportReport: Codable, Sendable {
     /// Bytes of tensor data written.
     public var tensorBytes: Int
     public var expertsPerLayer: Int
+    /// Decisions worth telling the user (tensors stored in a fallback type, ...).
+    public var notes: [String] = []
 }
 
 /// Writes a pruned model as a standard Hugging Face checkpoint in the same layout family as the

@@ -14,8 +14,11 @@ import Models
 ///   kept experts are stacked on the slowest axis in plan order (`blk.L.ffn_{gate,up,down}_exps`,
 ///   ne {H, I, N}), routers keep the kept rows in the same order (`ffn_gate_inp` {H, N});
 ///   Qwen2-MoE's `shared_expert_gate [1, H]` becomes `ffn_gate_inp_shexp` {H};
-/// - every tensor keeps the source dtype (F32, F16 or BF16), bytes unchanged;
-/// - metadata: `general.architecture`, `<arch>.block_count`, `context_length`,
+/// - tensor types follow `GGUFTypePolicy` (the converter's and `llama-quantize`'s rules): 1-D
+///   tensors, norms, biases and routers are F32; without a `type` the other tensors keep the
+///   source dtype (F32, F16 or BF16), bytes unchanged; with one they are converted or quantized;
+/// - metadata: `general.architecture`, `general.type`, `general.name`, `general.file_type`,
+///   `general.quantization_version` (quantized files), `<arch>.block_count`, `context_length`,
 ///   `embedding_length`, `feed_forward_length`, `attention.head_count(_kv)`,
 ///   `attention.key_length` / `value_length`, `attention.layer_norm_rms_epsilon`,
 ///   `rope.dimension_count`, `rope.freq_base`, `vocab_size`, `expert_count` (= N kept),
@@ -34,13 +37,45 @@ public enum GGUFExport {
     public static let fileName = "model.gguf"
 
     /// Writes `out/model.gguf`.
-    /// - Parameters: as `PrunedExport.write`.
+    /// - Parameters: as `PrunedExport.write`, and
+    ///   - type: the tensor types to write (`GGUFTypePolicy`); nil keeps the checkpoint's dtypes
+    ///     (1-D tensors and routers still become F32, as llama.cpp needs).
+    ///   - pool: threads for quantizing.
     /// - Throws: `PreMoeError.unsupported` for an architecture or checkpoint layout GGUF export
     ///   does not handle, `.invalidBudget` for a bad plan, `.io` for a non-empty output directory;
     ///   `ModelError`, `CheckpointError`, `GGUFError`.
     @discardableResult
     public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
-                             to out: URL) throws -> ExportReport {
+                             type: GGUFOutputType? = nil, pool: ThreadPool = .serial, to out: URL) throws -> ExportReport {
+        try PrunedExport.checkEmptyOutput(out)
+        do {
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        } catch {
+            throw PreMoeError.io(path: out.path, reason: "\(error)")
+        }
+        var report = try writeFile(modelDirectory: modelDirectory, keptExperts: keptExperts, sourceFingerprint: sourceFingerprint,
+                                   tasks: tasks, type: type, pool: pool, to: out.appendingPathComponent(fileName))
+        report.outputDirectory = out.path
+        return report
+    }
+
+    /// Every expert of every MoE layer of `spec`: the plan of a conversion without pruning.
+    public static func allExperts(_ spec: DecoderSpec) -> [Int: [Int]] {
+        var plan: [Int: [Int]] = [:]
+        for l in spec.moeLayers { plan[l] = Array(0..<(spec.moe(l)?.expertCount ?? 0)) }
+        return plan
+    }
+
+    /// Writes one GGUF file `file` (see `write`). A plan keeping every expert in order is a plain
+    /// conversion: the file then carries no `premoe.kept_experts.*` keys.
+    /// - Throws: as `write`; `PreMoeError.io` when `file` already exists.
+    @discardableResult
+    public static func writeFile(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String,
+                                 tasks: [String] = [], type: GGUFOutputType? = nil, pool: ThreadPool = .serial,
+                                 to file: URL) throws -> ExportReport {
+        guard !FileManager.default.fileExists(atPath: file.path) else {
+            throw PreMoeError.io(path: file.path, reason: "the output file already exists")
+        }
         let configURL = modelDirectory.appendingPathComponent("config.json")
         let config = try JSONValue(contentsOf: configURL)
         guard config.objectValue != nil else { throw PreMoeError.unsupported("\(configURL.path): not a JSON object") }
@@ -53,7 +88,7 @@ public enum GGUFExport {
         let spec = try ModelLoader.spec(at: modelDirectory)
         let (kept, slot) = try PrunedExport.checkPlan(keptExperts, spec: spec, model: modelDirectory)
         let moeLayers = spec.moeLayers
-        try PrunedExport.checkEmptyOutput(out)
+        let pruned = moeLayers.contains { keptExperts[$0] != Array(0..<(spec.moe($0)?.expertCount ?? 0)) }
 
         func int(_ key: String) -> Int? { config[key]?.intValue }
         func required(_ key: String) throws -> Int {
@@ -89,7 +124,8 @@ public enum GGUFExport {
             guard let entry = try checkpoint.entry(name) else { continue }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l):
-                tensors.append((try ggufName(name).tensor, gatherRows(try checkpoint.tensor(name), keptExperts[l]!)))
+                guard let rows = keptExperts[l] else { throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)") }
+                tensors.append((try ggufName(name).tensor, gatherRows(try checkpoint.tensor(name), rows)))
             case .stackedExperts:
                 throw PreMoeError.unsupported(
                     "GGUF export: fused expert tensor '\(name)' is not supported (use --format safetensors)")
@@ -126,12 +162,30 @@ public enum GGUFExport {
         }
         tensors.sort { order($0.name) < order($1.name) }
 
-        // Metadata.
+        // Tensor types (llama.cpp's rules, GGUFTypePolicy).
+        let policy = GGUFTypePolicy(type: type, layerCount: layers, expertCount: kept,
+                                    tiedEmbeddings: !tensors.contains { $0.name == "output.weight" })
+        var notes: [String] = []
+        if arch == "olmoe" && kvHeads != heads {
+            notes.append("llama.cpp's OLMoE sizes attn_k_norm by the full width (it assumes as many KV heads as heads); "
+                + "with \(kvHeads) KV heads for \(heads) heads this file loads in premoe but not in llama.cpp")
+        }
+        tensors = tensors.map { entry in
+            let (target, note) = policy.target(for: entry.name, shape: entry.tensor.shape, source: entry.tensor.dtype)
+            if let note { notes.append(note) }
+            return (name: entry.name, tensor: entry.tensor.converted(to: target, pool: pool))
+        }
+
+        // Metadata, in the converter's order: general.*, architecture keys, tokenizer.
         var writer = GGUFWriter()
         let a = arch
         writer.set("general.architecture", .string(arch))
-        writer.set("general.name", .string(modelDirectory.lastPathComponent + "-premoe-\(kept)"))
-        if let dtype = tensors.first(where: { $0.name == "token_embd.weight" })?.tensor.dtype,
+        writer.set("general.type", .string("model"))
+        writer.set("general.name", .string(modelDirectory.lastPathComponent + (pruned ? "-premoe-\(kept)" : "")))
+        if let type {
+            writer.set("general.file_type", .uint32(type.fileType))
+            if type.isQuantized { writer.set("general.quantization_version", .uint32(2)) }
+        } else if let dtype = tensors.first(where: { $0.name == "token_embd.weight" })?.tensor.dtype,
             let fileType = ["F32": 0, "F16": 1, "BF16": 32][dtype.rawValue] {
             writer.set("general.file_type", .uint32(UInt32(fileType)))
         }
@@ -154,19 +208,17 @@ public enum GGUFExport {
         if let shared = int("shared_expert_intermediate_size"), shared > 0 { u32("expert_shared_feed_forward_length", shared) }
         if let norm = config["norm_topk_prob"]?.boolValue { writer.set("\(a).expert_weights_norm", .bool(norm)) }
         try tokenizerMetadata(modelDirectory: modelDirectory, config: config, into: &writer)
-        for l in moeLayers { writer.set("premoe.kept_experts.\(l)", .int32s(keptExperts[l]!)) }
+        if pruned {
+            for l in moeLayers { writer.set("premoe.kept_experts.\(l)", .int32s(keptExperts[l] ?? [])) }
+        }
         writer.set("premoe.source_fingerprint", .string(sourceFingerprint))
         writer.set("premoe.tasks", .strings(tasks))
 
         for (name, t) in tensors { try writer.add(name, t) }
-        do {
-            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        } catch {
-            throw PreMoeError.io(path: out.path, reason: "\(error)")
-        }
-        try writer.write(to: out.appendingPathComponent(fileName))
-        return ExportReport(outputDirectory: out.path, files: [fileName], tensorCount: tensors.count,
-                            tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
+        try writer.write(to: file)
+        return ExportReport(outputDirectory: file.deletingLastPathComponent().path, files: [file.lastPathComponent],
+                            tensorCount: tensors.count, tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount },
+                            expertsPerLayer: kept, notes: notes)
     }
 
     /// Row order taking Hugging Face's half-split RoPE rows to GGML's interleaved ones, per head
@@ -203,75 +255,5 @@ public enum GGUFExport {
         let parts = name.split(separator: ".")
         if parts.first == "blk", parts.count > 1, let l = Int(parts[1]) { return (1, l, name) }
         return (name.hasPrefix("token_embd") ? 0 : 2, 0, name)
-    }
-
-    /// `tokenizer.ggml.*` from `tokenizer.json` (byte-level BPE, as the converter's `gpt2`
-    /// model), `tokenizer_config.json` and the config's special token ids. Writes nothing for
-    /// a missing or non-BPE tokenizer.
-    static func tokenizerMetadata(modelDirectory: URL, config: JSONValue, into writer: inout GGUFWriter) throws {
-        let url = modelDirectory.appendingPathComponent("tokenizer.json")
-        guard FileManager.default.fileExists(atPath: url.path) else { return }
-        let tok = try JSONValue(contentsOf: url)
-        guard tok["model"]?["type"]?.stringValue == "BPE", let vocab = tok["model"]?["vocab"]?.objectValue else { return }
-        var byID: [Int: (String, Int)] = [:]  // id → (token, GGUF token type)
-        for (token, id) in vocab { if let id = id.intValue { byID[id] = (token, 1) } }
-        for added in tok["added_tokens"]?.arrayValue ?? [] {
-            guard let id = added["id"]?.intValue, let content = added["content"]?.stringValue else { continue }
-            byID[id] = (content, added["special"]?.boolValue == true ? 3 : 4)
-        }
-        let size = max((byID.keys.max() ?? -1) + 1, config["vocab_size"]?.intValue ?? 0)
-        var tokens: [String] = []
-        var types: [Int] = []
-        for id in 0..<size {
-            if let (t, type) = byID[id] {
-                tokens.append(t)
-                types.append(type)
-            } else {
-                tokens.append("[PAD\(id)]")  // the converter's filler for unused ids
-                types.append(5)
-            }
-        }
-        let merges: [String] = (tok["model"]?["merges"]?.arrayValue ?? []).compactMap { m in
-            if let s = m.stringValue { return s }
-            if let pair = m.arrayValue?.compactMap(\.stringValue), pair.count == 2 { return pair.joined(separator: " ") }
-            return nil
-        }
-        writer.set("tokenizer.ggml.model", .string("gpt2"))
-        writer.set("tokenizer.ggml.pre", .string(preTokenizerName(tok["pre_tokenizer"])))
-        writer.set("tokenizer.ggml.tokens", .strings(tokens))
-        writer.set("tokenizer.ggml.token_type", .int32s(types))
-        writer.set("tokenizer.ggml.merges", .strings(merges))
-        func tokenID(_ key: String) -> Int? {
-            config[key]?.intValue ?? config[key]?.arrayValue?.first?.intValue
-        }
-        if let bos = tokenID("bos_token_id"), bos < size { writer.set("tokenizer.ggml.bos_token_id", .uint32(UInt32(bos))) }
-        if let eos = tokenID("eos_token_id"), eos < size { writer.set("tokenizer.ggml.eos_token_id", .uint32(UInt32(eos))) }
-        let tokConfigURL = modelDirectory.appendingPathComponent("tokenizer_config.json")
-        let tokConfig = FileManager.default.fileExists(atPath: tokConfigURL.path) ? try? JSONValue(contentsOf: tokConfigURL) : nil
-        writer.set("tokenizer.ggml.add_bos_token", .bool(tokConfig?["add_bos_token"]?.boolValue ?? false))
-        var template = tokConfig?["chat_template"]?.stringValue
-        let jinja = modelDirectory.appendingPathComponent("chat_template.jinja")
-        if template == nil, let data = FileManager.default.contents(atPath: jinja.path) { template = String(decoding: data, as: UTF8.self) }
-        if let template { writer.set("tokenizer.chat_template", .string(template)) }
-    }
-
-    /// llama.cpp's `tokenizer.ggml.pre` for a `tokenizer.json` pre-tokenizer: the Qwen2 split
-    /// (single digits) → `qwen2`, the Llama 3 split (digit runs of 1–3) → `llama-bpe`, else `gpt2`.
-    static func preTokenizerName(_ pre: JSONValue?) -> String {
-        var regexes: [String] = []
-        func walk(_ v: JSONValue?) {
-            switch v {
-            case .object(let members)?:
-                if let r = members["Regex"]?.stringValue { regexes.append(r) }
-                for m in members.values { walk(m) }
-            case .array(let elements)?:
-                for e in elements { walk(e) }
-            default: break
-            }
-        }
-        walk(pre)
-        if regexes.contains(where: { $0.contains("\\p{N}{1,3}") }) { return "llama-bpe" }
-        if regexes.contains(where: { $0.contains("\\p{N}") }) { return "qwen2" }
-        return "gpt2"
     }
 }

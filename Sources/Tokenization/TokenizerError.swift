@@ -51,5 +51,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         "pattern": "String, Regex",
         "split behavior": "Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous",
         "prepend_scheme": "always, first, never",
+        "GGUF tokenizer.ggml.pre": Tokenizer.supportedGGUFPreTokenizers.joined(separator: ", "),
+        "GGUF tokenizer.ggml.model": "gpt2 (byte-level BPE), llama (SentencePiece)",
     ]
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Formats
 import Foundation
 import Models
 import Runtime
@@ -167,14 +168,23 @@ struct Logits: ParsableCommand {
 }
 
 struct Tokenize: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Tokenise text with the model's tokenizer.json.")
-    @Argument(help: "Model directory or tokenizer.json path.") var model: String
+    static let configuration = CommandConfiguration(abstract: "Tokenise text with the model's tokenizer.json or GGUF vocabulary.")
+    @Argument(help: "Model directory, tokenizer.json path or .gguf file.") var model: String
     @Option(help: "Text to tokenise.") var text: String
     @Flag(name: .customLong("no-special"), help: "Do not add the post-processor's special tokens.") var noSpecial = false
     @Flag(help: "Print JSON: {\"ids\": […]}.") var json = false
 
     func run() throws {
-        let tokenizer = try Tokenizer(url: URL(fileURLWithPath: model))
+        let url = URL(fileURLWithPath: model)
+        let tokenizer: Tokenizer
+        if ModelLoader.isGGUF(url) {
+            guard let t = try Tokenizer.fromGGUF(try GGUFFile(url: url)) else {
+                throw CLIError(description: "\(url.path): no tokenizer.ggml.* metadata in this GGUF file")
+            }
+            tokenizer = t
+        } else {
+            tokenizer = try Tokenizer(url: url)
+        }
         let ids = tokenizer.encode(text, addSpecialTokens: !noSpecial)
         if json {
             struct Output: Encodable { let ids: [Int] }

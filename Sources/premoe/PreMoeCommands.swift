@@ -489,6 +489,8 @@ struct Prune: ParsableCommand {
     var format = "safetensors"
     @Option(name: .customLong("top-k"), help: "Experts per token written into the config (the paper's a/b, e.g. 4 for 4/64; safetensors).")
     var topK: Int?
+    @Option(help: "GGUF tensor type (\(ggufTypeList); --format gguf only; default: the checkpoint's).")
+    var type: GGUFOutputType?
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
@@ -503,6 +505,7 @@ struct Prune: ParsableCommand {
             throw ValidationError("--format: expected safetensors or gguf, got '\(format)'")
         }
         if topK != nil && format == "gguf" { throw ValidationError("--top-k is written into safetensors exports only") }
+        if type != nil && format != "gguf" { throw ValidationError("--type needs --format gguf") }
         guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
             throw ValidationError("--max-shard-size: expected a size")
         }
@@ -518,10 +521,11 @@ struct Prune: ParsableCommand {
         for w in plan.warnings { printError("warning: \(w)") }
         let report = format == "gguf"
             ? try GGUFExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
-                                   tasks: tasks, to: URL(fileURLWithPath: out))
+                                   tasks: tasks, type: type, pool: options.threadPool, to: URL(fileURLWithPath: out))
             : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
                                      tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes,
                                      routedTopK: topK)
+        for note in report.notes { printError("note: \(note)") }
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,
                             estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)

@@ -123,9 +123,9 @@ let brokenGGUFFiles: [BrokenGGUF] = [
         var g = RawGGUF.valid(); g.infos[0].dims = [33, 1]; g.infos[0].type = 8; return g.bytes }),
     BrokenGGUF(name: "unknown GGML type", expected: "unknownType", mentions: "type 99", make: {
         var g = RawGGUF.valid(); g.infos[0].type = 99; return g.bytes }, onAccess: "a"),
-    BrokenGGUF(name: "type the kernels lack", expected: "unsupportedType", mentions: "Q5_K", make: {
-        var g = RawGGUF.valid(); g.infos[0].dims = [256, 1]; g.infos[0].type = 13
-        g.infos[1].offset = 192; g.data = [UInt8](repeating: 0, count: 192) + f32Bytes([7, 8, 9, 10]); return g.bytes
+    BrokenGGUF(name: "type the kernels lack", expected: "unsupportedType", mentions: "Q3_K", make: {
+        var g = RawGGUF.valid(); g.infos[0].dims = [256, 1]; g.infos[0].type = 11
+        g.infos[1].offset = 128; g.data = [UInt8](repeating: 0, count: 128) + f32Bytes([7, 8, 9, 10]); return g.bytes
     }, onAccess: "a"),
     BrokenGGUF(name: "unknown tensor name", expected: "unknownTensor", mentions: "Did you mean 'a'", make: {
         RawGGUF.valid().bytes }, onAccess: "a_"),
