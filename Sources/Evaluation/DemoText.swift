@@ -29,7 +29,7 @@ extension DemoReport {
     public func retrievalText(style: ExpertHeatmap.TerminalStyle) -> String {
         var out = DemoText.heading("2. Retrieval: questions it never saw, as people send them → task pattern", style: style) + "\n"
         out += "Typed as is, or inside the chat template. Features from the backbone up to the first MoE router (no expert\n"
-        out += "is needed): mean token embedding and router logits; a classifier fitted at profile time picks the task.\n\n"
+        out += "is needed): mean token embedding, router logits, last tokens; a classifier fitted at profile time picks the task.\n\n"
         let width = 52
         var rows = [["prompt (test split)", "sent as", "true", "retrieved", "p", "runner-up"]]
         for r in retrieval {
@@ -98,7 +98,7 @@ extension DemoReport {
         out += "Each model is loaded from disk with only its experts (those of the retrieved task's pattern).\n\n"
         out += "prompt      \"" + DemoText.oneLine(c.prompt, max: 100) + "\"\n"
         out += "task        " + (c.task.map { "\($0), " } ?? "") + "retrieved \(c.retrievedTask ?? "none")"
-            + String(format: " (distance %.3f)\n", c.distance)
+            + String(format: " (p = %.3f)\n", 1 - c.distance)
         for level in c.levels {
             out += DemoText.levelName(level.keep).padding(toLength: 12, withPad: " ", startingAt: 0)
                 + "→ " + DemoText.oneLine(level.text, max: 110) + "\n"
