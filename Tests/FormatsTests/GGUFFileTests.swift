@@ -217,8 +217,9 @@ let brokenGGUFFiles: [BrokenGGUF] = [
     }
 
     /// The real SmolLM2-135M Q4_1 file, when `PREMOE_SMOLLM2_GGUF` names it (opt-in).
-    @Test func readsSmolLM2HeaderWhenAvailable() throws {
-        guard let url = Fixtures.smolLM2GGUF() else { return }
+    @Test(.enabled(if: Fixtures.hasSmolLM2GGUF, "PREMOE_SMOLLM2_GGUF names no file (opt-in)"))
+    func readsSmolLM2HeaderWhenAvailable() throws {
+        let url = try #require(Fixtures.smolLM2GGUF())
         let f = try GGUFFile(url: url)
         #expect(f.architecture == "llama")
         #expect(f.tensorInfos.count == 272)

@@ -29,8 +29,8 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
 
     /// Rewrites `Tests/Fixtures/export/` when PREMOE_WRITE_EXPORT_FIXTURE=1; then run
     /// `python scripts/make_export_fixture.py` for the goldens.
-    @Test func regenerateFixtures() throws {
-        guard ProcessInfo.processInfo.environment["PREMOE_WRITE_EXPORT_FIXTURE"] == "1" else { return }
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["PREMOE_WRITE_EXPORT_FIXTURE"] == "1", "fixture writer (opt-in)"))
+    func regenerateFixtures() throws {
         let root = Fixtures.url("export")
         var manifest: [String: [String: Any]] = [:]
         for f in exportFixtures {
