@@ -220,6 +220,11 @@ public struct GGUFModelConfig {
         let has = { (name: String) in file.info(name) != nil }
         let hidden = try required("embedding_length")
         let layers = try required("block_count")
+        // Checked here too: the per-layer scan below runs before the config is validated.
+        guard (1...ConfigLimits.layers).contains(layers) else {
+            throw GGUFError.invalidMetadata(file: path, key: "\(arch).block_count",
+                                            reason: "\(layers) is outside 1...\(ConfigLimits.layers)")
+        }
         let heads = try required("attention.head_count")
         let headDim = try file.int("\(arch).attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
         let experts = try file.int("\(arch).expert_count") ?? 0
