@@ -46,6 +46,9 @@ func parseScorerParameters(_ text: String?) throws -> [String: Double] {
         guard kv.count == 2, let value = Double(kv[1]) else {
             throw ValidationError("--scorer-params: '\(part)' is not name=number")
         }
+        guard value.isFinite, abs(value) <= 1e15 else {
+            throw ValidationError("--scorer-params: '\(part)': \(kv[0]) must be a finite number of magnitude at most 1e15")
+        }
         result[kv[0]] = value
     }
     return result
@@ -273,6 +276,7 @@ struct Retrieve: ParsableCommand {
 
     func validate() throws {
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
+        if let maxDistance, !(maxDistance >= 0) { throw ValidationError("--max-distance must be a number ≥ 0, got \(maxDistance)") }
     }
 
     func run() throws {
@@ -316,6 +320,8 @@ struct RunTask: ParsableCommand {
     func validate() throws {
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
+        if !(temperature >= 0 && temperature.isFinite) { throw ValidationError("--temperature must be a finite number ≥ 0") }
+        if let maxDistance, !(maxDistance >= 0) { throw ValidationError("--max-distance must be a number ≥ 0, got \(maxDistance)") }
     }
 
     struct Timings: Encodable {
