@@ -284,7 +284,7 @@ struct Retrieve: ParsableCommand {
         let tokenizer = try loaded.requireTokenizer()
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try store.list(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let result = try Retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt), patterns: patterns,
                                             metric: metric, maxDistance: maxDistance, storeName: store.directory.path)
         if json {
@@ -342,7 +342,7 @@ struct RunTask: ParsableCommand {
         let tokenizer = try loaded.requireTokenizer()
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try store.list(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let promptIDs = tokenizer.encode(prompt)
         let retrieval = try Retriever.retrieve(model: loaded.model, tokens: promptIDs, patterns: patterns, metric: metric,
                                                maxDistance: maxDistance, storeName: store.directory.path)
@@ -445,7 +445,7 @@ struct Prune: ParsableCommand {
         let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
         let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint) }
+        let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint, spec: spec) }
         let sizes = try ModelSizes.measure(checkpoint, spec: spec)
         let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
         for w in plan.warnings { printError("warning: \(w)") }
