@@ -29,6 +29,8 @@ public struct ExportReport: Codable, Sendable {
 ///   it was larger), `n_group` / `topk_group` set to 1 (group-limited routing is dropped, as
 ///   in the in-memory pruned model), plus `"premoe": {"kept_experts": {layer: [original indices]},
 ///   "source_fingerprint": …, "tasks": […]}`;
+/// - tensors the loader ignores are dropped (DeepSeek's multi-token-prediction layers, with
+///   `num_nextn_predict_layers` set to 0; rotary `inv_freq` buffers);
 /// - tokenizer and generation files are copied.
 public enum PrunedExport {
     /// Names of non-weight files copied from the source directory when present.
@@ -56,8 +58,11 @@ public enum PrunedExport {
         let (kept, slot) = try checkPlan(keptExperts, spec: spec, model: modelDirectory)
         try checkEmptyOutput(out)
 
+        // What loading ignores (DeepSeek's MTP layer with its own full router and experts) is
+        // dropped, and the config says so below: a pruned config beside an unpruned layer lies.
+        let ignored = try ModelLoader.ignoredTensors(at: modelDirectory, names: checkpoint.tensorNames)
         var tensors: [(name: String, tensor: Tensor)] = []
-        for name in checkpoint.tensorNames {
+        for name in checkpoint.tensorNames where !ignored.contains(name) {
             guard let entry = try checkpoint.entry(name) else { continue }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
@@ -88,6 +93,9 @@ public enum PrunedExport {
         if kept < original, config["n_group"]?.intValue != nil {
             config["n_group"] = .number(1)
             config["topk_group"] = .number(1)
+        }
+        for key in ["num_nextn_predict_layers", "num_mtp_layers"] where config[key]?.intValue ?? 0 > 0 {
+            config[key] = .number(0)
         }
         let keptJSON = Dictionary(uniqueKeysWithValues: keptExperts.filter { moeLayers.contains($0.key) }
             .map { (String($0.key), JSONValue.array($0.value.map { .number(Double($0)) })) })
