@@ -130,6 +130,15 @@ public final class GGUFSource: TensorSource {
 
     public func shape(of name: String) -> [Int]? { bindings[name]?.shape }
 
+    /// The stored bytes of `name`: the whole GGUF tensor, or one expert's share of a stacked one.
+    public func byteCount(of name: String) -> Int? {
+        guard let b = bindings[name], let info = file.info(b.gguf) else { return nil }
+        guard b.expert != nil else { return info.byteCount }
+        return info.byteCount / max(1, info.shape.first ?? 1)
+    }
+
+    public var bytesRead: Int { file.bytesRead }
+
     /// The GGUF tensor (and expert) behind HF name `name`.
     public func ggufName(of name: String) -> (tensor: String, expert: Int?)? {
         bindings[name].map { ($0.gguf, $0.expert) }

@@ -348,11 +348,11 @@ struct RunTask: ParsableCommand {
                                                maxDistance: maxDistance, storeName: store.directory.path)
         // Loading: plan + only the kept experts' bytes.
         let loadStart = Date()
-        let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint
-        let before = checkpoint?.bytesRead ?? 0
+        let checkpoint = loaded.checkpoint
+        let before = checkpoint.bytesRead
         var plan: PruningPlan?
         if let task = retrieval.task, let pattern = patterns.first(where: { $0.task == task }) {
-            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: loaded.model.spec) }
+            let sizes = ModelSizes.measure(checkpoint, spec: loaded.model.spec)
             plan = try PruningPlan.make(patterns: [pattern], budget: try budgetOptions.resolve(), sizes: sizes)
         }
         if let plan {
@@ -361,7 +361,7 @@ struct RunTask: ParsableCommand {
             try loaded.loadExperts(kept: [:], copy: true)  // no match: the full model
         }
         let loading = Date().timeIntervalSince(loadStart)
-        let expertBytes = checkpoint.map { $0.bytesRead - before }
+        let expertBytes: Int? = checkpoint.bytesRead - before
         for w in plan?.warnings ?? [] { printError("warning: \(w)") }
 
         var text = prompt
@@ -446,7 +446,7 @@ struct Prune: ParsableCommand {
         let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint, spec: spec) }
-        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let sizes = ModelSizes.measure(checkpoint, spec: spec)
         let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
         for w in plan.warnings { printError("warning: \(w)") }
         let report = format == "gguf"

@@ -25,7 +25,7 @@ import TestSupport
         #expect(patterns[0].signature.values == patterns[0].scores[patterns[0].signature.layer])
 
         let backbone = try Reconstruction.loadBackbone(fixtureDirectory(name), threads: 1)
-        let checkpoint = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
+        let checkpoint = backbone.checkpoint
         #expect(backbone.model.weightBytes.experts == 0)
         let result = try Retriever.retrieve(model: backbone.model, tokens: query, patterns: patterns)
         #expect(checkpoint.bytesRead == 0, "retrieval must not read expert bytes")
