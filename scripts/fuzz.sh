@@ -7,6 +7,7 @@
 #   scripts/fuzz.sh                  # every target, 10^6 runs each
 #   scripts/fuzz.sh --smoke          # every target, 1,000 runs each (a minute or two after the build)
 #   scripts/fuzz.sh --runs 50000 gguf config
+#   scripts/fuzz.sh --max-time 600 gguf   # stop after 10 minutes if the runs are not done
 #   scripts/fuzz.sh --build-only
 #
 # New inputs go to .build/fuzz/corpus/<target> (the committed seeds are never written); a crash,
@@ -16,14 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=1000000
+MAX_TIME=0
 BUILD_ONLY=0
 TARGETS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) RUNS=1000 ;;
         --runs) RUNS="$2"; shift ;;
+        --max-time) MAX_TIME="$2"; shift ;;
         --build-only) BUILD_ONLY=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) TARGETS+=("$1") ;;
     esac
@@ -67,7 +70,7 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "$BUILD/corpus/$t"
     log="$BUILD/fuzz-$t.log"
     start=$(date +%s)
-    if nice -n 19 "$BUILD/fuzz-$t" -runs="$RUNS" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+    if nice -n 19 "$BUILD/fuzz-$t" -runs="$RUNS" -max_total_time="$MAX_TIME" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
         -artifact_prefix="$BUILD/artifacts/$t-" -print_final_stats=1 \
         "$BUILD/corpus/$t" "Tests/Fuzz/$t/corpus" > "$log" 2>&1; then
         result=ok
