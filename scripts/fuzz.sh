@@ -56,7 +56,9 @@ for m in "${MODULES[@]}"; do objects+=("$BUILD/$m.o"); done
 
 for t in "${TARGETS[@]}"; do
     binary="$BUILD/fuzz-$t"
-    if [[ $rebuilt == 1 || ! -x "$binary" || "Tests/Fuzz/$t/fuzz.swift" -nt "$binary" || Tests/Fuzz/Common.swift -nt "$binary" ]]; then
+    stale=0
+    for f in "${objects[@]}" "Tests/Fuzz/$t/fuzz.swift" Tests/Fuzz/Common.swift; do [[ "$f" -nt "$binary" ]] && stale=1; done
+    if [[ $stale == 1 || ! -x "$binary" ]]; then
         echo "linking fuzz-$t"
         nice -n 19 swiftc "${FLAGS[@]}" -I "$BUILD" -module-name "Fuzz_$t" Tests/Fuzz/Common.swift "Tests/Fuzz/$t/fuzz.swift" \
             "${objects[@]}" -o "$binary" 2>&1 | grep -v 'ld.gold: warning' >&2 || true
