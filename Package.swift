@@ -6,7 +6,14 @@ import PackageDescription
 /// generic code without a target CPU (measured: about ten times slower on a plain GEMV).
 /// `PREMOE_TARGET_CPU` overrides the choice (e.g. `haswell` for a portable AVX2 build).
 let targetCPU = ProcessInfo.processInfo.environment["PREMOE_TARGET_CPU"] ?? "native"
-let fastSettings: [SwiftSetting] = [
+/// Every target but the kernels keeps Swift's checks (`-O`): bounds and overflow checks there
+/// guard data from files and flags. `premoe bench models/demo-moe` (13 interleaved runs each,
+/// 2026-12) put prefill and decode speed within run-to-run noise of the all-`-Ounchecked` build.
+let checkedSettings: [SwiftSetting] = [
+    .unsafeFlags(["-O", "-target-cpu", targetCPU], .when(configuration: .release)),
+]
+/// The kernels' inner loops run on validated buffers and counts: only there `-Ounchecked` pays.
+let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-target-cpu", targetCPU, "-wmo"], .when(configuration: .release)),
 ]
 
@@ -27,29 +34,29 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "Kernels", swiftSettings: fastSettings),
-        .target(name: "Formats", dependencies: ["Kernels"], swiftSettings: fastSettings),
-        .target(name: "Tokenization", swiftSettings: fastSettings),
-        .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: fastSettings),
-        .target(name: "Runtime", dependencies: ["Models"], swiftSettings: fastSettings),
-        .target(name: "PreMoe", dependencies: ["Kernels", "Models", "Runtime", "Formats", "Tokenization"], swiftSettings: fastSettings),
-        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: fastSettings),
+        .target(name: "Kernels", swiftSettings: kernelSettings),
+        .target(name: "Formats", dependencies: ["Kernels"], swiftSettings: checkedSettings),
+        .target(name: "Tokenization", swiftSettings: checkedSettings),
+        .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "Runtime", dependencies: ["Models", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "PreMoe", dependencies: ["Models", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: checkedSettings),
         .executableTarget(
             name: "premoe",
             dependencies: [
-                "Kernels", "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation",
+                "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: fastSettings
+            swiftSettings: checkedSettings
         ),
-        .target(name: "TestSupport", dependencies: ["Kernels"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "Kernels", "TestSupport"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "TestSupport"]),
-        .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "TestSupport"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "PreMoe", "Runtime", "TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "TestSupport"]),
+        .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Models", "PreMoe", "Runtime", "TestSupport"]),
         // Runs the built `premoe` binary: the contracts other tools depend on.
         .testTarget(name: "CLITests", dependencies: ["premoe", "TestSupport"]),
     ],

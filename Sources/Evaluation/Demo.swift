@@ -90,12 +90,9 @@ public final class DemoSession {
         guard let first = spec.moeLayers.first, let moe = spec.moe(first) else {
             throw PreMoeError.unsupported("the model has no MoE layer to prune")
         }
-        guard let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint else {
-            throw PreMoeError.unsupported("sizes are measured on safetensors checkpoints only")
-        }
         self.loaded = loaded
         self.tokenizer = tokenizer
-        sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        sizes = ModelSizes.measure(loaded.checkpoint, spec: spec)
         maxPositions = spec.maxPositions
         store = PatternStore(directory: options.outputDirectory.appendingPathComponent("patterns", isDirectory: true))
         report = DemoReport(model: modelDirectory.path, fingerprint: try ModelFingerprint.compute(loaded),
@@ -299,15 +296,14 @@ public final class DemoSession {
             let perLevel = ProcessMemory.resetPeakResident()
             let loadStart = Date()
             let level = try Reconstruction.loadBackbone(modelDirectory, threads: options.threads)
-            let checkpoint = level.checkpoint as? SafetensorsCheckpoint
-            let before = checkpoint?.bytesRead ?? 0
+            let before = level.checkpoint.bytesRead
             if let plan {
                 try Reconstruction.equip(level, plan: plan)
             } else {
                 try level.loadExperts(kept: [:], copy: true)
             }
             let loadSeconds = Date().timeIntervalSince(loadStart)
-            let expertBytes = (checkpoint?.bytesRead ?? 0) - before
+            let expertBytes = level.checkpoint.bytesRead - before
             // Greedy, so every repeat writes the same text; the fastest of five runs is the
             // speed (the first also warms caches and scratch buffers, and the machine may be shared).
             let generator = Generator(model: level.model, tokenizer: tokenizer)

@@ -155,7 +155,7 @@ enum DemoText {
 
     /// 1,234 style grouping of a rounded number.
     static func grouped(_ value: Double) -> String {
-        guard value.isFinite else { return "n/a" }
+        guard value.isFinite, abs(value) < 9e18 else { return value.isFinite ? String(format: "%.3g", value) : "n/a" }
         let digits = String(Int(value.rounded()))
         var out = ""
         for (i, ch) in digits.reversed().enumerated() {

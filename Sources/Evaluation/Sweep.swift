@@ -122,10 +122,7 @@ public enum PruningSweep {
         guard let firstMoE = spec.moeLayers.first, let moe = spec.moe(firstMoE) else {
             throw PreMoeError.unsupported("the model has no MoE layer to prune")
         }
-        guard let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint else {
-            throw PreMoeError.unsupported("sizes are measured on safetensors checkpoints only")
-        }
-        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let sizes = ModelSizes.measure(loaded.checkpoint, spec: spec)
         let fingerprint = try ModelFingerprint.compute(loaded)
         let scorers = try options.scorers.map { try Scorers.make($0, modelTopK: moe.topK) }
         let allExperts = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, Array(0..<(spec.moe($0)?.expertCount ?? 0))) })

@@ -50,7 +50,12 @@ public enum TaskItems {
     /// Reads JSON objects from a JSONL file, splitting on `\n` bytes (not on every Unicode line
     /// break: values may hold U+2028).
     public static func readJSONL(_ url: URL, limit: Int? = nil) throws -> [[String: Any]] {
-        let data = try Data(contentsOf: url)
+        try parseJSONL(try Data(contentsOf: url), file: url.path, limit: limit)
+    }
+
+    /// The JSON objects of JSONL bytes (`file` names them in errors); see `readJSONL`.
+    /// - Throws: `EvaluationError.malformedLine` naming the file and line.
+    public static func parseJSONL(_ data: Data, file: String, limit: Int? = nil) throws -> [[String: Any]] {
         var rows: [[String: Any]] = []
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -58,7 +63,7 @@ public enum TaskItems {
             if let limit, rows.count >= limit { break }
             if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) { continue }
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                throw EvaluationError.malformedLine(file: url.path, line: lineNumber, reason: "not a JSON object")
+                throw EvaluationError.malformedLine(file: file, line: lineNumber, reason: "not a JSON object")
             }
             rows.append(object)
         }

@@ -27,7 +27,7 @@ public enum GGUFError: Error, CustomStringConvertible, Sendable {
     case misalignedTensor(file: String, tensor: String, offset: Int, alignment: Int)
     /// Two tensors' byte ranges overlap (offsets relative to the data section).
     case overlappingTensors(file: String, first: String, firstRange: Range<Int>, second: String, secondRange: Range<Int>)
-    /// The tensor's GGML type number is not one ggml defines (raised when the tensor is read).
+    /// The tensor's GGML type number is not one ggml defines (the file is refused when opened).
     case unknownType(file: String, tensor: String, rawType: UInt32)
     /// A known GGML type the kernels cannot compute with (e.g. Q5_K, IQ2_XS, I32).
     case unsupportedType(file: String, tensor: String, type: String)

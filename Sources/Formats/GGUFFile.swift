@@ -110,25 +110,11 @@ public final class GGUFFile: @unchecked Sendable {
             }
             let type = GGMLType(rawValue: try c.u32("type of '\(name)'"))
             let offset = try c.u64("offset of '\(name)'")
-            guard offset <= UInt64(Int.max) else {
-                throw GGUFError.tensorDataOutOfBounds(file: path, tensor: name, offset: Int.max, byteCount: 0, dataSize: 0)
-            }
-            var bytes: Int?
-            if type.isKnown {
-                guard let n = type.byteCount(dimensions: dims) else {
-                    let block = type.blockSize ?? 1
-                    throw GGUFError.invalidTensorInfo(
-                        file: path, tensor: name,
-                        reason: (dims.first ?? 0) % block != 0
-                            ? "row length \(dims.first ?? 0) is not a multiple of \(type)'s block size \(block)"
-                            : "size of \(dims) overflows")
-                }
-                bytes = n
-            }
+            let info = try Self.checkedInfo(name: name, dimensions: dims, type: type, offset: offset, file: path)
             guard index.updateValue(infos.count, forKey: name) == nil else {
                 throw GGUFError.duplicateTensor(file: path, tensor: name)
             }
-            infos.append(GGUFTensorInfo(name: name, dimensions: dims, type: type, offset: Int(offset), byteCount: bytes))
+            infos.append(info)
         }
         tensorInfos = infos
         indexOfName = index
@@ -141,19 +127,48 @@ public final class GGUFFile: @unchecked Sendable {
             guard info.offset % alignment == 0 else {
                 throw GGUFError.misalignedTensor(file: path, tensor: info.name, offset: info.offset, alignment: alignment)
             }
-            let count = info.byteCount ?? 0
-            guard info.offset <= dataSize, count <= dataSize - info.offset else {
+            guard info.offset <= dataSize, info.byteCount <= dataSize - info.offset else {
                 throw GGUFError.tensorDataOutOfBounds(
-                    file: path, tensor: info.name, offset: info.offset, byteCount: count, dataSize: dataSize)
+                    file: path, tensor: info.name, offset: info.offset, byteCount: info.byteCount, dataSize: dataSize)
             }
         }
-        // Overlaps: sorted by start, each known-size range must end before the next begins.
-        let sorted = infos.filter { ($0.byteCount ?? 0) > 0 }.sorted { $0.offset < $1.offset }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where a.offset + a.byteCount! > b.offset {
+        // Overlaps: sorted by start, each range must end before the next begins (ends cannot
+        // overflow: every range lies inside the file, checked above).
+        let sorted = infos.filter { $0.byteCount > 0 }.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.offset + a.byteCount > b.offset {
             throw GGUFError.overlappingTensors(
-                file: path, first: a.name, firstRange: a.offset..<(a.offset + a.byteCount!),
-                second: b.name, secondRange: b.offset..<(b.offset + (b.byteCount ?? 0)))
+                file: path, first: a.name, firstRange: a.offset..<(a.offset + a.byteCount),
+                second: b.name, secondRange: b.offset..<(b.offset + b.byteCount))
         }
+    }
+
+    /// The one check of a tensor-info record, before anything is sized from it: a type ggml
+    /// defines, a row length that is a whole number of blocks, an element count and a byte size
+    /// that fit in `Int` (llama.cpp's `gguf_init_from_file` checks the same), and an offset that
+    /// fits. Bounds and alignment against the data section are checked once it is known.
+    /// - Throws: `GGUFError.unknownType`, `.invalidTensorInfo`, `.tensorDataOutOfBounds`.
+    static func checkedInfo(name: String, dimensions dims: [Int], type: GGMLType, offset: UInt64,
+                            file path: String) throws -> GGUFTensorInfo {
+        guard let traits = GGMLType.traits[type.rawValue] else {
+            throw GGUFError.unknownType(file: path, tensor: name, rawType: type.rawValue)
+        }
+        guard let elements = checkedProduct(dims) else {
+            throw GGUFError.invalidTensorInfo(file: path, tensor: name, reason: "element count of dimensions \(dims) overflows")
+        }
+        let rowLength = dims.first ?? 1
+        guard rowLength % traits.blockSize == 0 else {
+            throw GGUFError.invalidTensorInfo(
+                file: path, tensor: name,
+                reason: "row length \(rowLength) is not a multiple of \(type)'s block size \(traits.blockSize)")
+        }
+        guard let bytes = type.byteCount(dimensions: dims) else {
+            throw GGUFError.invalidTensorInfo(file: path, tensor: name, reason: "byte size of dimensions \(dims) overflows")
+        }
+        guard let start = Int(exactly: offset) else {
+            throw GGUFError.tensorDataOutOfBounds(file: path, tensor: name, offset: Int.max, byteCount: bytes, dataSize: 0)
+        }
+        return GGUFTensorInfo(name: name, dimensions: dims, type: type, offset: start, byteCount: bytes,
+                              elementCount: elements)
     }
 
     // MARK: Metadata
@@ -230,13 +245,10 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// The bytes of tensor `name` inside the mapping, whatever its type (for copying tensors
     /// into another file).
-    /// - Throws: `GGUFError.unknownTensor`, `.unknownType` (its size is unknown).
+    /// - Throws: `GGUFError.unknownTensor`.
     public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
         let info = try lookup(name)
-        guard let count = info.byteCount else {
-            throw GGUFError.unknownType(file: url.path, tensor: name, rawType: info.type.rawValue)
-        }
-        return UnsafeRawBufferPointer(start: mapping.base + dataOffset + info.offset, count: count)
+        return UnsafeRawBufferPointer(start: mapping.base + dataOffset + info.offset, count: info.byteCount)
     }
 
     /// A zero-copy view of tensor `name`, shape slowest axis first (GGML `ne` reversed). A float
@@ -247,7 +259,7 @@ public final class GGUFFile: @unchecked Sendable {
         let info = try lookup(name)
         let dtype = try dtype(of: info)
         let pointer = mapping.base + dataOffset + info.offset
-        let count = info.byteCount ?? 0
+        let count = info.byteCount
         let elementAlignment = info.type.blockSize == 1 ? (info.type.blockBytes ?? 1) : 1
         if Int(bitPattern: pointer) % elementAlignment == 0 {
             return Tensor(dtype: dtype, shape: info.shape, data: pointer, owner: mapping)
@@ -273,13 +285,13 @@ public final class GGUFFile: @unchecked Sendable {
         let info = try lookup(name)
         let dtype = try dtype(of: info)
         let shape = viewShape.isEmpty ? [1] : viewShape
-        guard shape.reduce(1, *) == info.elementCount, shape[0] > 0, (info.byteCount ?? 0) % shape[0] == 0 else {
+        guard checkedProduct(shape) == info.elementCount, shape[0] > 0, info.byteCount % shape[0] == 0 else {
             throw GGUFError.invalidTensorInfo(file: url.path, tensor: name, reason: "cannot be seen as \(viewShape)")
         }
         guard rows.lowerBound >= 0, rows.upperBound <= shape[0] else {
             throw GGUFError.rowsOutOfRange(file: url.path, tensor: name, rows: rows, available: shape[0])
         }
-        let rowBytes = shape[0] == 0 ? 0 : (info.byteCount ?? 0) / shape[0]
+        let rowBytes = info.byteCount / shape[0]
         let count = rows.count * rowBytes
         let buffer = TensorBuffer(byteCount: count)
         try reader.read(into: buffer.pointer, count: count, at: dataOffset + info.offset + rows.lowerBound * rowBytes)
@@ -306,9 +318,6 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     private func dtype(of info: GGUFTensorInfo) throws -> DType {
-        guard info.type.isKnown else {
-            throw GGUFError.unknownType(file: url.path, tensor: info.name, rawType: info.type.rawValue)
-        }
         guard let dtype = info.type.dtype else {
             throw GGUFError.unsupportedType(file: url.path, tensor: info.name, type: info.type.name)
         }

@@ -1,7 +1,8 @@
 import Kernels
 
-/// A GGML tensor type (`enum ggml_type` in ggml.h), kept as its raw number so that a file using
-/// a type this build does not know still opens; only reading such a tensor fails.
+/// A GGML tensor type (`enum ggml_type` in ggml.h), kept as its raw number. A file using a type
+/// this build does not know is refused when opened: without its block size nothing about the
+/// tensor's bytes can be checked.
 public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
@@ -184,11 +185,24 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     public let type: GGMLType
     /// Offset of the first byte, relative to the data section.
     public let offset: Int
-    /// Bytes the tensor spans, nil for an unknown type.
-    public let byteCount: Int?
+    /// Bytes the tensor spans (checked to fit in the file when it was opened).
+    public let byteCount: Int
+    /// Number of elements (checked not to overflow when the file was opened).
+    public let elementCount: Int
 
     /// The shape in PyTorch order, slowest axis first (`dimensions` reversed): `[out, in]`.
     public var shape: [Int] { dimensions.reversed() }
-    /// Number of elements.
-    public var elementCount: Int { dimensions.reduce(1, *) }
+}
+
+/// The product of `values`, nil when one is negative or the product overflows `Int`: sizes read
+/// from files are multiplied only through this.
+func checkedProduct(_ values: [Int]) -> Int? {
+    var product = 1
+    for v in values {
+        guard v >= 0 else { return nil }
+        let (p, overflow) = product.multipliedReportingOverflow(by: v)
+        if overflow { return nil }
+        product = p
+    }
+    return product
 }

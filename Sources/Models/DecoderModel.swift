@@ -75,10 +75,11 @@ public final class DecoderModel: @unchecked Sendable {
         self.pool = pool
     }
 
-    /// An empty KV cache sized for this model.
+    /// An empty KV cache sized for this model, first holding `capacity` positions capped at
+    /// `maxPositions` (a context can never be longer; the cache grows by doubling up to it).
     public func makeCache(capacity: Int = 256) -> KVCache {
         KVCache(layers: spec.layerCount, keyWidth: spec.cacheKeyWidth, valueWidth: spec.cacheValueWidth,
-                initialCapacity: capacity)
+                initialCapacity: min(max(1, capacity), spec.maxPositions), maxCapacity: spec.maxPositions)
     }
 
     /// Replaces layer `index`'s feed-forward (used when experts are pruned or loaded later).
@@ -107,6 +108,10 @@ public final class DecoderModel: @unchecked Sendable {
         if let window = spec.slidingWindow, total > window {
             throw ModelError.contextTooLong(positions: total, limit: window, reason: "sliding-window attention is not implemented")
         }
+        if total > spec.maxPositions {
+            throw ModelError.contextTooLong(positions: total, limit: spec.maxPositions,
+                                            reason: "the model's max_position_embeddings")
+        }
         let n = tokens.count
         let h = spec.hiddenSize
         let x = workspace.buffer(.residual, n * h)
@@ -115,10 +120,10 @@ public final class DecoderModel: @unchecked Sendable {
         }
         cache.reserve(n)
         let positions = (cache.count..<total).map { $0 }
-        positions.withUnsafeBufferPointer { positions in
+        try positions.withUnsafeBufferPointer { positions in
             for l in layers.indices {
                 attentionHalf(l, x: x, tokens: n, cache: cache, cacheLayer: l, positions: positions.baseAddress!)
-                feedForwardHalf(l, x: x, tokens: n, routeOnly: l == stopLayer)
+                try feedForwardHalf(l, x: x, tokens: n, routeOnly: l == stopLayer)
                 if l == stopLayer { return }
             }
         }

@@ -130,6 +130,15 @@ public final class GGUFSource: TensorSource {
 
     public func shape(of name: String) -> [Int]? { bindings[name]?.shape }
 
+    /// The stored bytes of `name`: the whole GGUF tensor, or one expert's share of a stacked one.
+    public func byteCount(of name: String) -> Int? {
+        guard let b = bindings[name], let info = file.info(b.gguf) else { return nil }
+        guard b.expert != nil else { return info.byteCount }
+        return info.byteCount / max(1, info.shape.first ?? 1)
+    }
+
+    public var bytesRead: Int { file.bytesRead }
+
     /// The GGUF tensor (and expert) behind HF name `name`.
     public func ggufName(of name: String) -> (tensor: String, expert: Int?)? {
         bindings[name].map { ($0.gguf, $0.expert) }
@@ -220,6 +229,11 @@ public struct GGUFModelConfig {
         let has = { (name: String) in file.info(name) != nil }
         let hidden = try required("embedding_length")
         let layers = try required("block_count")
+        // Checked here too: the per-layer scan below runs before the config is validated.
+        guard (1...ConfigLimits.layers).contains(layers) else {
+            throw GGUFError.invalidMetadata(file: path, key: "\(arch).block_count",
+                                            reason: "\(layers) is outside 1...\(ConfigLimits.layers)")
+        }
         let heads = try required("attention.head_count")
         let headDim = try file.int("\(arch).attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
         let experts = try file.int("\(arch).expert_count") ?? 0

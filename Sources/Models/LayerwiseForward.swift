@@ -37,6 +37,10 @@ extension DecoderModel {
             for id in tokens where id < 0 || id >= spec.vocabularySize {
                 throw ModelError.tokenOutOfRange(id: id, vocabularySize: spec.vocabularySize)
             }
+            if tokens.count > spec.maxPositions {
+                throw ModelError.contextTooLong(positions: tokens.count, limit: spec.maxPositions,
+                                                reason: "the model's max_position_embeddings")
+            }
             if let window = spec.slidingWindow, tokens.count > window {
                 throw ModelError.contextTooLong(positions: tokens.count, limit: window,
                                                 reason: "sliding-window attention is not implemented")
@@ -58,7 +62,8 @@ extension DecoderModel {
     /// positions from 0), then the feed-forward on up to `chunkTokens` rows at a time across
     /// sequences (MoE tokens of many sequences grouped by expert). The observer sees the routing.
     /// - Parameter releaseWeights: drop the layer's mapped weight pages once it is done.
-    public func advance(_ batch: LayerwiseBatch, chunkTokens: Int = 4096, releaseWeights: Bool = false) {
+    /// - Throws: `ModelError` when a MoE layer's experts are not loaded.
+    public func advance(_ batch: LayerwiseBatch, chunkTokens: Int = 4096, releaseWeights: Bool = false) throws {
         let l = batch.nextLayer
         precondition(l < layers.count, "the batch has passed the last layer")
         let h = spec.hiddenSize
@@ -75,7 +80,7 @@ extension DecoderModel {
         }
         let chunk = max(1, chunkTokens)
         for start in stride(from: 0, to: batch.tokenCount, by: chunk) {
-            feedForwardHalf(l, x: batch.hidden + start * h, tokens: min(chunk, batch.tokenCount - start))
+            try feedForwardHalf(l, x: batch.hidden + start * h, tokens: min(chunk, batch.tokenCount - start))
         }
         if releaseWeights { releaseWeightPages(layer: l) }
         batch.nextLayer += 1
@@ -136,7 +141,7 @@ extension DecoderModel {
 
     /// `x += feedForward(norm(x))` for `n` rows of layer `l`; with `routeOnly` a MoE layer only
     /// routes (the observer sees it) and `x` is left as it is.
-    func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, routeOnly: Bool = false) {
+    func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, routeOnly: Bool = false) throws {
         let h = spec.hiddenSize
         let normed = workspace.buffer(.normed, n * h)
         let out = workspace.buffer(.blockOut, n * h)
@@ -153,7 +158,7 @@ extension DecoderModel {
                 _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
                 return
             }
-            block.apply(normed, tokens: n, hidden: h, layer: l, into: out, observer: observer, workspace: workspace, pool: pool)
+            try block.apply(normed, tokens: n, hidden: h, layer: l, into: out, observer: observer, workspace: workspace, pool: pool)
         }
         for i in 0..<(n * h) { x[i] += out[i] }
     }

@@ -18,6 +18,8 @@ public enum ModelError: Error, CustomStringConvertible {
     case emptyInput(String)
     /// The context would exceed what the model or its sliding window supports.
     case contextTooLong(positions: Int, limit: Int, reason: String)
+    /// A MoE layer ran on a model loaded without its routed experts (`loadExperts: false`).
+    case expertsNotLoaded(layer: Int)
 
     public var description: String {
         switch self {
@@ -39,6 +41,9 @@ public enum ModelError: Error, CustomStringConvertible {
             return "empty input: \(what)"
         case .contextTooLong(let positions, let limit, let reason):
             return "context of \(positions) positions exceeds \(limit): \(reason)"
+        case .expertsNotLoaded(let layer):
+            return "layer \(layer): the routed experts are not loaded (backbone-only model); "
+                + "load them with LoadedModel.loadExperts(kept:copy:) before running past the first router"
         }
     }
 }

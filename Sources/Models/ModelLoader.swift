@@ -67,6 +67,15 @@ public enum ModelLoader {
         return (spec, layout, data)
     }
 
+    /// The tensors of `names` that loading a model directory ignores on purpose (DeepSeek's
+    /// multi-token-prediction layers after `num_hidden_layers`, rotary buffers), so exporters
+    /// drop the same ones. Reads only `config.json`.
+    /// - Throws: `ModelError` as `spec(at:)`.
+    public static func ignoredTensors(at directory: URL, names: [String]) throws -> Set<String> {
+        let (spec, layout, _) = try readSpec(directory)
+        return Set(layout.ignoredTensors(names, layerCount: spec.layerCount))
+    }
+
     /// Loads a model directory. The architecture is checked before any weight file is opened.
     /// - Parameters:
     ///   - directory: folder with `config.json`, `model.safetensors` (or an index and shards) and

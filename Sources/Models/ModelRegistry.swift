@@ -40,12 +40,17 @@ public enum ModelRegistry {
         return arch
     }
 
-    /// Decodes `config.json` into the shared spec, validating it.
+    /// Decodes `config.json` into the shared spec, validating it: sizes in range and free of
+    /// overflow (`ConfigValidation.swift`) before the architecture builds anything from them.
     /// - Throws: `ModelError` naming the field; decoding errors are rewrapped with the key path.
     public static func spec(configData: Data, file: String) throws -> (DecoderSpec, HFDecoderLayout) {
         let arch = try architecture(configData: configData, file: file)
         do {
-            return try arch.make(configData, file)
+            // Sizes first: an architecture allocates per-layer tables from them while decoding.
+            try JSONDecoder().decode(BaseConfiguration.self, from: configData).validateSizes(file: file)
+            let (spec, layout) = try arch.make(configData, file)
+            try spec.validateSizes(file: file)
+            return (spec, layout)
         } catch let error as DecodingError {
             throw ModelError.invalidConfig(field: error.fieldPath, reason: error.reason, file: file)
         }

@@ -47,8 +47,10 @@ public struct DecoderSpec: Sendable {
         feedForward.indices.filter { if case .moe = feedForward[$0] { return true } else { return false } }
     }
 
-    /// The MoE parameters of layer `layer`, or nil for a dense layer.
+    /// The MoE parameters of layer `layer`, or nil for a dense layer or an index outside the
+    /// model (a tensor name like DeepSeek's `model.layers.61.*` multi-token-prediction layer).
     public func moe(_ layer: Int) -> MoESpec? {
+        guard feedForward.indices.contains(layer) else { return nil }
         if case .moe(let spec) = feedForward[layer] { return spec }
         return nil
     }

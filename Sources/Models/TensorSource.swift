@@ -1,13 +1,19 @@
 import Formats
 import Kernels
 
-/// Where a model's tensors come from (a safetensors checkpoint; GGUF later). Names are the
-/// checkpoint's own.
+/// Where a model's tensors come from (a safetensors checkpoint or a GGUF file, seen under
+/// Hugging Face names). Sizes and the read counter let callers measure memory and I/O without
+/// knowing the format.
 public protocol TensorSource: AnyObject {
     /// Every tensor name, sorted.
     var tensorNames: [String] { get }
     /// Shape of `name`, or nil if absent. Must not read tensor data.
     func shape(of name: String) -> [Int]?
+    /// Bytes `name` occupies in storage (its dtype or quantized blocks), nil if absent. Must not
+    /// read tensor data.
+    func byteCount(of name: String) -> Int?
+    /// Bytes read into owned memory by `readRows` so far (mapped views are not counted).
+    var bytesRead: Int { get }
     /// A zero-copy view of `name` (memory-mapped).
     func tensor(_ name: String) throws -> Tensor
     /// Rows `rows` of the slowest axis of `name`, read into owned memory (only those bytes).
@@ -17,6 +23,10 @@ public protocol TensorSource: AnyObject {
 extension SafetensorsCheckpoint: TensorSource {
     public func shape(of name: String) -> [Int]? {
         (try? entry(name))??.shape
+    }
+
+    public func byteCount(of name: String) -> Int? {
+        (try? entry(name))??.byteCount
     }
 }
 

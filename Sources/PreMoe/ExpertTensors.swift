@@ -19,6 +19,13 @@ public enum ExpertTensorRole: Equatable, Sendable {
     /// Everything else (embeddings, attention, norms, dense MLPs, shared experts, LM head).
     case backbone
 
+    /// The layer of a `model.layers.{l}.…` name, nil for other names.
+    public static func layerIndex(_ name: String) -> Int? {
+        let parts = name.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts[0] == "model", parts[1] == "layers" else { return nil }
+        return Int(parts[2])
+    }
+
     /// Classifies `name` for a model whose MoE layers hold `expertCount(l)` routed experts.
     /// - Parameters:
     ///   - name: the checkpoint's tensor name.
@@ -58,22 +65,24 @@ public struct ModelSizes: Sendable, Equatable {
         self.expertBytes = expertBytes
     }
 
-    /// Reads the sizes from the checkpoint's headers (no tensor data is read).
-    /// - Throws: checkpoint header errors.
-    public static func measure(_ checkpoint: SafetensorsCheckpoint, spec: DecoderSpec) throws -> ModelSizes {
+    /// Reads the sizes from the source's headers (no tensor data is read). Tensors of layers
+    /// past `spec.layerCount` (DeepSeek's multi-token-prediction layer, never loaded) count for
+    /// nothing.
+    public static func measure(_ source: TensorSource, spec: DecoderSpec) -> ModelSizes {
         var backbone = 0
         var experts: [Int: [Int]] = [:]
         for l in spec.moeLayers { experts[l] = [Int](repeating: 0, count: spec.moe(l)?.expertCount ?? 0) }
-        for name in checkpoint.tensorNames {
-            guard let entry = try checkpoint.entry(name) else { continue }
-            switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
+        for name in source.tensorNames {
+            guard let shape = source.shape(of: name), let bytes = source.byteCount(of: name) else { continue }
+            if let l = ExpertTensorRole.layerIndex(name), l >= spec.layerCount { continue }
+            switch ExpertTensorRole.classify(name, shape: shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .expert(let l, let e, _, _):
-                if experts[l]?.indices.contains(e) == true { experts[l]![e] += entry.byteCount } else { backbone += entry.byteCount }
+                if experts[l]?.indices.contains(e) == true { experts[l]![e] += bytes } else { backbone += bytes }
             case .stackedExperts(let l):
                 let count = experts[l]?.count ?? 1
-                for e in 0..<count { experts[l]![e] += entry.byteCount / count }
+                for e in 0..<count { experts[l]![e] += bytes / count }
             default:
-                backbone += entry.byteCount
+                backbone += bytes
             }
         }
         return ModelSizes(backboneBytes: backbone, expertBytes: experts)

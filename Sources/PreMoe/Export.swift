@@ -31,6 +31,8 @@ public struct ExportReport: Codable, Sendable {
 ///   it was larger), `n_group` / `topk_group` set to 1 (group-limited routing is dropped, as
 ///   in the in-memory pruned model), plus `"premoe": {"kept_experts": {layer: [original indices]},
 ///   "source_fingerprint": …, "tasks": […]}`;
+/// - tensors the loader ignores are dropped (DeepSeek's multi-token-prediction layers, with
+///   `num_nextn_predict_layers` set to 0; rotary `inv_freq` buffers);
 /// - tokenizer and generation files are copied.
 public enum PrunedExport {
     /// Names of non-weight files copied from the source directory when present.
@@ -60,8 +62,11 @@ public enum PrunedExport {
         let (kept, slot) = try checkPlan(keptExperts, spec: spec, model: modelDirectory)
         try checkEmptyOutput(out)
 
+        // What loading ignores (DeepSeek's MTP layer with its own full router and experts) is
+        // dropped, and the config says so below: a pruned config beside an unpruned layer lies.
+        let ignored = try ModelLoader.ignoredTensors(at: modelDirectory, names: checkpoint.tensorNames)
         var tensors: [(name: String, tensor: Tensor)] = []
-        for name in checkpoint.tensorNames {
+        for name in checkpoint.tensorNames where !ignored.contains(name) {
             guard let entry = try checkpoint.entry(name) else { continue }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
@@ -98,6 +103,9 @@ public enum PrunedExport {
             config["n_group"] = .number(1)
             config["topk_group"] = .number(1)
         }
+        for key in ["num_nextn_predict_layers", "num_mtp_layers"] where config[key]?.intValue ?? 0 > 0 {
+            config[key] = .number(0)
+        }
         let keptJSON = Dictionary(uniqueKeysWithValues: keptExperts.filter { moeLayers.contains($0.key) }
             .map { (String($0.key), JSONValue.array($0.value.map { .number(Double($0)) })) })
         config["premoe"] = .object([
@@ -133,7 +141,10 @@ public enum PrunedExport {
     /// Validates an export plan: every MoE layer listed, distinct valid indices, the same count
     /// everywhere. Returns that count and, per layer, original index → slot.
     /// - Throws: `PreMoeError.unsupported` without MoE layers, `.invalidBudget` for a bad plan.
-    static func checkPlan(_ keptExperts: [Int: [Int]], spec: DecoderSpec, model: URL) throws -> (kept: Int, slot: [Int: [Int: Int]]) {
+    /// - Parameter uniform: require the same count in every layer (exports: one expert count per
+    ///   config); the engine itself runs per-layer counts.
+    static func checkPlan(_ keptExperts: [Int: [Int]], spec: DecoderSpec, model: URL,
+                          uniform: Bool = true) throws -> (kept: Int, slot: [Int: [Int: Int]]) {
         let moeLayers = spec.moeLayers
         guard !moeLayers.isEmpty else { throw PreMoeError.unsupported("\(model.path): no MoE layer to prune") }
         var n: Int?
@@ -146,10 +157,11 @@ public enum PrunedExport {
             guard ids.allSatisfy({ $0 >= 0 && $0 < e }), Set(ids).count == ids.count else {
                 throw PreMoeError.invalidBudget("layer \(l): kept experts must be distinct indices in 0..<\(e)")
             }
-            if let n, n != ids.count {
-                throw PreMoeError.invalidBudget("an export keeps the same number of experts in every layer (\(n) vs \(ids.count))")
+            if uniform, let n, n != ids.count {
+                throw PreMoeError.invalidBudget("an export keeps the same number of experts in every layer (\(n) vs \(ids.count)); "
+                    + "plan it with the uniform allocation")
             }
-            n = ids.count
+            n = max(n ?? 0, ids.count)
             slot[l] = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
         }
         return (n!, slot)

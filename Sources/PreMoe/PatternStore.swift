@@ -1,4 +1,5 @@
 import Foundation
+import Models
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -88,8 +89,9 @@ public struct PatternStore: Sendable {
     /// - Parameters:
     ///   - task: its name.
     ///   - fingerprint: when given, a pattern made for another model is refused.
+    ///   - spec: when given, the pattern is checked against the model (`validate(against:file:)`).
     /// - Throws: `PreMoeError.patternNotFound`, `.invalidPattern`, `.fingerprintMismatch`.
-    public func load(_ task: String, fingerprint: String? = nil) throws -> TaskPattern {
+    public func load(_ task: String, fingerprint: String? = nil, spec: DecoderSpec? = nil) throws -> TaskPattern {
         guard Self.isValidTaskName(task) else { throw PreMoeError.invalidTaskName(task) }
         let file = url(for: task)
         guard let data = FileManager.default.contents(atPath: file.path) else {
@@ -106,13 +108,39 @@ public struct PatternStore: Sendable {
             throw PreMoeError.fingerprintMismatch(task: task, file: file.path, pattern: pattern.modelFingerprint,
                                                   model: fingerprint)
         }
+        if let spec { try pattern.validate(against: spec, file: file.path) }
         return pattern
     }
 
-    /// Every stored pattern, sorted by task.
-    /// - Parameter fingerprint: when given, any pattern made for another model is refused.
-    public func list(fingerprint: String? = nil) throws -> [TaskPattern] {
-        try taskNames().map { try load($0, fingerprint: fingerprint) }
+    /// Every usable stored pattern, sorted by task. A file that is not a valid pattern (foreign
+    /// JSON, a pattern of another model, one that does not fit `spec`) is skipped with a warning
+    /// through `PreMoeLog`, so one bad file does not disable the whole store; `load` of that task
+    /// still throws.
+    /// - Parameters:
+    ///   - fingerprint: when given, patterns made for another model are skipped.
+    ///   - spec: when given, patterns that do not fit the model are skipped.
+    /// - Throws: `PreMoeError.io` when the directory cannot be read.
+    public func list(fingerprint: String? = nil, spec: DecoderSpec? = nil) throws -> [TaskPattern] {
+        let (patterns, skipped) = try scan(fingerprint: fingerprint, spec: spec)
+        for s in skipped { PreMoeLog.warning("skipping \(s.file): \(s.error)") }
+        return patterns
+    }
+
+    /// `list` without the logging: the usable patterns and every skipped file with its error.
+    /// - Throws: `PreMoeError.io` when the directory cannot be read.
+    public func scan(fingerprint: String? = nil, spec: DecoderSpec? = nil) throws
+        -> (patterns: [TaskPattern], skipped: [(file: String, error: Error)])
+    {
+        var patterns: [TaskPattern] = []
+        var skipped: [(file: String, error: Error)] = []
+        for task in try taskNames() {
+            do {
+                patterns.append(try load(task, fingerprint: fingerprint, spec: spec))
+            } catch {
+                skipped.append((url(for: task).path, error))
+            }
+        }
+        return (patterns, skipped)
     }
 
     /// Deletes a pattern.

@@ -151,7 +151,7 @@ public enum Profiler {
         for group in groups where !group.isEmpty {
             let batch = try model.beginLayerwise(group)
             for _ in 0...lastMoE {
-                model.advance(batch, chunkTokens: 4096, releaseWeights: releaseWeights)
+                try model.advance(batch, chunkTokens: 4096, releaseWeights: releaseWeights)
                 done += Double(batch.tokenCount) / Double(lastMoE + 1)
                 progress?(ProfileProgress(tokens: Int(done.rounded()), targetTokens: total, sequences: items,
                                           seconds: Date().timeIntervalSince(start)))

@@ -129,6 +129,8 @@ public struct RandomScorer: ExpertScorer {
 public enum Scorers {
     /// Names accepted by `make`.
     public static let names = ["tcess", "tcess-prob", "frequency", "reap", "random"]
+    /// Largest `k` accepted (far above any model's expert count; keeps the conversion exact).
+    public static let maxK = 1 << 20
 
     /// A scorer from its name and parameters (`k`, `r` for the TCESS family; `seed` for random).
     /// - Parameters:
@@ -145,9 +147,18 @@ public enum Scorers {
         if let extra = parameters.keys.first(where: { !known.contains($0) }) {
             throw PreMoeError.invalidScorer("scorer '\(name)' has no parameter '\(extra)'")
         }
-        let k = parameters["k"].map { Int($0) }
-        if let k, k < 1 { throw PreMoeError.invalidScorer("k must be ≥ 1, got \(k)") }
-        let r = Float(parameters["r"] ?? -1)
+        // Checked before any conversion: Int(Double) traps on NaN, infinities and values past Int.
+        let k = try parameters["k"].map { value -> Int in
+            guard value.isFinite, value == value.rounded(), value >= 1, value <= Double(maxK) else {
+                throw PreMoeError.invalidScorer("scorer '\(name)': k must be an integer in 1...\(maxK), got \(value)")
+            }
+            return Int(value)
+        }
+        let rValue = parameters["r"] ?? -1
+        guard rValue.isFinite, abs(rValue) <= 1e6 else {
+            throw PreMoeError.invalidScorer("scorer '\(name)': r must be a finite number in -1e6...1e6, got \(rValue)")
+        }
+        let r = Float(rValue)
         switch name {
         case "tcess": return TCESSScorer(k: k ?? 1, r: r)
         case "tcess-prob": return TCESSProbScorer(k: k ?? max(1, modelTopK), r: r)
@@ -156,7 +167,7 @@ public enum Scorers {
         default:
             let seed = parameters["seed"] ?? 0
             guard seed >= 0, seed == seed.rounded(), seed < 9e15 else {
-                throw PreMoeError.invalidScorer("seed must be a non-negative integer")
+                throw PreMoeError.invalidScorer("scorer 'random': seed must be an integer in 0..<9e15, got \(seed)")
             }
             return RandomScorer(seed: UInt64(seed))
         }

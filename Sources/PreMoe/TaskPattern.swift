@@ -141,7 +141,7 @@ public struct TaskPattern: Codable, Equatable, Sendable {
 
     /// Scores by integer layer index.
     public var scores: [Int: [Double]] {
-        Dictionary(uniqueKeysWithValues: layers.compactMap { key, value in Int(key).map { ($0, value) } })
+        Dictionary(layers.compactMap { key, value in Int(key).map { ($0, value) } }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Routing mass by integer layer index (empty for patterns made before it was stored).
@@ -159,7 +159,9 @@ public struct TaskPattern: Codable, Equatable, Sendable {
             throw PreMoeError.invalidPattern(file: file, reason: "version \(version), expected \(Self.currentVersion)")
         }
         for (key, values) in layers {
-            guard Int(key) != nil else { throw PreMoeError.invalidPattern(file: file, reason: "layer key '\(key)' is not an integer") }
+            guard let l = Int(key), String(l) == key else {
+                throw PreMoeError.invalidPattern(file: file, reason: "layer key '\(key)' is not an integer in canonical form")
+            }
             guard values.count == expertCount else {
                 throw PreMoeError.invalidPattern(
                     file: file, reason: "layer \(key) has \(values.count) scores, expected expert_count \(expertCount)")

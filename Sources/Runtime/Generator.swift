@@ -50,6 +50,20 @@ public struct GenerationResult: Sendable {
     public var decodeSeconds: Double
 }
 
+/// Errors of the generation loop.
+public enum GenerationError: Error, CustomStringConvertible {
+    /// Every logit of a row is NaN: the model produced garbage (corrupt weights or config).
+    case noFiniteLogit(position: Int)
+
+    public var description: String {
+        switch self {
+        case .noFiniteLogit(let position):
+            return "position \(position): every logit is NaN, so no token can be chosen; the weights or the "
+                + "config (RoPE, norms) are likely corrupt"
+        }
+    }
+}
+
 /// Runs the prefill/decode loop of a model with a tokenizer.
 public final class Generator {
     public let model: DecoderModel
@@ -60,18 +74,34 @@ public final class Generator {
         self.tokenizer = tokenizer
     }
 
+    /// Tokens a generation can produce after `promptCount` prompt tokens: `maxTokens`, capped so
+    /// that the context stays within `maxPositions` (the last token is sampled, never run, so a
+    /// full context yields `maxPositions - promptCount + 1`).
+    public static func maxNewTokens(promptCount: Int, maxTokens: Int, maxPositions: Int) -> Int {
+        max(0, min(maxTokens, maxPositions - promptCount + 1))
+    }
+
     /// Generates from prompt token ids, streaming text pieces to `onText` as they become valid UTF-8.
     /// - Parameters:
     ///   - promptIDs: the prompt, already tokenised (non-empty).
     ///   - onText: called with each new piece of text; return false to stop early.
-    /// - Throws: `ModelError` for empty prompts or ids out of range.
+    ///   At most `maxNewTokens(promptCount:maxTokens:)` tokens are generated: the context never
+    ///   outgrows the model's `maxPositions`, and the KV cache is sized to that, not to `maxTokens`.
+    /// - Throws: `ModelError` for empty prompts, ids out of range or a prompt longer than the
+    ///   model's context (before any work); `GenerationError` for logits without a number.
     public func generate(promptIDs: [Int], parameters: GenerationParameters,
                          onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
         guard !promptIDs.isEmpty else { throw ModelError.emptyInput("the prompt has no tokens") }
+        let limit = model.spec.maxPositions
+        guard promptIDs.count <= limit else {
+            throw ModelError.contextTooLong(positions: promptIDs.count, limit: limit,
+                                            reason: "the prompt alone is longer than the model's max_position_embeddings")
+        }
+        let maxTokens = Self.maxNewTokens(promptCount: promptIDs.count, maxTokens: parameters.maxTokens, maxPositions: limit)
         var sampler = Sampler(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
                               seed: parameters.seed)
         let eos = Set(parameters.stopAtEOS ? parameters.eosTokenIDs ?? tokenizer?.eosTokenIDs ?? [] : [])
-        let cache = model.makeCache(capacity: promptIDs.count + parameters.maxTokens + 1)
+        let cache = model.makeCache(capacity: promptIDs.count + maxTokens)
         var detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
         var output: [Int] = []
         var text = ""
@@ -83,9 +113,11 @@ public final class Generator {
         var logits = try model.forward(promptIDs, cache: cache, logits: .last)
         let prefillSeconds = Date().timeIntervalSince(start)
         let decodeStart = Date()
-        while output.count < parameters.maxTokens {
+        while output.count < maxTokens {
             Sampler.penalizeRepetitions(&logits, history: promptIDs + output, penalty: parameters.repetitionPenalty)
-            let next = sampler.sample(logits)
+            guard let next = sampler.sample(logits) else {
+                throw GenerationError.noFiniteLogit(position: promptIDs.count + output.count)
+            }
             if eos.contains(next) {
                 finish = .eos
                 break
@@ -110,7 +142,7 @@ public final class Generator {
                     break
                 }
             }
-            if output.count == parameters.maxTokens { break }
+            if output.count == maxTokens { break }
             logits = try model.forward([next], cache: cache, logits: .last)
         }
         if finish != .stop, var d = detokenizer { text += d.finish() }

@@ -27,22 +27,25 @@ public struct Sampler: Sendable {
         }
     }
 
-    /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen.
-    public static func argmax(_ logits: [Float]) -> Int {
-        var best = 0
+    /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen; nil when every
+    /// logit is NaN (or there is none).
+    public static func argmax(_ logits: [Float]) -> Int? {
+        var best: Int?
         var bestValue = -Float.infinity
-        for (i, v) in logits.enumerated() where v > bestValue {
+        for (i, v) in logits.enumerated() where !v.isNaN && (best == nil || v > bestValue) {
             best = i
             bestValue = v
         }
         return best
     }
 
-    /// The next token for `logits` (`[vocab]`).
-    public mutating func sample(_ logits: [Float]) -> Int {
+    /// The next token for `logits` (`[vocab]`), nil when every logit is NaN (there is no
+    /// candidate to choose from).
+    public mutating func sample(_ logits: [Float]) -> Int? {
         guard temperature > 0 else { return Self.argmax(logits) }
         // Candidates sorted by logit, descending (ties to the lower id).
         var order = logits.indices.filter { !logits[$0].isNaN }
+        guard !order.isEmpty else { return nil }
         order.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
         if topK > 0 && topK < order.count { order.removeSubrange(topK...) }
         let maxLogit = logits[order[0]]

@@ -64,9 +64,33 @@ struct JSONReader {
 
     func int(_ key: String) throws -> Int? {
         guard let v = raw(key) else { return nil }
-        if let n = v as? NSNumber { return n.intValue }
-        if let n = v as? Int { return n }
-        throw invalid(key, "expected an integer")
+        guard let n = Self.integer(v) else { throw invalid(key, "expected an integer") }
+        return n
+    }
+
+    /// Largest token id accepted (16M, far above any vocabulary): tables are sized from ids.
+    static let maxTokenID = 1 << 24
+
+    /// A token id at `key`: an integer in `0..<maxTokenID`, nil when absent.
+    func tokenID(_ key: String) throws -> Int? {
+        guard let v = raw(key) else { return nil }
+        guard let n = Self.tokenID(v) else { throw invalid(key, "expected a token id in 0..<\(Self.maxTokenID)") }
+        return n
+    }
+
+    /// `value` as an integer: an integral number that fits `Int` (JSON numbers like `1e300` or
+    /// `2.5` are not; `NSNumber.intValue` would silently wrap or truncate them).
+    static func integer(_ value: Any) -> Int? {
+        if let n = value as? Int { return n }
+        guard let n = value as? NSNumber else { return nil }
+        let d = n.doubleValue
+        guard d.isFinite, d == d.rounded(), abs(d) < 9.2e18 else { return nil }
+        return n.intValue
+    }
+
+    /// `value` as a token id in `0..<maxTokenID`.
+    static func tokenID(_ value: Any) -> Int? {
+        integer(value).flatMap { (0..<maxTokenID).contains($0) ? $0 : nil }
     }
 
     func object(_ key: String) throws -> JSONReader? {

@@ -39,10 +39,10 @@ indirect enum PostProcessor: Sendable {
                         throw json.invalid("special_tokens", "no entry for '\(name)'")
                     }
                     let values = try ids.map { v -> Int in
-                        guard let n = v as? NSNumber else {
-                            throw json.invalid("special_tokens.\(name).ids", "expected integers")
+                        guard let n = JSONReader.tokenID(v) else {
+                            throw json.invalid("special_tokens.\(name).ids", "expected token ids")
                         }
-                        return n.intValue
+                        return n
                     }
                     if seenSequence { suffix += values } else { prefix += values }
                 } else {
@@ -52,10 +52,10 @@ indirect enum PostProcessor: Sendable {
             self = .template(prefix: prefix, suffix: suffix)
         case "RobertaProcessing", "BertProcessing":
             func tokenID(_ key: String) throws -> Int {
-                guard let pair = json.raw(key) as? [Any], pair.count == 2, let id = pair[1] as? NSNumber else {
+                guard let pair = json.raw(key) as? [Any], pair.count == 2, let id = JSONReader.tokenID(pair[1]) else {
                     throw json.invalid(key, "expected [token, id]")
                 }
-                return id.intValue
+                return id
             }
             self = .template(prefix: [try tokenID("cls")], suffix: [try tokenID("sep")])
         case "Sequence":

@@ -71,7 +71,7 @@ public final class Tokenizer: @unchecked Sendable {
         let model = try Tokenizer.parseBPE(modelJSON)
 
         let added = try json.objects("added_tokens").map { t -> AddedToken in
-            guard let id = try t.int("id") else {
+            guard let id = try t.tokenID("id") else {
                 throw TokenizerError.missingField(field: t.fieldPath("id"), file: fileName)
             }
             return AddedToken(
@@ -146,10 +146,10 @@ public final class Tokenizer: @unchecked Sendable {
         var vocab: [String: Int] = [:]
         vocab.reserveCapacity(vocabObject.count)
         for (token, value) in vocabObject {
-            guard let n = value as? NSNumber, n.intValue >= 0 else {
-                throw json.invalid("vocab", "id of '\(token)' is not a non-negative integer")
+            guard let id = JSONReader.tokenID(value) else {
+                throw json.invalid("vocab", "id of '\(token)' is not an integer in 0..<\(JSONReader.maxTokenID)")
             }
-            vocab[token] = n.intValue
+            vocab[token] = id
         }
         var merges: [(String, String)] = []
         if let list = json.raw("merges") {

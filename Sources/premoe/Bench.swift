@@ -33,6 +33,11 @@ struct Bench: ParsableCommand {
         let loadSeconds = Date().timeIntervalSince(start)
         let model = loaded.model
         let vocab = model.spec.vocabularySize
+        let limit = model.spec.maxPositions
+        guard promptTokens <= limit, genTokens <= limit - promptTokens else {
+            throw CLIError(description: "--prompt-tokens \(promptTokens) + --gen-tokens \(genTokens) exceed the model's "
+                + "max_position_embeddings (\(limit))")
+        }
         var rng = seed
         func nextID() -> Int {
             rng = rng &* 6364136223846793005 &+ 1442695040888963407
@@ -45,7 +50,7 @@ struct Bench: ParsableCommand {
         let prefillSeconds = Date().timeIntervalSince(prefillStart)
         let decodeStart = Date()
         for _ in 0..<genTokens {
-            logits = try model.forward([Sampler.argmax(logits)], cache: cache, logits: .last)
+            logits = try model.forward([Sampler.argmax(logits) ?? 0], cache: cache, logits: .last)
         }
         let decodeSeconds = Date().timeIntervalSince(decodeStart)
         let active = activeBytesPerToken(model)

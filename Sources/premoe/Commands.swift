@@ -63,6 +63,16 @@ struct Inspect: ParsableCommand {
     }
 }
 
+/// Says on stderr when the model's context, not `--max-tokens`, will bound a generation (the
+/// generator caps it; a prompt longer than the context is refused there with an error).
+func warnIfContextCaps(promptCount: Int, maxTokens: Int, spec: DecoderSpec) {
+    let cap = Generator.maxNewTokens(promptCount: promptCount, maxTokens: maxTokens, maxPositions: spec.maxPositions)
+    if cap < maxTokens && promptCount <= spec.maxPositions {
+        printError("warning: --max-tokens \(maxTokens) capped at \(cap): the prompt has \(promptCount) tokens and the model's "
+            + "max_position_embeddings is \(spec.maxPositions)")
+    }
+}
+
 func formatCount(_ n: Int) -> String {
     n >= 1_000_000_000 ? String(format: "%.2fB", Double(n) / 1e9)
         : n >= 1_000_000 ? String(format: "%.2fM", Double(n) / 1e6)
@@ -87,7 +97,7 @@ struct Generate: ParsableCommand {
     func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be a finite number ≥ 0") }
-        if topP <= 0 || topP > 1 { throw ValidationError("--top-p must be in (0, 1]") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
         if repetitionPenalty <= 0 || !repetitionPenalty.isFinite { throw ValidationError("--repetition-penalty must be > 0") }
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
     }
@@ -108,6 +118,7 @@ struct Generate: ParsableCommand {
             text = template.format([ChatMessage(role: "user", content: prompt)])
         }
         let ids = tokenizer.encode(text)
+        warnIfContextCaps(promptCount: ids.count, maxTokens: maxTokens, spec: loaded.model.spec)
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
                                               repetitionPenalty: repetitionPenalty, seed: seed, stop: stop, eosTokenIDs: loaded.eosTokenIDs)
@@ -160,7 +171,10 @@ struct Logits: ParsableCommand {
             try printJSON(Output(logits: rows))
         } else {
             for (t, row) in rows.enumerated() {
-                let best = Sampler.argmax(row)
+                guard let best = Sampler.argmax(row) else {
+                    print("position \(t): token \(tokens[t]) → every logit is NaN")
+                    continue
+                }
                 print("position \(t): token \(tokens[t]) → argmax \(best) (\(row[best]))")
             }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PreMoe
 
 @main
 struct PreMoeCommand: ParsableCommand {
@@ -7,6 +8,12 @@ struct PreMoeCommand: ParsableCommand {
         commandName: "premoe",
         abstract: "Run Mixture-of-Experts models on the CPU with only the experts a task needs.",
         subcommands: [Inspect.self, Generate.self, Logits.self, Tokenize.self, Bench.self, Profile.self, Patterns.self, Retrieve.self, RunTask.self, Prune.self, Quantize.self, Eval.self, Demo.self])
+
+    /// The library's warnings (e.g. a skipped pattern file) go to stderr.
+    static func main() {
+        PreMoeLog.handler = { printError("warning: \($0)") }
+        main(nil)
+    }
 }
 
 /// Options shared by every command that loads a model.
@@ -20,7 +27,7 @@ struct ModelOptions: ParsableArguments {
     var url: URL { URL(fileURLWithPath: model) }
 
     func validate() throws {
-        if threads < 0 { throw ValidationError("--threads must be 0 (all cores) or positive") }
+        if threads < 0 || threads > 4096 { throw ValidationError("--threads must be 0 (all cores) or in 1...4096, got \(threads)") }
     }
 }
 

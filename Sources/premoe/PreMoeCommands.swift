@@ -46,6 +46,9 @@ func parseScorerParameters(_ text: String?) throws -> [String: Double] {
         guard kv.count == 2, let value = Double(kv[1]) else {
             throw ValidationError("--scorer-params: '\(part)' is not name=number")
         }
+        guard value.isFinite, abs(value) <= 1e15 else {
+            throw ValidationError("--scorer-params: '\(part)': \(kv[0]) must be a finite number of magnitude at most 1e15")
+        }
         result[kv[0]] = value
     }
     return result
@@ -277,6 +280,7 @@ struct RetrievalOptions: ParsableArguments {
         for (flag, value) in [("--max-distance", maxDistance), ("--min-confidence", minConfidence), ("--min-similarity", minSimilarity)] {
             if let value, !value.isFinite { throw ValidationError("\(flag) must be a finite number, got \(value)") }
         }
+        if let maxDistance, maxDistance < 0 { throw ValidationError("--max-distance must be a number ≥ 0, got \(maxDistance)") }
         if let minConfidence, !(0...1).contains(minConfidence) { throw ValidationError("--min-confidence must be in [0, 1]") }
         if let minSimilarity, !(-1...1).contains(minSimilarity) { throw ValidationError("--min-similarity must be in [-1, 1]") }
     }
@@ -334,7 +338,7 @@ struct Retrieve: ParsableCommand {
         let tokenizer = try loaded.requireTokenizer()
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try store.list(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
         let result = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt))
         if json { return try printJSON(RetrievalOutput(result: result)) }
@@ -377,6 +381,7 @@ struct RunTask: ParsableCommand {
     func validate() throws {
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
+        if !(temperature >= 0 && temperature.isFinite) { throw ValidationError("--temperature must be a finite number ≥ 0") }
     }
 
     enum Fallback: String, ExpressibleByArgument { case full, generalist }
@@ -400,18 +405,18 @@ struct RunTask: ParsableCommand {
         let tokenizer = try loaded.requireTokenizer()
         let fingerprint = try ModelFingerprint.compute(loaded)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try store.list(fingerprint: fingerprint)
+        let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let promptIDs = tokenizer.encode(prompt)
         let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
         let retrieval = try retriever.retrieve(model: loaded.model, tokens: promptIDs)
         // Loading: plan + only the kept experts' bytes.
         let loadStart = Date()
-        let checkpoint = loaded.checkpoint as? SafetensorsCheckpoint
-        let before = checkpoint?.bytesRead ?? 0
+        let checkpoint = loaded.checkpoint
+        let before = checkpoint.bytesRead
         var plan: PruningPlan?
         let chosen = retrieval.task.map { task in patterns.filter { $0.task == task } } ?? (fallback == .generalist ? patterns : [])
         if !chosen.isEmpty {
-            let sizes = try checkpoint.map { try ModelSizes.measure($0, spec: loaded.model.spec) }
+            let sizes = ModelSizes.measure(checkpoint, spec: loaded.model.spec)
             plan = try PruningPlan.make(patterns: chosen, budget: try budgetOptions.resolve(), sizes: sizes,
                                         allocation: allocation)
         }
@@ -422,7 +427,7 @@ struct RunTask: ParsableCommand {
             try loaded.loadExperts(kept: [:], copy: true)  // no match: the full model
         }
         let loading = Date().timeIntervalSince(loadStart)
-        let expertBytes = checkpoint.map { $0.bytesRead - before }
+        let expertBytes: Int? = checkpoint.bytesRead - before
         for w in plan?.warnings ?? [] { printError("warning: \(w)") }
 
         var text = prompt
@@ -515,8 +520,8 @@ struct Prune: ParsableCommand {
         let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
         let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
         let store = storeOptions.resolve(fingerprint: fingerprint)
-        let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint) }
-        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint, spec: spec) }
+        let sizes = ModelSizes.measure(checkpoint, spec: spec)
         let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
         for w in plan.warnings { printError("warning: \(w)") }
         let report = format == "gguf"

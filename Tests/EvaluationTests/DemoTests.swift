@@ -66,9 +66,8 @@ import TestSupport
         let ownHalf = report.quality.first {
             $0.task == comparison.evaluationTask && $0.pattern == comparison.retrievedTask && $0.keep == 0.5
         }
-        if let own = ownHalf {
-            #expect(abs(own.perplexity - (comparison.levels[1].perplexity ?? 0)) < 1e-9 * own.perplexity)
-        }
+        let own = try #require(ownHalf, "the quality table has no row for the retrieved task at 50%")
+        #expect(abs(own.perplexity - (comparison.levels[1].perplexity ?? 0)) < 1e-9 * own.perplexity)
 
         // summary.json is the same report.
         let summary = try JSONDecoder().decode(DemoReport.self, from: Data(contentsOf: out.appendingPathComponent("summary.json")))

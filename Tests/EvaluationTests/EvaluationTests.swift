@@ -59,10 +59,13 @@ private func referenceLogProb(_ row: [Float], _ token: Int) -> Double {
         #expect(item.prompt == "Question: How many?\nAnswer:")
     }
 
-    @Test func sharedTaskFilesParse() throws {
-        let root = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/data/tasks")
-        guard FileManager.default.fileExists(atPath: root.path) else { return }  // outside the workplace
+    /// `../shared/data/tasks` beside the checkout (present in the workplace, absent elsewhere).
+    static let sharedTasks = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/data/tasks")
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: sharedTasks.path), "no shared/data/tasks beside the checkout"))
+    func sharedTaskFilesParse() throws {
+        let root = Self.sharedTasks
         for task in TaskItems.multipleChoiceTasks {
             let url = root.appendingPathComponent("\(task)/train.jsonl")
             for (i, row) in try TaskItems.readJSONL(url, limit: 50).enumerated() {

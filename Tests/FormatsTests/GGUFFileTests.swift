@@ -122,7 +122,14 @@ let brokenGGUFFiles: [BrokenGGUF] = [
     BrokenGGUF(name: "row not whole blocks", expected: "invalidTensorInfo", mentions: "block size 32", make: {
         var g = RawGGUF.valid(); g.infos[0].dims = [33, 1]; g.infos[0].type = 8; return g.bytes }),
     BrokenGGUF(name: "unknown GGML type", expected: "unknownType", mentions: "type 99", make: {
-        var g = RawGGUF.valid(); g.infos[0].type = 99; return g.bytes }, onAccess: "a"),
+        var g = RawGGUF.valid(); g.infos[0].type = 99; return g.bytes }),
+    // Found by mutating fixture GGUFs (issue 12): `inspect` tried to allocate 16 EB.
+    BrokenGGUF(name: "flipped bytes: huge dim, unknown type", expected: "unknownType", mentions: "type 13835", make: {
+        var g = RawGGUF.valid(); g.infos[0].dims = [64, 32, 9_187_343_239_835_811_848]; g.infos[0].type = 13835; return g.bytes }),
+    BrokenGGUF(name: "flipped bytes: huge dim, F16", expected: "invalidTensorInfo", mentions: "overflows", make: {
+        var g = RawGGUF.valid(); g.infos[0].dims = [64, 32, 9_187_343_239_835_811_848]; g.infos[0].type = 1; return g.bytes }),
+    BrokenGGUF(name: "element count overflows, bytes would not", expected: "invalidTensorInfo", mentions: "element count", make: {
+        var g = RawGGUF.valid(); g.infos[0].dims = [1 << 61, 4]; g.infos[0].type = 2; return g.bytes }),
     BrokenGGUF(name: "type the kernels lack", expected: "unsupportedType", mentions: "Q3_K", make: {
         var g = RawGGUF.valid(); g.infos[0].dims = [256, 1]; g.infos[0].type = 11
         g.infos[1].offset = 128; g.data = [UInt8](repeating: 0, count: 128) + f32Bytes([7, 8, 9, 10]); return g.bytes
@@ -217,8 +224,9 @@ let brokenGGUFFiles: [BrokenGGUF] = [
     }
 
     /// The real SmolLM2-135M Q4_1 file, when `PREMOE_SMOLLM2_GGUF` names it (opt-in).
-    @Test func readsSmolLM2HeaderWhenAvailable() throws {
-        guard let url = Fixtures.smolLM2GGUF() else { return }
+    @Test(.enabled(if: Fixtures.hasSmolLM2GGUF, "PREMOE_SMOLLM2_GGUF names no file (opt-in)"))
+    func readsSmolLM2HeaderWhenAvailable() throws {
+        let url = try #require(Fixtures.smolLM2GGUF())
         let f = try GGUFFile(url: url)
         #expect(f.architecture == "llama")
         #expect(f.tensorInfos.count == 272)

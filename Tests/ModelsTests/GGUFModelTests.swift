@@ -220,9 +220,10 @@ let ggufF16Tolerance: Float = 3e-3
 
     /// Opt-in end-to-end check on the real SmolLM2-135M-Instruct Q4_1 file (Q4_1 + Q8_0 + F32),
     /// run when `PREMOE_SMOLLM2_GGUF` names it (about 4 minutes in a debug build, seconds in
-    /// release); skipped with a message otherwise. Tests never download it.
-    @Test func smolLM2AnswersASimpleQuestion() throws {
-        guard let url = Fixtures.smolLM2GGUF() else { return }
+    /// release); shown as skipped otherwise. Tests never download it.
+    @Test(.enabled(if: Fixtures.hasSmolLM2GGUF, "PREMOE_SMOLLM2_GGUF names no file (opt-in)"))
+    func smolLM2AnswersASimpleQuestion() throws {
+        let url = try #require(Fixtures.smolLM2GGUF())
         let loaded = try ModelLoader.load(url, options: LoadOptions(threads: 2))
         let tokenizer = try #require(loaded.tokenizer)
         let out = try greedyDecode(

@@ -80,3 +80,30 @@ func editConfig(_ dir: URL, _ edit: (inout [String: Any]) -> Void) throws {
         #expect(throws: ModelError.self) { try model.forward([], cache: model.makeCache()) }
     }
 }
+
+@Suite struct BackboneOnlyTests {
+    @Test func runningPastTheFirstRouterWithoutExpertsThrows() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3_moe"), options: LoadOptions(threads: 1, loadExperts: false))
+        let model = loaded.model
+        let first = try #require(model.spec.moeLayers.first)
+        do {
+            _ = try model.forward([1, 2, 3], cache: model.makeCache(), logits: .last)
+            Issue.record("a backbone-only model ran its MoE layers")
+        } catch let error as ModelError {
+            guard case .expertsNotLoaded(let layer) = error else {
+                Issue.record("expected expertsNotLoaded, got \(error)")
+                return
+            }
+            #expect(layer == first)
+        }
+        // Up to the router is what retrieval needs, and still works.
+        _ = try model.forward([1, 2, 3], cache: model.makeCache(), logits: .none, stopAfterRouterOf: first)
+    }
+
+    @Test func moeOfALayerOutsideTheModelIsNil() throws {
+        let spec = try ModelLoader.spec(at: Fixtures.url("models/qwen3_moe"))
+        #expect(spec.moe(spec.layerCount) == nil)
+        #expect(spec.moe(-1) == nil)
+        #expect(spec.moe(0) != nil)
+    }
+}

@@ -29,8 +29,8 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
 
     /// Rewrites `Tests/Fixtures/export/` when PREMOE_WRITE_EXPORT_FIXTURE=1; then run
     /// `python scripts/make_export_fixture.py` for the goldens.
-    @Test func regenerateFixtures() throws {
-        guard ProcessInfo.processInfo.environment["PREMOE_WRITE_EXPORT_FIXTURE"] == "1" else { return }
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["PREMOE_WRITE_EXPORT_FIXTURE"] == "1", "fixture writer (opt-in)"))
+    func regenerateFixtures() throws {
         let root = Fixtures.url("export")
         var manifest: [String: [String: Any]] = [:]
         for f in exportFixtures {
@@ -169,5 +169,50 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 8], 1: [3, 4]], to: out) }  // out of range
         try Data("x".utf8).write(to: out.appendingPathComponent("stale"))
         #expect(throws: PreMoeError.self) { try export("qwen3_moe", kept: [0: [1, 2], 1: [3, 4]], to: out) }
+    }
+
+    /// A DeepSeek-V3 checkpoint as the real V3/R1 ship it, with its multi-token-prediction layer
+    /// `model.layers.<num_hidden_layers>.*` holding a full 8-expert router and experts (issue 12):
+    /// sizes ignore it, and the export drops it and says so in the config instead of writing
+    /// "2 experts" beside an 8-expert router.
+    @Test func deepSeekMTPLayerIsDroppedConsistently() throws {
+        let source = try Fixtures.temporaryDirectory().appendingPathComponent("deepseek_v3")
+        try FileManager.default.copyItem(at: fixtureDirectory("deepseek_v3"), to: source)
+        let original = try SafetensorsCheckpoint(directory: source)
+        var tensors = try original.tensorNames.map { (name: $0, tensor: try original.tensor($0)) }
+        func add(_ name: String, _ shape: [Int]) {
+            tensors.append((name, Tensor.owned([Float](repeating: 0.25, count: shape.reduce(1, *)), shape: shape)))
+        }
+        let mtp = "model.layers.2"
+        add("\(mtp).eh_proj.weight", [64, 128])
+        add("\(mtp).enorm.weight", [64])
+        add("\(mtp).mlp.gate.weight", [8, 64])
+        add("\(mtp).mlp.gate.e_score_correction_bias", [8])
+        for e in 0..<8 {
+            add("\(mtp).mlp.experts.\(e).gate_proj.weight", [32, 64])
+            add("\(mtp).mlp.experts.\(e).up_proj.weight", [32, 64])
+            add("\(mtp).mlp.experts.\(e).down_proj.weight", [64, 32])
+        }
+        let file = source.appendingPathComponent("model.safetensors")
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(tensors, to: file)
+
+        let spec = try ModelLoader.spec(at: source)
+        let withMTP = try SafetensorsCheckpoint(directory: source)
+        #expect(ModelSizes.measure(withMTP, spec: spec) == ModelSizes.measure(original, spec: spec))
+        #expect(spec.moe(2) == nil)  // the MTP layer's index is outside the model
+
+        let out = try Fixtures.temporaryDirectory().appendingPathComponent("pruned")
+        let loaded = try ModelLoader.load(source, options: LoadOptions(threads: 1, loadExperts: false))
+        try PrunedExport.write(modelDirectory: source, keptExperts: [1: [6, 0]],
+                               sourceFingerprint: try ModelFingerprint.compute(loaded), to: out)
+        let written = try SafetensorsCheckpoint(directory: out)
+        #expect(!written.tensorNames.contains { $0.hasPrefix("\(mtp).") })
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+        #expect(config["n_routed_experts"] as? Int == 2)
+        #expect(config["num_nextn_predict_layers"] as? Int == 0)
+        let reloaded = try ModelLoader.load(out, options: LoadOptions(threads: 1))
+        #expect(reloaded.ignoredTensors.isEmpty)
+        #expect(reloaded.model.spec.moe(1)?.expertCount == 2)
     }
 }

@@ -41,13 +41,16 @@ import TestSupport
         let store = PatternStore(directory: dir)
         try store.save(makePattern(task: "t", scores: [0: [1, 2]], fingerprint: "aaaa"))
         #expect(try store.load("t", fingerprint: "aaaa").task == "t")
-        do {
-            _ = try store.list(fingerprint: "bbbb")
-            Issue.record("expected a fingerprint error")
-        } catch let error as PreMoeError {
-            guard case .fingerprintMismatch = error else { Issue.record("wrong error \(error)"); return }
-            #expect("\(error)".contains("another model"))
+        // Listing skips it (with the reason); loading it by name is an error.
+        let (patterns, skipped) = try store.scan(fingerprint: "bbbb")
+        #expect(patterns.isEmpty)
+        let error = try #require(skipped.first?.error as? PreMoeError)
+        guard case .fingerprintMismatch = error else {
+            Issue.record("wrong error \(error)")
+            return
         }
+        #expect("\(error)".contains("another model"))
+        #expect(throws: PreMoeError.self) { try store.load("t", fingerprint: "bbbb") }
     }
 
     @Test func rejectsBadNamesAndBadFiles() throws {

@@ -28,14 +28,14 @@ let maskedTolerance: Float = 1e-5
         let spec = try ModelLoader.spec(at: dir)
         let kept = scrambledSubset(spec)
         let loaded = try ModelLoader.load(dir, options: LoadOptions(threads: 1, keptExperts: kept, copyExperts: true))
-        let checkpoint = try #require(loaded.checkpoint as? SafetensorsCheckpoint)
-        let sizes = try ModelSizes.measure(checkpoint, spec: spec)
+        let checkpoint = loaded.checkpoint
+        let sizes = ModelSizes.measure(checkpoint, spec: spec)
         let expected = sizes.bytes(keeping: kept) - sizes.backboneBytes
         #expect(checkpoint.bytesRead == expected)
         #expect(loaded.model.weightBytes.experts == expected)
         // Two-step TAER load: backbone first (nothing read), then the kept experts.
         let backbone = try Reconstruction.loadBackbone(dir, threads: 1)
-        let c2 = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
+        let c2 = backbone.checkpoint
         #expect(c2.bytesRead == 0)
         let plan = PruningPlan(keptExperts: kept, expertsPerLayer: kept.values.first!.count, tasks: [], warnings: [])
         try Reconstruction.equip(backbone, plan: plan)

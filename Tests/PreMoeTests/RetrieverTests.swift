@@ -25,7 +25,7 @@ import TestSupport
         #expect(patterns[0].signature.values == patterns[0].scores[patterns[0].signature.layer])
 
         let backbone = try Reconstruction.loadBackbone(fixtureDirectory(name), threads: 1)
-        let checkpoint = try #require(backbone.checkpoint as? SafetensorsCheckpoint)
+        let checkpoint = backbone.checkpoint
         #expect(backbone.model.weightBytes.experts == 0)
         let topK = backbone.model.spec.moe(backbone.model.spec.moeLayers[0])!.topK
         let result = try Retriever(patterns: patterns, method: .centroid, modelTopK: topK).retrieve(model: backbone.model, tokens: query)

@@ -138,3 +138,55 @@ private struct GreedyGolden: Decodable {
         }
     }
 }
+
+/// Generation bounded by the model's context, and rows of logits with nothing to choose.
+@Suite struct GenerationLimitTests {
+    @Test func nanOnlyRowHasNoSampleAtAnyTemperature() {
+        let row = [Float](repeating: .nan, count: 5)
+        var hot = Sampler(temperature: 0.8, topK: 3, topP: 0.9, seed: 1)
+        var greedy = Sampler(temperature: 0)
+        #expect(hot.sample(row) == nil)
+        #expect(greedy.sample(row) == nil)
+        #expect(Sampler.argmax([]) == nil)
+        #expect(Sampler.argmax([-.infinity, -.infinity]) == 0)
+    }
+
+    @Test func maxTokensIsCappedByTheContextNotAllocated() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3"), options: LoadOptions(threads: 1))
+        let limit = loaded.model.spec.maxPositions
+        let prompt = [1, 2, 3]
+        let result = try Generator(model: loaded.model, tokenizer: loaded.tokenizer).generate(
+            promptIDs: prompt, parameters: GenerationParameters(maxTokens: 100_000_000_000, stopAtEOS: false))
+        #expect(result.tokens.count == limit - prompt.count + 1)
+        #expect(result.finishReason == .length)
+        #expect(Generator.maxNewTokens(promptCount: 3, maxTokens: .max, maxPositions: limit) == limit - 2)
+    }
+
+    @Test func promptLongerThanTheContextFailsBeforeAnyWork() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3"), options: LoadOptions(threads: 1))
+        let limit = loaded.model.spec.maxPositions
+        let prompt = [Int](repeating: 5, count: limit * 50)
+        let start = Date()
+        do {
+            _ = try Generator(model: loaded.model, tokenizer: loaded.tokenizer).generate(
+                promptIDs: prompt, parameters: GenerationParameters(maxTokens: 10))
+            Issue.record("a prompt of \(prompt.count) tokens was accepted by a \(limit)-position model")
+        } catch let error as ModelError {
+            guard case .contextTooLong(let positions, let reported, _) = error else {
+                Issue.record("expected contextTooLong, got \(error)")
+                return
+            }
+            #expect(positions == prompt.count && reported == limit)
+            #expect("\(error)".contains("max_position_embeddings"))
+        }
+        #expect(Date().timeIntervalSince(start) < 5)
+    }
+
+    @Test func forwardPastTheContextIsRefused() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/qwen3"), options: LoadOptions(threads: 1))
+        let model = loaded.model
+        let cache = model.makeCache(capacity: 1_000_000_000)
+        try model.forward([Int](repeating: 1, count: model.spec.maxPositions), cache: cache, logits: .none)
+        #expect(throws: ModelError.self) { try model.forward([1], cache: cache, logits: .none) }
+    }
+}

@@ -35,6 +35,17 @@ struct TokenizerErrorTests {
         BrokenCase(
             name: "vocab with a string id", json: #"{"model": {"type": "BPE", "vocab": {"a": "zero"}}}"#,
             mentions: ["model.vocab", "'a'"]),
+        // Ids size the id → token table: a huge one must not become a huge allocation.
+        BrokenCase(
+            name: "vocab id 10^12", json: #"{"model": {"type": "BPE", "vocab": {"a": 1000000000000}}}"#,
+            mentions: ["model.vocab", "'a'", "0..<16777216"]),
+        BrokenCase(
+            name: "vocab id 1e300", json: #"{"model": {"type": "BPE", "vocab": {"a": 1e300}}}"#,
+            mentions: ["model.vocab", "'a'"]),
+        BrokenCase(
+            name: "added token id 10^12",
+            json: #"{"added_tokens": [{"id": 1000000000000, "content": "<x>"}], \#(minimalModel)}"#,
+            mentions: ["added_tokens", "id"]),
         BrokenCase(
             name: "unknown pre-tokenizer",
             json: #"{"pre_tokenizer": {"type": "UnicodeScripts"}, \#(minimalModel)}"#,

@@ -178,10 +178,8 @@ public struct DeepSeekConfiguration: Decodable, Sendable {
             throw ModelError.invalidConfig(field: "qk_rope_head_dim", reason: "must be even, got \(qkRopeHeadDim)", file: file)
         }
         if let qLoRARank { try requirePositive(qLoRARank, "q_lora_rank", file: file) }
-        if firstDenseLayers < 0 || nextNPredictLayers < 0 {
-            throw ModelError.invalidConfig(field: firstDenseLayers < 0 ? "first_k_dense_replace" : "num_nextn_predict_layers",
-                                           reason: "must not be negative", file: file)
-        }
+        try checkRange(firstDenseLayers, "first_k_dense_replace", 0...ConfigLimits.layers, file: file)
+        try checkRange(nextNPredictLayers, "num_nextn_predict_layers", 0...ConfigLimits.layers, file: file)
         let moe = try moeSpec(file: file)
         let feedForward: [FeedForwardSpec] = (0..<max(0, base.layerCount)).map { l in
             l < firstDenseLayers ? .dense(intermediateSize: base.intermediateSize) : .moe(moe)

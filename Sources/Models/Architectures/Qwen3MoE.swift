@@ -53,6 +53,10 @@ public struct QwenMoEConfiguration: Decodable, Sendable {
                                            reason: "\(topK) is more than num_experts \(expertCount)", file: file)
         }
         if isQwen2 { try requirePositive(sharedExpertIntermediateSize ?? 0, "shared_expert_intermediate_size", file: file) }
+        if let bad = mlpOnlyLayers.first(where: { !(0..<base.layerCount).contains($0) }) {
+            throw ModelError.invalidConfig(
+                field: "mlp_only_layers", reason: "layer \(bad) is outside 0..<\(base.layerCount) (num_hidden_layers)", file: file)
+        }
         let moe = MoESpec(
             expertCount: expertCount, topK: topK, expertIntermediateSize: moeIntermediateSize,
             normTopKProb: normTopKProb, routing: .softmax,

@@ -7,17 +7,21 @@ public final class KVCache {
     let keyWidth: Int
     let valueWidth: Int
     private(set) var capacity: Int
+    /// Most positions it will ever hold (the model's `maxPositions`); growth stops there.
+    let maxCapacity: Int
     private(set) var keys: [UnsafeMutablePointer<Float>]
     private(set) var values: [UnsafeMutablePointer<Float>]
 
     /// An empty cache for `layers` layers.
-    public init(layers: Int, keyWidth: Int, valueWidth: Int, initialCapacity: Int = 64) {
+    public init(layers: Int, keyWidth: Int, valueWidth: Int, initialCapacity: Int = 64, maxCapacity: Int = .max) {
         self.layers = layers
         self.keyWidth = keyWidth
         self.valueWidth = valueWidth
-        capacity = max(1, initialCapacity)
-        keys = (0..<layers).map { _ in .allocate(capacity: max(1, initialCapacity) * keyWidth) }
-        values = (0..<layers).map { _ in .allocate(capacity: max(1, initialCapacity) * valueWidth) }
+        self.maxCapacity = max(1, maxCapacity)
+        capacity = min(max(1, initialCapacity), self.maxCapacity)
+        let positions = capacity
+        keys = (0..<layers).map { _ in .allocate(capacity: positions * keyWidth) }
+        values = (0..<layers).map { _ in .allocate(capacity: positions * valueWidth) }
     }
 
     deinit {
@@ -31,6 +35,8 @@ public final class KVCache {
         guard needed > capacity else { return }
         var newCapacity = capacity
         while newCapacity < needed { newCapacity *= 2 }
+        // Callers refuse contexts past maxPositions first; past it, grow exactly to need.
+        newCapacity = max(needed, min(newCapacity, maxCapacity))
         for l in 0..<layers {
             let k = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * keyWidth)
             k.update(from: keys[l], count: count * keyWidth)

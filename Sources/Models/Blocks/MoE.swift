@@ -120,11 +120,12 @@ public struct MoEBlock: @unchecked Sendable {
     }
 
     /// `y = MoE(x)` for `tokens` rows of normalised hidden states `x`.
+    /// - Throws: `ModelError.expertsNotLoaded` on a backbone-only model (`loadExperts: false`).
     func apply(
         _ x: UnsafePointer<Float>, tokens: Int, hidden: Int, layer: Int, into y: UnsafeMutablePointer<Float>,
         observer: RouterObserver?, workspace: Workspace, pool: ThreadPool
-    ) {
-        precondition(!experts.isEmpty, "layer \(layer): routed experts are not loaded")
+    ) throws {
+        guard !experts.isEmpty else { throw ModelError.expertsNotLoaded(layer: layer) }
         let held = experts.count
         let (selected, weights, k) = routeBatch(x, tokens: tokens, layer: layer, observer: observer,
                                                 workspace: workspace, pool: pool)
