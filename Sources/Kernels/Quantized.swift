@@ -1,5 +1,6 @@
 // GGML block-quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): scalar reference dequantize,
-// reference quantize (ggml's `quantize_row_*_ref`, K-quants in QuantizeKQuants.swift), and fast dot / matmul that compute straight
+// reference quantize (Q4_0/Q4_1/Q8_0 by the format's one rounding rule; K-quants by premoe's own
+// fitting in QuantizeKQuants.swift), and fast dot / matmul that compute straight
 // from the blocks: each block of a weight row is widened in registers and multiplied with f32
 // activations. Nothing is dequantized to a second f32 copy of the weights.
 //
@@ -157,9 +158,9 @@ public enum QuantizedReference {
         return Float(s)
     }
 
-    /// Quantizes `count` values (a multiple of the block size) as ggml's `quantize_row_*_ref` does
-    /// (gguf-py's `quants.quantize` gives the same bytes for Q4_0/Q4_1/Q8_0; K-quants go to
-    /// `KQuantizer`, which is what `llama-quantize` runs without an importance matrix).
+    /// Quantizes `count` values (a multiple of the block size). Q4_0/Q4_1/Q8_0 give the bytes ggml
+    /// and gguf-py's `quants.quantize` give; K-quants go to `KQuantizer`, premoe's own fitting
+    /// (different bytes, dequantized RMSE at or below ggml's reference quantizer's).
     public static func quantize(_ format: QuantizedFormat, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
         if format.isKQuant { return KQuantizer.quantize(format, x, count: count, into: out) }
         precondition(count % 32 == 0, "\(count) values is not a whole number of blocks")

@@ -10,7 +10,8 @@ extension Tensor {
     }
 
     /// A new owned tensor with this tensor's values stored as `target` (same shape). f16/bf16
-    /// round to nearest even; block types are quantized as ggml's reference quantizers do.
+    /// round to nearest even; block types are quantized by `QuantizedReference.quantize` (K-quants
+    /// by `KQuantizer`).
     /// Quantized sources are dequantized first. Returns `self` when the dtype already matches.
     /// - Parameters:
     ///   - target: the element type to store.

@@ -13,7 +13,7 @@ let ggufTypeList = GGUFOutputType.allCases.map(\.rawValue).joined(separator: "|"
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a Hugging Face checkpoint to one GGUF file, quantized as llama-quantize does.",
+        abstract: "Convert a Hugging Face checkpoint to one GGUF file, with llama-quantize's tensor types.",
         discussion: """
             Tensor types follow llama.cpp: norms, biases and routers stay F32, the output head is Q6_K \
             for block types, q4_k_m mixes Q4_K with Q6_K as llama-quantize's Q4_K_M does. A tensor whose \
