@@ -47,16 +47,42 @@ public enum GGUFExport {
     @discardableResult
     public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
                              type: GGUFOutputType? = nil, pool: ThreadPool = .serial, to out: URL) throws -> ExportReport {
+        try intoDirectory(out) { file in
+            try writeFile(modelDirectory: modelDirectory, keptExperts: keptExperts, sourceFingerprint: sourceFingerprint,
+                          tasks: tasks, type: type, pool: pool, to: file)
+        }
+    }
+
+    /// Creates `out` (new or empty) and runs `body` on `out/model.gguf`.
+    /// - Throws: `PreMoeError.io` for a non-empty or uncreatable directory; what `body` throws.
+    static func intoDirectory(_ out: URL, _ body: (URL) throws -> ExportReport) throws -> ExportReport {
         try PrunedExport.checkEmptyOutput(out)
         do {
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         } catch {
             throw PreMoeError.io(path: out.path, reason: "\(error)")
         }
-        var report = try writeFile(modelDirectory: modelDirectory, keptExperts: keptExperts, sourceFingerprint: sourceFingerprint,
-                                   tasks: tasks, type: type, pool: pool, to: out.appendingPathComponent(fileName))
+        var report = try body(out.appendingPathComponent(fileName))
         report.outputDirectory = out.path
         return report
+    }
+
+    /// Sets the provenance keys every exported GGUF carries: `premoe.kept_experts.<layer>` (int32
+    /// arrays of the source's expert indices in slot order; only when `pruned`),
+    /// `premoe.source_fingerprint` and `premoe.tasks`.
+    static func setProvenance(_ writer: inout GGUFWriter, keptExperts: [Int: [Int]], moeLayers: [Int], pruned: Bool,
+                              sourceFingerprint: String, tasks: [String]) {
+        if pruned {
+            for l in moeLayers { writer.set("premoe.kept_experts.\(l)", .int32s(keptExperts[l] ?? [])) }
+        }
+        writer.set("premoe.source_fingerprint", .string(sourceFingerprint))
+        writer.set("premoe.tasks", .strings(tasks))
+    }
+
+    /// Whether `keptExperts` drops or reorders an expert of a MoE layer of `spec` (a plan keeping
+    /// every expert in order is a plain conversion).
+    static func isPruning(_ keptExperts: [Int: [Int]], spec: DecoderSpec) -> Bool {
+        spec.moeLayers.contains { keptExperts[$0] != Array(0..<(spec.moe($0)?.expertCount ?? 0)) }
     }
 
     /// Every expert of every MoE layer of `spec`: the plan of a conversion without pruning.
@@ -73,9 +99,7 @@ public enum GGUFExport {
     public static func writeFile(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String,
                                  tasks: [String] = [], type: GGUFOutputType? = nil, pool: ThreadPool = .serial,
                                  to file: URL) throws -> ExportReport {
-        guard !FileManager.default.fileExists(atPath: file.path) else {
-            throw PreMoeError.io(path: file.path, reason: "the output file already exists")
-        }
+        try checkNewFile(file)
         let configURL = modelDirectory.appendingPathComponent("config.json")
         let config = try JSONValue(contentsOf: configURL)
         guard config.objectValue != nil else { throw PreMoeError.unsupported("\(configURL.path): not a JSON object") }
@@ -88,7 +112,7 @@ public enum GGUFExport {
         let spec = try ModelLoader.spec(at: modelDirectory)
         let (kept, slot) = try PrunedExport.checkPlan(keptExperts, spec: spec, model: modelDirectory)
         let moeLayers = spec.moeLayers
-        let pruned = moeLayers.contains { keptExperts[$0] != Array(0..<(spec.moe($0)?.expertCount ?? 0)) }
+        let pruned = isPruning(keptExperts, spec: spec)
 
         func int(_ key: String) -> Int? { config[key]?.intValue }
         func required(_ key: String) throws -> Int {
@@ -208,17 +232,21 @@ public enum GGUFExport {
         if let shared = int("shared_expert_intermediate_size"), shared > 0 { u32("expert_shared_feed_forward_length", shared) }
         if let norm = config["norm_topk_prob"]?.boolValue { writer.set("\(a).expert_weights_norm", .bool(norm)) }
         try tokenizerMetadata(modelDirectory: modelDirectory, config: config, into: &writer)
-        if pruned {
-            for l in moeLayers { writer.set("premoe.kept_experts.\(l)", .int32s(keptExperts[l] ?? [])) }
-        }
-        writer.set("premoe.source_fingerprint", .string(sourceFingerprint))
-        writer.set("premoe.tasks", .strings(tasks))
+        setProvenance(&writer, keptExperts: keptExperts, moeLayers: moeLayers, pruned: pruned,
+                      sourceFingerprint: sourceFingerprint, tasks: tasks)
 
         for (name, t) in tensors { try writer.add(name, t) }
         try writer.write(to: file)
         return ExportReport(outputDirectory: file.deletingLastPathComponent().path, files: [file.lastPathComponent],
                             tensorCount: tensors.count, tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount },
                             expertsPerLayer: kept, notes: notes)
+    }
+
+    /// - Throws: `PreMoeError.io` when `file` already exists.
+    static func checkNewFile(_ file: URL) throws {
+        guard !FileManager.default.fileExists(atPath: file.path) else {
+            throw PreMoeError.io(path: file.path, reason: "the output file already exists")
+        }
     }
 
     /// Row order taking Hugging Face's half-split RoPE rows to GGML's interleaved ones, per head

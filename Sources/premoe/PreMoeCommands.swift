@@ -483,15 +483,15 @@ struct RunTask: ParsableCommand {
 
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Export a pruned Hugging Face checkpoint or GGUF file for a task (or a generalist for several).")
+        abstract: "Export a pruned Hugging Face checkpoint or GGUF file for a task (or a generalist for several); a GGUF input is pruned into GGUF, its experts sliced block for block.")
     @OptionGroup var options: ModelOptions
     @Option(help: "Task name, or several separated by ',' for a generalist.") var task: String
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var budgetOptions: BudgetOptions
     @Option(help: "Output directory (new or empty).") var out: String
     @Option(name: .customLong("max-shard-size"), help: "Largest weight file (e.g. 5GB; safetensors only).") var maxShardSize = "5GB"
-    @Option(help: "Output format: safetensors (a Hugging Face checkpoint) or gguf (one model.gguf for llama.cpp).")
-    var format = "safetensors"
+    @Option(help: "Output format: safetensors (a Hugging Face checkpoint) or gguf (one model.gguf for llama.cpp); default: the input's.")
+    var format: String?
     @Option(name: .customLong("top-k"), help: "Experts per token written into the config (the paper's a/b, e.g. 4 for 4/64; safetensors).")
     var topK: Int?
     @Option(help: "GGUF tensor type (\(ggufTypeList); --format gguf only; default: the checkpoint's).")
@@ -506,25 +506,48 @@ struct Prune: ParsableCommand {
     func run() throws {
         let tasks = task.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !tasks.isEmpty else { throw ValidationError("--task is empty") }
+        let url = options.url
+        let ggufInput = ModelLoader.isGGUF(url)
+        let format = self.format ?? (ggufInput ? "gguf" : "safetensors")
         guard ["safetensors", "gguf"].contains(format) else {
             throw ValidationError("--format: expected safetensors or gguf, got '\(format)'")
         }
         if topK != nil && format == "gguf" { throw ValidationError("--top-k is written into safetensors exports only") }
         if type != nil && format != "gguf" { throw ValidationError("--type needs --format gguf") }
+        if ggufInput && format != "gguf" {
+            throw ValidationError("--format \(format): a GGUF input is pruned into GGUF only (its tensors keep their "
+                + "GGML types and llama.cpp names); export safetensors from the Hugging Face checkpoint")
+        }
+        if ggufInput && type != nil {
+            throw ValidationError("--type: a GGUF input is pruned without requantizing (its experts keep their bytes "
+                + "and types); quantize the pruned file with `premoe quantize` or llama-quantize instead")
+        }
         guard case .bytes(let shardBytes) = try ExpertBudget(budget: maxShardSize) else {
             throw ValidationError("--max-shard-size: expected a size")
         }
-        let url = options.url
-        let spec = try ModelLoader.spec(at: url)
-        let checkpoint = try SafetensorsCheckpoint(directory: url)
-        let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
-        let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
+        let spec: DecoderSpec, fingerprint: String, sizes: ModelSizes
+        if ggufInput {
+            // The fingerprint `profile` computed for this file (of its synthesized config and
+            // routers), so the patterns profiled on it apply.
+            let source = try Reconstruction.loadBackbone(url, threads: options.threads)
+            spec = source.model.spec
+            fingerprint = try ModelFingerprint.compute(source)
+            sizes = ModelSizes.measure(source.checkpoint, spec: spec)
+        } else {
+            spec = try ModelLoader.spec(at: url)
+            let checkpoint = try SafetensorsCheckpoint(directory: url)
+            let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
+            fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
+            sizes = ModelSizes.measure(checkpoint, spec: spec)
+        }
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint, spec: spec) }
-        let sizes = ModelSizes.measure(checkpoint, spec: spec)
         let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
         for w in plan.warnings { printError("warning: \(w)") }
-        let report = format == "gguf"
+        let report = ggufInput
+            ? try GGUFExport.prune(gguf: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint, tasks: tasks,
+                                   to: URL(fileURLWithPath: out))
+            : format == "gguf"
             ? try GGUFExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
                                    tasks: tasks, type: type, pool: options.threadPool, to: URL(fileURLWithPath: out))
             : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,

@@ -111,6 +111,15 @@ private struct Golden: Decodable {
         #expect(bad.status != 0 && bad.stderr.contains("--min-confidence"), "\(bad.stderr)")
     }
 
+    /// `inspect` reports `experts` per MoE layer for `model`, and `logits` runs it.
+    func expectRuns(_ model: String, experts: Int) throws {
+        let inspect = try CLI.run(["inspect", model, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(try inspect.json()["experts"] as? Int == experts)
+        let logits = try CLI.run(["logits", model, "--ids", "1,2,3", "--json"])
+        #expect(logits.status == 0, "\(logits.stderr)")
+    }
+
     @Test func pruneWritesAGGUFThatTheCLILoads() throws {
         let store = try Fixtures.temporaryDirectory("premoe-cli-gguf")
         defer { try? FileManager.default.removeItem(at: store) }
@@ -123,16 +132,46 @@ private struct Golden: Decodable {
                                  "--out", out.path, "--format", "gguf", "--json"])
         #expect(prune.status == 0, "\(prune.stderr)")
         #expect(try prune.json()["files"] as? [String] == ["model.gguf"])
-        let gguf = out.appendingPathComponent("model.gguf").path
-        let inspect = try CLI.run(["inspect", gguf, "--json"])
-        #expect(inspect.status == 0, "\(inspect.stderr)")
-        #expect(try inspect.json()["experts"] as? Int == 4)
-        let logits = try CLI.run(["logits", gguf, "--ids", "1,2,3", "--json"])
-        #expect(logits.status == 0, "\(logits.stderr)")
+        try expectRuns(out.appendingPathComponent("model.gguf").path, experts: 4)
         let bad = try CLI.run(["prune", model, "--task", "weather", "--store", store.path, "--keep", "50%",
                                "--out", store.appendingPathComponent("x").path, "--format", "onnx"])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("--format"), "\(bad.stderr)")
+    }
+
+    @Test func pruneOfAGGUFUsesThePatternProfiledOnItAndWritesGGUF() throws {
+        let store = try Fixtures.temporaryDirectory("premoe-cli-gguf-in")
+        defer { try? FileManager.default.removeItem(at: store) }
+        let gguf = Fixtures.url("gguf/qwen3_moe.q4_1.gguf").path
+        let data = store.appendingPathComponent("data.jsonl")
+        try #"{"text": "The sun is hot and water is cold"}"#.appending("\n").write(to: data, atomically: true, encoding: .utf8)
+        let profile = try CLI.run(["profile", gguf, "--task", "weather", "--data", data.path, "--store", store.path, "--json", "--no-progress"])
+        #expect(profile.status == 0, "\(profile.stderr)")
+        // No --format: a GGUF input is pruned into GGUF.
+        let out = store.appendingPathComponent("pruned")
+        let prune = try CLI.run(["prune", gguf, "--task", "weather", "--store", store.path, "--keep", "50%", "--out", out.path, "--json"])
+        #expect(prune.status == 0, "\(prune.stderr)")
+        let json = try prune.json()
+        #expect(json["files"] as? [String] == ["model.gguf"])
+        #expect(json["expertsPerLayer"] as? Int == 4)
+        try expectRuns(out.appendingPathComponent("model.gguf").path, experts: 4)
+        // Bad requests name the flag and the reason, and write nothing.
+        for (flags, mention) in [(["--type", "q8_0"], "requantizing"), (["--format", "safetensors"], "GGUF")] {
+            let bad = try CLI.run(["prune", gguf, "--task", "weather", "--store", store.path, "--keep", "50%",
+                                   "--out", store.appendingPathComponent("bad").path] + flags)
+            #expect(bad.status != 0)
+            #expect(bad.stderr.contains(flags[0]) && bad.stderr.contains(mention), "\(bad.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: store.appendingPathComponent("bad").path))
+        // A pattern profiled on the safetensors checkpoint is not this file's.
+        let other = try Fixtures.temporaryDirectory("premoe-cli-gguf-in-other")
+        defer { try? FileManager.default.removeItem(at: other) }
+        let safetensorsProfile = try CLI.run(["profile", model, "--task", "weather", "--data", data.path, "--store", other.path,
+                                              "--json", "--no-progress"])
+        #expect(safetensorsProfile.status == 0, "\(safetensorsProfile.stderr)")
+        let mismatch = try CLI.run(["prune", gguf, "--task", "weather", "--store", other.path, "--keep", "50%",
+                                    "--out", other.appendingPathComponent("out").path])
+        #expect(mismatch.status != 0, "\(mismatch.stderr)")
     }
 
     @Test(arguments: [
