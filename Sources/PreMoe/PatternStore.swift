@@ -122,7 +122,10 @@ public struct PatternStore: Sendable {
     /// - Throws: `PreMoeError.io` when the directory cannot be read.
     public func list(fingerprint: String? = nil, spec: DecoderSpec? = nil) throws -> [TaskPattern] {
         let (patterns, skipped) = try scan(fingerprint: fingerprint, spec: spec)
-        for s in skipped { PreMoeLog.warning("skipping \(s.file): \(s.error)") }
+        for s in skipped {
+            let text = "\(s.error)"
+            PreMoeLog.warning(text.contains(s.file) ? "skipping a pattern file: \(text)" : "skipping \(s.file): \(text)")
+        }
         return patterns
     }
 
