@@ -37,7 +37,8 @@ public enum PreMoeError: Error, CustomStringConvertible {
             return "invalid task name '\(name)': use letters, digits, '.', '_' or '-' (not starting with '.'); "
                 + "several tasks are separated by ','"
         case .emptyStore(let store):
-            return "\(store): no task patterns stored; run `premoe profile` first"
+            return "\(store): no usable task pattern (files that are not valid patterns for this model are skipped "
+                + "with a warning); run `premoe profile` first"
         case .invalidData(let file, let line, let reason):
             return "\(file)\(line.map { ":\($0)" } ?? ""): \(reason)"
         case .invalidBudget(let reason):

@@ -41,6 +41,22 @@ final class ReadOnlyFile: @unchecked Sendable {
 
     deinit { close(descriptor) }
 
+    /// Tells the kernel reads through this descriptor are random: no readahead around them.
+    /// Expert loading reads kept experts, scattered in the file, in plan order; readahead would
+    /// also read their dropped neighbours (measured: 1.7 GB read from disk for 0.75 GB needed).
+    func adviseRandomAccess() {
+        #if os(Linux)
+            _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_RANDOM)
+        #endif
+    }
+
+    /// Asks the kernel to read `count` bytes at `offset` into the page cache in the background.
+    func adviseWillNeed(offset: Int, count: Int) {
+        #if os(Linux)
+            _ = posix_fadvise(descriptor, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
+        #endif
+    }
+
     /// Reads exactly `count` bytes at `offset` into `destination`, looping over short reads.
     func read(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
         // Linux transfers at most 0x7ffff000 bytes per call; stay under it.
