@@ -112,17 +112,26 @@ extension DecoderModel {
         }
     }
 
+    /// `rmsNorm(x)` of `n` rows into the workspace's normed buffer, and the block-output buffer
+    /// the half writes before adding it to `x`.
+    private func normalized(_ x: UnsafeMutablePointer<Float>, tokens n: Int, weight: [Float])
+        -> (normed: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>)
+    {
+        let h = spec.hiddenSize
+        let normed = workspace.buffer(.normed, n * h)
+        weight.withUnsafeBufferPointer { w in
+            rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
+        }
+        return (normed, workspace.buffer(.blockOut, n * h))
+    }
+
     /// `x += attention(norm(x))` for `n` rows of layer `l`, reading and appending slot
     /// `cacheLayer` of `cache` at `positions`.
     func attentionHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, cache: KVCache, cacheLayer: Int,
                        positions: UnsafePointer<Int>) {
         let h = spec.hiddenSize
-        let normed = workspace.buffer(.normed, n * h)
-        let out = workspace.buffer(.blockOut, n * h)
         let layer = layers[l]
-        layer.inputNorm.withUnsafeBufferPointer { w in
-            rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
-        }
+        let (normed, out) = normalized(x, tokens: n, weight: layer.inputNorm)
         switch layer.attention {
         case .grouped(let attention):
             attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions,
@@ -143,12 +152,8 @@ extension DecoderModel {
     /// routes (the observer sees it) and `x` is left as it is.
     func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, routeOnly: Bool = false) throws {
         let h = spec.hiddenSize
-        let normed = workspace.buffer(.normed, n * h)
-        let out = workspace.buffer(.blockOut, n * h)
         let layer = layers[l]
-        layer.postAttentionNorm.withUnsafeBufferPointer { w in
-            rmsNorm(x, weight: w.baseAddress!, rows: n, dim: h, eps: spec.rmsNormEps, into: normed)
-        }
+        let (normed, out) = normalized(x, tokens: n, weight: layer.postAttentionNorm)
         switch layer.feedForward {
         case .dense(let mlp):
             if routeOnly { return }
