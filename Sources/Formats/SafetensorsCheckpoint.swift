@@ -140,13 +140,30 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
-    /// Starts reading rows `rows` of `name` into the page cache in the background
-    /// (`POSIX_FADV_WILLNEED`): issued for every kept expert before the first `readRows`, the
-    /// reads are queued together instead of one blocking read at a time. A hint: errors are ignored.
-    public func prefetchRows(_ name: String, rows: Range<Int>) {
-        guard let (shard, entry) = try? locate(name), let dtype = entry.dtype, let file = try? shard.reader() else { return }
-        let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
-        file.adviseWillNeed(offset: entry.dataRange.lowerBound + rows.lowerBound * rowBytes, count: rows.count * rowBytes)
+    /// Starts reading the requested rows into the page cache in the background
+    /// (`POSIX_FADV_WILLNEED`), per shard in file order with adjacent ranges merged: issued for
+    /// every kept expert before the first `readRows`, the reads are queued together and
+    /// sequential instead of one blocking read at a time in plan order. Errors are ignored.
+    public func prefetchRows(_ requests: [(name: String, rows: Range<Int>)]) {
+        var ranges: [ObjectIdentifier: (file: ReadOnlyFile, ranges: [Range<Int>])] = [:]
+        for request in requests {
+            guard let (shard, entry) = try? locate(request.name), let dtype = entry.dtype,
+                  let file = try? shard.reader() else { continue }
+            let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
+            let start = entry.dataRange.lowerBound + request.rows.lowerBound * rowBytes
+            ranges[ObjectIdentifier(file), default: (file, [])].ranges.append(start..<(start + request.rows.count * rowBytes))
+        }
+        for (file, list) in ranges.values {
+            var merged: [Range<Int>] = []
+            for range in list.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                if let last = merged.last, last.upperBound >= range.lowerBound {
+                    merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+                } else {
+                    merged.append(range)
+                }
+            }
+            for range in merged { file.adviseWillNeed(offset: range.lowerBound, count: range.count) }
+        }
     }
 
     /// Total bytes read by `readRows` so far (headers and mapped pages are not counted).

@@ -18,13 +18,14 @@ public protocol TensorSource: AnyObject {
     func tensor(_ name: String) throws -> Tensor
     /// Rows `rows` of the slowest axis of `name`, read into owned memory (only those bytes).
     func readRows(_ name: String, rows: Range<Int>) throws -> Tensor
-    /// Asks the storage to start reading rows `rows` of `name` in the background, so that the
-    /// `readRows` calls that follow find them ready; a hint, never an error.
-    func prefetchRows(_ name: String, rows: Range<Int>)
+    /// Asks the storage to start reading these rows (of the slowest axis of each named tensor)
+    /// in the background, so that the `readRows` calls that follow find them ready; a hint,
+    /// never an error.
+    func prefetchRows(_ requests: [(name: String, rows: Range<Int>)])
 }
 
 extension TensorSource {
-    public func prefetchRows(_ name: String, rows: Range<Int>) {}
+    public func prefetchRows(_ requests: [(name: String, rows: Range<Int>)]) {}
 }
 
 extension SafetensorsCheckpoint: TensorSource {

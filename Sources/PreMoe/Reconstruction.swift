@@ -16,21 +16,23 @@ public enum Reconstruction {
                                                              copyExperts: true, loadExperts: true))
     }
 
-    /// Hints the storage to read every kept expert's rows in the background, in file order,
-    /// before they are read one by one in plan order (measured below in the note of `equip`).
+    /// Hints the storage to read every kept expert's rows in the background (in file order)
+    /// before they are read one by one in plan order.
     static func prefetch(_ kept: [Int: [Int]], source: TensorSource, spec: DecoderSpec) {
         let keptSets = kept.mapValues(Set.init)
+        var requests: [(name: String, rows: Range<Int>)] = []
         for name in source.tensorNames {
             guard let shape = source.shape(of: name) else { continue }
             switch ExpertTensorRole.classify(name, shape: shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .expert(let l, let e, _, _) where keptSets[l]?.contains(e) == true:
-                source.prefetchRows(name, rows: 0..<(shape.first ?? 1))
+                requests.append((name, 0..<(shape.first ?? 1)))
             case .stackedExperts(let l):
-                for e in (kept[l] ?? []).sorted() { source.prefetchRows(name, rows: e..<(e + 1)) }
+                requests += (kept[l] ?? []).map { (name, $0..<($0 + 1)) }
             default:
                 continue
             }
         }
+        source.prefetchRows(requests)
     }
 
     /// Loads a backbone only (embeddings, attention, norms, dense MLPs, routers, shared experts):
