@@ -101,7 +101,7 @@ public struct TaskClassifier: Codable, Sendable {
     ///   - features: the feature definition's name.
     ///   - similarityDimensions: leading dimensions the fallback similarity compares (nil: all).
     ///   - key: the cache key to record.
-    /// - Throws: `PreMoeError.unsupported` for fewer than two tasks, a task without samples, or
+    /// - Throws: `PreMoeError.unsupported` for no task (one task is fitted trivially), a task without samples, or
     ///   samples of different lengths or with non-finite values.
     public static func fit(tasks: [String], samples: [RetrievalSample], features: String, similarityDimensions: Int? = nil,
                            settings: Settings = Settings(), key: String = "") throws -> TaskClassifier {
