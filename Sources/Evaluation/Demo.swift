@@ -72,6 +72,7 @@ public final class DemoSession {
     private var heatmaps: [ExpertHeatmap] = []
     private var evaluationTexts: [String: [String]] = [:]
     private var heldOutQueries: [String: [TaskQuery]] = [:]
+    private var retriever: Retriever?
     private let started = Date()
 
     /// Loads the model (experts memory-mapped) and creates the output directory.
@@ -183,15 +184,22 @@ public final class DemoSession {
 
     // MARK: stage 2
 
+    /// The classifier retriever over the stored patterns, made once (stages 2 and 4 share it).
+    private func taskRetriever() throws -> Retriever {
+        if let retriever { return retriever }
+        let made = try Retriever(patterns: patterns, method: .classifier, classifier: try store.classifier(for: patterns),
+                                 modelTopK: report.topK, storeName: store.directory.path)
+        retriever = made
+        return made
+    }
+
     /// Matches held-out prompts (each task's evaluation split, no answers) against the patterns.
     /// - Throws: model errors; `PreMoeError.emptyStore` before `profile`.
     public func retrieve(progress: (String) -> Void = { _ in }) throws -> [DemoRetrieval] {
         let t0 = Date()
         let model = try fullModel().model
         var results: [DemoRetrieval] = []
-        let retriever = try Retriever(patterns: patterns, method: .classifier,
-                                      classifier: try store.classifier(for: patterns), modelTopK: report.topK,
-                                      storeName: store.directory.path)
+        let retriever = try taskRetriever()
         for task in options.tasks {
             progress("[retrieval] \(task)")
             // Held-out questions as people send them: typed (even) or inside the chat template (odd).
@@ -275,8 +283,7 @@ public final class DemoSession {
         }
         let ids = tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw EvaluationError.noItems("the comparison prompt has no tokens") }
-        let retriever = try Retriever(patterns: patterns, method: .classifier,
-                                      classifier: try store.classifier(for: patterns), modelTopK: report.topK)
+        let retriever = try taskRetriever()
         let match = try retriever.retrieve(model: try fullModel().model, tokens: Array(ids.prefix(maxPositions)))
         let chosen = match.task.flatMap { task in patterns.first { $0.task == task } }
         let evaluationTask = match.task ?? promptTask ?? options.tasks[0]
