@@ -10,7 +10,7 @@ import Tokenization
 ///
 /// | fields | rendering |
 /// | --- | --- |
-/// | `messages` [{role, content}] | the tokenizer's chat template (ChatML when present, else plain `Role: content`), no generation prompt |
+/// | `messages` [{role, content}] | the tokenizer's chat template (its Jinja `chat_template`, else plain `Role: content`), no generation prompt |
 /// | `prompt` + `completion` | `prompt + completion` |
 /// | `text` | `text` (empty lines are skipped; `wikitext2`) |
 /// | `passage`, `question`, `answer` (bool) | BoolQ: `passage + "\nQuestion: " + question + "?\nAnswer: " + ("yes"/"no")` |
@@ -99,11 +99,11 @@ public enum CalibrationData {
                 }
                 return ChatMessage(role: role, content: content)
             }
-            let template = chatTemplate ?? ChatTemplate(style: .plain)
-            if full { return template.format(parsed, addGenerationPrompt: false) }
+            let template = chatTemplate ?? .plain
+            if full { return try template.render(parsed, addGenerationPrompt: false) }
             var turns = parsed
             while turns.last?.role == "assistant" { turns.removeLast() }
-            return template.format(turns, addGenerationPrompt: true)
+            return try template.render(turns, addGenerationPrompt: true)
         }
         if let prompt = string("prompt"), let completion = string("completion") { return full ? prompt + completion : prompt }
         if let text = string("text") { return text.isEmpty ? nil : text }

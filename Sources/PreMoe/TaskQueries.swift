@@ -138,7 +138,7 @@ public enum TaskQueries {
         switch style {
         case .raw: return raw
         case .chat:
-            let template = chatTemplate ?? ChatTemplate(style: .plain)
+            let template = chatTemplate ?? .plain
             return template.format([ChatMessage(role: "user", content: raw)], addGenerationPrompt: true)
         case .lowercase: return raw.lowercased()
         case .bare:

@@ -14,58 +14,141 @@ public struct ChatMessage: Sendable, Equatable, Codable {
     }
 }
 
-/// Formats chat messages into a prompt. Jinja is deliberately not implemented: the formats below
-/// cover the models this package serves, and an unknown template falls back to `plain`.
-public struct ChatTemplate: Sendable, Equatable {
-    /// The prompt layouts we can produce without a Jinja engine.
-    public enum Style: String, Sendable, Equatable {
-        /// `<|im_start|>role\ncontent<|im_end|>\n`, ending with `<|im_start|>assistant\n` (Qwen, SmolLM).
-        case chatML
-        /// `Role: content` paragraphs, ending with `Assistant:`; for base models or unknown templates.
-        case plain
-    }
+/// Why a chat template could not be parsed or rendered.
+public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
+    /// The template text is not valid Jinja (line numbers count from 1).
+    case syntax(line: Int, message: String)
+    /// Rendering failed: an undefined value was used, a type did not fit, ...
+    case render(line: Int?, message: String)
+    /// The template called `raise_exception(message)`: it refuses this conversation (roles not
+    /// alternating, a tool call it cannot express, ...).
+    case raised(message: String)
+    /// The template uses a Jinja feature this interpreter does not implement.
+    case unsupported(feature: String)
 
-    /// The layout used by `format`.
-    public var style: Style
-    /// The Jinja source from `tokenizer_config.json`, kept for reference; never executed.
-    public var source: String?
-
-    /// Creates a template of a given style.
-    public init(style: Style, source: String? = nil) {
-        self.style = style
-        self.source = source
-    }
-
-    /// Picks a style: ChatML when the Jinja source mentions `<|im_start|>` or, without a source,
-    /// when the vocabulary has `<|im_start|>` and `<|im_end|>`; `plain` for any other source;
-    /// nil when there is no sign of a chat format.
-    static func detect(source: String?, hasChatMLTokens: Bool) -> ChatTemplate? {
-        if let source {
-            return ChatTemplate(style: source.contains("<|im_start|>") ? .chatML : .plain, source: source)
+    /// A one-line explanation.
+    public var description: String {
+        switch self {
+        case .syntax(let line, let message): return "chat template, line \(line): \(message)"
+        case .render(let line, let message):
+            return "chat template\(line.map { ", line \($0)" } ?? ""): \(message)"
+        case .raised(let message): return "the chat template refused the conversation: \(message)"
+        case .unsupported(let feature):
+            return "chat template uses \(feature), which this Jinja interpreter does not implement"
         }
-        return hasChatMLTokens ? ChatTemplate(style: .chatML) : nil
+    }
+}
+
+/// Formats chat messages into a prompt by running the model's own Jinja chat template (the
+/// `chat_template` of `tokenizer_config.json` or GGUF's `tokenizer.chat_template`) as
+/// transformers' `apply_chat_template` does: same whitespace settings (`trim_blocks`,
+/// `lstrip_blocks`), same globals (`raise_exception`, `strftime_now`, `namespace`), same
+/// variables (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `tools=None`).
+/// Without a template (`plain`) it writes `Role: content` paragraphs, for base models.
+public struct ChatTemplate: Sendable, Equatable {
+    /// The Jinja source; nil for the plain layout.
+    public let source: String?
+    /// Passed to the template as `bos_token` (omitted when nil, as transformers omits it).
+    public var bosToken: String?
+    /// Passed to the template as `eos_token` (omitted when nil).
+    public var eosToken: String?
+    private let program: Program?
+
+    /// The parsed template, or why it could not be parsed. Immutable once built.
+    private final class Program: @unchecked Sendable {
+        let nodes: Result<[JinjaNode], ChatTemplateError>
+        init(_ source: String) {
+            do {
+                nodes = .success(try JinjaParser.parse(source))
+            } catch let error as ChatTemplateError {
+                nodes = .failure(error)
+            } catch {
+                nodes = .failure(.syntax(line: 1, message: "\(error)"))
+            }
+        }
+    }
+
+    /// The layout for models without a template: `System: ...\n\nUser: ...\n\nAssistant:`.
+    public static let plain = ChatTemplate()
+
+    private init() {
+        source = nil
+        program = nil
+    }
+
+    /// Parses a Jinja chat template. A template that does not parse is kept, and `render`
+    /// reports why (`parseError` tells without rendering): a tokenizer stays usable for plain
+    /// text when its template is broken.
+    /// - Parameters:
+    ///   - source: the template text.
+    ///   - bosToken: the tokenizer's BOS token text.
+    ///   - eosToken: the tokenizer's EOS token text.
+    public init(source: String, bosToken: String? = nil, eosToken: String? = nil) {
+        self.source = source
+        self.bosToken = bosToken
+        self.eosToken = eosToken
+        program = Program(source)
+    }
+
+    /// Why the template does not parse; nil when it does (or for `plain`).
+    public var parseError: ChatTemplateError? {
+        guard let program, case .failure(let e) = program.nodes else { return nil }
+        return e
     }
 
     /// Renders messages as a prompt string (special tokens written as text; `encode` recognises them).
     /// - Parameters:
     ///   - messages: the conversation so far.
     ///   - addGenerationPrompt: end with the assistant's turn header so the model answers.
+    ///   - variables: further template variables (`enable_thinking`, `reasoning_effort`,
+    ///     `date_string`, ...); they override the defaults above, as `apply_chat_template`'s kwargs do.
+    ///   - now: the time `strftime_now` reports (gpt-oss and Llama 3.2 print today's date).
+    /// - Returns: the prompt text.
+    /// - Throws: `ChatTemplateError` when the template does not parse, refuses the conversation
+    ///   (`raise_exception`) or fails while rendering.
+    public func render(
+        _ messages: [ChatMessage], addGenerationPrompt: Bool = true, variables: [String: JinjaValue] = [:],
+        now: Date = Date()
+    ) throws -> String {
+        guard let program else { return ChatTemplate.plainLayout(messages, addGenerationPrompt: addGenerationPrompt) }
+        let nodes = try program.nodes.get()
+        let interpreter = JinjaInterpreter(globals: JinjaBuiltins.globals(now: { now }))
+        let context = interpreter.root
+        context.variables["messages"] = .array(messages.map { .object(JinjaObject([("role", .string($0.role)), ("content", .string($0.content))])) })
+        context.variables["tools"] = JinjaValue.none
+        context.variables["documents"] = JinjaValue.none
+        context.variables["add_generation_prompt"] = .bool(addGenerationPrompt)
+        if let bosToken { context.variables["bos_token"] = .string(bosToken) }
+        if let eosToken { context.variables["eos_token"] = .string(eosToken) }
+        for (k, v) in variables { context.variables[k] = v }
+        return try interpreter.render(nodes)
+    }
+
+    /// Renders messages, for callers that cannot handle an error: when the template fails, the
+    /// conversation is written in the `plain` layout instead. Prefer `render`, which says why.
+    /// - Parameters:
+    ///   - messages: the conversation so far.
+    ///   - addGenerationPrompt: end with the assistant's turn header so the model answers.
     /// - Returns: the prompt text.
     public func format(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
+        (try? render(messages, addGenerationPrompt: addGenerationPrompt))
+            ?? ChatTemplate.plainLayout(messages, addGenerationPrompt: addGenerationPrompt)
+    }
+
+    private static func plainLayout(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
         var out = ""
-        switch style {
-        case .chatML:
-            for m in messages { out += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
-            if addGenerationPrompt { out += "<|im_start|>assistant\n" }
-        case .plain:
-            for m in messages { out += "\(ChatTemplate.capitalized(m.role)): \(m.content)\n\n" }
-            if addGenerationPrompt { out += "Assistant:" }
-        }
+        for m in messages { out += "\(capitalized(m.role)): \(m.content)\n\n" }
+        if addGenerationPrompt { out += "Assistant:" }
         return out
     }
 
     private static func capitalized(_ role: String) -> String {
         guard let first = role.first else { return role }
         return first.uppercased() + role.dropFirst()
+    }
+
+    /// Same source and special tokens.
+    public static func == (a: ChatTemplate, b: ChatTemplate) -> Bool {
+        a.source == b.source && a.bosToken == b.bosToken && a.eosToken == b.eosToken
     }
 }

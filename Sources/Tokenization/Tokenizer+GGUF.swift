@@ -72,7 +72,7 @@ extension Tokenizer {
     ///   - bosTokenID: `tokenizer.ggml.bos_token_id`.
     ///   - eosTokenID: `tokenizer.ggml.eos_token_id`.
     ///   - addBOS: `tokenizer.ggml.add_bos_token`: put BOS before every encoded sequence.
-    ///   - chatTemplate: `tokenizer.chat_template`, used to detect ChatML.
+    ///   - chatTemplate: `tokenizer.chat_template`, run by `ChatTemplate`.
     /// - Throws: `TokenizerError.unsupported` for an unknown pre-tokenizer name,
     ///   `invalidField`/`mergeReferencesUnknownToken` for inconsistent metadata.
     public convenience init(

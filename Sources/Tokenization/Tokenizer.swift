@@ -31,7 +31,8 @@ public final class Tokenizer: @unchecked Sendable {
     /// Ids that end generation: `eos_token` from `tokenizer_config.json` first, then whichever of
     /// `<|endoftext|>`, `<|im_end|>`, `</s>`, `<|eot_id|>`, `<|end_of_text|>`, `<|end|>` exist.
     public let eosTokenIDs: [Int]
-    /// How to format chat messages, when the tokenizer is recognisably a chat tokenizer.
+    /// The model's chat template (`chat_template` of `tokenizer_config.json`, or GGUF's
+    /// `tokenizer.chat_template`); nil when it has none.
     public let chatTemplate: ChatTemplate?
 
     /// Loads a tokenizer.
@@ -131,10 +132,9 @@ public final class Tokenizer: @unchecked Sendable {
             if let id = lookup(name), !eos.contains(id) { eos.append(id) }
         }
         eosTokenIDs = eos
-        chatTemplate = ChatTemplate.detect(
-            source: config?.chatTemplate,
-            hasChatMLTokens:
-                lookup("<|im_start|>") != nil && lookup("<|im_end|>") != nil)
+        chatTemplate = config?.chatTemplate.map {
+            ChatTemplate(source: $0, bosToken: config?.bosToken, eosToken: config?.eosToken)
+        }
     }
 
     private static func parseBPE(_ json: JSONReader) throws -> BPEModel {

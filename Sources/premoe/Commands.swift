@@ -111,12 +111,7 @@ struct Generate: ParsableCommand {
         let loaded = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads))
         let tokenizer = try loaded.requireTokenizer()
         var text = prompt
-        if chat {
-            guard let template = tokenizer.chatTemplate else {
-                throw CLIError(description: "\(loaded.directory.path): the tokenizer has no chat template; drop --chat")
-            }
-            text = template.format([ChatMessage(role: "user", content: prompt)])
-        }
+        if chat { text = try chatPrompt(prompt, tokenizer: tokenizer, model: loaded.directory.path) }
         let ids = tokenizer.encode(text)
         warnIfContextCaps(promptCount: ids.count, maxTokens: maxTokens, spec: loaded.model.spec)
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
@@ -207,5 +202,21 @@ struct Tokenize: ParsableCommand {
             print(ids.map(String.init).joined(separator: " "))
             print(ids.map { tokenizer.token($0) ?? "?" }.joined(separator: " | "))
         }
+    }
+}
+
+/// Renders `prompt` as one user turn with the model's own chat template, ending with the
+/// assistant's turn header, for `--chat`.
+/// - Throws: `CLIError` when the model has no template (a base model: drop `--chat`) or its
+///   template fails or refuses the turn.
+func chatPrompt(_ prompt: String, tokenizer: Tokenizer, model: String) throws -> String {
+    guard let template = tokenizer.chatTemplate else {
+        throw CLIError(description: "\(model): the tokenizer has no chat template (no chat_template in "
+            + "tokenizer_config.json or tokenizer.chat_template in the GGUF); drop --chat")
+    }
+    do {
+        return try template.render([ChatMessage(role: "user", content: prompt)])
+    } catch {
+        throw CLIError(description: "\(model): \(error)")
     }
 }

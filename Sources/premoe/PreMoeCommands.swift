@@ -431,7 +431,7 @@ struct RunTask: ParsableCommand {
         for w in plan?.warnings ?? [] { printError("warning: \(w)") }
 
         var text = prompt
-        if chat, let template = tokenizer.chatTemplate { text = template.format([ChatMessage(role: "user", content: prompt)]) }
+        if chat { text = try chatPrompt(prompt, tokenizer: tokenizer, model: options.url.path) }
         let ids = chat ? tokenizer.encode(text) : promptIDs
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed,

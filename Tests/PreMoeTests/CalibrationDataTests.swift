@@ -21,7 +21,7 @@ import Tokenization
             "",
             #"{"prompt": "Q: 1+1?", "completion": " 2"}"#,
             #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#,
-        ], template: ChatTemplate(style: .chatML))
+        ], template: ChatTemplate(source: "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"))
         #expect(texts == ["plain", "Q: 1+1? 2", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n"])
     }
 
@@ -57,7 +57,7 @@ import Tokenization
             #"{"prompt": "Q: 1+1?", "completion": " 2"}"#,
             #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#,
             #"{"text": "plain"}"#,
-        ], template: ChatTemplate(style: .chatML), rendering: .context)
+        ], template: ChatTemplate(source: "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"), rendering: .context)
         #expect(texts == [
             "Question: Which?\nAnswer:", "Sun is a", "Question: Open a jar\nAnswer:", "Tom beat Ann because",
             "P.\nQuestion: is it?\nAnswer:", "Question: 2+2?\nAnswer:", "Q: 1+1?",

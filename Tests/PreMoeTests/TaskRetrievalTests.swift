@@ -43,7 +43,7 @@ import Tokenization
 
     @Test func everyStyleRendersTheQueryItsOwnWay() {
         let q = TaskQuery(question: "Which is a gas?", options: ["ice", "steam."], calibration: "Question: Which is a gas?\nAnswer:")
-        let chatML = ChatTemplate(style: .chatML)
+        let chatML = ChatTemplate(source: "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
         #expect(TaskQueries.render(q, style: .raw, chatTemplate: chatML) == "Which is a gas?\nA. ice\nB. steam.")
         #expect(TaskQueries.render(q, style: .chat, chatTemplate: chatML)
             == "<|im_start|>user\nWhich is a gas?\nA. ice\nB. steam.<|im_end|>\n<|im_start|>assistant\n")

@@ -54,7 +54,8 @@ struct TokenizerGGUFTests {
         #expect(tokenizer.bosTokenID == 1)
         #expect(tokenizer.eosTokenIDs.first == 2)
         #expect(tokenizer.encode("hi").first == 1)
-        #expect(tokenizer.chatTemplate?.style == .chatML)
+        #expect(tokenizer.chatTemplate?.source == "<|im_start|>...")
+        #expect(tokenizer.chatTemplate?.bosToken == m.tokens[1] && tokenizer.chatTemplate?.eosToken == m.tokens[2])
     }
 
     @Test("unknown pre-tokenizer names and inconsistent metadata throw")

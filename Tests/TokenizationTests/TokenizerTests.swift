@@ -86,7 +86,7 @@ struct TokenizerTests {
     @Test("init(url:) accepts the tokenizer.json file itself")
     func fileURL() throws {
         let t = try Tokenizer(url: Fixtures.url("tokenizers/qwen2/tokenizer.json"))
-        #expect(t.chatTemplate?.style == .chatML)
+        #expect(t.chatTemplate?.source?.contains("<|im_start|>") == true)
         #expect(t.encode("hello") == (try LoadedFixtures.tokenizer("qwen2")).encode("hello"))
     }
 
