@@ -140,6 +140,37 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
+    /// Reads the stored bytes of rows `rows` (slowest axis) of `name` whatever its dtype: the
+    /// path for dtypes `Tensor` cannot hold (`F8_E4M3` weights of FP8 checkpoints), decoded by
+    /// the caller. Counted in `bytesRead` like `readRows`.
+    /// - Parameters:
+    ///   - name: the tensor.
+    ///   - rows: a range of the slowest axis.
+    /// - Returns: the header entry and the bytes, row-major.
+    /// - Throws: `CheckpointError.unknownTensor`, `.rowsOutOfRange`, `.io`, and
+    ///   `.unsupportedDType` for a dtype narrower than a byte (`F4`, `F6_*`).
+    public func readRawRows(_ name: String, rows: Range<Int>) throws -> (entry: SafetensorsEntry, bytes: [UInt8]) {
+        let (shard, entry) = try locate(name)
+        guard let bits = safetensorsDTypeBits[entry.dtypeName], bits % 8 == 0 else {
+            throw CheckpointError.unsupportedDType(file: shard.url.path, tensor: name, dtype: entry.dtypeName)
+        }
+        let rowCount = entry.shape.first ?? 1
+        guard rows.lowerBound >= 0, rows.upperBound <= rowCount else {
+            throw CheckpointError.rowsOutOfRange(file: shard.url.path, tensor: name, rows: rows, available: rowCount)
+        }
+        let rowBytes = entry.shape.dropFirst().reduce(1, *) * bits / 8
+        var bytes = [UInt8](repeating: 0, count: rows.count * rowBytes)
+        let offset = entry.dataRange.lowerBound + rows.lowerBound * rowBytes
+        try bytes.withUnsafeMutableBytes { buffer in
+            guard let base = buffer.baseAddress else { return }
+            try shard.reader().read(into: base, count: buffer.count, at: offset)
+        }
+        counterLock.lock()
+        readCount += bytes.count
+        counterLock.unlock()
+        return (entry, bytes)
+    }
+
     /// Starts reading the requested rows into the page cache in the background
     /// (`POSIX_FADV_WILLNEED`), per shard in file order with adjacent ranges merged: issued for
     /// every kept expert before the first `readRows`, the reads are queued together and

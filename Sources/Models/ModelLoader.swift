@@ -64,6 +64,7 @@ public enum ModelLoader {
             throw ModelError.notAModel(path: directory.path, reason: "no readable config.json")
         }
         let (spec, layout) = try ModelRegistry.spec(configData: data, file: configURL.path)
+        _ = try WeightQuantization.read(configData: data, file: configURL.path)  // refuse before any weight is read
         return (spec, layout, data)
     }
 
@@ -86,7 +87,9 @@ public enum ModelLoader {
     public static func load(_ directory: URL, options: LoadOptions = LoadOptions()) throws -> LoadedModel {
         if isGGUF(directory) { return try loadGGUF(directory, options: options) }  // GGUFSource.swift
         let (spec, layout, data) = try readSpec(directory)
-        let checkpoint = try SafetensorsCheckpoint(directory: directory)
+        let checkpoint = try tensorSource(
+            try SafetensorsCheckpoint(directory: directory), configData: data,
+            file: directory.appendingPathComponent("config.json").path)
         let model = try layout.build(spec: spec, source: checkpoint, options: options, directory: directory.path)
         let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
         let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(url: directory) : nil
