@@ -140,6 +140,15 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
+    /// Calls `body` with a zero-copy view of the stored bytes of `name` whatever its dtype (the
+    /// shard is mapped on first use; not counted in `bytesRead`, like `tensor`).
+    /// - Throws: `CheckpointError.unknownTensor`, shard header and mapping errors, and what `body` throws.
+    public func withMappedBytes<R>(_ name: String, _ body: (SafetensorsEntry, UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let (shard, entry) = try locate(name)
+        let file = try shard.mapped(misalignment: misalignment)
+        return try body(entry, UnsafeRawBufferPointer(start: file.mapping.base + entry.dataRange.lowerBound, count: entry.byteCount))
+    }
+
     /// Reads the stored bytes of rows `rows` (slowest axis) of `name` whatever its dtype: the
     /// path for dtypes `Tensor` cannot hold (`F8_E4M3` weights of FP8 checkpoints), decoded by
     /// the caller. Counted in `bytesRead` like `readRows`.

@@ -1,6 +1,45 @@
 import Foundation
 import Kernels
 
+/// One tensor to write: a `Tensor`, or the stored bytes of a dtype `Tensor` cannot hold (the
+/// `F8_E4M3` weights of an FP8 checkpoint, copied as they are by a pruned export).
+public enum SafetensorsPayload {
+    /// A tensor in one of `DType`'s element types.
+    case tensor(Tensor)
+    /// Bytes in the safetensors dtype `dtypeName` (a name of the format, e.g. `F8_E4M3`), row-major.
+    case raw(dtypeName: String, shape: [Int], bytes: [UInt8])
+
+    /// The safetensors dtype name written in the header.
+    public var dtypeName: String {
+        switch self {
+        case .tensor(let t): return t.dtype.rawValue
+        case .raw(let name, _, _): return name
+        }
+    }
+    /// Shape, slowest axis first.
+    public var shape: [Int] {
+        switch self {
+        case .tensor(let t): return t.shape
+        case .raw(_, let shape, _): return shape
+        }
+    }
+    /// Bytes of data.
+    public var byteCount: Int {
+        switch self {
+        case .tensor(let t): return t.byteCount
+        case .raw(_, _, let bytes): return bytes.count
+        }
+    }
+    var elementCount: Int { shape.reduce(1, *) }
+    /// Bytes per element, for the data order.
+    var elementBytes: Int {
+        switch self {
+        case .tensor(let t): return t.dtype.byteSize
+        case .raw(let name, _, _): return max(1, (safetensorsDTypeBits[name] ?? 8) / 8)
+        }
+    }
+}
+
 /// Writes safetensors files the way the reference library does, so that it reads ours and
 /// files written from the same tensors come out byte for byte the same.
 public enum SafetensorsWriter {
@@ -22,8 +61,21 @@ public enum SafetensorsWriter {
     public static func write(
         _ tensors: [(name: String, tensor: Tensor)], metadata: [String: String]? = nil, to url: URL
     ) throws {
+        try write(payloads: tensors.map { ($0.name, .tensor($0.tensor)) }, metadata: metadata, to: url)
+    }
+
+    /// `write` for payloads that may hold raw bytes of any safetensors dtype.
+    /// - Parameters:
+    ///   - payloads: names and payloads; names must be unique and not `__metadata__`.
+    ///   - metadata: the optional `__metadata__` string map.
+    ///   - url: the destination file; replaced if it exists.
+    /// - Throws: `CheckpointError.invalidWriteRequest` for duplicate or reserved names, a dtype
+    ///   the format does not define, or bytes that do not match the shape; `CheckpointError.io`.
+    public static func write(
+        payloads: [(name: String, payload: SafetensorsPayload)], metadata: [String: String]? = nil, to url: URL
+    ) throws {
         var seen = Set<String>()
-        for (name, tensor) in tensors {
+        for (name, payload) in payloads {
             guard name != "__metadata__" else {
                 throw CheckpointError.invalidWriteRequest(
                     file: url.path, reason: "the tensor name __metadata__ is reserved")
@@ -31,19 +83,33 @@ public enum SafetensorsWriter {
             guard seen.insert(name).inserted else {
                 throw CheckpointError.invalidWriteRequest(file: url.path, reason: "tensor '\(name)' is given twice")
             }
-            guard tensor.shape.allSatisfy({ $0 >= 0 }) else {
+            guard payload.shape.allSatisfy({ $0 >= 0 }) else {
                 throw CheckpointError.invalidWriteRequest(
-                    file: url.path, reason: "tensor '\(name)' has a negative dimension in \(tensor.shape)")
+                    file: url.path, reason: "tensor '\(name)' has a negative dimension in \(payload.shape)")
+            }
+            if case .raw(let dtype, let shape, let bytes) = payload {
+                guard let bits = safetensorsDTypeBits[dtype], bits % 8 == 0,
+                    bytes.count == shape.reduce(1, *) * bits / 8
+                else {
+                    throw CheckpointError.invalidWriteRequest(
+                        file: url.path, reason: "tensor '\(name)': \(bytes.count) bytes do not hold \(dtype) \(shape)")
+                }
             }
         }
-        let ordered = dataOrder(tensors)
+        let ordered = dataOrder(payloads)
         let header = headerBytes(ordered, metadata: metadata)
 
         let writer = try AtomicFileWriter(destination: url)
         try writer.write(withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) })
         try writer.write(header)
-        for (_, tensor) in ordered where tensor.byteCount > 0 {
-            try writer.write(tensor.data, count: tensor.byteCount)
+        for (_, payload) in ordered where payload.byteCount > 0 {
+            switch payload {
+            case .tensor(let tensor): try writer.write(tensor.data, count: tensor.byteCount)
+            case .raw(_, _, let bytes):
+                try bytes.withUnsafeBytes { raw in
+                    if let base = raw.baseAddress { try writer.write(base, count: raw.count) }
+                }
+            }
         }
         try writer.commit()
     }
@@ -71,6 +137,24 @@ public enum SafetensorsWriter {
         _ tensors: [(name: String, tensor: Tensor)], metadata: [String: String]? = nil, maxShardBytes: Int,
         to directory: URL, prefix: String = "model"
     ) throws -> [URL] {
+        try writeSharded(payloads: tensors.map { ($0.name, .tensor($0.tensor)) }, metadata: metadata,
+                         maxShardBytes: maxShardBytes, to: directory, prefix: prefix)
+    }
+
+    /// `writeSharded` for payloads that may hold raw bytes of any safetensors dtype.
+    /// - Parameters:
+    ///   - payloads: names and payloads, unique names.
+    ///   - metadata: `__metadata__` for every shard.
+    ///   - maxShardBytes: the target shard size in bytes (> 0).
+    ///   - directory: the model directory (created if needed).
+    ///   - prefix: the file stem, `model` by default.
+    /// - Returns: the weight files written, in shard order.
+    /// - Throws: `CheckpointError.invalidWriteRequest`, `CheckpointError.io`.
+    @discardableResult
+    public static func writeSharded(
+        payloads tensors: [(name: String, payload: SafetensorsPayload)], metadata: [String: String]? = nil,
+        maxShardBytes: Int, to directory: URL, prefix: String = "model"
+    ) throws -> [URL] {
         guard maxShardBytes > 0 else {
             throw CheckpointError.invalidWriteRequest(file: directory.path, reason: "maxShardBytes must be positive")
         }
@@ -85,11 +169,11 @@ public enum SafetensorsWriter {
         }
 
         // Same split as huggingface_hub's split_state_dict_into_shards_factory.
-        var shards: [[(name: String, tensor: Tensor)]] = []
-        var current: [(name: String, tensor: Tensor)] = []
+        var shards: [[(name: String, payload: SafetensorsPayload)]] = []
+        var current: [(name: String, payload: SafetensorsPayload)] = []
         var currentSize = 0
         for item in tensors {
-            let size = item.tensor.byteCount
+            let size = item.payload.byteCount
             if size > maxShardBytes {
                 shards.append([item])
                 continue
@@ -106,7 +190,7 @@ public enum SafetensorsWriter {
 
         if shards.count == 1 {
             let url = directory.appendingPathComponent("\(prefix).safetensors")
-            try write(shards[0], metadata: metadata, to: url)
+            try write(payloads: shards[0], metadata: metadata, to: url)
             return [url]
         }
         var urls: [URL] = []
@@ -114,12 +198,12 @@ public enum SafetensorsWriter {
         for (i, shard) in shards.enumerated() {
             let fileName = shardName(prefix: prefix, index: i + 1, total: shards.count)
             let url = directory.appendingPathComponent(fileName)
-            try write(shard, metadata: metadata, to: url)
+            try write(payloads: shard, metadata: metadata, to: url)
             urls.append(url)
             for (name, _) in shard { weightMap[name] = fileName }
         }
-        let totalSize = tensors.reduce(0) { $0 + $1.tensor.byteCount }
-        let totalParameters = tensors.reduce(0) { $0 + $1.tensor.count }
+        let totalSize = tensors.reduce(0) { $0 + $1.payload.byteCount }
+        let totalParameters = tensors.reduce(0) { $0 + $1.payload.elementCount }
         let index = indexJSON(weightMap: weightMap, totalSize: totalSize, totalParameters: totalParameters)
         let indexURL = directory.appendingPathComponent("\(prefix).safetensors.index.json")
         let indexWriter = try AtomicFileWriter(destination: indexURL)
@@ -131,14 +215,14 @@ public enum SafetensorsWriter {
     // MARK: Internals
 
     /// Stable grouping by decreasing element size (see `write`).
-    static func dataOrder(_ tensors: [(name: String, tensor: Tensor)]) -> [(name: String, tensor: Tensor)] {
+    static func dataOrder(_ tensors: [(name: String, payload: SafetensorsPayload)]) -> [(name: String, payload: SafetensorsPayload)] {
         tensors.enumerated()
-            .sorted { ($1.element.tensor.dtype.byteSize, $0.offset) < ($0.element.tensor.dtype.byteSize, $1.offset) }
+            .sorted { ($1.element.payload.elementBytes, $0.offset) < ($0.element.payload.elementBytes, $1.offset) }
             .map(\.element)
     }
 
     /// The padded header JSON for tensors already in data order.
-    static func headerBytes(_ ordered: [(name: String, tensor: Tensor)], metadata: [String: String]?) -> [UInt8] {
+    static func headerBytes(_ ordered: [(name: String, payload: SafetensorsPayload)], metadata: [String: String]?) -> [UInt8] {
         var json = "{"
         var first = true
         if let metadata {
@@ -149,12 +233,12 @@ public enum SafetensorsWriter {
             first = false
         }
         var offset = 0
-        for (name, tensor) in ordered {
+        for (name, payload) in ordered {
             if !first { json += "," }
             first = false
-            let end = offset + tensor.byteCount
-            json += jsonQuoted(name) + ":{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":["
-                + tensor.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}"
+            let end = offset + payload.byteCount
+            json += jsonQuoted(name) + ":{\"dtype\":\"\(payload.dtypeName)\",\"shape\":["
+                + payload.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         json += "}"

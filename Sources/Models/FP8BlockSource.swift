@@ -119,27 +119,37 @@ final class FP8BlockSource: TensorSource {
 
     func tensor(_ name: String) throws -> Tensor {
         guard fp8.contains(name) else { return try checkpoint.tensor(name) }
-        return try dequantized(name, rows: 0..<(checkpoint.shape(of: name)?.first ?? 0))
+        let scale = try checkpoint.tensor(name + Self.scaleSuffix).toFloatArray()
+        return try checkpoint.withMappedBytes(name) { entry, bytes in
+            dequantize(bytes, rows: 0..<entry.shape[0], columns: entry.shape[1], scale: scale, firstScaleRow: 0)
+        }
     }
 
+    /// Reads the rows and the scale rows covering them (both counted in `bytesRead`, as the
+    /// expert's `byteCount` includes its scales).
     func readRows(_ name: String, rows: Range<Int>) throws -> Tensor {
         guard fp8.contains(name) else { return try checkpoint.readRows(name, rows: rows) }
-        return try dequantized(name, rows: rows)
+        let (entry, bytes) = try checkpoint.readRawRows(name, rows: rows)
+        let scaleRows = rows.isEmpty ? 0..<0 : (rows.lowerBound / block.rows)..<((rows.upperBound - 1) / block.rows + 1)
+        let scale = try checkpoint.readRows(name + Self.scaleSuffix, rows: scaleRows).toFloatArray()
+        return bytes.withUnsafeBytes {
+            dequantize($0, rows: rows, columns: entry.shape[1], scale: scale, firstScaleRow: scaleRows.lowerBound)
+        }
     }
 
     func prefetchRows(_ requests: [(name: String, rows: Range<Int>)]) { checkpoint.prefetchRows(requests) }
 
-    /// Rows `rows` of FP8 weight `name` as f32: value × scale[row / block.rows][col / block.cols].
-    private func dequantized(_ name: String, rows: Range<Int>) throws -> Tensor {
-        let (entry, bytes) = try checkpoint.readRawRows(name, rows: rows)
-        let columns = entry.shape[1]
-        let scale = try checkpoint.tensor(name + Self.scaleSuffix).toFloatArray()
-        let gridColumns = (columns + block.cols - 1) / block.cols
+    /// `rows` of an FP8 matrix (`bytes` holds exactly those rows) as f32: value × the scale of its
+    /// block; `scale` holds grid rows from `firstScaleRow` on.
+    private func dequantize(
+        _ bytes: UnsafeRawBufferPointer, rows: Range<Int>, columns: Int, scale: [Float], firstScaleRow: Int
+    ) -> Tensor {
         let buffer = TensorBuffer(byteCount: rows.count * columns * 4)
         let out = buffer.pointer.bindMemory(to: Float.self, capacity: rows.count * columns)
+        let gridColumns = (columns + block.cols - 1) / block.cols
         e4m3Values.withUnsafeBufferPointer { table in
             for (i, r) in rows.enumerated() {
-                let scaleRow = (r / block.rows) * gridColumns
+                let scaleRow = (r / block.rows - firstScaleRow) * gridColumns
                 for c in 0..<columns {
                     out[i * columns + c] = table[Int(bytes[i * columns + c])] * scale[scaleRow + c / block.cols]
                 }

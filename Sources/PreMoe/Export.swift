@@ -25,7 +25,8 @@ public struct ExportReport: Codable, Sendable {
 ///   experts' slices in plan order;
 /// - router weights (`….gate.weight [E, H]`) and per-expert router vectors (`gate.bias`,
 ///   `gate.e_score_correction_bias`) keep the kept rows in the same order;
-/// - every other tensor is copied unchanged (same dtype, same bytes);
+/// - every other tensor is copied unchanged (same dtype, same bytes; an FP8 checkpoint's
+///   `F8_E4M3` weights and their `_scale_inv` grids stay as stored, kept experts' renamed with them);
 /// - `config.json` gets the new expert count under whichever of `num_experts`,
 ///   `num_local_experts`, `n_routed_experts` it had (and `num_experts_per_tok` lowered to N if
 ///   it was larger), `n_group` / `topk_group` set to 1 (group-limited routing is dropped, as
@@ -65,20 +66,30 @@ public enum PrunedExport {
         // What loading ignores (DeepSeek's MTP layer with its own full router and experts) is
         // dropped, and the config says so below: a pruned config beside an unpruned layer lies.
         let ignored = try ModelLoader.ignoredTensors(at: modelDirectory, names: checkpoint.tensorNames)
-        var tensors: [(name: String, tensor: Tensor)] = []
+        var tensors: [(name: String, payload: SafetensorsPayload)] = []
         for name in checkpoint.tensorNames where !ignored.contains(name) {
             guard let entry = try checkpoint.entry(name) else { continue }
+            // As stored: FP8 weights (and their F32 `_scale_inv` grids, named like them) stay FP8.
+            func stored() throws -> SafetensorsPayload {
+                if entry.dtype != nil { return .tensor(try checkpoint.tensor(name)) }
+                let bytes = try checkpoint.readRawRows(name, rows: 0..<(entry.shape.first ?? 1)).bytes
+                return .raw(dtypeName: entry.dtypeName, shape: entry.shape, bytes: bytes)
+            }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
-                tensors.append((name, gatherRows(try checkpoint.tensor(name), keptExperts[l]!)))
+                guard entry.dtype != nil else {
+                    throw PreMoeError.unsupported(
+                        "\(name): experts stacked in one \(entry.dtypeName) tensor cannot be sliced by this exporter")
+                }
+                tensors.append((name, .tensor(gatherRows(try checkpoint.tensor(name), keptExperts[l]!))))
             case .expert(let l, let e, let prefix, let suffix):
-                if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try checkpoint.tensor(name))) }
+                if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try stored())) }
             case .backbone:
-                tensors.append((name, try checkpoint.tensor(name)))
+                tensors.append((name, try stored()))
             }
         }
         tensors.sort { $0.name < $1.name }
-        let weightFiles = try SafetensorsWriter.writeSharded(tensors, metadata: ["format": "pt"],
+        let weightFiles = try SafetensorsWriter.writeSharded(payloads: tensors, metadata: ["format": "pt"],
                                                              maxShardBytes: maxShardBytes, to: out)
 
         let configURL = modelDirectory.appendingPathComponent("config.json")
@@ -135,7 +146,7 @@ public enum PrunedExport {
             files.append(name)
         }
         return ExportReport(outputDirectory: out.path, files: files, tensorCount: tensors.count,
-                            tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount }, expertsPerLayer: kept)
+                            tensorBytes: tensors.reduce(0) { $0 + $1.payload.byteCount }, expertsPerLayer: kept)
     }
 
     /// Validates an export plan: every MoE layer listed, distinct valid indices, the same count

@@ -215,4 +215,33 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         #expect(reloaded.ignoredTensors.isEmpty)
         #expect(reloaded.model.spec.moe(1)?.expertCount == 2)
     }
+
+    /// A pruned FP8 checkpoint stays FP8: kept experts' `F8_E4M3` weights and `_scale_inv` grids are
+    /// copied byte for byte under their new slots, the backbone's too; the MTP layer is dropped.
+    @Test func fp8ExportStaysFP8WithScalesRenamed() throws {
+        let source = fixtureDirectory("deepseek_v3_fp8")
+        let out = try Fixtures.temporaryDirectory().appendingPathComponent("pruned")
+        defer { try? FileManager.default.removeItem(at: out.deletingLastPathComponent()) }
+        let report = try export("deepseek_v3_fp8", kept: [1: [6, 0, 3]], to: out)
+        let original = try SafetensorsCheckpoint(directory: source)
+        let written = try SafetensorsCheckpoint(directory: out)
+        for (slot, e) in [6, 0, 3].enumerated() {
+            for part in ["gate_proj", "up_proj", "down_proj"] {
+                for suffix in ["weight", "weight_scale_inv"] {
+                    let from = "model.layers.1.mlp.experts.\(e).\(part).\(suffix)"
+                    let to = "model.layers.1.mlp.experts.\(slot).\(part).\(suffix)"
+                    let a = try #require(try original.entry(from)), b = try #require(try written.entry(to))
+                    #expect(a.dtypeName == b.dtypeName && a.shape == b.shape)
+                    #expect(try original.readRawRows(from, rows: 0..<a.shape[0]).bytes
+                        == written.readRawRows(to, rows: 0..<b.shape[0]).bytes)
+                }
+            }
+        }
+        #expect(try written.entry("model.layers.0.self_attn.kv_a_proj_with_mqa.weight")?.dtypeName == "F8_E4M3")
+        #expect(!written.tensorNames.contains { $0.hasPrefix("model.layers.2.") || $0.contains("experts.3.") })
+        #expect(report.tensorBytes == written.tensorNames.reduce(0) { $0 + ((try? written.entry($1))??.byteCount ?? 0) })
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+        #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "fp8")
+    }
 }
