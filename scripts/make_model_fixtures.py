@@ -346,6 +346,32 @@ FIXTURES: dict[str, dict] = {
         "non-zero e_score_correction_bias (changes selections), n_group 2 / topk_group 1, top-2 of 8, "
         "norm_topk_prob, routed_scaling_factor 2.5, 1 shared expert.",
     ),
+    "glm4_moe": dict(
+        cls="Glm4MoeForCausalLM",
+        config_cls="Glm4MoeConfig",
+        config=_c(
+            num_hidden_layers=3,
+            moe_intermediate_size=32,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_group=2,
+            topk_group=1,
+            first_k_dense_replace=1,
+            n_shared_experts=1,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            attention_bias=True,
+            use_qk_norm=True,
+            num_nextn_predict_layers=1,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5),
+        ),
+        e_bias=True,
+        covers="GLM-4.5 (glm4_moe, as zai-org/GLM-4.5-Air's config.json): GQA 4/2 heads of 16 with q/k/v biases "
+        "(attention_bias, o_proj without), per-head q_norm/k_norm (use_qk_norm), partial rotary 0.5 (half-split "
+        "RoPE on the first 8 dims); layer 0 dense (first_k_dense_replace 1), layers 1-2 MoE: sigmoid router with "
+        "e_score_correction_bias, n_group 2 / topk_group 1, top-2 of 8, norm_topk_prob, routed_scaling_factor 2.5, "
+        "1 shared expert; num_nextn_predict_layers 1 (no MTP weights saved by transformers).",
+    ),
     "deepseek_v2": dict(
         cls="DeepseekV2ForCausalLM",
         config_cls="DeepseekV2Config",
@@ -437,7 +463,7 @@ class RouterTap:
 def selection_scores(mod, logits: torch.Tensor) -> torch.Tensor:
     """The per-expert score the router ranks by (masked experts -> -inf)."""
     kind = type(mod).__name__
-    if kind.startswith("DeepseekV3"):
+    if kind.startswith(("DeepseekV3", "Glm4Moe")):
         s = logits.sigmoid() + mod.e_score_correction_bias.float()
         g = mod.num_group
         gs = s.view(-1, g, s.shape[-1] // g).topk(2, dim=-1)[0].sum(-1)
@@ -452,7 +478,7 @@ def route_gaps(mod, logits: torch.Tensor) -> float:
     k = mod.top_k
     kind = type(mod).__name__
     worst = float("inf")
-    if kind.startswith("DeepseekV3"):
+    if kind.startswith(("DeepseekV3", "Glm4Moe")):
         s = logits.sigmoid() + mod.e_score_correction_bias.float()
         g = mod.num_group
         gs = s.view(-1, g, s.shape[-1] // g).topk(2, dim=-1)[0].sum(-1)

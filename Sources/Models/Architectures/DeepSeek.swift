@@ -38,7 +38,8 @@ public struct DeepSeekConfiguration: Decodable, Sendable {
     /// tensors are ignored (transformers ignores `model.layers.61.*` the same way).
     public var nextNPredictLayers: Int
 
-    var isV3: Bool { base.modelType == "deepseek_v3" }
+    /// V3-style routing (sigmoid, correction bias, top-2-sum groups): DeepSeek-V3 and GLM-4.5.
+    var isV3: Bool { base.modelType != "deepseek_v2" }
 
     enum CodingKeys: String, CodingKey {
         case nRoutedExperts = "n_routed_experts"
@@ -68,7 +69,7 @@ public struct DeepSeekConfiguration: Decodable, Sendable {
     public init(from decoder: Decoder) throws {
         base = try BaseConfiguration(from: decoder)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let v3 = base.modelType == "deepseek_v3"
+        let v3 = base.modelType != "deepseek_v2"
         /// A key that may be absent (class default) or explicitly null (nil).
         func nullable(_ key: CodingKeys, default value: Int?) throws -> Int? {
             c.contains(key) ? try c.decodeIfPresent(Int.self, forKey: key) : value
