@@ -366,7 +366,7 @@ FIXTURES: dict[str, dict] = {
             rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5),
         ),
         e_bias=True,
-        covers="GLM-4.5 (glm4_moe, as zai-org/GLM-4.5-Air's config.json): GQA 4/2 heads of 16 with q/k/v biases "
+        covers="GLM-4.5 (glm4_moe; the keys of GLM-4.5's config.json, values chosen so every path runs: use_qk_norm on as in GLM-4.7, n_group 2 where GLM-4.5 has 1): GQA 4/2 heads of 16 with q/k/v biases "
         "(attention_bias, o_proj without), per-head q_norm/k_norm (use_qk_norm), partial rotary 0.5 (half-split "
         "RoPE on the first 8 dims); layer 0 dense (first_k_dense_replace 1), layers 1-2 MoE: sigmoid router with "
         "e_score_correction_bias, n_group 2 / topk_group 1, top-2 of 8, norm_topk_prob, routed_scaling_factor 2.5, "
