@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Build Tests/Fixtures/models/deepseek_v3_fp8: the deepseek_v3 fixture stored as DeepSeek-V3's FP8 release is.
 
-Layout, as in deepseek-ai/DeepSeek-V3's model.safetensors.index.json and config.json:
+Layout, as DeepSeek-V3's README_WEIGHTS.md (github.com/deepseek-ai/DeepSeek-V3, read through the code index) describes
+the published FP8 release ("quantization_config", a float32 `weight_scale_inv` per 128x128 block with partial blocks,
+dequantized as block * weight_scale_inv; the MTP module at layer id num_hidden_layers with enorm, hnorm, eh_proj,
+shared_head and embed_tokens):
   - every linear weight of attention (q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj) and of the MLPs
     (dense gate/up/down_proj, routed experts, shared_experts) is F8_E4M3 (`torch.float8_e4m3fn`), with an F32
     `<name>_scale_inv` of shape [ceil(out/B0), ceil(in/B1)]: the weight is `fp8 * scale_inv` per block;
