@@ -96,7 +96,11 @@ final class FP8BlockSource: TensorSource {
                 problems.append(.missing(scale))
                 continue
             }
-            guard scaleEntry.shape == grid, scaleEntry.dtype != nil else {
+            guard scaleEntry.dtype != nil else {
+                problems.append(.unreadable(scale, reason: "scales stored as \(scaleEntry.dtypeName); supported: F32, BF16, F16"))
+                continue
+            }
+            guard scaleEntry.shape == grid else {
                 problems.append(.wrongShape(scale, expected: grid, actual: scaleEntry.shape))
                 continue
             }
