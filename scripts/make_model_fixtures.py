@@ -372,6 +372,30 @@ FIXTURES: dict[str, dict] = {
         "e_score_correction_bias, n_group 2 / topk_group 1, top-2 of 8, norm_topk_prob, routed_scaling_factor 2.5, "
         "1 shared expert; num_nextn_predict_layers 1 (no MTP weights saved by transformers).",
     ),
+    "gpt_oss": dict(
+        cls="GptOssForCausalLM",
+        config_cls="GptOssConfig",
+        config=_c(
+            num_hidden_layers=3,
+            intermediate_size=32,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            attention_bias=True,
+            swiglu_limit=1.5,
+            rope_parameters=dict(
+                rope_type="yarn", rope_theta=150000.0, factor=4.0, beta_fast=32.0, beta_slow=1.0,
+                truncate=False, original_max_position_embeddings=64,
+            ),
+        ),
+        covers="gpt-oss (gpt_oss; the keys of gpt-oss-20b's config.json, values chosen so every path runs): GQA 4/2 "
+        "heads of 16 with q/k/v/o biases and per-head attention sinks; layer_types sliding/full/sliding with "
+        "sliding_window 4 (shorter than the 12-token input and the 25-token greedy run); YaRN (factor 4, "
+        "truncate false, half-split); every layer MoE: router with bias, top-2 of 8 by logit, softmax over the two; "
+        "experts fused with gate/up interleaved (even/odd columns of gate_up_proj [E, H, 2I]), biases, clamped "
+        "SwiGLU (alpha 1.702, swiglu_limit 1.5 where gpt-oss has 7.0 so the clamps act on these small activations).",
+    ),
     "deepseek_v2": dict(
         cls="DeepseekV2ForCausalLM",
         config_cls="DeepseekV2Config",
@@ -413,11 +437,13 @@ def init_weights(model: torch.nn.Module, gen: torch.Generator, spec: dict) -> No
             if p.dim() >= 2:
                 fan_in = p.shape[-1]
                 std = 1.0 / math.sqrt(fan_in)
-                if re.search(r"\.(mlp|block_sparse_moe)\.gate\.weight$", name):
+                if re.search(r"\.(mlp|block_sparse_moe)\.(gate|router)\.weight$", name):
                     std = 3.0 / math.sqrt(fan_in)  # router: logits ~N(0, 3^2) -> clear decisions
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
             elif "norm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".sinks"):
+                p.copy_(torch.randn(p.shape, generator=gen))  # per-head sink logits of the size of q.k scores
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             else:

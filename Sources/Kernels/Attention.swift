@@ -7,7 +7,8 @@ enum FastAttention {
     static func attention(
         q: UnsafePointer<Float>, queries: Int, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int,
         keys: UnsafePointer<Float>, keyStride: Int, values: UnsafePointer<Float>, valueStride: Int,
-        start: Int, scale: Float, into out: UnsafeMutablePointer<Float>, pool: ThreadPool
+        start: Int, scale: Float, window: Int = 0, sinks: UnsafePointer<Float>? = nil,
+        into out: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
         guard queries > 0, heads > 0 else { return }
         precondition(kvHeads > 0 && heads % kvHeads == 0, "heads \(heads) not a multiple of kvHeads \(kvHeads)")
@@ -17,20 +18,29 @@ enum FastAttention {
         // A thread should get at least ~32K multiply-adds.
         let perItem = max(1, (start + (queries + 1) / 2) * (headDim + valueDim))
         pool.parallelFor(items, minChunk: max(1, 32_768 / perItem)) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxVisible)
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxVisible + 1)
             defer { scores.deallocate() }
             for item in range {
                 let h = item / queries
                 let t = item - h * queries
                 let g = h / group
-                let visible = start + t + 1
+                let end = start + t + 1
+                let first = window > 0 ? max(0, end - window) : 0
+                let visible = end - first
                 let qh = q + (t * heads + h) * headDim
-                let kBase = keys + g * headDim
+                let kBase = keys + g * headDim + first * keyStride
                 for p in 0..<visible {
                     scores[p] = FastElementwise.dot(qh, kBase + p * keyStride, count: headDim) * scale
                 }
-                FastElementwise.softmax(scores, count: visible)
-                weightedSum(scores, visible, values + g * valueDim, valueStride, valueDim, out + (t * heads + h) * valueDim)
+                if let sinks {
+                    // The sink is one more logit in the softmax whose value row does not exist.
+                    scores[visible] = sinks[h]
+                    FastElementwise.softmax(scores, count: visible + 1)
+                } else {
+                    FastElementwise.softmax(scores, count: visible)
+                }
+                weightedSum(scores, visible, values + g * valueDim + first * valueStride, valueStride, valueDim,
+                            out + (t * heads + h) * valueDim)
             }
         }
     }

@@ -126,14 +126,19 @@ public func topK(_ values: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
 ///   - keys: cache, position `p` of KV head `g` at `keys + p * keyStride + g * headDim`.
 ///   - values: cache, position `p` of KV head `g` at `values + p * valueStride + g * valueDim`.
 ///   - scale: multiplier on `q·k` (usually `1/sqrt(headDim)`).
+///   - window: when > 0, query at position `p` sees only positions `p - window + 1 ... p`
+///     (transformers' sliding-window mask); 0 sees every earlier position.
+///   - sinks: `[heads]` attention-sink logits (gpt-oss): each joins its head's softmax as one more
+///     score with no value row, so the weights of the real positions sum to less than 1.
 ///   - out: `[queries, heads, valueDim]`.
 public func attention(
     q: UnsafePointer<Float>, queries: Int, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int,
     keys: UnsafePointer<Float>, keyStride: Int, values: UnsafePointer<Float>, valueStride: Int,
-    start: Int, scale: Float, into out: UnsafeMutablePointer<Float>, pool: ThreadPool
+    start: Int, scale: Float, window: Int = 0, sinks: UnsafePointer<Float>? = nil,
+    into out: UnsafeMutablePointer<Float>, pool: ThreadPool
 ) {
     FastAttention.attention(
         q: q, queries: queries, heads: heads, kvHeads: kvHeads, headDim: headDim, valueDim: valueDim,
         keys: keys, keyStride: keyStride, values: values, valueStride: valueStride, start: start,
-        scale: scale, into: out, pool: pool)
+        scale: scale, window: window, sinks: sinks, into: out, pool: pool)
 }

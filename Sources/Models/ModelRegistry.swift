@@ -11,7 +11,7 @@ public struct Architecture: Sendable {
 public enum ModelRegistry {
     static let all: [String: Architecture] = {
         var table: [String: Architecture] = [:]
-        for a in dense + qwenMoE + deepSeek + [mixtral, olmoe, glm4MoE] { table[a.modelType] = a }
+        for a in dense + qwenMoE + deepSeek + [mixtral, olmoe, glm4MoE, gptOss] { table[a.modelType] = a }
         return table
     }()
 

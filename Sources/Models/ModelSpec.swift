@@ -27,6 +27,11 @@ public struct DecoderSpec: Sendable {
     public var maxPositions: Int
     /// Sliding-window size if the model uses one; longer contexts are refused.
     public var slidingWindow: Int?
+    /// Per layer, a sliding window attended inside the kernel, 0 for full attention (gpt-oss's
+    /// `layer_types`); such models run any context up to `maxPositions`. nil: none.
+    public var layerWindows: [Int]? = nil
+    /// Attention has per-head sink logits (`self_attn.sinks`, gpt-oss).
+    public var attentionSinks: Bool = false
     public var tieWordEmbeddings: Bool
     /// Per layer: dense MLP or MoE block.
     public var feedForward: [FeedForwardSpec]
@@ -112,6 +117,8 @@ public enum RoutingFunction: String, Sendable, Codable {
     case softmax
     /// sigmoid per expert, top-k, optionally renormalised (DeepSeek-V3/R1).
     case sigmoid
+    /// top-k of the raw logits, then softmax over the k chosen (gpt-oss's `GptOssTopKRouter`).
+    case topKSoftmax
 }
 
 /// Group-limited selection: the experts are split into `groupCount` equal runs of consecutive
@@ -158,4 +165,9 @@ public struct MoESpec: Sendable {
     /// The router has a per-expert bias added to the scores for selection only
     /// (`gate.e_score_correction_bias`, DeepSeek-V3); the weights use the unbiased scores.
     public var selectionBias: Bool = false
+    /// How each routed expert combines gate and up (gpt-oss clamps them).
+    public var expertActivation: GatedActivation = .silu
+    /// The router and the routed experts carry biases (gpt-oss: `router.bias`,
+    /// `experts.gate_up_proj_bias`, `experts.down_proj_bias`).
+    public var biases: Bool = false
 }

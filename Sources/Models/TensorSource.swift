@@ -122,6 +122,9 @@ final class WeightBinder {
     }
 
     private static let placeholderStorage = TensorBuffer(byteCount: 64)
+    /// Whether `tensor` is a placeholder standing in for one that failed to bind (its data must
+    /// not be read).
+    static func isPlaceholder(_ tensor: Tensor) -> Bool { tensor.owner === placeholderStorage }
     /// Stands in for a tensor that failed to bind; loading throws before it could be read.
     static func placeholder(_ shape: [Int]) -> Tensor {
         Tensor(dtype: .float32, shape: shape, data: UnsafeRawPointer(placeholderStorage.pointer), owner: placeholderStorage)

@@ -38,6 +38,8 @@ public struct HFDecoderLayout: Sendable {
     /// `model.layers.{L}.…` for `L` in `layerCount ..< layerCount + extraLayerCount`, are
     /// ignored rather than reported as unexpected (transformers ignores `model.layers.61.*`).
     public var extraLayerCount: Int = 0
+    /// The router module inside the MoE block (`gate`; gpt-oss writes `router`).
+    public var routerName: String = "gate"
 
     public init() {}
 
@@ -79,7 +81,7 @@ public struct HFDecoderLayout: Sendable {
             if let mla = spec.mla {
                 attention = .latent(bindMLA(mla, spec: spec, prefix: a, binder: binder))
             } else {
-                attention = .grouped(groupedAttention(spec: spec, prefix: a, binder: binder, linear: linear))
+                attention = .grouped(groupedAttention(spec: spec, layer: l, prefix: a, binder: binder, linear: linear))
             }
             let feedForward: FeedForward
             switch spec.feedForward[l] {
@@ -109,8 +111,9 @@ public struct HFDecoderLayout: Sendable {
                             pool: ThreadPool(threads: threads))
     }
 
-    /// Binds layer `a`'s grouped-query attention (`….self_attn.{q,k,v,o}_proj`, optional q/k norms).
-    private func groupedAttention(spec: DecoderSpec, prefix a: String, binder: WeightBinder,
+    /// Binds layer `a`'s grouped-query attention (`….self_attn.{q,k,v,o}_proj`, optional q/k norms,
+    /// gpt-oss's `sinks` and per-layer window).
+    private func groupedAttention(spec: DecoderSpec, layer l: Int, prefix a: String, binder: WeightBinder,
                                   linear: (String, Int, Int, Bool) -> Linear) -> Attention {
         let h = spec.hiddenSize
         let qWidth = spec.headCount * spec.headDim
@@ -130,7 +133,8 @@ public struct HFDecoderLayout: Sendable {
             k: linear("\(a).k_proj", kvWidth, h, spec.qkvBias),
             v: linear("\(a).v_proj", kvWidth, h, spec.qkvBias),
             o: linear("\(a).o_proj", h, qWidth, spec.outputBias),
-            qNorm: qNorm, kNorm: kNorm)
+            qNorm: qNorm, kNorm: kNorm, window: spec.layerWindows?[l] ?? 0,
+            sinks: spec.attentionSinks ? binder.floats("\(a).sinks", count: spec.headCount) : nil)
     }
 
     /// Rebuilds `model`'s MoE blocks with the routed experts `kept` lists (layers not listed
@@ -163,16 +167,22 @@ public struct HFDecoderLayout: Sendable {
         mlp: (String, Int, (gate: String, up: String, down: String)) -> GatedMLP
     ) -> MoEBlock {
         let h = binder.source.shape(of: "model.embed_tokens.weight")?.last ?? 0
-        let block = moeBlockNames.first { binder.contains("\(p).\($0).gate.weight") } ?? moeBlockNames[0]
+        let block = moeBlockNames.first { binder.contains("\(p).\($0).\(routerName).weight") } ?? moeBlockNames[0]
         let m = "\(p).\(block)"
         let e = moe.expertCount
         let inter = moe.expertIntermediateSize
-        let routerFull = binder.tensor("\(m).gate.weight", shape: [e, h])
+        let routerFull = binder.tensor("\(m).\(routerName).weight", shape: [e, h])
         let kept = options.keptExperts?[l] ?? Array(0..<e)
         let fused = binder.contains("\(m).experts.gate_up_proj")
         var experts: [GatedMLP] = []
         let keptSet = Set(kept)
-        if fused {
+        if moe.biases {  // gpt-oss: fused, input-major, gate/up interleaved, with biases
+            if options.loadExperts {
+                experts = kept.map { gptOssExpert(moe, id: $0, block: m, hidden: h, binder: binder, copy: options.copyExperts) }
+            } else {
+                skipGptOssExperts(block: m, binder: binder)
+            }
+        } else if fused {
             let gateUpShape = [e, 2 * inter, h]
             let downShape = [e, h, inter]
             if options.loadExperts {
@@ -209,7 +219,10 @@ public struct HFDecoderLayout: Sendable {
                 }
             }
         }
-        let router = kept == Array(0..<e) ? Linear(weight: routerFull) : Linear(weight: gatherRows(routerFull, kept))
+        // gpt-oss's router bias follows the router rows (sliced and ordered like them).
+        let routerBias = moe.biases ? binder.floats("\(m).\(routerName).bias", count: e).indexed(kept) : nil
+        let router = kept == Array(0..<e) ? Linear(weight: routerFull, bias: routerBias)
+            : Linear(weight: gatherRows(routerFull, kept), bias: routerBias)
         // DeepSeek-V3's selection bias follows the router rows (sliced and ordered like them).
         let selectionBias = moe.selectionBias
             ? binder.floats("\(m).gate.e_score_correction_bias", count: e).indexed(kept) : nil

@@ -10,14 +10,22 @@ public struct Attention: @unchecked Sendable {
     /// `[headDim]` for per-head norms, `[heads · headDim]` / `[kvHeads · headDim]` for whole-projection norms.
     public let qNorm: [Float]?
     public let kNorm: [Float]?
+    /// Sliding window of this layer, attended inside the kernel (gpt-oss's `sliding_attention`
+    /// layers); 0 for full attention.
+    public let window: Int
+    /// `[heads]` attention-sink logits (gpt-oss's `self_attn.sinks`), or nil.
+    public let sinks: [Float]?
 
-    public init(q: Linear, k: Linear, v: Linear, o: Linear, qNorm: [Float]?, kNorm: [Float]?) {
+    public init(q: Linear, k: Linear, v: Linear, o: Linear, qNorm: [Float]?, kNorm: [Float]?,
+                window: Int = 0, sinks: [Float]? = nil) {
         self.q = q
         self.k = k
         self.v = v
         self.o = o
         self.qNorm = qNorm
         self.kNorm = kNorm
+        self.window = window
+        self.sinks = sinks
     }
 
     /// Bytes of weight storage.
@@ -77,10 +85,13 @@ public struct Attention: @unchecked Sendable {
             applyRoPE(kDst, tokens: tokens, heads: kvHeads, headDim: hd, rotaryDim: spec.rope.rotaryDim,
                       positions: positions, invFreq: f.baseAddress!, attentionScaling: spec.rope.attentionScaling, style: style)
         }
-        attention(
-            q: qBuf, queries: tokens, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
-            keys: cache.keys[layer], keyStride: kvWidth, values: cache.values[layer], valueStride: kvWidth,
-            start: start, scale: spec.attentionScale, into: attnOut, pool: pool)
+        (sinks ?? []).withUnsafeBufferPointer { sinkValues in
+            attention(
+                q: qBuf, queries: tokens, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
+                keys: cache.keys[layer], keyStride: kvWidth, values: cache.values[layer], valueStride: kvWidth,
+                start: start, scale: spec.attentionScale, window: window,
+                sinks: sinks == nil ? nil : sinkValues.baseAddress, into: attnOut, pool: pool)
+        }
         o.apply(attnOut, tokens: tokens, into: y, pool: pool)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 
 /// A linear layer `y = x Wᵀ + b` computed straight from the stored weight (any dtype).
@@ -33,17 +34,29 @@ public struct Linear: @unchecked Sendable {
     }
 }
 
+/// How a gated MLP combines its gate and up projections.
+public enum GatedActivation: Sendable, Equatable {
+    /// `silu(gate) ⊙ up` (SwiGLU).
+    case silu
+    /// gpt-oss's clamped SwiGLU (`GptOssExperts._apply_gate`): `gate = min(gate, limit)`,
+    /// `up = clamp(up, -limit, limit)`, `(up + 1) ⊙ gate ⊙ sigmoid(alpha · gate)`.
+    case clampedSwiGLU(alpha: Float, limit: Float)
+}
+
 /// A SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`. Used for dense layers, routed experts
 /// and shared experts alike.
 public struct GatedMLP: @unchecked Sendable {
     public let gate: Linear
     public let up: Linear
     public let down: Linear
+    /// How gate and up combine (SwiGLU unless the family says otherwise).
+    public let activation: GatedActivation
 
-    public init(gate: Linear, up: Linear, down: Linear) {
+    public init(gate: Linear, up: Linear, down: Linear, activation: GatedActivation = .silu) {
         self.gate = gate
         self.up = up
         self.down = down
+        self.activation = activation
     }
 
     public var intermediateSize: Int { gate.outFeatures }
@@ -69,7 +82,16 @@ public struct GatedMLP: @unchecked Sendable {
             gate.apply(x, tokens: tokens, into: g, pool: pool)
             up.apply(x, tokens: tokens, into: u, pool: pool)
         }
-        siluMul(g, u, into: g, count: inner)
+        switch activation {
+        case .silu:
+            siluMul(g, u, into: g, count: inner)
+        case .clampedSwiGLU(let alpha, let limit):
+            for i in 0..<inner {
+                let gi = min(g[i], limit)
+                let ui = min(max(u[i], -limit), limit)
+                g[i] = (ui + 1) * (gi / (1 + Foundation.exp(-alpha * gi)))
+            }
+        }
         down.apply(g, tokens: tokens, into: y, pool: pool)
     }
 }

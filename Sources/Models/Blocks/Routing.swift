@@ -60,7 +60,8 @@ public enum Routing {
 
     /// Routes one token.
     ///
-    /// 1. scores `s` = softmax(logits) or sigmoid(logits);
+    /// 1. scores `s` = softmax(logits) or sigmoid(logits), or the logits themselves (`topKSoftmax`,
+    ///    whose weights are the softmax over the k chosen logits);
     /// 2. selection values `c = s + bias` (bias only for selection, DeepSeek-V3);
     /// 3. with a group limit, groups are ranked by their max `c` (V2) or the sum of their two
     ///    largest `c` (V3); rows outside the `keptGroups` best get `c = -inf` (sigmoid, V3) or
@@ -89,6 +90,8 @@ public enum Routing {
             softmax(scores, count: count)
         case .sigmoid:
             for i in 0..<count { scores[i] = 1 / (1 + Foundation.exp(-scores[i])) }
+        case .topKSoftmax:
+            break  // ranked by the logits themselves; the softmax comes after the choice
         }
         var choice = UnsafePointer(scores)
         let masked = scratch + count
@@ -120,13 +123,17 @@ public enum Routing {
             weights[j] = scores[e]
             sum += scores[e]
         }
-        if rule.normalize {
+        if rule.function == .topKSoftmax {
+            softmax(weights, count: top.count)
+        } else if rule.normalize {
             switch rule.function {
             case .softmax:
                 if sum > 0 { for j in 0..<top.count { weights[j] /= sum } }
             case .sigmoid:
                 let denominator = sum + 1e-20
                 for j in 0..<top.count { weights[j] /= denominator }
+            case .topKSoftmax:
+                break
             }
         }
         if rule.scalingFactor != 1 {
