@@ -10,6 +10,9 @@ public enum WeightQuantization: Equatable, Sendable {
     /// stored as `F8_E4M3` with an F32 `<name>_scale_inv` of shape `[⌈out/rows⌉, ⌈in/cols⌉]`;
     /// weight = fp8 value × the scale of its block (partial last blocks included).
     case fp8Block(rows: Int, cols: Int)
+    /// `{"quant_method": "mxfp4"}` (gpt-oss only): routed experts stored as e2m1 blocks with an
+    /// e8m0 scale per 32 inputs (`MXFP4Source`); everything else unquantized.
+    case mxfp4
 
     /// Reads `quantization_config`; nil when the config has none. Runs before any weight is read.
     /// - Throws: `ModelError.unsupportedFeature` naming the `quant_method` (or FP8 format) this
@@ -21,9 +24,18 @@ public enum WeightQuantization: Equatable, Sendable {
             throw ModelError.invalidConfig(field: "quantization_config", reason: "expected an object", file: file)
         }
         let method = config["quant_method"] as? String ?? "(none)"
+        let modelType = root["model_type"] as? String ?? "(none)"
+        if method == "mxfp4" {
+            guard modelType == "gpt_oss" else {
+                throw ModelError.unsupportedFeature(
+                    "quantization_config.quant_method 'mxfp4' for model_type '\(modelType)' (supported: gpt_oss's MXFP4 experts)",
+                    file: file)
+            }
+            return .mxfp4
+        }
         guard method == "fp8" else {
             throw ModelError.unsupportedFeature(
-                "quantization_config.quant_method '\(method)' (supported: fp8 with weight_block_size, as DeepSeek-V3)",
+                "quantization_config.quant_method '\(method)' (supported: fp8 with weight_block_size, as DeepSeek-V3; mxfp4 for gpt_oss)",
                 file: file)
         }
         let format = config["fmt"] as? String ?? "e4m3"
@@ -164,13 +176,14 @@ final class FP8BlockSource: TensorSource {
 }
 
 extension ModelLoader {
-    /// The tensor source for a checkpoint: the checkpoint itself, or an `FP8BlockSource` over it
-    /// when `config.json` declares FP8 block quantization.
+    /// The tensor source for a checkpoint: the checkpoint itself, or an `FP8BlockSource` /
+    /// `MXFP4Source` over it when `config.json` declares FP8 block or MXFP4 quantization.
     /// - Throws: `ModelError` for an unsupported `quantization_config` or FP8 tensors without scales.
     static func tensorSource(_ checkpoint: SafetensorsCheckpoint, configData: Data, file: String) throws -> TensorSource {
         switch try WeightQuantization.read(configData: configData, file: file) {
         case nil: return checkpoint
         case .fp8Block(let rows, let cols)?: return try FP8BlockSource(checkpoint: checkpoint, block: (rows, cols))
+        case .mxfp4?: return try MXFP4Source(checkpoint: checkpoint)
         }
     }
 }

@@ -66,3 +66,52 @@ struct GptOssTests {
         }
     }
 }
+
+@Suite("MXFP4 experts (gpt-oss)")
+struct MXFP4SourceTests {
+    @Test("e2m1 codes decode as transformers' FP4_VALUES")
+    func table() {
+        #expect(e2m1Values == [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+        #expect(e2m1Values[8].sign == .minus)
+    }
+
+    @Test("mxfp4 is accepted for gpt_oss only, by name")
+    func onlyGptOss() throws {
+        let q = #"{"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]}"#
+        #expect(try WeightQuantization.read(
+            configData: Data(#"{"model_type": "gpt_oss", "quantization_config": \#(q)}"#.utf8), file: "c") == .mxfp4)
+        do {
+            _ = try WeightQuantization.read(
+                configData: Data(#"{"model_type": "qwen3_moe", "quantization_config": \#(q)}"#.utf8), file: "c")
+            Issue.record("mxfp4 accepted for qwen3_moe")
+        } catch {
+            #expect("\(error)".contains("mxfp4") && "\(error)".contains("qwen3_moe"), "\(error)")
+        }
+    }
+
+    @Test("blocks and scales are shown as one input-major f32 tensor, read per expert")
+    func source() throws {
+        let loaded = try ModelLoader.load(Fixtures.url("models/gpt_oss_mxfp4"), options: LoadOptions(threads: 1))
+        let source = loaded.checkpoint
+        let name = "model.layers.1.mlp.experts.gate_up_proj"
+        #expect(!source.tensorNames.contains { $0.hasSuffix("_blocks") || $0.hasSuffix("_scales") })
+        #expect(source.tensorNames.contains(name))
+        #expect(source.shape(of: name) == [8, 64, 64])
+        #expect(source.byteCount(of: name) == 8 * 64 * 2 * 16 + 8 * 64 * 2)  // half a byte per weight + a scale per 32
+        let before = source.bytesRead
+        let one = try source.readRows(name, rows: 3..<4)
+        #expect(source.bytesRead - before == 64 * 2 * 16 + 64 * 2)  // exactly expert 3's blocks and scales
+        let all = try source.tensor(name).toFloatArray()
+        #expect(Array(all[(3 * 64 * 64)..<(4 * 64 * 64)]) == one.toFloatArray())
+    }
+
+    @Test("the MXFP4 and f32 gpt-oss fixtures agree to the quantization error only")
+    func quantizedDiffers() throws {
+        let f32 = try ModelLoader.load(Fixtures.url("models/gpt_oss"), options: LoadOptions(threads: 1))
+        let mx = try ModelLoader.load(Fixtures.url("models/gpt_oss_mxfp4"), options: LoadOptions(threads: 1))
+        let a = try f32.checkpoint.readRows("model.layers.0.mlp.experts.down_proj", rows: 0..<1).toFloatArray()
+        let b = try mx.checkpoint.readRows("model.layers.0.mlp.experts.down_proj", rows: 0..<1).toFloatArray()
+        #expect(a.count == b.count && a != b)
+        #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 0.0625 })
+    }
+}

@@ -28,7 +28,7 @@ let parityTolerance: Float = 1e-4
 /// Every family the engine supports, as saved by transformers 5.23.
 let parityFixtures = [
     "llama", "llama_tied", "qwen2", "qwen3", "qwen3_moe", "qwen3_moe_fused", "qwen3_moe_sharded",
-    "qwen3_moe_bf16", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe", "gpt_oss",
+    "qwen3_moe_bf16", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe", "gpt_oss", "gpt_oss_mxfp4",
 ]
 
 /// `count` greedy tokens after `prompt`, one forward pass per token through the KV cache
@@ -117,7 +117,7 @@ final class RouterRecorder: RouterObserver {
 }
 
 @Suite struct ExpertLoadingTests {
-    @Test(arguments: ["qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe", "gpt_oss"])
+    @Test(arguments: ["qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe", "gpt_oss", "gpt_oss_mxfp4"])
     func backboneOnlyLoadThenExpertsGivesTheFullModel(_ name: String) throws {
         let golden = try Fixtures.json(Golden.self, "models/\(name)/golden.json")
         let loaded = try ModelLoader.load(Fixtures.url("models/\(name)"), options: LoadOptions(threads: 1, loadExperts: false))

@@ -93,11 +93,14 @@ extension HFDecoderLayout {
     /// `[E, hidden, 2·I]` with gate in the even and up in the odd columns, `experts.down_proj`
     /// `[E, I, hidden]` (both stored input-major, as transformers holds them), and their biases
     /// `gate_up_proj_bias [E, 2·I]`, `down_proj_bias [E, hidden]`. The expert's weights are
-    /// rearranged once, at load, into `[out, in]` f32 matrices (a bf16 checkpoint is widened).
+    /// rearranged once, at load, into `[out, in]` f32 matrices (a bf16 checkpoint is widened; an
+    /// MXFP4 one is dequantized by `MXFP4Source`, which shows its blocks under these names).
     func gptOssExpert(_ moe: MoESpec, id: Int, block m: String, hidden h: Int, binder: WeightBinder, copy: Bool) -> GatedMLP {
         let e = moe.expertCount
         let inter = moe.expertIntermediateSize
         let x = "\(m).experts"
+        // MXFP4 experts exist only as stored blocks: each is read and dequantized, never mapped.
+        let copy = copy || binder.source is MXFP4Source
         let gateUpT = binder.rows("\(x).gate_up_proj", shape: [e, h, 2 * inter], rows: id..<(id + 1), copy: copy)
         let downT = binder.rows("\(x).down_proj", shape: [e, inter, h], rows: id..<(id + 1), copy: copy)
         let gateUpBiasT = binder.rows("\(x).gate_up_proj_bias", shape: [e, 2 * inter], rows: id..<(id + 1), copy: copy)
