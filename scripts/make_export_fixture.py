@@ -42,8 +42,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(path):
+    # An MXFP4 checkpoint (gpt-oss) is read by transformers' Mxfp4 integration, dequantized on CPU.
+    quant = (json.load(open(os.path.join(path, "config.json"))).get("quantization_config") or {}).get("quant_method")
+    extra = {"quantization_config": transformers.Mxfp4Config(dequantize=True)} if quant == "mxfp4" else {}
     model, info = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+        path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True, **extra
     )
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     assert not problems, f"{path}: {problems}"
@@ -54,10 +57,24 @@ def load(path):
 def masked_reference(source_dir, kept, input_ids):
     """Logits of the unpruned model whose routers only see the kept experts: non-kept router
     logits are -inf before the router's own softmax / top-k / renormalisation (transformers 5's
-    `*TopKRouter.forward`, reproduced here on masked logits)."""
+    `*TopKRouter.forward`, reproduced here on masked logits; gpt-oss's router adds its bias, takes
+    the top-k of the logits and softmaxes over them)."""
     model = load(source_dir)
     for layer_index, ids in kept.items():
-        gate = model.model.layers[int(layer_index)].mlp.gate
+        mlp = model.model.layers[int(layer_index)].mlp
+        if hasattr(mlp, "router"):  # gpt-oss: bias, top-k of the logits, softmax over the k
+            router = mlp.router
+            mask = torch.full((router.weight.shape[0],), float("-inf"))
+            mask[ids] = 0.0
+
+            def route(hidden_states, router=router, mask=mask):
+                logits = torch.nn.functional.linear(hidden_states, router.weight, router.bias) + mask
+                top_value, top_index = torch.topk(logits, router.top_k, dim=-1)
+                return logits, torch.softmax(top_value, dim=1, dtype=top_value.dtype), top_index
+
+            router.forward = route
+            continue
+        gate = mlp.gate
         mask = torch.full((gate.weight.shape[0],), float("-inf"))
         mask[ids] = 0.0
 

@@ -165,8 +165,9 @@ public final class DecoderModel: @unchecked Sendable {
             switch layer.feedForward {
             case .dense(let mlp): backbone += sum(mlp.weights)
             case .moe(let block):
-                experts += block.experts.reduce(0) { $0 + sum($1.weights) }
-                backbone += measure(block.router.weight) + sum(block.shared?.weights ?? [])
+                experts += block.experts.reduce(0) { $0 + sum($1.weights) + $1.biasCount * perFloat }
+                backbone += measure(block.router.weight) + (block.router.bias?.count ?? 0) * perFloat
+                    + sum(block.shared?.weights ?? [])
                     + (block.sharedGate.map(measure) ?? 0) + (block.selectionBias?.count ?? 0) * perFloat
             }
         }

@@ -7,14 +7,16 @@ import Models
 /// `model.layers.{l}.{block}.…` where `block` is `mlp` (Qwen, OLMoE, DeepSeek, fused saves) or
 /// `block_sparse_moe` (Mixtral).
 public enum ExpertTensorRole: Equatable, Sendable {
-    /// `….{block}.gate.weight`, `[E, hidden]`: one row per routed expert.
+    /// `….{block}.gate.weight` (gpt-oss: `….router.weight`), `[E, hidden]`: one row per routed expert.
     case router(layer: Int)
-    /// `….{block}.gate.{bias | e_score_correction_bias}`, `[E]`: one entry per routed expert.
+    /// `….{block}.gate.{bias | e_score_correction_bias}` (gpt-oss: `….router.bias`), `[E]`: one
+    /// entry per routed expert.
     case routerVector(layer: Int)
     /// One routed expert's tensor in the per-expert layout,
     /// `{prefix}{expert}{suffix}` = `….experts.{expert}.gate_proj.weight`.
     case expert(layer: Int, expert: Int, prefix: String, suffix: String)
-    /// A fused tensor stacking every routed expert on axis 0 (`….experts.gate_up_proj [E, 2I, H]`).
+    /// A fused tensor stacking every routed expert on axis 0 (`….experts.gate_up_proj [E, 2I, H]`;
+    /// gpt-oss's expert biases and MXFP4 `_blocks` / `_scales` likewise).
     case stackedExperts(layer: Int)
     /// Everything else (embeddings, attention, norms, dense MLPs, shared experts, LM head).
     case backbone
@@ -37,7 +39,7 @@ public enum ExpertTensorRole: Equatable, Sendable {
             let e = expertCount(l)
         else { return .backbone }
         switch parts[4] {
-        case "gate" where parts.count == 6:
+        case "gate" where parts.count == 6, "router" where parts.count == 6:  // gpt-oss names its router `router`
             return parts[5] == "weight" ? .router(layer: l) : (shape == [e] ? .routerVector(layer: l) : .backbone)
         case "experts":
             if let id = Int(parts[5]), parts.count > 6 {

@@ -22,9 +22,10 @@ public struct ExportReport: Codable, Sendable {
 /// - per-expert tensors (`….experts.{e}.…`) of kept experts are renamed to their slot
 ///   `0..<N` in plan order; others are dropped;
 /// - fused tensors stacking experts on axis 0 (`….experts.gate_up_proj [E, …]`) keep the kept
-///   experts' slices in plan order;
-/// - router weights (`….gate.weight [E, H]`) and per-expert router vectors (`gate.bias`,
-///   `gate.e_score_correction_bias`) keep the kept rows in the same order;
+///   experts' slices in plan order (gpt-oss's MXFP4 `_blocks` and `_scales` as raw bytes);
+/// - router weights (`….gate.weight [E, H]`, gpt-oss's `….router.weight`) and per-expert router
+///   vectors (`gate.bias`, `gate.e_score_correction_bias`, `router.bias`) keep the kept rows in the
+///   same order;
 /// - every other tensor is copied unchanged (same dtype, same bytes; an FP8 checkpoint's
 ///   `F8_E4M3` weights and their `_scale_inv` grids stay as stored, kept experts' renamed with them);
 /// - `config.json` gets the new expert count under whichever of `num_experts`,
@@ -77,11 +78,17 @@ public enum PrunedExport {
             }
             switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
-                guard entry.dtype != nil else {
-                    throw PreMoeError.unsupported(
-                        "\(name): experts stacked in one \(entry.dtypeName) tensor cannot be sliced by this exporter")
+                if entry.dtype != nil {
+                    tensors.append((name, .tensor(gatherRows(try checkpoint.tensor(name), keptExperts[l]!))))
+                } else {
+                    // Stored bytes Tensor cannot hold (gpt-oss's MXFP4 `_blocks` / `_scales`, U8):
+                    // the kept experts' slices, byte for byte, in plan order.
+                    var bytes: [UInt8] = []
+                    for e in keptExperts[l]! { bytes += try checkpoint.readRawRows(name, rows: e..<(e + 1)).bytes }
+                    var shape = entry.shape
+                    shape[0] = keptExperts[l]!.count
+                    tensors.append((name, .raw(dtypeName: entry.dtypeName, shape: shape, bytes: bytes)))
                 }
-                tensors.append((name, .tensor(gatherRows(try checkpoint.tensor(name), keptExperts[l]!))))
             case .expert(let l, let e, let prefix, let suffix):
                 if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try stored())) }
             case .backbone:

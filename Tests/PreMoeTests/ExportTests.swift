@@ -18,6 +18,7 @@ struct ExportGolden: Decodable {
 let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
     ("qwen3_moe_pruned", "qwen3_moe", [0: [5, 1, 6, 2], 1: [0, 7, 3, 4]]),
     ("qwen3_moe_fused_pruned", "qwen3_moe_fused", [1: [3, 0, 7], 2: [6, 2, 4]]),
+    ("gpt_oss_mxfp4_pruned", "gpt_oss_mxfp4", [0: [6, 0, 3, 5], 1: [2, 7, 1, 4], 2: [5, 3, 0, 6]]),
 ]
 
 @Suite(.serialized) struct ExportTests {
@@ -72,17 +73,21 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         let exported = try SafetensorsCheckpoint(directory: Fixtures.url("export/\(name)"))
         for (l, ids) in f.kept {
             for (slot, id) in ids.enumerated() {
-                let router = try exported.tensor("model.layers.\(l).mlp.gate.weight")
-                let original = try source.tensor("model.layers.\(l).mlp.gate.weight")
+                let routerName = source.contains("model.layers.\(l).mlp.gate.weight")
+                    ? "model.layers.\(l).mlp.gate.weight" : "model.layers.\(l).mlp.router.weight"  // gpt-oss
+                let router = try exported.tensor(routerName)
+                let original = try source.tensor(routerName)
                 #expect(router.rows(slot..<(slot + 1)).toFloatArray() == original.rows(id..<(id + 1)).toFloatArray())
                 let perExpert = "model.layers.\(l).mlp.experts.\(id).down_proj.weight"
                 if source.contains(perExpert) {
                     let mine = try exported.tensor("model.layers.\(l).mlp.experts.\(slot).down_proj.weight")
                     #expect(mine.toFloatArray() == (try source.tensor(perExpert)).toFloatArray())
                 } else {
-                    let mine = try exported.tensor("model.layers.\(l).mlp.experts.gate_up_proj").rows(slot..<(slot + 1))
-                    let theirs = try source.tensor("model.layers.\(l).mlp.experts.gate_up_proj").rows(id..<(id + 1))
-                    #expect(mine.toFloatArray() == theirs.toFloatArray())
+                    // Stored bytes, so MXFP4 `_blocks` (gpt-oss) compare like float tensors.
+                    let fused = ["gate_up_proj", "gate_up_proj_blocks"].map { "model.layers.\(l).mlp.experts.\($0)" }
+                        .first { source.contains($0) } ?? ""
+                    #expect(try exported.readRawRows(fused, rows: slot..<(slot + 1)).bytes
+                        == source.readRawRows(fused, rows: id..<(id + 1)).bytes, "\(fused)")
                 }
             }
         }
@@ -243,5 +248,42 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         let config = try #require(
             try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
         #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "fp8")
+    }
+
+    /// A pruned gpt-oss MXFP4 checkpoint stays MXFP4: the kept experts' U8 `_blocks` and `_scales`
+    /// slices and their biases are copied byte for byte in plan order, and the router's rows and
+    /// bias follow them.
+    @Test func mxfp4ExportSlicesRawBlocksAndRouterBias() throws {
+        let name = "gpt_oss_mxfp4"
+        let keptOrder = [6, 0, 3]
+        let kept = Dictionary(uniqueKeysWithValues: (0..<3).map { ($0, keptOrder) })
+        let out = try Fixtures.temporaryDirectory().appendingPathComponent("pruned")
+        defer { try? FileManager.default.removeItem(at: out.deletingLastPathComponent()) }
+        try export(name, kept: kept, to: out)
+        let original = try SafetensorsCheckpoint(directory: fixtureDirectory(name))
+        let written = try SafetensorsCheckpoint(directory: out)
+        for l in 0..<3 {
+            for part in ["gate_up_proj_blocks", "gate_up_proj_scales", "down_proj_blocks", "down_proj_scales",
+                         "gate_up_proj_bias", "down_proj_bias"] {
+                let tensor = "model.layers.\(l).mlp.experts.\(part)"
+                let a = try #require(try original.entry(tensor)), b = try #require(try written.entry(tensor))
+                #expect(a.dtypeName == b.dtypeName && b.shape == [3] + a.shape.dropFirst(), "\(tensor)")
+                for (slot, e) in keptOrder.enumerated() {
+                    #expect(try original.readRawRows(tensor, rows: e..<(e + 1)).bytes
+                        == written.readRawRows(tensor, rows: slot..<(slot + 1)).bytes, "\(tensor) slot \(slot)")
+                }
+            }
+            for part in ["weight", "bias"] {
+                let tensor = "model.layers.\(l).mlp.router.\(part)"
+                let rows = try original.tensor(tensor).toFloatArray(), cut = try written.tensor(tensor).toFloatArray()
+                let width = rows.count / 8
+                #expect(cut == keptOrder.flatMap { rows[($0 * width)..<(($0 + 1) * width)] }, "\(tensor)")
+            }
+        }
+        #expect(try written.entry("model.layers.0.mlp.experts.gate_up_proj_blocks")?.dtypeName == "U8")
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
+        #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "mxfp4")
+        #expect(config["num_local_experts"] as? Int == 3)
     }
 }

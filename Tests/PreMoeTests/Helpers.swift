@@ -11,7 +11,7 @@ struct FixtureGolden: Decodable {
 
 /// Model fixtures with MoE layers that the engine loads.
 let moeFixtures = [
-    "qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe",
+    "qwen3_moe", "qwen3_moe_fused", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "deepseek_v3_fp8", "glm4_moe", "gpt_oss", "gpt_oss_mxfp4",
 ]
 
 func fixtureDirectory(_ name: String) -> URL { Fixtures.url("models/\(name)") }

@@ -42,6 +42,15 @@ let maskedTolerance: Float = 1e-5
                 return total + (checkpoint.shape(of: name) ?? []).reduce(4, *)
             }
         }
+        // MXFP4 experts likewise, 4 bytes per weight where the file has half a byte (+ scales);
+        // the source shows each stacked tensor at its f32 shape.
+        if name.hasSuffix("_mxfp4") {
+            resident = checkpoint.tensorNames.reduce(0) { total, name in
+                guard let shape = checkpoint.shape(of: name), case .stackedExperts(let l) = ExpertTensorRole.classify(
+                    name, shape: shape, expertCount: { spec.moe($0)?.expertCount }) else { return total }
+                return total + shape.dropFirst().reduce(4, *) * kept[l]!.count
+            }
+        }
         #expect(loaded.model.weightBytes.experts == resident)
         // Two-step TAER load: backbone first (nothing read), then the kept experts.
         let backbone = try Reconstruction.loadBackbone(dir, threads: 1)
@@ -88,7 +97,10 @@ let maskedTolerance: Float = 1e-5
         for l in spec.moeLayers {
             guard case .moe(let block) = reference.layers[l].feedForward else { continue }
             let keptSet = Set(kept[l]!)
-            let mask = (0..<block.expertIDs.count).map { keptSet.contains(block.expertIDs[$0]) ? Float(0) : -1e30 }
+            // Added to the router's own bias where it has one (gpt-oss).
+            let mask = (0..<block.expertIDs.count).map {
+                (keptSet.contains(block.expertIDs[$0]) ? Float(0) : -1e30) + (block.router.bias?[$0] ?? 0)
+            }
             let masked = MoEBlock(spec: block.spec, router: Linear(weight: block.router.weight, bias: mask),
                                   experts: block.experts, expertIDs: block.expertIDs, shared: block.shared,
                                   sharedGate: block.sharedGate)

@@ -67,6 +67,9 @@ public struct GatedMLP: @unchecked Sendable {
     /// The three projection weights.
     public var weights: [Tensor] { [gate.weight, up.weight, down.weight] }
 
+    /// Floats of the projections' biases (gpt-oss's experts; 0 for most families).
+    public var biasCount: Int { [gate, up, down].reduce(0) { $0 + ($1.bias?.count ?? 0) } }
+
     /// `y = MLP(x)` for `tokens` rows; `scratch` must hold `2 · tokens · intermediateSize` floats.
     func apply(
         _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
