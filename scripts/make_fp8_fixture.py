@@ -29,12 +29,10 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_model_fixtures as mmf  # noqa: E402
@@ -113,40 +111,15 @@ def main() -> None:
     err = max(float((dequantized[n] - base[n]).abs().max()) for n in base)
     print(f"{fp8_count} FP8 tensors; largest |dequantized - original| = {err:.4g}")
 
-    tmp = tempfile.mkdtemp(prefix="fx_fp8_ref_")
-    try:
-        for f in ("config.json", "generation_config.json", "tokenizer.json"):
-            shutil.copy(os.path.join(BASE, f), tmp)
-        save_file(dequantized, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = mmf.load(tmp, "DeepseekV3ForCausalLM")
-        golden, diag = mmf.compute_reference(model, base_golden["greedy"]["prompt_ids"], base_golden["input_ids"])
-    finally:
-        shutil.rmtree(tmp)
-
-    if os.path.exists(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
-    for f in ("generation_config.json", "tokenizer.json"):
-        shutil.copy(os.path.join(BASE, f), OUT)
+    golden, diag = mmf.reference_on(BASE, "DeepseekV3ForCausalLM", dequantized, base_golden)
     config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                                      "weight_block_size": list(BLOCK)}
     config["num_nextn_predict_layers"] = 1
-    with open(os.path.join(OUT, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    save_file(dict(sorted(stored.items())), os.path.join(OUT, "model.safetensors"), metadata={"format": "pt"})
-    for f in os.listdir(OUT):
-        os.chmod(os.path.join(OUT, f), 0o644)
-    reference = dict(base_golden["reference"])
-    reference.update({"dtype": "float8_e4m3fn weights, block [32, 32], float32 scales; float32 compute on the "
-                               "dequantized weights", "transformers": mmf.transformers.__version__,
-                      "torch": torch.__version__, "checks": diag, "source": "scripts/make_fp8_fixture.py"})
-    golden = {"reference": reference, **golden}
-    golden["input_text"] = base_golden["input_text"]
-    golden["greedy"]["prompt_text"] = base_golden["greedy"]["prompt_text"]
-    with open(os.path.join(OUT, "golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
+    mmf.write_derived_fixture(OUT, BASE, config, stored)
+    mmf.write_derived_golden(OUT, golden, base_golden, {
+        "dtype": "float8_e4m3fn weights, block [32, 32], float32 scales; float32 compute on the dequantized weights",
+        "transformers": mmf.transformers.__version__, "torch": torch.__version__, "checks": diag,
+        "source": "scripts/make_fp8_fixture.py"})
     print(f"wrote {OUT}: {diag}")
 
 

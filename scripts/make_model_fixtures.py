@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 from transformers import GenerationConfig  # noqa: E402
 
@@ -708,6 +709,50 @@ def build_one(name: str, spec: dict, out_root: str, tok: Tokenizer, input_ids, p
 
 
 meta_texts: dict = {}
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures derived from another (the quantized ones: make_fp8_fixture.py, make_mxfp4_fixture.py)
+
+
+def reference_on(base_dir: str, cls_name: str, weights: dict, base_golden: dict):
+    """compute_reference on `weights` (a state dict) beside base_dir's config and tokenizer."""
+    tmp = tempfile.mkdtemp(prefix="fx_ref_")
+    try:
+        for f in ("config.json", "generation_config.json", "tokenizer.json"):
+            shutil.copy(os.path.join(base_dir, f), tmp)
+        save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model = load(tmp, cls_name)
+        return compute_reference(model, base_golden["greedy"]["prompt_ids"], base_golden["input_ids"])
+    finally:
+        shutil.rmtree(tmp)
+
+
+def write_derived_fixture(out: str, base_dir: str, config: dict, stored: dict) -> None:
+    """A new fixture directory: base_dir's tokenizer and generation config, `config`, `stored` tensors."""
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    for f in ("generation_config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(base_dir, f), out)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    save_file(dict(sorted(stored.items())), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    for f in os.listdir(out):
+        os.chmod(os.path.join(out, f), 0o644)
+
+
+def write_derived_golden(out: str, golden: dict, base_golden: dict, reference: dict) -> None:
+    """golden.json of a derived fixture: the base's reference record updated with `reference`, its texts."""
+    record = dict(base_golden["reference"])
+    record.update(reference)
+    golden = {"reference": record, **golden}
+    golden["input_text"] = base_golden["input_text"]
+    golden["greedy"]["prompt_text"] = base_golden["greedy"]["prompt_text"]
+    with open(os.path.join(out, "golden.json"), "w") as f:
+        json.dump(golden, f, separators=(",", ":"))
+        f.write("\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_model_fixtures as mmf  # noqa: E402
@@ -88,28 +86,9 @@ def main() -> None:
             dequantized[name] = w
     print(f"{sum(n.endswith('_blocks') for n in stored)} MXFP4 tensors; largest |dequantized - original| = {err:.4g}")
 
-    tmp = tempfile.mkdtemp(prefix="fx_mxfp4_ref_")
-    try:
-        for f in ("config.json", "generation_config.json", "tokenizer.json"):
-            shutil.copy(os.path.join(BASE, f), tmp)
-        save_file(dequantized, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        model = mmf.load(tmp, "GptOssForCausalLM")
-        golden, diag = mmf.compute_reference(model, base_golden["greedy"]["prompt_ids"], base_golden["input_ids"])
-    finally:
-        shutil.rmtree(tmp)
-
-    if os.path.exists(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
-    for f in ("generation_config.json", "tokenizer.json"):
-        shutil.copy(os.path.join(BASE, f), OUT)
+    golden, diag = mmf.reference_on(BASE, "GptOssForCausalLM", dequantized, base_golden)
     config["quantization_config"] = QUANTIZATION
-    with open(os.path.join(OUT, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    save_file(dict(sorted(stored.items())), os.path.join(OUT, "model.safetensors"), metadata={"format": "pt"})
-    for f in os.listdir(OUT):
-        os.chmod(os.path.join(OUT, f), 0o644)
+    mmf.write_derived_fixture(OUT, BASE, config, stored)
 
     # transformers reads the MXFP4 directory itself (dequantized on CPU): same logits as the reference.
     q = mmf.transformers.GptOssForCausalLM.from_pretrained(
@@ -124,16 +103,10 @@ def main() -> None:
         raise SystemExit("the stored layout is not the one transformers reads")
     diag["transformers_mxfp4_load_rel_diff"] = float(f"{gap:.3g}")
 
-    reference = dict(base_golden["reference"])
-    reference.update({"dtype": "MXFP4 experts (e2m1 blocks, e8m0 scales per 32), float32 elsewhere; float32 compute "
-                               "on the dequantized weights", "transformers": mmf.transformers.__version__,
-                      "torch": torch.__version__, "checks": diag, "source": "scripts/make_mxfp4_fixture.py"})
-    golden = {"reference": reference, **golden}
-    golden["input_text"] = base_golden["input_text"]
-    golden["greedy"]["prompt_text"] = base_golden["greedy"]["prompt_text"]
-    with open(os.path.join(OUT, "golden.json"), "w") as f:
-        json.dump(golden, f, separators=(",", ":"))
-        f.write("\n")
+    mmf.write_derived_golden(OUT, golden, base_golden, {
+        "dtype": "MXFP4 experts (e2m1 blocks, e8m0 scales per 32), float32 elsewhere; float32 compute on the "
+                 "dequantized weights", "transformers": mmf.transformers.__version__, "torch": torch.__version__,
+        "checks": diag, "source": "scripts/make_mxfp4_fixture.py"})
     print(f"wrote {OUT}: {diag}")
 
 
