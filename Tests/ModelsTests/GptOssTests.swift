@@ -44,6 +44,42 @@ struct GptOssTests {
         #expect(spec.moe(0)?.topK == 2)
     }
 
+    /// gpt-oss-20b's config.json keys and values (transformers 4.55 style: top-level `rope_theta`,
+    /// `rope_scaling`; `experts_per_token` beside `num_experts_per_tok`; no `swiglu_alpha`).
+    static let gptOss20B = #"""
+    {"architectures": ["GptOssForCausalLM"], "attention_bias": true, "attention_dropout": 0.0, "eos_token_id": 200002,
+     "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
+     "initializer_range": 0.02, "intermediate_size": 2880,
+     "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention",
+       "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention",
+       "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention",
+       "full_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention",
+       "full_attention"],
+     "max_position_embeddings": 131072, "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4,
+     "num_hidden_layers": 24, "num_key_value_heads": 8, "num_local_experts": 32, "output_router_logits": false,
+     "pad_token_id": 199999,
+     "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+       "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+     "rms_norm_eps": 1e-05,
+     "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
+       "rope_type": "yarn", "truncate": false},
+     "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+     "tie_word_embeddings": false, "transformers_version": "4.55.0.dev0", "use_cache": true, "vocab_size": 201088}
+    """#
+
+    @Test("gpt-oss-20b's own config.json reads: 24 layers alternating 128/full, 32 experts top-4, YaRN ×32, MXFP4")
+    func realConfig() throws {
+        let data = Data(Self.gptOss20B.utf8)
+        let (spec, layout) = try ModelRegistry.spec(configData: data, file: "config.json")
+        #expect(spec.layerCount == 24 && spec.headCount == 64 && spec.kvHeadCount == 8 && spec.headDim == 64)
+        #expect(spec.layerWindows == (0..<24).map { $0 % 2 == 0 ? 128 : 0 })
+        #expect(spec.moe(23)?.expertCount == 32 && spec.moe(23)?.topK == 4 && spec.moe(0)?.expertIntermediateSize == 2880)
+        #expect(spec.moe(0)?.expertActivation == .clampedSwiGLU(alpha: 1.702, limit: 7))
+        #expect(abs(spec.rope.attentionScaling - Float(0.1 * log(32.0) + 1)) < 1e-6)  // YaRN's mscale
+        #expect(layout.routerName == "router")
+        #expect(try WeightQuantization.read(configData: data, file: "config.json") == .mxfp4)
+    }
+
     @Test(
         "unsupported variants are refused by name before any weight is read",
         arguments: [
