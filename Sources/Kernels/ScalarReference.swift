@@ -121,14 +121,16 @@ public enum ScalarReference {
         return chosen
     }
 
-    /// See `attention(q:queries:heads:kvHeads:headDim:valueDim:keys:keyStride:values:valueStride:start:scale:into:pool:)`.
+    /// See `attention(q:queries:heads:kvHeads:headDim:valueDim:keys:keyStride:values:valueStride:start:scale:window:sinks:into:pool:)`.
+    /// The window is applied as transformers does, as a −∞ mask on every earlier position, and a
+    /// sink as one more score after the positions.
     public static func attention(
         q: UnsafePointer<Float>, queries: Int, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int,
         keys: UnsafePointer<Float>, keyStride: Int, values: UnsafePointer<Float>, valueStride: Int,
-        start: Int, scale: Float, into out: UnsafeMutablePointer<Float>
+        start: Int, scale: Float, window: Int = 0, sinks: UnsafePointer<Float>? = nil, into out: UnsafeMutablePointer<Float>
     ) {
         let group = heads / kvHeads
-        var scores = [Float](repeating: 0, count: start + queries)
+        var scores = [Float](repeating: 0, count: start + queries + 1)
         scores.withUnsafeMutableBufferPointer { scores in
             for t in 0..<queries {
                 let visible = start + t + 1
@@ -139,9 +141,10 @@ public enum ScalarReference {
                         let kp = keys + p * keyStride + g * headDim
                         var dot: Float = 0
                         for i in 0..<headDim { dot += qh[i] * kp[i] }
-                        scores[p] = dot * scale
+                        scores[p] = window > 0 && p <= start + t - window ? -.infinity : dot * scale
                     }
-                    softmax(scores.baseAddress!, count: visible)
+                    if let sinks { scores[visible] = sinks[h] }
+                    softmax(scores.baseAddress!, count: sinks == nil ? visible : visible + 1)
                     let oh = out + (t * heads + h) * valueDim
                     for i in 0..<valueDim { oh[i] = 0 }
                     for p in 0..<visible {

@@ -8,25 +8,32 @@ let attentionTolerance: Float = 1e-5
 
 struct AttentionCase: Sendable, CustomStringConvertible {
     var queries: Int, heads: Int, kvHeads: Int, headDim: Int, valueDim: Int, start: Int, pad: Int = 0
-    var description: String { "q\(queries) h\(heads)/\(kvHeads) d\(headDim)/\(valueDim) start \(start) pad \(pad)" }
+    /// Sliding window (0: none) and whether each head has a sink logit (gpt-oss).
+    var window: Int = 0, sinks: Bool = false
+    var description: String {
+        "q\(queries) h\(heads)/\(kvHeads) d\(headDim)/\(valueDim) start \(start) pad \(pad) window \(window) sinks \(sinks)"
+    }
     var keyStride: Int { kvHeads * headDim + pad }
     var valueStride: Int { kvHeads * valueDim + pad }
     var positions: Int { start + queries }
 }
 
 struct AttentionData {
-    var q: [Float], k: [Float], v: [Float]
+    var q: [Float], k: [Float], v: [Float], sinks: [Float]
     init(_ c: AttentionCase, seed: UInt64) {
         var rng = TestRandom(seed: seed)
         q = rng.floats(c.queries * c.heads * c.headDim, -2, 2)
         k = rng.floats(c.positions * c.keyStride, -2, 2)
         v = rng.floats(c.positions * c.valueStride, -1, 1)
+        sinks = c.sinks ? rng.floats(c.heads, -2, 2) : []
     }
 }
 
 func runAttention(_ c: AttentionCase, _ d: AttentionData, threads: Int, reference: Bool = false) -> [Float] {
     var out = [Float](repeating: .nan, count: c.queries * c.heads * c.valueDim)
     let scale = 1 / Float(c.headDim).squareRoot()
+    d.sinks.withUnsafeBufferPointer { sinkValues in
+    let sinks = c.sinks ? sinkValues.baseAddress : nil
     d.q.withUnsafeBufferPointer { q in
         d.k.withUnsafeBufferPointer { k in
             d.v.withUnsafeBufferPointer { v in
@@ -35,17 +42,19 @@ func runAttention(_ c: AttentionCase, _ d: AttentionData, threads: Int, referenc
                         ScalarReference.attention(
                             q: q.baseAddress!, queries: c.queries, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
                             valueDim: c.valueDim, keys: k.baseAddress!, keyStride: c.keyStride, values: v.baseAddress!,
-                            valueStride: c.valueStride, start: c.start, scale: scale, into: o.baseAddress!)
+                            valueStride: c.valueStride, start: c.start, scale: scale, window: c.window, sinks: sinks,
+                            into: o.baseAddress!)
                     } else {
                         attention(
                             q: q.baseAddress!, queries: c.queries, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
                             valueDim: c.valueDim, keys: k.baseAddress!, keyStride: c.keyStride, values: v.baseAddress!,
-                            valueStride: c.valueStride, start: c.start, scale: scale, into: o.baseAddress!,
-                            pool: testPool(threads))
+                            valueStride: c.valueStride, start: c.start, scale: scale, window: c.window, sinks: sinks,
+                            into: o.baseAddress!, pool: testPool(threads))
                     }
                 }
             }
         }
+    }
     }
     return out
 }
@@ -57,6 +66,11 @@ let attentionCases: [AttentionCase] = [
     AttentionCase(queries: 37, heads: 6, kvHeads: 2, headDim: 8, valueDim: 7, start: 3),
     AttentionCase(queries: 2, heads: 3, kvHeads: 1, headDim: 192, valueDim: 128, start: 1023),
     AttentionCase(queries: 3, heads: 2, kvHeads: 2, headDim: 128, valueDim: 40, start: 64, pad: 1),
+    // gpt-oss: a window shorter than the prefill and than the cache, sinks, both.
+    AttentionCase(queries: 9, heads: 4, kvHeads: 2, headDim: 16, valueDim: 16, start: 0, window: 4),
+    AttentionCase(queries: 2, heads: 4, kvHeads: 2, headDim: 16, valueDim: 16, start: 30, pad: 2, window: 7),
+    AttentionCase(queries: 5, heads: 4, kvHeads: 1, headDim: 32, valueDim: 32, start: 3, sinks: true),
+    AttentionCase(queries: 6, heads: 6, kvHeads: 2, headDim: 8, valueDim: 8, start: 11, window: 3, sinks: true),
 ]
 
 @Test(arguments: attentionCases)
