@@ -15,8 +15,9 @@ let e2m1Values: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2,
 /// f32 (`readRows`); the blocks and scales themselves are hidden from `tensorNames`. Everything
 /// else passes through.
 ///
-/// Dequantizing at load costs 8 bytes per weight in memory where the file holds half a byte plus
-/// 1/32 of a scale byte: the price of exact f32 parity without an FP4 kernel.
+/// Dequantizing at load holds 4 bytes per weight (f32; a second, transient copy while the
+/// expert is rearranged) where the file holds half a byte plus 1/32 of a scale byte: the price of
+/// exact f32 parity without an FP4 kernel.
 final class MXFP4Source: TensorSource {
     let checkpoint: SafetensorsCheckpoint
     /// Virtual name → `[E, out, groups]` of its blocks.

@@ -10,7 +10,8 @@ public struct RouterEvent {
     public let expertCount: Int
     /// Original checkpoint index of each router row.
     public let expertIDs: [Int]
-    /// Raw router logits `[tokenCount, expertCount]` (no bias, no softmax), f32.
+    /// Raw router logits `[tokenCount, expertCount]` (no selection bias, no softmax; gpt-oss's
+    /// router includes its own linear bias, as transformers' `router_logits` do), f32.
     public let logits: UnsafePointer<Float>
     /// Chosen router rows per token, `[tokenCount, topK]`, best first.
     public let selected: UnsafePointer<Int>
