@@ -531,12 +531,20 @@ PM_AVX512 static void quantize_vnni(int format, const float *x, int n, uint8_t *
 typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb,
                              float *y, size_t ldy);
 
-/// Rows outer, tokens inner: a weight row (a few hundred bytes) stays in L1 while every token reads it.
+/// Rows outer, tokens inner: a weight row (a few hundred bytes) stays in L1 while every token
+/// reads it. For one token (decode, memory-bound) the row `PM_PREFETCH_BYTES` ahead is
+/// prefetched, so more cache lines are in flight than the hardware prefetcher keeps on its own.
+#define PM_PREFETCH_BYTES 2048
 #define PM_MATMUL(NAME, DOT, ATTR)                                                                              \
     ATTR static void NAME(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, \
                           float *y, size_t ldy) {                                                              \
+        const size_t ahead = (PM_PREFETCH_BYTES + rb - 1) / rb;                                                 \
         for (int r = 0; r < rows; r++) {                                                                        \
             const uint8_t *row = w + (size_t)r * rb;                                                            \
+            if (tokens == 1 && (size_t)r + ahead < (size_t)rows) {                                              \
+                const uint8_t *next = row + ahead * rb;                                                         \
+                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o, 0, 0);                         \
+            }                                                                                                   \
             for (int t = 0; t < tokens; t++) y[(size_t)t * ldy + r] = DOT(row, xq + (size_t)t * xs, nb);        \
         }                                                                                                       \
     }
