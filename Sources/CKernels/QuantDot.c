@@ -381,8 +381,58 @@ PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq,
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
+/// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
+/// and meets four activation rows. Per token the same operations in the same order as the
+/// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
+/// token's result does not depend on the batch it is in. `kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0.
+PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind, const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float out[4]) {
+    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+    const pm_q8 *x[4];
+    for (int k = 0; k < 4; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    __m256 a0[4], a1[4];
+    float off[4] = {0, 0, 0, 0};
+    for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
+#define PM_UNPACK(P) (kind == 0 ? nibbles32((P) + 2) : kind == 1 ? nibbles32((P) + 4) \
+                                : _mm256_loadu_si256((const __m256i *)(const void *)((P) + 2)))
+#define PM_DOT(W, XQ) (kind == 2 ? dot_s8s8_avx2((W), (XQ)) : dot_u8s8_avx2((W), (XQ)))
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
+        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+        const float m0 = kind == 1 ? half_avx2(p0 + 2) : d0, m1 = kind == 1 ? half_avx2(p1 + 2) : d1;
+        const __m256i w0 = PM_UNPACK(p0), w1 = PM_UNPACK(p1);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            const __m256i s1 = PM_DOT(w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
+        }
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + bb * b;
+        const float d0 = half_avx2(p0), m0 = kind == 1 ? half_avx2(p0 + 2) : d0;
+        const __m256i w0 = PM_UNPACK(p0);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s;
+        }
+    }
+#undef PM_UNPACK
+#undef PM_DOT
+    for (int k = 0; k < 4; k++) {
+        const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
+        out[k] = kind == 0 ? sum - 8 * off[k] : sum + off[k];
+    }
+}
+
+PM_AVX2 static inline void dot4_q4_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(0, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q4_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(1, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(2, r, x, xs, nb, o); }
+
 /// Q4_K (fifth = 0) and Q5_K (fifth = 1).
-PM_AVX2 static inline float dot_q45_k_avx2(const uint8_t *row, const uint8_t *xq, int nb, int fifth) {
+PM_AVX2 __attribute__((always_inline)) static inline float dot_q45_k_avx2(const uint8_t *row, const uint8_t *xq, int nb, int fifth) {
     const pm_q8k *x = (const pm_q8k *)(const void *)xq;
     const size_t bb = fifth ? 176 : 144;
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
@@ -549,6 +599,27 @@ typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_
         }                                                                                                       \
     }
 
+/// As PM_MATMUL, with tokens taken four at a time by DOT4 (prefill).
+#define PM_MATMUL4(NAME, DOT, DOT4, ATTR)                                                                       \
+    ATTR static void NAME(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, \
+                          float *y, size_t ldy) {                                                              \
+        const size_t ahead = (PM_PREFETCH_BYTES + rb - 1) / rb;                                                 \
+        for (int r = 0; r < rows; r++) {                                                                        \
+            const uint8_t *row = w + (size_t)r * rb;                                                            \
+            if (tokens == 1 && (size_t)r + ahead < (size_t)rows) {                                              \
+                const uint8_t *next = row + ahead * rb;                                                         \
+                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o, 0, 0);                         \
+            }                                                                                                   \
+            int t = 0;                                                                                          \
+            for (; t + 4 <= tokens; t += 4) {                                                                   \
+                float o4[4];                                                                                    \
+                DOT4(row, xq + (size_t)t * xs, xs, nb, o4);                                                     \
+                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ldy + r] = o4[k];                               \
+            }                                                                                                   \
+            for (; t < tokens; t++) y[(size_t)t * ldy + r] = DOT(row, xq + (size_t)t * xs, nb);                 \
+        }                                                                                                       \
+    }
+
 #define PM_NOATTR
 PM_MATMUL(mm_q4_0_scalar, dot_q4_0_scalar, PM_NOATTR)
 PM_MATMUL(mm_q4_1_scalar, dot_q4_1_scalar, PM_NOATTR)
@@ -561,9 +632,9 @@ static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
     mm_q4_0_scalar, mm_q4_1_scalar, mm_q8_0_scalar, mm_q4_k_scalar, mm_q5_k_scalar, mm_q6_k_scalar};
 
 #ifdef PM_X86
-PM_MATMUL(mm_q4_0_avx2, dot_q4_0_avx2, PM_AVX2)
-PM_MATMUL(mm_q4_1_avx2, dot_q4_1_avx2, PM_AVX2)
-PM_MATMUL(mm_q8_0_avx2, dot_q8_0_avx2, PM_AVX2)
+PM_MATMUL4(mm_q4_0_avx2, dot_q4_0_avx2, dot4_q4_0_avx2, PM_AVX2)
+PM_MATMUL4(mm_q4_1_avx2, dot_q4_1_avx2, dot4_q4_1_avx2, PM_AVX2)
+PM_MATMUL4(mm_q8_0_avx2, dot_q8_0_avx2, dot4_q8_0_avx2, PM_AVX2)
 PM_MATMUL(mm_q4_k_avx2, dot_q4_k_avx2, PM_AVX2)
 PM_MATMUL(mm_q5_k_avx2, dot_q5_k_avx2, PM_AVX2)
 PM_MATMUL(mm_q6_k_avx2, dot_q6_k_avx2, PM_AVX2)

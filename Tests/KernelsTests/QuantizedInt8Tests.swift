@@ -116,15 +116,20 @@ let int8CrossISATolerance: Float = 1e-6
         }
     }
 
-    /// Results do not depend on the thread split, and the paired call equals two single ones.
+    /// Results do not depend on the thread split or the batch (prefill takes tokens four at a
+    /// time), and the paired call equals two single ones.
     @Test(arguments: QuantizedFormat.allCases)
-    func independentOfThreadsAndPairing(_ format: QuantizedFormat) {
-        let rows = 13, tokens = 3, cols = 2 * format.blockSize
+    func independentOfThreadsBatchAndPairing(_ format: QuantizedFormat) {
+        let rows = 13, tokens = 6, cols = (format.isKQuant ? 2 : 5) * format.blockSize
         let a = Self.randomRows(format, rows: rows, cols: cols, seed: 5)
         let b = Self.randomRows(format, rows: rows, cols: cols, seed: 6)
         let x = Self.activations(tokens * cols, seed: 7)
         let ya = int8(format, a, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
         let yb = int8(format, b, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+        for t in 0..<tokens {
+            let alone = int8(format, a, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols, isa: .best)
+            #expect(Array(ya[(t * rows)..<((t + 1) * rows)]) == alone, "token \(t) alone vs in a batch of \(tokens)")
+        }
         for threads in testThreadCounts {
             let pool = testPool(threads)
             #expect(int8(format, a, x, tokens: tokens, rows: rows, cols: cols, isa: .best, pool: pool) == ya, "threads=\(threads)")
