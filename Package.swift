@@ -34,7 +34,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "Kernels", swiftSettings: kernelSettings),
+        // Integer-activation dot products per instruction set (C: Swift has no vpmaddubsw/vpdpbusd).
+        .target(name: "CKernels"),
+        .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: kernelSettings),
         .target(name: "Formats", dependencies: ["Kernels"], swiftSettings: checkedSettings),
         .target(name: "Tokenization", swiftSettings: checkedSettings),
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: checkedSettings),

@@ -85,4 +85,47 @@ public enum KernelBenchmark {
         }
         return (best, ())
     }
+
+    /// Memory read bandwidth: `threads` threads sum disjoint parts of one `megabytes` buffer
+    /// (far larger than any cache), each walking `streamsPerThread` parts of its range at once
+    /// (decode kernels read several weight rows at a time). The buffer is written first, so its
+    /// pages are mapped; the result is the best of `repetitions` passes, in GB/s (10^9 bytes).
+    /// The same measure as `../shared/tools/membw.c`'s "read" and "read4".
+    public static func readBandwidth(threads: Int, megabytes: Int = 512, streamsPerThread: Int = 1, repetitions: Int = 5)
+        -> Double
+    {
+        let floats = max(1, megabytes) << 18
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        defer { buffer.deallocate() }
+        let pool = ThreadPool(threads: threads)
+        pool.parallelFor(floats, minChunk: 1 << 16) { r in
+            (buffer + r.lowerBound).initialize(repeating: 1, count: r.count)
+        }
+        let streams = max(1, streamsPerThread)
+        let sink = UnsafeMutablePointer<Float>.allocate(capacity: 16 * max(1, threads))
+        defer { sink.deallocate() }
+        var best = Double.infinity
+        for _ in 0..<max(1, repetitions) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            pool.parallelFor(max(1, threads)) { chunks in
+                for c in chunks {
+                    let lo = floats * c / max(1, threads), hi = floats * (c + 1) / max(1, threads)
+                    let part = (hi - lo) / streams / 32 * 32
+                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                    var i = 0
+                    while i < part {
+                        for s in 0..<streams {
+                            let p = buffer + lo + s &* part + i
+                            a0 += load8(p); a1 += load8(p + 8); a2 += load8(p + 16); a3 += load8(p + 24)
+                        }
+                        i &+= 32
+                    }
+                    sink[c * 16] = hsum8(a0 + a1 + a2 + a3)
+                }
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        let bytesRead = Double((floats / max(1, threads) / streams / 32 * 32) * streams * max(1, threads) * 4)
+        return bytesRead / best / 1e9
+    }
 }

@@ -70,8 +70,13 @@ enum FastMatmul {
         case .bfloat16: run(BF16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .float16: run(F16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
-            QuantizedKernels.matmul(x, tokens: tokens, weight: w, format: weight.dtype.quantizedFormat!, rows: outF, cols: n,
-                                    into: y, pool: pool)
+            let format = weight.dtype.quantizedFormat!
+            if pool.quantizedArithmetic == .int8 {
+                QuantizedKernels.matmulInt8(x, tokens: tokens, weight: w, into: y, format: format, rows: outF, cols: n,
+                                            pool: pool)
+            } else {
+                QuantizedKernels.matmul(x, tokens: tokens, weight: w, format: format, rows: outF, cols: n, into: y, pool: pool)
+            }
         }
     }
 
@@ -102,6 +107,12 @@ enum FastMatmul {
         _ x: UnsafePointer<Float>, tokens: Int, _ a: Tensor, _ b: Tensor, into ya: UnsafeMutablePointer<Float>,
         _ yb: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
+        if pool.quantizedArithmetic == .int8, let format = a.dtype.quantizedFormat, a.shape.count == 2, a.shape == b.shape,
+           a.dtype == b.dtype {
+            QuantizedKernels.matmulInt8(x, tokens: tokens, weight: a.data, into: ya, second: (b.data, yb), format: format,
+                                        rows: a.shape[0], cols: a.shape[1], pool: pool)
+            return
+        }
         guard tokens == 1, a.shape.count == 2, a.shape == b.shape, a.dtype == b.dtype, a.dtype.quantizedFormat == nil else {
             matmul(x, tokens: tokens, weight: a, into: ya, pool: pool)
             matmul(x, tokens: tokens, weight: b, into: yb, pool: pool)

@@ -42,14 +42,22 @@ public final class ThreadPool: @unchecked Sendable {
         #endif
     }
 
+    /// How the kernels run on this pool multiply quantized weights (`.exact` unless asked):
+    /// the pool is the execution context every kernel call already receives.
+    public let quantizedArithmetic: QuantizedArithmetic
+
     /// A pool of `threads` workers (at least 1).
     /// - Parameters:
     ///   - ignoringMinChunk: split even tiny jobs (testing only; slower).
     ///   - persistentWorkers: use dedicated spinning/sleeping worker threads instead of
     ///     `concurrentPerform` (Linux only). Their threads start on the first parallel job.
-    public init(threads: Int, ignoringMinChunk: Bool = false, persistentWorkers: Bool = false) {
+    ///   - quantizedArithmetic: `.int8` quantizes activations for quantized weights (faster,
+    ///     approximate); `.exact` keeps the f32 reference order.
+    public init(threads: Int, ignoringMinChunk: Bool = false, persistentWorkers: Bool = false,
+                quantizedArithmetic: QuantizedArithmetic = .exact) {
         threadCount = max(1, threads)
         ignoresMinChunk = ignoringMinChunk
+        self.quantizedArithmetic = quantizedArithmetic
         #if os(Linux)
         state = threadCount > 1 && persistentWorkers ? PoolState(workers: threadCount - 1) : nil
         #endif
@@ -63,6 +71,11 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// A single-threaded pool: runs everything on the caller's thread.
     public static let serial = ThreadPool(threads: 1)
+    private static let serialInt8 = ThreadPool(threads: 1, quantizedArithmetic: .int8)
+
+    /// A single-threaded pool with this pool's arithmetic, for work already spread over threads
+    /// (one MoE expert per thread).
+    public var serialCompanion: ThreadPool { quantizedArithmetic == .exact ? .serial : Self.serialInt8 }
 
     /// Calls `body(range)` on disjoint chunks covering `0..<count`, in parallel.
     /// - Parameters:

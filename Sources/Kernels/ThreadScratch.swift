@@ -19,7 +19,11 @@ enum ThreadScratch {
         deinit { pointer.deallocate() }
     }
 
-    private static let key: pthread_key_t = {
+    private static let key = makeKey()
+    /// A second slot for raw bytes (quantized activations), so a kernel holding one may use the other.
+    private static let byteKey = makeKey()
+
+    private static func makeKey() -> pthread_key_t {
         var key = pthread_key_t()
         let status = pthread_key_create(&key) { raw in
             #if canImport(Glibc)
@@ -29,11 +33,20 @@ enum ThreadScratch {
         }
         precondition(status == 0, "pthread_key_create failed (\(status))")
         return key
-    }()
+    }
 
     /// This thread's buffer, holding at least `count` floats (contents unspecified). Valid until
     /// the next call on the same thread; callers must not nest uses.
     static func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        buffer(key, count)
+    }
+
+    /// This thread's byte buffer, at least `count` bytes, 32-byte aligned (same rules as `floats`).
+    static func bytes(_ count: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(buffer(byteKey, (count + 3) / 4 + 8)).alignedUp(toMultipleOf: 32)
+    }
+
+    private static func buffer(_ key: pthread_key_t, _ count: Int) -> UnsafeMutablePointer<Float> {
         if let raw = pthread_getspecific(key) {
             let box = Unmanaged<Box>.fromOpaque(raw).takeUnretainedValue()
             if box.capacity < count {

@@ -61,8 +61,10 @@ public final class DecoderModel: @unchecked Sendable {
     public let lmHead: Tensor
     /// Receives every routing decision while set.
     public var observer: RouterObserver?
-    /// Threads used by the kernels.
+    /// Threads used by the kernels (and, through them, the quantized arithmetic).
     public var pool: ThreadPool
+    /// Receives the wall time of each part of every forward pass while set (`bench --profile`).
+    public var profiler: ForwardProfiler?
     let workspace = Workspace()
 
     public init(spec: DecoderSpec, embedding: Tensor, layers: [DecoderLayer], finalNorm: [Float], lmHead: Tensor,
@@ -115,8 +117,10 @@ public final class DecoderModel: @unchecked Sendable {
         let n = tokens.count
         let h = spec.hiddenSize
         let x = workspace.buffer(.residual, n * h)
-        for (t, id) in tokens.enumerated() {
-            convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
+        profiled(profiler, "embedding") {
+            for (t, id) in tokens.enumerated() {
+                convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
+            }
         }
         cache.reserve(n)
         let positions = (cache.count..<total).map { $0 }
@@ -142,8 +146,10 @@ public final class DecoderModel: @unchecked Sendable {
             rmsNorm(x + rows.lowerBound * h, weight: w.baseAddress!, rows: rows.count, dim: h, eps: spec.rmsNormEps, into: normed)
         }
         var result = [Float](repeating: 0, count: rows.count * vocab)
-        result.withUnsafeMutableBufferPointer { out in
-            matmul(normed, tokens: rows.count, weight: lmHead, into: out.baseAddress!, pool: pool)
+        profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
+            result.withUnsafeMutableBufferPointer { out in
+                matmul(normed, tokens: rows.count, weight: lmHead, into: out.baseAddress!, pool: pool)
+            }
         }
         return result
     }

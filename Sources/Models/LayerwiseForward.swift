@@ -132,6 +132,7 @@ extension DecoderModel {
         let h = spec.hiddenSize
         let layer = layers[l]
         let (normed, out) = normalized(x, tokens: n, weight: layer.inputNorm)
+        profiled(profiler, "attention") {
         switch layer.attention {
         case .grouped(let attention):
             attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions,
@@ -145,6 +146,7 @@ extension DecoderModel {
                 scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
                 pool: pool)
         }
+        }
         for i in 0..<(n * h) { x[i] += out[i] }
     }
 
@@ -157,13 +159,16 @@ extension DecoderModel {
         switch layer.feedForward {
         case .dense(let mlp):
             if routeOnly { return }
-            mlp.apply(normed, tokens: n, into: out, scratch: workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize), pool: pool)
+            profiled(profiler, "dense MLP \(mlp.typeLabel)") {
+                mlp.apply(normed, tokens: n, into: out, scratch: workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize), pool: pool)
+            }
         case .moe(let block):
             if routeOnly {
                 _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
                 return
             }
-            try block.apply(normed, tokens: n, hidden: h, layer: l, into: out, observer: observer, workspace: workspace, pool: pool)
+            try block.apply(normed, tokens: n, hidden: h, layer: l, into: out, observer: observer, workspace: workspace, pool: pool,
+                            profiler: profiler)
         }
         for i in 0..<(n * h) { x[i] += out[i] }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Formats
 import Foundation
+import Kernels
 import Models
 import Runtime
 import Tokenization
@@ -93,6 +94,11 @@ struct Generate: ParsableCommand {
     @Option(help: "Stop when this string appears (repeatable).") var stop: [String] = []
     @Flag(help: "Format the prompt as a chat user turn with the model's chat template.") var chat = false
     @Flag(help: "Print JSON (text, tokens, timings) instead of streaming.") var json = false
+    @Option(help: "Quantized-weight arithmetic: exact (f32 activations, the parity path) or int8 (8-bit activations).")
+    var arithmetic: QuantizedArithmetic = Generate.defaultArithmetic
+
+    /// What `generate` and `bench` use for GGUF block weights unless told (`logits` is always exact).
+    static let defaultArithmetic: QuantizedArithmetic = .exact
 
     func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be ≥ 0") }
@@ -108,7 +114,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads))
+        let loaded = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads, quantizedArithmetic: arithmetic))
         let tokenizer = try loaded.requireTokenizer()
         var text = prompt
         if chat { text = try chatPrompt(prompt, tokenizer: tokenizer, model: loaded.directory.path) }

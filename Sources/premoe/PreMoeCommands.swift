@@ -1,6 +1,7 @@
 import ArgumentParser
 import Formats
 import Foundation
+import Kernels
 import Models
 import PreMoe
 import Runtime
@@ -377,6 +378,8 @@ struct RunTask: ParsableCommand {
     @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
     @Flag(help: "Format the prompt for generation with the model's chat template.") var chat = false
     @Flag(help: "Print JSON instead of streaming.") var json = false
+    @Option(help: "Quantized-weight arithmetic for generation: exact or int8 (retrieval always runs exact).")
+    var arithmetic: QuantizedArithmetic = Generate.defaultArithmetic
 
     func validate() throws {
         if prompt.isEmpty { throw ValidationError("--prompt is empty") }
@@ -433,6 +436,8 @@ struct RunTask: ParsableCommand {
         var text = prompt
         if chat { text = try chatPrompt(prompt, tokenizer: tokenizer, model: options.url.path) }
         let ids = chat ? tokenizer.encode(text) : promptIDs
+        // Retrieval above compared exact router signatures; generation may take the faster arithmetic.
+        loaded.model.pool = ThreadPool(threads: loaded.model.pool.threadCount, quantizedArithmetic: arithmetic)
         let generator = Generator(model: loaded.model, tokenizer: tokenizer)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed,
                                               eosTokenIDs: loaded.eosTokenIDs)

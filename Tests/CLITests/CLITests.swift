@@ -79,6 +79,29 @@ private struct Golden: Decodable {
         }
     }
 
+    @Test func benchProfilesDecodeAndScoresPerplexityWithBothArithmetics() throws {
+        let gguf = Fixtures.url("gguf/qwen3_moe.q4_1.gguf").path
+        let dir = try Fixtures.temporaryDirectory("premoe-cli-bench")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = dir.appendingPathComponent("text.txt")
+        try "The sun is hot and water is cold. Rain falls on the cold hills.".write(to: text, atomically: true, encoding: .utf8)
+        let bench = try CLI.run(["bench", gguf, "--prompt-tokens", "4", "--gen-tokens", "3", "--threads", "1", "--profile",
+                                 "--arithmetic", "int8", "--perplexity", text.path, "--json"])
+        #expect(bench.status == 0, "\(bench.stderr)")
+        let report = try bench.json()
+        #expect(report["arithmetic"] as? String == "int8")
+        let parts = (report["profile"] as? [[String: Any]] ?? []).compactMap { $0["part"] as? String }
+        for part in ["attention", "router", "routed experts Q4_1", "output head Q4_1", "total"] {
+            #expect(parts.contains(part), "\(parts)")
+        }
+        let perplexity = try #require(report["perplexity"] as? [String: Any])
+        let exact = perplexity["exact"] as? Double ?? 0, int8 = perplexity["int8"] as? Double ?? 0
+        #expect(exact > 1 && int8 > 1 && exact != int8, "\(perplexity)")
+        // llama-bench reads only GGUF: a safetensors model is refused before anything runs.
+        let refused = try CLI.run(["bench", model, "--compare-llama-bench", "/bin/true", "--gen-tokens", "1", "--prompt-tokens", "1"])
+        #expect(refused.status != 0 && refused.stderr.contains("GGUF"), "\(refused.stderr)")
+    }
+
     @Test func profileThenRetrieveJSONNamesTheTaskOfAnUnseenPrompt() throws {
         let store = try Fixtures.temporaryDirectory("premoe-cli-store")
         defer { try? FileManager.default.removeItem(at: store) }

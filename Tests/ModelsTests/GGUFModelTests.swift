@@ -218,6 +218,27 @@ let ggufF16Tolerance: Float = 3e-3
         #expect(a.weightBytes.backbone + a.weightBytes.experts < (b.weightBytes.backbone + b.weightBytes.experts) / 3)
     }
 
+    /// The int8-activation arithmetic (`LoadOptions.quantizedArithmetic = .int8`) against the
+    /// exact path on the same file: max |Δ| / max |logit| within `int8ModelTolerance`, measured
+    /// 0.028 (Q8_0 llama) and 0.024 (Q4_1 qwen3_moe) on these random-init models, whose
+    /// activations have no structure; a wrong block layout or scale in the integer kernels gives
+    /// errors of order 1. The results must differ (the int8 kernels really ran).
+    static let int8ModelTolerance: [String: Float] = ["llama.q8_0": 0.05, "qwen3_moe.q4_1": 0.05]
+
+    @Test(arguments: ["llama.q8_0", "qwen3_moe.q4_1"])
+    func int8ArithmeticStaysNearTheExactPath(_ file: String) throws {
+        let url = Fixtures.url("gguf/\(file).gguf")
+        let golden = try Fixtures.json(Golden.self, "models/\(file.split(separator: ".")[0])/golden.json")
+        let exact = try ModelLoader.load(url, options: LoadOptions(threads: 2)).model
+        let fast = try ModelLoader.load(url, options: LoadOptions(threads: 2, quantizedArithmetic: .int8)).model
+        #expect(fast.pool.quantizedArithmetic == .int8 && exact.pool.quantizedArithmetic == .exact)
+        let le = try exact.forward(golden.input_ids, cache: exact.makeCache(), logits: .all)
+        let lf = try fast.forward(golden.input_ids, cache: fast.makeCache(), logits: .all)
+        let error = maxRelativeError(lf, le)
+        #expect(error <= Self.int8ModelTolerance[file]!, "\(file): max relative error \(error)")
+        #expect(lf != le, "\(file): the int8 path gave the exact path's logits")
+    }
+
     /// Opt-in end-to-end check on the real SmolLM2-135M-Instruct Q4_1 file (Q4_1 + Q8_0 + F32),
     /// run when `PREMOE_SMOLLM2_GGUF` names it (about 4 minutes in a debug build, seconds in
     /// release); shown as skipped otherwise. Tests never download it.

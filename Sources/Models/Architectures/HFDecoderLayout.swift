@@ -12,12 +12,17 @@ public struct LoadOptions: Sendable {
     /// Load routed experts at all. Without them the model can still run up to a router
     /// (`forward(_:cache:stopAfterRouterOf:)`), which is how retrieval avoids expert I/O.
     public var loadExperts: Bool
+    /// How quantized (GGUF block) weights are multiplied: `.exact` (the parity path) or `.int8`
+    /// (8-bit activations, faster; see `QuantizedArithmetic`).
+    public var quantizedArithmetic: QuantizedArithmetic
 
-    public init(threads: Int = 0, keptExperts: [Int: [Int]]? = nil, copyExperts: Bool = false, loadExperts: Bool = true) {
+    public init(threads: Int = 0, keptExperts: [Int: [Int]]? = nil, copyExperts: Bool = false, loadExperts: Bool = true,
+                quantizedArithmetic: QuantizedArithmetic = .exact) {
         self.threads = threads
         self.keptExperts = keptExperts
         self.copyExperts = copyExperts
         self.loadExperts = loadExperts
+        self.quantizedArithmetic = quantizedArithmetic
     }
 }
 
@@ -108,7 +113,7 @@ public struct HFDecoderLayout: Sendable {
         try binder.finish(directory: directory) { isIgnored($0, layerCount: spec.layerCount) }
         let threads = options.threads > 0 ? options.threads : ProcessInfoThreads.default
         return DecoderModel(spec: spec, embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead,
-                            pool: ThreadPool(threads: threads))
+                            pool: ThreadPool(threads: threads, quantizedArithmetic: options.quantizedArithmetic))
     }
 
     /// Binds layer `a`'s grouped-query attention (`….self_attn.{q,k,v,o}_proj`, optional q/k norms,

@@ -1,3 +1,4 @@
+import Dispatch
 import Kernels
 
 /// What a `RouterObserver` sees each time a MoE block routes a batch of tokens.
@@ -124,12 +125,14 @@ public struct MoEBlock: @unchecked Sendable {
     /// - Throws: `ModelError.expertsNotLoaded` on a backbone-only model (`loadExperts: false`).
     func apply(
         _ x: UnsafePointer<Float>, tokens: Int, hidden: Int, layer: Int, into y: UnsafeMutablePointer<Float>,
-        observer: RouterObserver?, workspace: Workspace, pool: ThreadPool
+        observer: RouterObserver?, workspace: Workspace, pool: ThreadPool, profiler: ForwardProfiler? = nil
     ) throws {
         guard !experts.isEmpty else { throw ModelError.expertsNotLoaded(layer: layer) }
         let held = experts.count
-        let (selected, weights, k) = routeBatch(x, tokens: tokens, layer: layer, observer: observer,
-                                                workspace: workspace, pool: pool)
+        let (selected, weights, k) = profiled(profiler, "router") {
+            routeBatch(x, tokens: tokens, layer: layer, observer: observer, workspace: workspace, pool: pool)
+        }
+        let expertsStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
 
         // Group tokens by expert so each expert runs one matmul over all its tokens: a counting
         // sort of the (token, choice) assignments by expert, tokens ascending within an expert.
@@ -169,7 +172,7 @@ public struct MoEBlock: @unchecked Sendable {
         let scratch = workspace.buffer(.expertScratch, 2 * assignments * maxInner)
         let threads = pool.threadCount
         let acrossExperts = threads > 1 && (activeCount >= 2 * threads || activeCount % threads == 0)
-        let expertPool = acrossExperts ? ThreadPool.serial : pool
+        let expertPool = acrossExperts ? pool.serialCompanion : pool
         let runExpert = { (index: Int) in
             let e = active[index]
             let lo = offsets[e]
@@ -208,7 +211,19 @@ public struct MoEBlock: @unchecked Sendable {
             }
         }
 
+        if let profiler {
+            profiler.add(Double(DispatchTime.now().uptimeNanoseconds - expertsStart) / 1e9,
+                         to: "routed experts \(experts[active[0]].typeLabel)")
+        }
+
         if let shared {
+            let sharedStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            defer {
+                if let profiler {
+                    profiler.add(Double(DispatchTime.now().uptimeNanoseconds - sharedStart) / 1e9,
+                                 to: "shared expert \(shared.typeLabel)")
+                }
+            }
             let out = workspace.buffer(.sharedOutput, tokens * hidden)
             let scratch = workspace.buffer(.mlpScratch, 2 * tokens * shared.intermediateSize)
             shared.apply(x, tokens: tokens, into: out, scratch: scratch, pool: pool)
@@ -216,7 +231,7 @@ public struct MoEBlock: @unchecked Sendable {
             if let sharedGate {
                 let gateRow = Linear(weight: sharedGate.reshaped([1, hidden]))
                 gates.withUnsafeMutableBufferPointer { g in
-                    gateRow.apply(x, tokens: tokens, into: g.baseAddress!, pool: .serial)
+                    gateRow.apply(x, tokens: tokens, into: g.baseAddress!, pool: pool.serialCompanion)
                     for t in 0..<tokens { g[t] = 1 / (1 + Foundation.exp(-g[t])) }
                 }
             }

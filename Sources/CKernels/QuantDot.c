@@ -1,0 +1,732 @@
+// Quantized weight rows · 8-bit activations, the way ggml's `ggml_vec_dot_*_q8_*` compute them:
+// the activation row is quantized once per call (blocks of 32 for Q4_0/Q4_1/Q8_0, 256 with
+// 16-value sums for K-quants), then each block's integer dot product is exact in 32-bit
+// integers and scaled once by d_w · d_x in float.
+//
+// Three builds of every kernel live in this one file: plain C (any CPU), AVX2+FMA+F16C and
+// AVX-512 VL+VNNI, the last two through `target` attributes so the file compiles for baseline
+// x86-64 and one binary picks its path at run time (`pm_isa_best`, `__builtin_cpu_supports`).
+// Block layouts: see Sources/Kernels/Quantized.swift.
+
+#include "CKernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define PM_X86 1
+#include <immintrin.h>
+#define PM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#endif
+
+// MARK: - Blocks
+
+/// Activations for 32-value weight blocks (Q8_1 in ggml, with a float scale).
+typedef struct {
+    float d;
+    float s;  // d · Σ q: what the block offsets (Q4_1's m, Q4_0's -8) multiply
+    int8_t q[32];
+} pm_q8;
+
+/// Activations for 256-value K-quant blocks (ggml's Q8_K).
+typedef struct {
+    float d;
+    int16_t bsums[16];
+    int8_t q[256];
+} pm_q8k;
+
+_Static_assert(sizeof(pm_q8) == 40, "pm_q8 layout");
+_Static_assert(sizeof(pm_q8k) == 292, "pm_q8k layout");
+
+static inline uint16_t pm_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/// IEEE half to float, exact (subnormals, inf and NaN included).
+static inline float pm_half(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1F, m = h & 0x3FF, bits;
+    if (e == 0) {
+        if (m == 0) {
+            bits = sign;
+        } else {
+            e = 113;
+            while (!(m & 0x400)) {
+                m <<= 1;
+                e--;
+            }
+            bits = sign | (e << 23) | ((m & 0x3FF) << 13);
+        }
+    } else if (e == 31) {
+        bits = sign | 0x7F800000u | (m << 13);
+    } else {
+        bits = sign | ((e + 112) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// The eight 6-bit scales and mins of a Q4_K/Q5_K block (ggml's `utmp` unpacking).
+static inline void pm_scales_k4(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[4];
+    memcpy(u, packed, 12);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t aux = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = aux;
+    u[0] &= k1;
+    memcpy(sc, u, 8);
+    memcpy(mn, u + 2, 8);
+}
+
+static inline int pm_block_size(int format) { return format >= PM_Q4_K ? 256 : 32; }
+
+size_t pm_activation_bytes(int format, int n) {
+    return format >= PM_Q4_K ? (size_t)(n / 256) * sizeof(pm_q8k) : (size_t)(n / 32) * sizeof(pm_q8);
+}
+
+// MARK: - Scalar kernels (any CPU; also the integer definition the SIMD ones must match)
+
+static void quantize_scalar(int format, const float *x, int n, uint8_t *out) {
+    const int bs = pm_block_size(format);
+    for (int b = 0; b < n / bs; b++) {
+        const float *v = x + b * bs;
+        float amax = 0;
+        for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(v[j]));
+        const float d = amax / 127;
+        const float id = d != 0 ? 1 / d : 0;
+        int8_t *q;
+        if (format >= PM_Q4_K) {
+            pm_q8k *blk = (pm_q8k *)(void *)out + b;
+            blk->d = d;
+            q = blk->q;
+            for (int j = 0; j < 256; j++) q[j] = (int8_t)nearbyintf(v[j] * id);
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++) s += q[g * 16 + j];
+                blk->bsums[g] = (int16_t)s;
+            }
+        } else {
+            pm_q8 *blk = (pm_q8 *)(void *)out + b;
+            int s = 0;
+            for (int j = 0; j < 32; j++) {
+                blk->q[j] = (int8_t)nearbyintf(v[j] * id);
+                s += blk->q[j];
+            }
+            blk->d = d;
+            blk->s = d * (float)s;
+        }
+    }
+}
+
+static float dot_q4_0_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 18 * b;
+        int s = 0;
+        for (int j = 0; j < 16; j++) {
+            s += ((blk[2 + j] & 0xF) - 8) * x[b].q[j] + ((blk[2 + j] >> 4) - 8) * x[b].q[j + 16];
+        }
+        acc += pm_half(pm_u16(blk)) * x[b].d * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q4_1_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 20 * b;
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += (blk[4 + j] & 0xF) * x[b].q[j] + (blk[4 + j] >> 4) * x[b].q[j + 16];
+        acc += pm_half(pm_u16(blk)) * x[b].d * (float)s + pm_half(pm_u16(blk + 2)) * x[b].s;
+    }
+    return acc;
+}
+
+static float dot_q8_0_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 34 * b;
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += (int8_t)blk[2 + j] * x[b].q[j];
+        acc += pm_half(pm_u16(blk)) * x[b].d * (float)s;
+    }
+    return acc;
+}
+
+/// Q4_K (fifth = 0) and Q5_K (fifth = 1).
+static inline float dot_q45_k_scalar(const uint8_t *row, const uint8_t *xq, int nb, int fifth) {
+    const pm_q8k *x = (const pm_q8k *)(const void *)xq;
+    const size_t bb = fifth ? 176 : 144;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + bb * b;
+        uint8_t sc[8], mn[8];
+        pm_scales_k4(blk + 4, sc, mn);
+        const uint8_t *qs = blk + (fifth ? 48 : 16), *qh = blk + 16;
+        const int8_t *q8 = x[b].q;
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 4; j++) {
+            int lo = 0, hi = 0;
+            for (int l = 0; l < 32; l++) {
+                int a = qs[32 * j + l] & 0xF, c = qs[32 * j + l] >> 4;
+                if (fifth) {
+                    a += ((qh[l] >> (2 * j)) & 1) << 4;
+                    c += ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                }
+                lo += a * q8[64 * j + l];
+                hi += c * q8[64 * j + 32 + l];
+            }
+            sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+        }
+        for (int j = 0; j < 8; j++) summ += mn[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+        acc += x[b].d * (pm_half(pm_u16(blk)) * (float)sumi - pm_half(pm_u16(blk + 2)) * (float)summ);
+    }
+    return acc;
+}
+
+static float dot_q4_k_scalar(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_scalar(row, xq, nb, 0); }
+static float dot_q5_k_scalar(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_scalar(row, xq, nb, 1); }
+
+static float dot_q6_k_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8k *x = (const pm_q8k *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 210 * b;
+        const int8_t *sc = (const int8_t *)blk + 192;
+        int sumi = 0;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = blk + 64 * half, *qh = blk + 128 + 32 * half;
+            const int8_t *q8 = x[b].q + 128 * half, *s = sc + 8 * half;
+            int part[8] = {0};
+            for (int l = 0; l < 32; l++) {
+                const int g = l / 16;
+                part[g] += (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32) * q8[l];
+                part[2 + g] += (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32) * q8[l + 32];
+                part[4 + g] += (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32) * q8[l + 64];
+                part[6 + g] += (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32) * q8[l + 96];
+            }
+            for (int k = 0; k < 8; k++) sumi += s[k] * part[k];
+        }
+        acc += x[b].d * pm_half(pm_u16(blk + 208)) * (float)sumi;
+    }
+    return acc;
+}
+
+// MARK: - AVX2 kernels
+
+#ifdef PM_X86
+
+PM_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+PM_AVX2 static inline float half_avx2(const uint8_t *p) { return _cvtsh_ss(pm_u16(p)); }
+
+/// 16 bytes of packed nibbles → 32 bytes: low nibbles (values 0..15), then high (16..31).
+PM_AVX2 static inline __m256i nibbles32(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)(const void *)p);
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/// Σ over 4-byte groups of unsigned u[i] · signed s[i], as eight int32 lanes.
+PM_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/// Eight floats (already scaled by 1/d) rounded to nearest-even int32.
+PM_AVX2 static inline __m256i round8(const float *v, __m256 id) {
+    return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/// 32 values quantized with `id` into `q`; returns their integer sum.
+PM_AVX2 static inline int quantize32_avx2(const float *v, float id, int8_t *q) {
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i i0 = round8(v, idv), i1 = round8(v + 8, idv), i2 = round8(v + 16, idv), i3 = round8(v + 24, idv);
+    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_hadd_epi32(s4, s4);
+    s4 = _mm_hadd_epi32(s4, s4);
+    i0 = _mm256_packs_epi32(i0, i1);
+    i2 = _mm256_packs_epi32(i2, i3);
+    i0 = _mm256_packs_epi16(i0, i2);
+    i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)q, i0);
+    return _mm_cvtsi128_si32(s4);
+}
+
+PM_AVX2 static inline float absmax_avx2(const float *v, int count) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < count; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+PM_AVX2 static void quantize_avx2(int format, const float *x, int n, uint8_t *out) {
+    if (format >= PM_Q4_K) {
+        for (int b = 0; b < n / 256; b++) {
+            const float *v = x + b * 256;
+            pm_q8k *blk = (pm_q8k *)(void *)out + b;
+            const float d = absmax_avx2(v, 256) / 127;
+            const float id = d != 0 ? 1 / d : 0;
+            blk->d = d;
+            for (int j = 0; j < 8; j++) quantize32_avx2(v + 32 * j, id, blk->q + 32 * j);
+            for (int g = 0; g < 16; g++) {
+                // 16 int8 → int16, horizontal sum
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(blk->q + 16 * g)));
+                __m128i s = _mm_add_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+                s = _mm_hadd_epi16(s, s);
+                s = _mm_hadd_epi16(s, s);
+                s = _mm_hadd_epi16(s, s);
+                blk->bsums[g] = (int16_t)_mm_extract_epi16(s, 0);
+            }
+        }
+    } else {
+        for (int b = 0; b < n / 32; b++) {
+            const float *v = x + b * 32;
+            pm_q8 *blk = (pm_q8 *)(void *)out + b;
+            const float d = absmax_avx2(v, 32) / 127;
+            const float id = d != 0 ? 1 / d : 0;
+            const int s = quantize32_avx2(v, id, blk->q);
+            blk->d = d;
+            blk->s = d * (float)s;
+        }
+    }
+}
+
+PM_AVX2 static inline float dot_q4_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float off = 0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 18 * b, *p1 = p0 + 18;
+        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+        off += d0 * x[b].s + d1 * x[b + 1].s;
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 18 * b;
+        const float d0 = half_avx2(p0);
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        off += d0 * x[b].s;
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1)) - 8 * off;
+}
+
+PM_AVX2 static inline float dot_q4_1_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float off = 0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 20 * b, *p1 = p0 + 20;
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+        off += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 20 * b;
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        off += half_avx2(p0 + 2) * x[b].s;
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1)) + off;
+}
+
+PM_AVX2 static inline __m256i dot_s8s8_avx2(__m256i w, __m256i x) {
+    return dot_u8s8_avx2(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 34 * b, *p1 = p0 + 34;
+        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p1 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 34 * b;
+        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+/// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
+/// and meets four activation rows. Per token the same operations in the same order as the
+/// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
+/// token's result does not depend on the batch it is in. `kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0.
+PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind, const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float out[4]) {
+    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+    const pm_q8 *x[4];
+    for (int k = 0; k < 4; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    __m256 a0[4], a1[4];
+    float off[4] = {0, 0, 0, 0};
+    for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
+#define PM_UNPACK(P) (kind == 0 ? nibbles32((P) + 2) : kind == 1 ? nibbles32((P) + 4) \
+                                : _mm256_loadu_si256((const __m256i *)(const void *)((P) + 2)))
+#define PM_DOT(W, XQ) (kind == 2 ? dot_s8s8_avx2((W), (XQ)) : dot_u8s8_avx2((W), (XQ)))
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
+        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+        const float m0 = kind == 1 ? half_avx2(p0 + 2) : d0, m1 = kind == 1 ? half_avx2(p1 + 2) : d1;
+        const __m256i w0 = PM_UNPACK(p0), w1 = PM_UNPACK(p1);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            const __m256i s1 = PM_DOT(w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
+        }
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + bb * b;
+        const float d0 = half_avx2(p0), m0 = kind == 1 ? half_avx2(p0 + 2) : d0;
+        const __m256i w0 = PM_UNPACK(p0);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s;
+        }
+    }
+#undef PM_UNPACK
+#undef PM_DOT
+    for (int k = 0; k < 4; k++) {
+        const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
+        out[k] = kind == 0 ? sum - 8 * off[k] : sum + off[k];
+    }
+}
+
+PM_AVX2 static inline void dot4_q4_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(0, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q4_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(1, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(2, r, x, xs, nb, o); }
+
+/// Q4_K (fifth = 0) and Q5_K (fifth = 1).
+PM_AVX2 __attribute__((always_inline)) static inline float dot_q45_k_avx2(const uint8_t *row, const uint8_t *xq, int nb, int fifth) {
+    const pm_q8k *x = (const pm_q8k *)(const void *)xq;
+    const size_t bb = fifth ? 176 : 144;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + bb * b;
+        uint8_t sc[8], mn[8];
+        pm_scales_k4(blk + 4, sc, mn);
+        // Σ_j min_j · Σ q8 over sub-block j: bsums pairs, as 16-bit madd
+        const __m128i bs = _mm_loadu_si128((const __m128i *)(const void *)x[b].bsums);
+        const __m128i bs2 = _mm_loadu_si128((const __m128i *)(const void *)(x[b].bsums + 8));
+        const __m128i pairs = _mm_hadd_epi16(bs, bs2);  // 8 sub-block sums
+        __m128i prod = _mm_madd_epi16(pairs, _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)mn)));
+        prod = _mm_hadd_epi32(prod, prod);
+        prod = _mm_hadd_epi32(prod, prod);
+        const int summ = _mm_cvtsi128_si32(prod);
+        const uint8_t *qs = blk + (fifth ? 48 : 16);
+        __m256i hb = fifth ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)) : _mm256_setzero_si256();
+        const int8_t *q8 = x[b].q;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (fifth) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            const __m256i pl = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(const void *)(q8 + 64 * j))),
+                _mm256_set1_epi16(sc[2 * j]));
+            const __m256i ph = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(const void *)(q8 + 64 * j + 32))),
+                _mm256_set1_epi16(sc[2 * j + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * half_avx2(blk)), _mm256_cvtepi32_ps(sumi), acc);
+        accm += x[b].d * half_avx2(blk + 2) * (float)summ;
+    }
+    return hsum256(acc) - accm;
+}
+
+PM_AVX2 static inline float dot_q4_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_avx2(row, xq, nb, 0); }
+PM_AVX2 static inline float dot_q5_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_avx2(row, xq, nb, 1); }
+
+PM_AVX2 static inline float dot_q6_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8k *x = (const pm_q8k *)(const void *)xq;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 210 * b;
+        const int8_t *sc = (const int8_t *)blk + 192;
+        // 32 · Σ_k scale_k · Σ q8 over group k: the -32 offset of every code, done once
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)x[b].bsums);
+        const __m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)sc));
+        __m256i off = _mm256_madd_epi16(bs, scw);
+        __m128i o = _mm_add_epi32(_mm256_castsi256_si128(off), _mm256_extracti128_si256(off, 1));
+        o = _mm_hadd_epi32(o, o);
+        o = _mm_hadd_epi32(o, o);
+        const int offset = 32 * _mm_cvtsi128_si32(o);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+            const int8_t *q8 = x[b].q + 128 * h, *s = sc + 8 * h;
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)ql);
+            const __m256i b2 = _mm256_loadu_si256((const __m256i *)(const void *)(ql + 32));
+            const __m256i bh = _mm256_loadu_si256((const __m256i *)(const void *)qh);
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4));
+            v[1] = _mm256_or_si256(_mm256_and_si256(b2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                const __m256i p = _mm256_maddubs_epi16(v[k], _mm256_loadu_si256((const __m256i *)(const void *)(q8 + 32 * k)));
+                const __m256i scale = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(s[2 * k])),
+                                                              _mm_set1_epi16(s[2 * k + 1]), 1);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * half_avx2(blk + 208)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum256(acc);
+}
+
+// MARK: - AVX-512 VNNI kernels (vpdpbusd on 256-bit vectors; the K-quants use the AVX2 ones)
+
+PM_AVX512 static inline __m256i dot_u8s8_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+PM_AVX512 static inline float dot_q4_0_vnni(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc = _mm256_setzero_ps();
+    float off = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = row + 18 * b;
+        const float d = half_avx2(p);
+        const __m256i s = dot_u8s8_vnni(nibbles32(p + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x[b].d), _mm256_cvtepi32_ps(s), acc);
+        off += d * x[b].s;
+    }
+    return hsum256(acc) - 8 * off;
+}
+
+PM_AVX512 static inline float dot_q4_1_vnni(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc = _mm256_setzero_ps();
+    float off = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = row + 20 * b;
+        const __m256i s = dot_u8s8_vnni(nibbles32(p + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p) * x[b].d), _mm256_cvtepi32_ps(s), acc);
+        off += half_avx2(p + 2) * x[b].s;
+    }
+    return hsum256(acc) + off;
+}
+
+PM_AVX512 static inline float dot_q8_0_vnni(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = row + 34 * b;
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(p + 2));
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
+        // |w| · sign(w)·x: no 16-bit saturation with vpdpbusd, so w = -128 is exact too
+        const __m256i s = dot_u8s8_vnni(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p) * x[b].d), _mm256_cvtepi32_ps(s), acc);
+    }
+    return hsum256(acc);
+}
+
+PM_AVX512 static inline float dot_q4_k_vnni(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_avx2(row, xq, nb, 0); }
+PM_AVX512 static inline float dot_q5_k_vnni(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q45_k_avx2(row, xq, nb, 1); }
+PM_AVX512 static inline float dot_q6_k_vnni(const uint8_t *row, const uint8_t *xq, int nb) { return dot_q6_k_avx2(row, xq, nb); }
+PM_AVX512 static void quantize_vnni(int format, const float *x, int n, uint8_t *out) { quantize_avx2(format, x, n, out); }
+
+#endif  // PM_X86
+
+// MARK: - Matmul drivers and dispatch
+
+typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb,
+                             float *y, size_t ldy);
+
+/// Rows outer, tokens inner: a weight row (a few hundred bytes) stays in L1 while every token
+/// reads it. For one token (decode, memory-bound) the row `PM_PREFETCH_BYTES` ahead is
+/// prefetched, so more cache lines are in flight than the hardware prefetcher keeps on its own.
+#define PM_PREFETCH_BYTES 2048
+#define PM_MATMUL(NAME, DOT, ATTR)                                                                              \
+    ATTR static void NAME(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, \
+                          float *y, size_t ldy) {                                                              \
+        const size_t ahead = (PM_PREFETCH_BYTES + rb - 1) / rb;                                                 \
+        for (int r = 0; r < rows; r++) {                                                                        \
+            const uint8_t *row = w + (size_t)r * rb;                                                            \
+            if (tokens == 1 && (size_t)r + ahead < (size_t)rows) {                                              \
+                const uint8_t *next = row + ahead * rb;                                                         \
+                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o, 0, 0);                         \
+            }                                                                                                   \
+            for (int t = 0; t < tokens; t++) y[(size_t)t * ldy + r] = DOT(row, xq + (size_t)t * xs, nb);        \
+        }                                                                                                       \
+    }
+
+/// As PM_MATMUL, with tokens taken four at a time by DOT4 (prefill).
+#define PM_MATMUL4(NAME, DOT, DOT4, ATTR)                                                                       \
+    ATTR static void NAME(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, \
+                          float *y, size_t ldy) {                                                              \
+        const size_t ahead = (PM_PREFETCH_BYTES + rb - 1) / rb;                                                 \
+        for (int r = 0; r < rows; r++) {                                                                        \
+            const uint8_t *row = w + (size_t)r * rb;                                                            \
+            if (tokens == 1 && (size_t)r + ahead < (size_t)rows) {                                              \
+                const uint8_t *next = row + ahead * rb;                                                         \
+                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o, 0, 0);                         \
+            }                                                                                                   \
+            int t = 0;                                                                                          \
+            for (; t + 4 <= tokens; t += 4) {                                                                   \
+                float o4[4];                                                                                    \
+                DOT4(row, xq + (size_t)t * xs, xs, nb, o4);                                                     \
+                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ldy + r] = o4[k];                               \
+            }                                                                                                   \
+            for (; t < tokens; t++) y[(size_t)t * ldy + r] = DOT(row, xq + (size_t)t * xs, nb);                 \
+        }                                                                                                       \
+    }
+
+#define PM_NOATTR
+PM_MATMUL(mm_q4_0_scalar, dot_q4_0_scalar, PM_NOATTR)
+PM_MATMUL(mm_q4_1_scalar, dot_q4_1_scalar, PM_NOATTR)
+PM_MATMUL(mm_q8_0_scalar, dot_q8_0_scalar, PM_NOATTR)
+PM_MATMUL(mm_q4_k_scalar, dot_q4_k_scalar, PM_NOATTR)
+PM_MATMUL(mm_q5_k_scalar, dot_q5_k_scalar, PM_NOATTR)
+PM_MATMUL(mm_q6_k_scalar, dot_q6_k_scalar, PM_NOATTR)
+
+static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
+    mm_q4_0_scalar, mm_q4_1_scalar, mm_q8_0_scalar, mm_q4_k_scalar, mm_q5_k_scalar, mm_q6_k_scalar};
+
+#ifdef PM_X86
+PM_MATMUL4(mm_q4_0_avx2, dot_q4_0_avx2, dot4_q4_0_avx2, PM_AVX2)
+PM_MATMUL4(mm_q4_1_avx2, dot_q4_1_avx2, dot4_q4_1_avx2, PM_AVX2)
+PM_MATMUL4(mm_q8_0_avx2, dot_q8_0_avx2, dot4_q8_0_avx2, PM_AVX2)
+PM_MATMUL(mm_q4_k_avx2, dot_q4_k_avx2, PM_AVX2)
+PM_MATMUL(mm_q5_k_avx2, dot_q5_k_avx2, PM_AVX2)
+PM_MATMUL(mm_q6_k_avx2, dot_q6_k_avx2, PM_AVX2)
+PM_MATMUL(mm_q4_0_vnni, dot_q4_0_vnni, PM_AVX512)
+PM_MATMUL(mm_q4_1_vnni, dot_q4_1_vnni, PM_AVX512)
+PM_MATMUL(mm_q8_0_vnni, dot_q8_0_vnni, PM_AVX512)
+PM_MATMUL(mm_q4_k_vnni, dot_q4_k_vnni, PM_AVX512)
+PM_MATMUL(mm_q5_k_vnni, dot_q5_k_vnni, PM_AVX512)
+PM_MATMUL(mm_q6_k_vnni, dot_q6_k_vnni, PM_AVX512)
+
+static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
+    mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2};
+static const pm_matmul_fn table_vnni[PM_FORMAT_COUNT] = {
+    mm_q4_0_vnni, mm_q4_1_vnni, mm_q8_0_vnni, mm_q4_k_vnni, mm_q5_k_vnni, mm_q6_k_vnni};
+#endif
+
+static int pm_detect(int isa) {
+    switch (isa) {
+    case PM_ISA_SCALAR: return 1;
+#ifdef PM_X86
+    case PM_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case PM_ISA_AVX512VNNI:
+        return pm_detect(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#endif
+    default: return 0;
+    }
+}
+
+int pm_isa_supported(int isa) {
+    // Detected once per ISA; racing threads store the same value.
+    static int known[PM_ISA_COUNT] = {-1, -1, -1};
+    if (isa < 0 || isa >= PM_ISA_COUNT) return 0;
+    int v = __atomic_load_n(&known[isa], __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = pm_detect(isa);
+        __atomic_store_n(&known[isa], v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int pm_isa_best(void) {
+    for (int isa = PM_ISA_COUNT - 1; isa > PM_ISA_SCALAR; isa--) {
+        if (pm_isa_supported(isa)) return isa;
+    }
+    return PM_ISA_SCALAR;
+}
+
+const char *pm_isa_name(int isa) {
+    switch (isa) {
+    case PM_ISA_SCALAR: return "scalar";
+    case PM_ISA_AVX2: return "avx2";
+    case PM_ISA_AVX512VNNI: return "avx512vnni";
+    default: return "unknown";
+    }
+}
+
+/// The kernel for (isa, format); falls back to scalar for an ISA this CPU or build lacks.
+static pm_matmul_fn pm_kernel(int isa, int format) {
+#ifdef PM_X86
+    if (isa == PM_ISA_AVX512VNNI && pm_isa_supported(isa)) return table_vnni[format];
+    if (isa >= PM_ISA_AVX2 && pm_isa_supported(PM_ISA_AVX2)) return table_avx2[format];
+#else
+    (void)isa;
+#endif
+    return table_scalar[format];
+}
+
+void pm_quantize_activations(int isa, int format, const float *x, int rows, int n, void *out) {
+    const size_t stride = pm_activation_bytes(format, n);
+    for (int t = 0; t < rows; t++) {
+        uint8_t *o = (uint8_t *)out + (size_t)t * stride;
+        const float *v = x + (size_t)t * (size_t)n;
+#ifdef PM_X86
+        if (isa == PM_ISA_AVX512VNNI && pm_isa_supported(isa)) {
+            quantize_vnni(format, v, n, o);
+            continue;
+        }
+        if (isa >= PM_ISA_AVX2 && pm_isa_supported(PM_ISA_AVX2)) {
+            quantize_avx2(format, v, n, o);
+            continue;
+        }
+#endif
+        quantize_scalar(format, v, n, o);
+    }
+}
+
+void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows, const void *xq, size_t xq_stride,
+                  int tokens, int n, float *y, size_t ldy) {
+    if (format < 0 || format >= PM_FORMAT_COUNT || rows <= 0 || tokens <= 0) return;
+    pm_kernel(isa, format)((const uint8_t *)w, row_bytes, rows, (const uint8_t *)xq, xq_stride, tokens,
+                           n / pm_block_size(format), y, ldy);
+}

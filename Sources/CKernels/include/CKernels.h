@@ -1,0 +1,56 @@
+// Integer dot products of GGML block-quantized weight rows with 8-bit quantized activations,
+// one implementation per instruction set, chosen at run time (see QuantDot.c). Swift has no
+// portable access to vpmaddubsw / vpdpbusd, so these few kernels are C.
+#ifndef PREMOE_CKERNELS_H
+#define PREMOE_CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction sets a kernel can be compiled for, in increasing order.
+typedef enum {
+    PM_ISA_SCALAR = 0,
+    /// AVX2 + FMA + F16C (Haswell, Zen 1–3).
+    PM_ISA_AVX2 = 1,
+    /// AVX-512 F/BW/VL + VNNI (Ice Lake, Zen 4): `vpdpbusd` on 256-bit vectors.
+    PM_ISA_AVX512VNNI = 2,
+    PM_ISA_COUNT = 3
+} pm_isa;
+
+/// Weight formats, numbered as `QuantizedFormat.allCases` in Swift.
+typedef enum {
+    PM_Q4_0 = 0, PM_Q4_1 = 1, PM_Q8_0 = 2, PM_Q4_K = 3, PM_Q5_K = 4, PM_Q6_K = 5, PM_FORMAT_COUNT = 6
+} pm_format;
+
+/// Whether this CPU (and this build) can run kernels of `isa`.
+int pm_isa_supported(int isa);
+/// The best instruction set this CPU supports (what the engine uses).
+int pm_isa_best(void);
+/// A short name of `isa` ("scalar", "avx2", "avx512vnni").
+const char *pm_isa_name(int isa);
+
+/// Bytes of the quantized activations of one row of `n` values for weight `format`:
+/// 40-byte blocks of 32 (`float d, float s = d·Σq, int8 q[32]`) for Q4_0/Q4_1/Q8_0, 292-byte
+/// blocks of 256 (`float d, int16 bsums[16], int8 q[256]`, bsums over 16 values) for K-quants.
+size_t pm_activation_bytes(int format, int n);
+
+/// Quantizes `rows` rows of `n` activations (row stride `n` floats) for `format`, each block to
+/// `q = round(x / d)` with `d = max|x| / 127` (round to nearest even). Row `t` goes to
+/// `out + t * pm_activation_bytes(format, n)`. Identical bytes on every instruction set.
+void pm_quantize_activations(int isa, int format, const float *x, int rows, int n, void *out);
+
+/// `y[t * ldy + r] = Σ_i W[r, i] · xq[t, i]` for `rows` weight rows (`row_bytes` apart) and
+/// `tokens` quantized activation rows (`xq_stride` bytes apart, made by
+/// `pm_quantize_activations`). `n` is a multiple of the format's block size.
+void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows, const void *xq, size_t xq_stride,
+                  int tokens, int n, float *y, size_t ldy);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

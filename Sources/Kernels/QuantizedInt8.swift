@@ -1,0 +1,101 @@
+import CKernels
+
+// The approximate path for quantized weights, llama.cpp's way: each activation row is quantized
+// to 8 bits once per matmul call (blocks of 32 with `d = max|x|/127` for Q4_0/Q4_1/Q8_0, blocks
+// of 256 with 16-value sums for the K-quants), then every weight block meets it in an exact
+// integer dot product (`vpmaddubsw`/`vpdpbusd`, C target `CKernels`), scaled once in float.
+//
+// Error: each activation moves by at most d/2 = max|x_block|/254, so
+// |int8 − exact| ≤ Σ_i |w_i| · max|x_block(i)| / 254 (plus float rounding); see
+// `QuantizedInt8Tests` for the bound the kernels are held to.
+
+/// How quantized weights are multiplied with f32 activations.
+public enum QuantizedArithmetic: String, Sendable, CaseIterable {
+    /// f32 activations times the weight codes widened to f32, in `QuantizedKernels.dot`'s fixed
+    /// order: what `logits` and the parity tests use.
+    case exact
+    /// Activations quantized to 8 bits per block and integer dot products: 2–6× faster decode,
+    /// results within the bound above.
+    case int8
+}
+
+/// The instruction sets of the integer kernels and which one runs.
+public enum InstructionSet: Int32, Sendable, CaseIterable {
+    case scalar = 0
+    case avx2 = 1
+    case avx512VNNI = 2
+
+    /// Whether this CPU can run kernels built for `self`.
+    public var isSupported: Bool { pm_isa_supported(rawValue) != 0 }
+
+    /// The best one this CPU supports: what `QuantizedArithmetic.int8` uses.
+    public static var best: InstructionSet { InstructionSet(rawValue: pm_isa_best()) ?? .scalar }
+
+    /// Short name ("scalar", "avx2", "avx512vnni").
+    public var name: String { String(cString: pm_isa_name(rawValue)) }
+}
+
+extension QuantizedFormat {
+    /// The format's number in `CKernels` (`pm_format`).
+    var cFormat: Int32 {
+        switch self {
+        case .q4_0: Int32(PM_Q4_0.rawValue)
+        case .q4_1: Int32(PM_Q4_1.rawValue)
+        case .q8_0: Int32(PM_Q8_0.rawValue)
+        case .q4_K: Int32(PM_Q4_K.rawValue)
+        case .q5_K: Int32(PM_Q5_K.rawValue)
+        case .q6_K: Int32(PM_Q6_K.rawValue)
+        }
+    }
+}
+
+extension QuantizedKernels {
+    /// Bytes of one quantized activation row of `cols` values for weights of `format`.
+    static func activationBytes(_ format: QuantizedFormat, cols: Int) -> Int {
+        pm_activation_bytes(format.cFormat, Int32(cols))
+    }
+
+    /// The quantized activations of `tokens` rows of `cols` values (what `matmulInt8` computes
+    /// with), as bytes: for tests.
+    static func quantizeActivations(_ format: QuantizedFormat, _ x: [Float], tokens: Int, cols: Int,
+                                    isa: InstructionSet) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: tokens * activationBytes(format, cols: cols))
+        out.withUnsafeMutableBytes { pm_quantize_activations(isa.rawValue, format.cFormat, x, Int32(tokens), Int32(cols), $0.baseAddress!) }
+        return out
+    }
+
+    /// `y[t, o] = Σ_i x[t, i] · W[o, i]` with 8-bit activations (see this file's header).
+    /// - Parameters:
+    ///   - x: activations `[tokens, cols]`, row-major.
+    ///   - weight: `rows` quantized rows of `cols` values in `format`; `y`: output `[tokens, rows]`.
+    ///   - second: optionally a second weight of the same shape and format with its output (an
+    ///     MLP's gate and up): it shares the one quantization of `x` and the one pass of the threads.
+    ///   - isa: instruction set (tests pass each supported one; the engine passes `.best`).
+    ///   - pool: threads; work is split by output rows, so results do not depend on the split.
+    public static func matmulInt8(
+        _ x: UnsafePointer<Float>, tokens: Int, weight: UnsafeRawPointer, into y: UnsafeMutablePointer<Float>,
+        second: (weight: UnsafeRawPointer, y: UnsafeMutablePointer<Float>)? = nil,
+        format: QuantizedFormat, rows: Int, cols: Int, isa: InstructionSet = .best, pool: ThreadPool
+    ) {
+        precondition(cols % format.blockSize == 0, "row length \(cols) is not a whole number of \(format) blocks")
+        precondition(cols <= Int(Int32.max) && tokens <= Int(Int32.max) && rows <= Int(Int32.max), "matrix too large")
+        guard tokens > 0, rows > 0 else { return }
+        let f = format.cFormat
+        let stride = activationBytes(format, cols: cols)
+        let xq = ThreadScratch.bytes(tokens * stride)
+        pm_quantize_activations(isa.rawValue, f, x, Int32(tokens), Int32(cols), xq)
+        let rowBytes = format.rowBytes(cols)
+        // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
+        let minChunk = max(1, 16_384 / max(1, cols * tokens * (second == nil ? 1 : 2)))
+        let source = UnsafeRawPointer(xq)
+        pool.parallelFor(rows, minChunk: minChunk) { range in
+            let offset = range.lowerBound &* rowBytes
+            pm_matmul_q8(isa.rawValue, f, weight + offset, rowBytes, Int32(range.count), source, stride, Int32(tokens),
+                         Int32(cols), y + range.lowerBound, rows)
+            if let second {
+                pm_matmul_q8(isa.rawValue, f, second.weight + offset, rowBytes, Int32(range.count), source, stride,
+                             Int32(tokens), Int32(cols), second.y + range.lowerBound, rows)
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import Kernels
+
+/// Slack on the int8 path's analytic bound `Σ_i |w_i| · max|x_block(i)| / 254` (each activation
+/// moves by at most half a quantization step): covers the f32 rounding of `x / d` and of the
+/// block scales. Measured worst case ~0.3 of the bound on random data.
+let int8ActivationBoundSlack: Float = 1.01
+/// Float rounding allowance on top of that bound, relative to `Σ|w·x|`: blocks are summed in
+/// f32 (the reference in Double).
+let int8FloatTolerance: Float = 1e-5
+/// Two instruction sets compute the same integer block sums and differ only in the f32 order of
+/// the scaled block sums: relative to `Σ|w·x|`.
+let int8CrossISATolerance: Float = 1e-6
+
+@Suite struct QuantizedInt8Tests {
+    static let supported = InstructionSet.allCases.filter(\.isSupported)
+
+    /// Rows of `format` with every code value in play: 32-value formats through the reference
+    /// quantizer, K-quants as random bytes with small positive block scales.
+    static func randomRows(_ format: QuantizedFormat, rows: Int, cols: Int, seed: UInt64) -> [UInt8] {
+        var rng = TestRandom(seed: seed)
+        guard format.isKQuant else { return QuantizedReference.quantize(format, rng.floats(rows * cols, -2, 2)) }
+        var bytes = (0..<(rows * format.rowBytes(cols))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        for b in 0..<(bytes.count / format.blockBytes) {
+            for o in format == .q6_K ? [208] : [0, 2] {
+                let h = Float16(rng.float(0.001, 0.02)).bitPattern
+                bytes[b * format.blockBytes + o] = UInt8(h & 0xFF)
+                bytes[b * format.blockBytes + o + 1] = UInt8(h >> 8)
+            }
+        }
+        return bytes
+    }
+
+    /// Activations with an all-zero block and one large outlier, to exercise `d = 0` and wide ranges.
+    static func activations(_ count: Int, seed: UInt64) -> [Float] {
+        var rng = TestRandom(seed: seed)
+        var x = rng.floats(count, -3, 3)
+        for i in 0..<min(32, count) { x[i] = 0 }
+        if count > 40 { x[40] = 25 }
+        return x
+    }
+
+    func int8(_ format: QuantizedFormat, _ w: [UInt8], _ x: [Float], tokens: Int, rows: Int, cols: Int,
+              isa: InstructionSet, pool: ThreadPool = .serial) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * rows)
+        w.withUnsafeBytes { wb in
+            QuantizedKernels.matmulInt8(x, tokens: tokens, weight: wb.baseAddress!, into: &y, format: format, rows: rows,
+                                        cols: cols, isa: isa, pool: pool)
+        }
+        return y
+    }
+
+    @Test(arguments: QuantizedFormat.allCases)
+    func withinActivationQuantizationBoundOfReference(_ format: QuantizedFormat) {
+        let actBlock = format.isKQuant ? 256 : 32
+        for blocks in format.isKQuant ? [1, 3] : [1, 3, 7, 17] {
+            let cols = blocks * format.blockSize
+            for rows in [1, 3, 7, 17] {
+                let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows * 31 + cols))
+                let tokens = 3
+                let x = Self.activations(tokens * cols, seed: UInt64(cols))
+                var wf = [Float](repeating: 0, count: rows * cols)
+                w.withUnsafeBytes { QuantizedReference.dequantize(format, $0.baseAddress!, into: &wf, count: rows * cols) }
+                for isa in Self.supported {
+                    let y = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: isa)
+                    for t in 0..<tokens {
+                        for r in 0..<rows {
+                            var bound: Float = 0, scale: Float = 0
+                            for b in 0..<(cols / actBlock) {
+                                var amax: Float = 0
+                                for i in 0..<actBlock { amax = max(amax, abs(x[t * cols + b * actBlock + i])) }
+                                for i in 0..<actBlock {
+                                    let j = b * actBlock + i
+                                    bound += abs(wf[r * cols + j]) * amax / 254
+                                    scale += abs(wf[r * cols + j] * x[t * cols + j])
+                                }
+                            }
+                            let reference = w.withUnsafeBytes {
+                                QuantizedReference.dot(format, $0.baseAddress! + r * format.rowBytes(cols), Array(x[(t * cols)...]), count: cols)
+                            }
+                            let error = abs(y[t * rows + r] - reference)
+                            #expect(error <= bound * int8ActivationBoundSlack + int8FloatTolerance * scale,
+                                    "\(format) \(isa.name) cols=\(cols) row \(r) token \(t): \(y[t * rows + r]) vs \(reference), bound \(bound)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every instruction set quantizes activations to the same bytes and computes the same
+    /// integer sums as the plain C kernels.
+    @Test(arguments: QuantizedFormat.allCases)
+    func instructionSetsAgreeWithScalar(_ format: QuantizedFormat) {
+        let rows = 7, tokens = 2, cols = (format.isKQuant ? 3 : 9) * format.blockSize
+        let w = Self.randomRows(format, rows: rows, cols: cols, seed: 77)
+        let x = Self.activations(tokens * cols, seed: 78)
+        let scalar = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .scalar)
+        let scalarBytes = QuantizedKernels.quantizeActivations(format, x, tokens: tokens, cols: cols, isa: .scalar)
+        var wf = [Float](repeating: 0, count: rows * cols)
+        w.withUnsafeBytes { QuantizedReference.dequantize(format, $0.baseAddress!, into: &wf, count: rows * cols) }
+        for isa in Self.supported where isa != .scalar {
+            #expect(QuantizedKernels.quantizeActivations(format, x, tokens: tokens, cols: cols, isa: isa) == scalarBytes, "\(isa.name)")
+            let y = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: isa)
+            for t in 0..<tokens {
+                for r in 0..<rows {
+                    var scale: Float = 0
+                    for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
+                    let e = abs(y[t * rows + r] - scalar[t * rows + r])
+                    #expect(e <= int8CrossISATolerance * scale, "\(format) \(isa.name) row \(r) token \(t): \(y[t * rows + r]) vs \(scalar[t * rows + r])")
+                }
+            }
+        }
+    }
+
+    /// Results do not depend on the thread split or the batch (prefill takes tokens four at a
+    /// time), and the paired call equals two single ones.
+    @Test(arguments: QuantizedFormat.allCases)
+    func independentOfThreadsBatchAndPairing(_ format: QuantizedFormat) {
+        let rows = 13, tokens = 6, cols = (format.isKQuant ? 2 : 5) * format.blockSize
+        let a = Self.randomRows(format, rows: rows, cols: cols, seed: 5)
+        let b = Self.randomRows(format, rows: rows, cols: cols, seed: 6)
+        let x = Self.activations(tokens * cols, seed: 7)
+        let ya = int8(format, a, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+        let yb = int8(format, b, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+        for t in 0..<tokens {
+            let alone = int8(format, a, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols, isa: .best)
+            #expect(Array(ya[(t * rows)..<((t + 1) * rows)]) == alone, "token \(t) alone vs in a batch of \(tokens)")
+        }
+        for threads in testThreadCounts {
+            let pool = testPool(threads)
+            #expect(int8(format, a, x, tokens: tokens, rows: rows, cols: cols, isa: .best, pool: pool) == ya, "threads=\(threads)")
+            var pa = [Float](repeating: .nan, count: tokens * rows), pb = pa
+            a.withUnsafeBytes { ab in
+                b.withUnsafeBytes { bb in
+                    pb.withUnsafeMutableBufferPointer { pbp in
+                        QuantizedKernels.matmulInt8(x, tokens: tokens, weight: ab.baseAddress!, into: &pa,
+                                                    second: (bb.baseAddress!, pbp.baseAddress!), format: format, rows: rows,
+                                                    cols: cols, pool: pool)
+                    }
+                }
+            }
+            #expect(pa == ya && pb == yb, "pair, threads=\(threads)")
+        }
+    }
+
+    /// A pool asking for int8 arithmetic routes quantized `matmul` there; the default pool stays exact.
+    @Test func poolArithmeticSelectsThePath() {
+        let rows = 5, cols = 64
+        let w = Self.randomRows(.q4_0, rows: rows, cols: cols, seed: 9)
+        let x = Self.activations(cols, seed: 10)
+        let buffer = TensorBuffer(byteCount: w.count)
+        w.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: w.count) }
+        let tensor = Tensor(dtype: .q4_0, shape: [rows, cols], data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+        var exact = [Float](repeating: .nan, count: rows), fast = exact
+        matmul(x, tokens: 1, weight: tensor, into: &exact, pool: ThreadPool(threads: 1))
+        matmul(x, tokens: 1, weight: tensor, into: &fast, pool: ThreadPool(threads: 1, quantizedArithmetic: .int8))
+        #expect(fast == int8(.q4_0, w, x, tokens: 1, rows: rows, cols: cols, isa: .best))
+        var reference = [Float](repeating: .nan, count: rows)
+        w.withUnsafeBytes { wb in
+            QuantizedKernels.matmul(x, tokens: 1, weight: wb.baseAddress!, format: .q4_0, rows: rows, cols: cols, into: &reference, pool: .serial)
+        }
+        #expect(exact == reference)
+        #expect(ThreadPool(threads: 2, quantizedArithmetic: .int8).serialCompanion.quantizedArithmetic == .int8)
+    }
+
+    /// The dispatcher never reports an instruction set this CPU lacks (the AVX-512 kernels are
+    /// compiled into every x86-64 build but must only run where the CPU has AVX-512 VNNI).
+    @Test func bestIsSupportedAndNothingAboveIt() {
+        let best = InstructionSet.best
+        #expect(best.isSupported)
+        for isa in InstructionSet.allCases where isa.rawValue > best.rawValue { #expect(!isa.isSupported, "\(isa.name)") }
+        #if arch(x86_64)
+        #expect(best != .scalar, "an x86-64 CI machine without AVX2 is unexpected")
+        #endif
+    }
+}
