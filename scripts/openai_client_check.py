@@ -66,9 +66,10 @@ def main():
     check(len(content) == lp.usage.completion_tokens and all(len(t.top_logprobs) == 3 for t in content),
           f"logprobs: {[(t.token, round(t.logprob, 3)) for t in content]}")
 
+    task = models.data[0].model_extra["premoe"]["tasks"][0]
     forced = client.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=2,
-                                                              extra_body={"premoe": {"task": "full"}})
-    check(forced.headers.get("x-premoe-task") == "full", "extra_body premoe.task=full is honoured")
+                                                              extra_body={"premoe": {"task": task}})
+    check(forced.headers.get("x-premoe-task") == task, f"extra_body premoe.task={task} is honoured")
 
     completion = client.completions.create(model=model, prompt="The capital of France is", max_tokens=6, temperature=0)
     check(completion.object == "text_completion", f"completions: {completion.choices[0].text!r}")

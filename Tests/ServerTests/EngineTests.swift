@@ -9,6 +9,13 @@ import TestSupport
 
 /// What a single-request generation (`premoe run` / `generate`: a pruned load with the same
 /// experts, `Generator.generate`) makes for a chat prompt.
+extension AdmissionOutcome {
+    var isWait: Bool {
+        if case .wait = self { return true }
+        return false
+    }
+}
+
 private func reference(task: String, prompt: String, temperature: Float, seed: UInt64, maxTokens: Int) throws
     -> GenerationResult
 {
@@ -85,9 +92,39 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
         let message = (full.json["error"] as? [String: Any])?["message"] as? String ?? ""
         #expect(message.contains("needs") && message.contains("--budget"), "\(message)")
         let health = try await s.send(.GET, "/health").json
-        #expect((health["evictions"] as? Int ?? 0) > 0)
         #expect((health["peak_accounted_bytes"] as? Int ?? .max) <= budget)
         #expect((health["expert_cache_hits"] as? Int ?? 0) > 0)
+    }
+
+    /// Delta loading and LRU eviction on the pool itself: disjoint expert sets under a budget
+    /// that holds one of them evict the unpinned one, and a pinned set is never evicted.
+    @Test func residencyLoadsOnlyMissingExpertsAndEvictsUnpinned() throws {
+        let loaded = try Reconstruction.loadBackbone(DemoStore.model, threads: 1)
+        let spec = loaded.model.spec
+        let sizes = ModelSizes.measure(loaded.checkpoint, spec: spec)
+        let a = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [0, 1, 2, 3]) })
+        let b = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [2, 3, 4, 5]) })
+        let probe = try ExpertResidency(loaded: loaded, budget: nil, sizes: sizes)
+        let one = probe.bytesAlone(experts: a, cacheBytes: 1000)
+        let residency = try ExpertResidency(loaded: loaded, budget: one.total, sizes: sizes)
+        guard case .admitted(0, let missA, _) = try residency.admit(experts: a, cacheBytes: 1000) else {
+            Issue.record("a did not fit")
+            return
+        }
+        #expect(missA == 4 * spec.moeLayers.count)
+        #expect(try residency.admit(experts: b, cacheBytes: 1000).isWait)  // a is pinned
+        residency.release(experts: a, cacheBytes: 1000)
+        guard case .admitted(let hits, let misses, _) = try residency.admit(experts: b, cacheBytes: 1000) else {
+            Issue.record("b did not fit after a was released")
+            return
+        }
+        #expect(hits == 2 * spec.moeLayers.count && misses == 2 * spec.moeLayers.count)  // only 4, 5 loaded
+        #expect(residency.evictions == 2 * spec.moeLayers.count)  // 0, 1 evicted; 2, 3 kept
+        #expect(residency.peakAccountedBytes <= one.total)
+        // The view routes among b only, in plan order.
+        let view = residency.view(task: "b", experts: b)
+        #expect(view[spec.moeLayers[0]]?.expertIDs == [2, 3, 4, 5])
+        #expect(view[spec.moeLayers[0]]?.router.outFeatures == 4)
     }
 
     /// A full queue answers 429 with Retry-After; a client that goes away frees its slot.
