@@ -28,10 +28,19 @@ let package = Package(
         .library(name: "Runtime", targets: ["Runtime"]),
         .library(name: "PreMoe", targets: ["PreMoe"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
+        .library(name: "Server", targets: ["Server"]),
         .executable(name: "premoe", targets: ["premoe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `premoe serve` (Server): HTTP, Prometheus text; the HTTP client only in ServerTests.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Integer-activation dot products per instruction set (C: Swift has no vpmaddubsw/vpdpbusd).
@@ -43,10 +52,24 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Models", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "PreMoe", dependencies: ["Models", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: checkedSettings),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Runtime", "PreMoe", "Models", "Formats", "Tokenization",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: checkedSettings
+        ),
         .executableTarget(
             name: "premoe",
             dependencies: [
-                "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation",
+                "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checkedSettings
@@ -59,6 +82,15 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Models", "PreMoe", "Runtime", "TestSupport"]),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Runtime", "PreMoe", "Models", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // Runs the built `premoe` binary: the contracts other tools depend on.
         .testTarget(name: "CLITests", dependencies: ["premoe", "TestSupport"]),
     ],

@@ -91,64 +91,18 @@ public final class Generator {
     ///   model's context (before any work); `GenerationError` for logits without a number.
     public func generate(promptIDs: [Int], parameters: GenerationParameters,
                          onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
-        guard !promptIDs.isEmpty else { throw ModelError.emptyInput("the prompt has no tokens") }
-        let limit = model.spec.maxPositions
-        guard promptIDs.count <= limit else {
-            throw ModelError.contextTooLong(positions: promptIDs.count, limit: limit,
-                                            reason: "the prompt alone is longer than the model's max_position_embeddings")
+        let session = try GenerationSession(model: model, tokenizer: tokenizer, promptIDs: promptIDs, parameters: parameters)
+        while session.finishReason == nil {
+            let step = try session.step()
+            if !step.text.isEmpty && !onText(step.text) {
+                let rest = session.finish(.stop)
+                if !rest.isEmpty { _ = onText(rest) }
+            }
         }
-        let maxTokens = Self.maxNewTokens(promptCount: promptIDs.count, maxTokens: parameters.maxTokens, maxPositions: limit)
-        var sampler = Sampler(temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP,
-                              seed: parameters.seed)
-        let eos = Set(parameters.stopAtEOS ? parameters.eosTokenIDs ?? tokenizer?.eosTokenIDs ?? [] : [])
-        let cache = model.makeCache(capacity: promptIDs.count + maxTokens)
-        var detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
-        var output: [Int] = []
-        var text = ""
-        var emitted = 0  // characters of `text` already handed to onText
-        var finish = FinishReason.length
-        let maxStop = parameters.stop.map(\.count).max() ?? 0
-
-        let start = Date()
-        var logits = try model.forward(promptIDs, cache: cache, logits: .last)
-        let prefillSeconds = Date().timeIntervalSince(start)
-        let decodeStart = Date()
-        while output.count < maxTokens {
-            Sampler.penalizeRepetitions(&logits, history: promptIDs + output, penalty: parameters.repetitionPenalty)
-            guard let next = sampler.sample(logits) else {
-                throw GenerationError.noFiniteLogit(position: promptIDs.count + output.count)
-            }
-            if eos.contains(next) {
-                finish = .eos
-                break
-            }
-            output.append(next)
-            if var d = detokenizer {
-                text += d.append(next)
-                detokenizer = d
-            }
-            if let range = parameters.stop.compactMap({ text.range(of: $0) }).min(by: { $0.lowerBound < $1.lowerBound }) {
-                text = String(text[..<range.lowerBound])
-                finish = .stop
-                break
-            }
-            // Hold back a tail that could still become a stop string.
-            let safe = max(emitted, text.count - max(0, maxStop - 1))
-            if safe > emitted {
-                let piece = String(text.dropFirst(emitted).prefix(safe - emitted))
-                emitted = safe
-                if !onText(piece) {
-                    finish = .stop
-                    break
-                }
-            }
-            if output.count == maxTokens { break }
-            logits = try model.forward([next], cache: cache, logits: .last)
-        }
-        if finish != .stop, var d = detokenizer { text += d.finish() }
-        if text.count > emitted { _ = onText(String(text.dropFirst(emitted))) }
+        let decodeStart = session.prefillEnd ?? Date()
         return GenerationResult(
-            tokens: output, text: text, finishReason: finish, promptTokens: promptIDs.count,
-            prefillSeconds: prefillSeconds, decodeSeconds: Date().timeIntervalSince(decodeStart))
+            tokens: session.output, text: session.text, finishReason: session.finishReason ?? .length,
+            promptTokens: promptIDs.count, prefillSeconds: session.prefillSeconds,
+            decodeSeconds: Date().timeIntervalSince(decodeStart))
     }
 }

@@ -1,0 +1,396 @@
+import Foundation
+import Models
+import PreMoe
+import Runtime
+import Tokenization
+
+/// A request as the engine runs it.
+struct GenerationJob: Sendable {
+    var promptIDs: [Int]
+    /// The first user turn's ids (what retrieval sees); nil when there is none.
+    var queryIDs: [Int]?
+    var forcedTask: String?
+    var parameters: GenerationParameters
+    /// nil: no log-probabilities; n: the sampled token's and n alternatives.
+    var topLogprobs: Int?
+}
+
+/// The log-probability of one sampled token and its best alternatives.
+struct TokenLogprob: Sendable {
+    struct Alternative: Sendable {
+        var token: String
+        var logprob: Float
+        var bytes: [UInt8]
+    }
+    var token: String
+    var logprob: Float
+    var bytes: [UInt8]
+    var top: [Alternative]
+}
+
+/// What the engine tells a request's handler, in order: `started` (or `failed`), any number of
+/// `token`s, then `finished` (or `failed`).
+enum EngineEvent: Sendable {
+    case started(TaskChoice, admittedAfter: Double)
+    case token(text: String, logprob: TokenLogprob?)
+    case finished(FinishReason, promptTokens: Int, completionTokens: Int)
+    case failed(APIError)
+}
+
+/// Counters the engine keeps (read under its lock).
+struct EngineSnapshot: Sendable {
+    var running = 0
+    var queued = 0
+    var residentExperts = 0
+    var accountedBytes = 0
+    var peakAccountedBytes = 0
+    var budgetBytes: Int?
+    var expertHits = 0
+    var expertMisses = 0
+    var bytesLoaded = 0
+    var evictions = 0
+    var accepting = true
+}
+
+/// One model, many requests: a dedicated thread owns the model and runs, in turn, retrieval for
+/// new requests, admission under the memory budget, and one step (prefill or one decode token)
+/// of every running request, round-robin, so streams advance together. The model runs one
+/// forward pass at a time, and each step first installs that request's expert view.
+final class Engine: @unchecked Sendable {
+    private final class Active {
+        let id: UInt64
+        let job: GenerationJob
+        /// `started` or `failed`, then finished (what the handler waits for before it answers).
+        let start: AsyncStream<EngineEvent>.Continuation
+        /// Everything after `started`.
+        let continuation: AsyncStream<EngineEvent>.Continuation
+        var started = false
+        let submitted = Date()
+        var choice: TaskChoice?
+        var cacheBytes = 0
+        var session: GenerationSession?
+        /// Its experts are pinned and its KV cache reserved.
+        var pinned = false
+        var view: [Int: MoEBlock] = [:]
+        init(id: UInt64, job: GenerationJob, start: AsyncStream<EngineEvent>.Continuation,
+             continuation: AsyncStream<EngineEvent>.Continuation) {
+            self.id = id
+            self.job = job
+            self.start = start
+            self.continuation = continuation
+        }
+
+        /// Sends an event to whichever stream is current.
+        func emit(_ event: EngineEvent) {
+            if started {
+                continuation.yield(event)
+                return
+            }
+            start.yield(event)
+            if case .started = event {
+                started = true
+                start.finish()
+            }
+        }
+    }
+
+    let model: DecoderModel
+    let tokenizer: Tokenizer
+    let residency: ExpertResidency
+    let selector: TaskSelector
+    let maxConcurrency: Int
+    let maxQueue: Int
+    let metrics: ServerMetrics
+
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var incoming: [Active] = []
+    private var cancelled: Set<UInt64> = []
+    private var inFlight = 0
+    private var nextID: UInt64 = 0
+    private var accepting = true
+    private var stopping = false
+    private var snapshotValue = EngineSnapshot()
+    // Engine thread only:
+    private var waiting: [Active] = []
+    private var running: [Active] = []
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(model: DecoderModel, tokenizer: Tokenizer, residency: ExpertResidency, selector: TaskSelector,
+         maxConcurrency: Int, maxQueue: Int, metrics: ServerMetrics) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.residency = residency
+        self.selector = selector
+        self.maxConcurrency = maxConcurrency
+        self.maxQueue = maxQueue
+        self.metrics = metrics
+        snapshotValue.budgetBytes = residency.budget
+        snapshotValue.accountedBytes = residency.accountedBytes
+        snapshotValue.peakAccountedBytes = residency.peakAccountedBytes
+    }
+
+    /// Starts the engine thread.
+    func start() {
+        let thread = Thread { [self] in
+            loop()
+            finished.signal()
+        }
+        thread.name = "premoe-engine"
+        thread.stackSize = 8 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    /// What `submit` hands back.
+    struct Submission: Sendable {
+        /// For `cancel`.
+        var id: UInt64
+        /// One event: `started` or `failed`.
+        var start: AsyncStream<EngineEvent>
+        /// After `started`: tokens, then `finished` or `failed`.
+        var events: AsyncStream<EngineEvent>
+    }
+
+    /// Queues a request.
+    /// - Returns: its id and its event streams.
+    /// - Throws: `APIError` 429 with `Retry-After` when running + queued reach the limits, 503
+    ///   while shutting down.
+    func submit(_ job: GenerationJob) throws -> Submission {
+        let (startStream, start) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
+        let (stream, continuation) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
+        condition.lock()
+        defer { condition.unlock() }
+        guard accepting else {
+            throw APIError(status: 503, message: "the server is shutting down", type: "server_error", code: "shutting_down",
+                           retryAfter: 5)
+        }
+        guard inFlight < maxConcurrency + maxQueue else {
+            metrics.rejected("queue_full")
+            throw APIError(status: 429, message: "too many requests: \(maxConcurrency) running and \(maxQueue) queued "
+                + "(--max-concurrency, --max-queue); retry later", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
+        }
+        nextID += 1
+        inFlight += 1
+        incoming.append(Active(id: nextID, job: job, start: start, continuation: continuation))
+        condition.signal()
+        return Submission(id: nextID, start: startStream, events: stream)
+    }
+
+    /// Cancels a request (client gone): it is dropped at the next step, its KV cache freed and its
+    /// experts unpinned.
+    func cancel(_ id: UInt64) {
+        condition.lock()
+        cancelled.insert(id)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Stops taking requests (new ones get 503); running and queued ones go on.
+    func stopAccepting() {
+        condition.lock()
+        accepting = false
+        condition.unlock()
+    }
+
+    /// Cancels everything in flight and ends the engine thread once it is idle.
+    /// - Parameter wait: block until the thread has ended.
+    func stop(wait: Bool) {
+        condition.lock()
+        accepting = false
+        stopping = true
+        condition.signal()
+        condition.unlock()
+        if wait, thread != nil { finished.wait() }
+    }
+
+    /// Requests running or queued.
+    var inFlightCount: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return inFlight
+    }
+
+    /// Counters for /health and /metrics.
+    var snapshot: EngineSnapshot {
+        condition.lock()
+        defer { condition.unlock() }
+        var s = snapshotValue
+        s.accepting = accepting
+        return s
+    }
+
+    // MARK: - Engine thread
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while incoming.isEmpty && cancelled.isEmpty && waiting.isEmpty && running.isEmpty && !stopping {
+                condition.wait()
+            }
+            let arrivals = incoming
+            incoming = []
+            let gone = cancelled
+            cancelled = []
+            let stop = stopping
+            condition.unlock()
+
+            if stop {
+                for a in arrivals + waiting + running {
+                    end(a, with: .failed(APIError(status: 503, message: "the server shut down before this request finished",
+                                                  type: "server_error", code: "shutting_down")))
+                }
+                waiting = []
+                running = []
+                publish()
+                return
+            }
+            var fresh = arrivals
+            if !gone.isEmpty {
+                for a in (fresh + waiting + running) where gone.contains(a.id) {
+                    metrics.cancelled()
+                    end(a, with: nil)
+                }
+                fresh.removeAll { gone.contains($0.id) }
+                waiting.removeAll { gone.contains($0.id) }
+                running.removeAll { gone.contains($0.id) }
+            }
+            for a in fresh { prepare(a) }
+            admit()
+            stepAll()
+            publish()
+        }
+    }
+
+    /// Retrieval and the budget check for a new request; it then waits for admission.
+    private func prepare(_ a: Active) {
+        do {
+            residency.install(nil)
+            let choice = try selector.choose(model: model, query: a.job.queryIDs, forced: a.job.forcedTask)
+            a.choice = choice
+            metrics.decision(task: choice.task, decision: choice.decision)
+            a.cacheBytes = GenerationSession.cacheBytes(spec: model.spec, promptCount: a.job.promptIDs.count,
+                                                        maxTokens: a.job.parameters.maxTokens)
+            let alone = residency.bytesAlone(experts: choice.experts, cacheBytes: a.cacheBytes)
+            if let budget = residency.budget, alone.total > budget {
+                metrics.rejected("over_budget")
+                let count = choice.experts.values.reduce(0) { $0 + $1.count }
+                end(a, with: .failed(APIError(
+                    status: 503,
+                    message: "this request needs \(formatBytes(alone.total)) (\(alone.total) bytes): backbone "
+                        + "\(formatBytes(residency.backboneBytes)) + \(count) experts of task '\(choice.task)' "
+                        + "\(formatBytes(alone.experts)) + KV cache \(formatBytes(a.cacheBytes)) for "
+                        + "\(a.job.promptIDs.count) prompt + \(a.job.parameters.maxTokens) new tokens; --budget is "
+                        + "\(formatBytes(budget)) (\(budget) bytes). Lower max_tokens or raise --budget.",
+                    type: "server_error", code: "over_budget")))
+                return
+            }
+            waiting.append(a)
+        } catch {
+            end(a, with: .failed(APIError(status: 500, message: "retrieval failed: \(error)", type: "server_error")))
+        }
+    }
+
+    /// Admits waiting requests in arrival order while slots and memory allow.
+    private func admit() {
+        while running.count < maxConcurrency, let a = waiting.first, let choice = a.choice {
+            do {
+                let outcome = try residency.admit(experts: choice.experts, cacheBytes: a.cacheBytes)
+                guard case .admitted(let hits, let misses, let bytes) = outcome else { return }
+                waiting.removeFirst()
+                a.pinned = true
+                metrics.experts(hits: hits, misses: misses, bytesLoaded: bytes)
+                a.view = residency.view(task: choice.task, experts: choice.experts)
+                a.session = try GenerationSession(model: model, tokenizer: tokenizer, promptIDs: a.job.promptIDs,
+                                                  parameters: a.job.parameters)
+                running.append(a)
+                a.emit(.started(choice, admittedAfter: Date().timeIntervalSince(a.submitted)))
+            } catch {
+                if waiting.first === a { waiting.removeFirst() }
+                end(a, with: .failed(APIError(status: 500, message: "loading experts failed: \(error)", type: "server_error")))
+            }
+        }
+    }
+
+    /// One step of every running request.
+    private func stepAll() {
+        var still: [Active] = []
+        for a in running {
+            guard let session = a.session else { continue }
+            residency.install(a.view)
+            do {
+                let step = try session.step()
+                if let token = step.token {
+                    let logprob = a.job.topLogprobs.map { Self.logprob(token: token, logits: step.logits, top: $0, tokenizer: tokenizer) }
+                    a.emit(.token(text: step.text, logprob: logprob))
+                } else if !step.text.isEmpty {
+                    a.emit(.token(text: step.text, logprob: nil))
+                }
+                if let reason = step.finishReason {
+                    end(a, with: .finished(reason, promptTokens: a.job.promptIDs.count, completionTokens: session.output.count))
+                } else {
+                    still.append(a)
+                }
+            } catch {
+                end(a, with: .failed(APIError(status: 500, message: "generation failed: \(error)", type: "server_error")))
+            }
+        }
+        running = still
+    }
+
+    /// Ends a request: releases what it holds and closes its events (with `event` last, if any).
+    private func end(_ a: Active, with event: EngineEvent?) {
+        if a.pinned, let choice = a.choice {
+            residency.release(experts: choice.experts, cacheBytes: a.cacheBytes)
+            a.pinned = false
+            a.session = nil
+            a.view = [:]
+        }
+        if let event { a.emit(event) }
+        a.start.finish()
+        a.continuation.finish()
+        condition.lock()
+        inFlight -= 1
+        condition.unlock()
+    }
+
+    private func publish() {
+        let r = residency
+        condition.lock()
+        snapshotValue.running = running.count
+        snapshotValue.queued = waiting.count + incoming.count
+        snapshotValue.residentExperts = r.residentCount
+        snapshotValue.accountedBytes = r.accountedBytes
+        snapshotValue.peakAccountedBytes = r.peakAccountedBytes
+        snapshotValue.expertHits = r.hits
+        snapshotValue.expertMisses = r.misses
+        snapshotValue.bytesLoaded = r.bytesLoaded
+        snapshotValue.evictions = r.evictions
+        let s = snapshotValue
+        condition.unlock()
+        metrics.residency(s)
+    }
+
+    /// Log-probabilities from the logits the token was sampled from (the model's distribution,
+    /// before temperature and top-p, as OpenAI reports them).
+    static func logprob(token: Int, logits: [Float], top: Int, tokenizer: Tokenizer) -> TokenLogprob {
+        var maxLogit = -Float.infinity
+        for v in logits where v > maxLogit { maxLogit = v }
+        var sum: Double = 0
+        for v in logits where !v.isNaN { sum += exp(Double(v - maxLogit)) }
+        let logZ = Double(maxLogit) + log(sum)
+        func entry(_ id: Int) -> TokenLogprob.Alternative {
+            let text = tokenizer.decode([id])
+            return .init(token: text, logprob: Float(Double(logits[id]) - logZ), bytes: Array(text.utf8))
+        }
+        var best: [Int] = []
+        if top > 0 {
+            best = logits.indices.filter { !logits[$0].isNaN }
+                .sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+                .prefix(top).map { $0 }
+        }
+        let chosen = entry(token)
+        return TokenLogprob(token: chosen.token, logprob: chosen.logprob, bytes: chosen.bytes, top: best.map(entry))
+    }
+}

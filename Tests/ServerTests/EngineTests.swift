@@ -1,0 +1,188 @@
+import AsyncHTTPClient
+import Foundation
+import Models
+import PreMoe
+import Runtime
+@testable import Server
+import Testing
+import TestSupport
+
+/// What a single-request generation (`premoe run` / `generate`: a pruned load with the same
+/// experts, `Generator.generate`) makes for a chat prompt.
+extension AdmissionOutcome {
+    var isWait: Bool {
+        if case .wait = self { return true }
+        return false
+    }
+}
+
+private func reference(task: String, prompt: String, temperature: Float, seed: UInt64, maxTokens: Int) throws
+    -> GenerationResult
+{
+    let store = PatternStore(directory: try DemoStore.store())
+    let spec = try ModelLoader.spec(at: DemoStore.model)
+    var kept: [Int: [Int]] = [:]
+    if task == "full" {
+        for l in spec.moeLayers { kept[l] = Array(0..<(spec.moe(l)?.expertCount ?? 0)) }
+    } else {
+        let pattern = try store.load(task)
+        let backbone = try Reconstruction.loadBackbone(DemoStore.model, threads: 2)
+        kept = try PruningPlan.make(patterns: [pattern], budget: .fraction(0.5),
+                                    sizes: ModelSizes.measure(backbone.checkpoint, spec: spec), allocation: .routingMass).keptExperts
+    }
+    let loaded = try Reconstruction.load(DemoStore.model, plan: PruningPlan(keptExperts: kept), threads: 2)
+    let tokenizer = try #require(loaded.tokenizer)
+    let template = try #require(tokenizer.chatTemplate)
+    let ids = tokenizer.encode(template.format([.init(role: "user", content: prompt)]))
+    return try Generator(model: loaded.model, tokenizer: tokenizer).generate(
+        promptIDs: ids, parameters: GenerationParameters(maxTokens: maxTokens, temperature: temperature, seed: seed,
+                                                         eosTokenIDs: loaded.eosTokenIDs))
+}
+
+@Suite(.serialized) struct EngineTests {
+    /// Streams running side by side (mixed tasks, sampled) each equal a single-request generation
+    /// with the same experts and seed.
+    @Test func concurrentStreamsEqualSingleRequestGeneration() async throws {
+        let s = try await SharedServer.instance.get()
+        let cases: [(task: String, prompt: String, seed: Int)] = [
+            ("gsm8k", "Sam has 5 pens and loses 2. How many are left?", 11),
+            ("boolq", "Is the moon made of cheese?", 12),
+            ("full", "Tell me a story about a cat.", 13),
+            ("gsm8k", "What is 7 times 8?", 14),
+        ]
+        let replies = try await withThrowingTaskGroup(of: (Int, RunningServer.Reply).self) { group in
+            for (i, c) in cases.enumerated() {
+                group.addTask {
+                    let body = RunningServer.chat(c.prompt, ["temperature": 0.8, "seed": c.seed, "max_tokens": 12, "stream": true,
+                                                             "premoe": ["task": c.task]])
+                    return (i, try await s.post("/v1/chat/completions", body))
+                }
+            }
+            var out: [Int: RunningServer.Reply] = [:]
+            for try await (i, r) in group { out[i] = r }
+            return out
+        }
+        for (i, c) in cases.enumerated() {
+            let expected = try reference(task: c.task, prompt: c.prompt, temperature: 0.8, seed: UInt64(c.seed), maxTokens: 12)
+            let reply = try #require(replies[i])
+            #expect(reply.headers.first(name: "x-premoe-task") == c.task)
+            #expect(reply.streamedText == expected.text, "case \(i) (\(c.task))")
+        }
+    }
+
+    /// Under a budget that holds one task's experts but not two, switching tasks evicts, never
+    /// overruns, and the full model (over the budget alone) gets a 503 saying what it needs.
+    @Test func budgetEvictsAndRefusesWhatCannotFit() async throws {
+        let probe = try await RunningServer.start()
+        let residency = probe.server.engine.residency
+        let selector = probe.server.engine.selector
+        let one = residency.bytesAlone(experts: try selector.experts(for: "gsm8k"), cacheBytes: 0)
+        let cache = GenerationSession.cacheBytes(spec: probe.server.spec, promptCount: 200, maxTokens: 8)
+        await probe.stop()
+        // Room for one task's experts and a few more: the other task's own experts need evictions.
+        let budget = one.total + cache + one.experts / 8
+        let s = try await RunningServer.start { $0.budgetBytes = budget }
+        defer { Task { await s.stop() } }
+        for task in ["gsm8k", "boolq", "gsm8k", "boolq"] {
+            let reply = try await s.post("/v1/chat/completions", RunningServer.chat("hello there", ["max_tokens": 4, "premoe": ["task": task]]))
+            #expect(reply.status == 200, "\(reply.text)")
+        }
+        let full = try await s.post("/v1/chat/completions", RunningServer.chat("hello", ["max_tokens": 4, "premoe": ["task": "full"]]))
+        #expect(full.status == 503)
+        let message = (full.json["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(message.contains("needs") && message.contains("--budget"), "\(message)")
+        let health = try await s.send(.GET, "/health").json
+        #expect((health["peak_accounted_bytes"] as? Int ?? .max) <= budget)
+        #expect((health["expert_cache_hits"] as? Int ?? 0) > 0)
+    }
+
+    /// Delta loading and LRU eviction on the pool itself: disjoint expert sets under a budget
+    /// that holds one of them evict the unpinned one, and a pinned set is never evicted.
+    @Test func residencyLoadsOnlyMissingExpertsAndEvictsUnpinned() throws {
+        let loaded = try Reconstruction.loadBackbone(DemoStore.model, threads: 1)
+        let spec = loaded.model.spec
+        let sizes = ModelSizes.measure(loaded.checkpoint, spec: spec)
+        let a = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [0, 1, 2, 3]) })
+        let b = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [2, 3, 4, 5]) })
+        let probe = try ExpertResidency(loaded: loaded, budget: nil, sizes: sizes)
+        let one = probe.bytesAlone(experts: a, cacheBytes: 1000)
+        let residency = try ExpertResidency(loaded: loaded, budget: one.total, sizes: sizes)
+        guard case .admitted(0, let missA, _) = try residency.admit(experts: a, cacheBytes: 1000) else {
+            Issue.record("a did not fit")
+            return
+        }
+        #expect(missA == 4 * spec.moeLayers.count)
+        #expect(try residency.admit(experts: b, cacheBytes: 1000).isWait)  // a is pinned
+        residency.release(experts: a, cacheBytes: 1000)
+        guard case .admitted(let hits, let misses, _) = try residency.admit(experts: b, cacheBytes: 1000) else {
+            Issue.record("b did not fit after a was released")
+            return
+        }
+        #expect(hits == 2 * spec.moeLayers.count && misses == 2 * spec.moeLayers.count)  // only 4, 5 loaded
+        #expect(residency.evictions == 2 * spec.moeLayers.count)  // 0, 1 evicted; 2, 3 kept
+        #expect(residency.peakAccountedBytes <= one.total)
+        // The view routes among b only, in plan order.
+        let view = residency.view(task: "b", experts: b)
+        #expect(view[spec.moeLayers[0]]?.expertIDs == [2, 3, 4, 5])
+        #expect(view[spec.moeLayers[0]]?.router.outFeatures == 4)
+    }
+
+    /// A full queue answers 429 with Retry-After; a client that goes away frees its slot.
+    @Test func fullQueueIs429AndDisconnectCancels() async throws {
+        let s = try await RunningServer.start {
+            $0.maxConcurrency = 1
+            $0.maxQueue = 0
+        }
+        defer { Task { await s.stop() } }
+        let long = RunningServer.chat("Write forever.", ["max_tokens": 300, "stream": true, "premoe": ["ignore_eos": true]])
+        let first = Task { try await s.post("/v1/chat/completions", long) }
+        try await waitFor(s) { ($0["running"] as? Int) == 1 }
+        let second = try await s.post("/v1/chat/completions", RunningServer.chat("hi", ["max_tokens": 1]))
+        #expect(second.status == 429)
+        #expect(second.headers.first(name: "retry-after") == "1")
+        #expect((second.json["error"] as? [String: Any])?["type"] as? String == "rate_limit_error")
+        first.cancel()
+        try await waitFor(s) { ($0["running"] as? Int) == 0 && ($0["queued"] as? Int) == 0 }
+        let metrics = try await s.send(.GET, "/metrics").text
+        #expect(metrics.contains("premoe_requests_cancelled_total 1"))
+        #expect(try await s.post("/v1/chat/completions", RunningServer.chat("hi", ["max_tokens": 1])).status == 200)
+    }
+
+    @Test func apiKeyIsRequiredWhenSet() async throws {
+        let s = try await RunningServer.start { $0.apiKey = "sekrit-key" }
+        defer { Task { await s.stop() } }
+        let none = try await s.send(.GET, "/v1/models")
+        #expect(none.status == 401)
+        #expect((none.json["error"] as? [String: Any])?["type"] as? String == "authentication_error")
+        #expect(try await s.send(.GET, "/v1/models", headers: [("Authorization", "Bearer sekrit-kez")]).status == 401)
+        #expect(try await s.send(.GET, "/v1/models", headers: [("Authorization", "Bearer sekrit-key")]).status == 200)
+        #expect(try await s.send(.GET, "/health").status == 200)
+        #expect(PreMoeServer.constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!PreMoeServer.constantTimeEquals(Array("abcd".utf8), Array("abc".utf8)))
+        #expect(!PreMoeServer.constantTimeEquals([], Array("abc".utf8)))
+    }
+
+    /// Shutdown stops taking requests, cancels a stream past the grace period and returns.
+    @Test func gracefulShutdownEndsInFlightStreams() async throws {
+        let s = try await RunningServer.start { $0.shutdownGraceSeconds = 0.3 }
+        let long = RunningServer.chat("Write forever.", ["max_tokens": 300, "stream": true, "premoe": ["ignore_eos": true]])
+        let stream = Task { try await s.post("/v1/chat/completions", long) }
+        try await waitFor(s) { ($0["running"] as? Int) == 1 }
+        let start = Date()
+        await s.stop()
+        #expect(Date().timeIntervalSince(start) < 10)
+        let reply = try? await stream.value
+        if let reply {  // the stream ended with an error event instead of 300 tokens
+            #expect(reply.text.contains("shutting_down"), "\(reply.text.suffix(300))")
+        }
+    }
+
+    private func waitFor(_ s: RunningServer, _ condition: ([String: Any]) -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if condition(try await s.send(.GET, "/health").json) { return }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        Issue.record("condition not reached within 30 s")
+    }
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Bounded load test of `premoe serve`: N concurrent streams of mixed-task prompts (taken from
+data/tasks/<task>/test.jsonl) for a fixed time, then it stops by itself. Samples the server's RSS
+(/proc/PID/status) and its own accounting (/health) twice a second, and reports errors, p50/p99
+time to first token, aggregate tokens/s, budget overruns and the expert cache hit rate as JSON.
+
+Usage: scripts/serve_load_test.py --port 8080 --pid PID [--streams 16] [--seconds 60]
+           [--tasks gsm8k,boolq,ai2_arc,piqa] [--max-tokens 32]
+Standard library only. The server must be running (premoe serve ... --max-concurrency >= streams).
+"""
+import argparse
+import http.client
+import json
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def prompts(task, limit=50):
+    out = []
+    for line in (ROOT / "data/tasks" / task / "test.jsonl").read_text().splitlines()[:limit]:
+        row = json.loads(line)
+        text = row.get("question") or row.get("goal") or row.get("sentence") or row.get("passage") or row.get("text")
+        if isinstance(text, dict):
+            text = text.get("stem")
+        if text:
+            out.append(str(text)[:400])
+    return out
+
+
+def health(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/health")
+    body = json.loads(conn.getresponse().read())
+    conn.close()
+    return body
+
+
+def rss(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def stream_once(port, prompt, max_tokens, seed, headers):
+    """One streamed chat completion: (ttft, tokens, seconds, task, error)."""
+    body = json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": max_tokens,
+                       "temperature": 0.7, "seed": seed, "stream_options": {"include_usage": True}})
+    start = time.time()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        if response.status != 200:
+            return None, 0, time.time() - start, None, f"{response.status} {response.read()[:200]!r}"
+        task = response.getheader("x-premoe-task")
+        ttft = None
+        tokens = 0
+        for raw in response:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                return ttft, tokens, time.time() - start, task, str(event["error"])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            for choice in event.get("choices", []):
+                if ttft is None and choice.get("delta", {}).get("content"):
+                    ttft = time.time() - start
+        return ttft, tokens, time.time() - start, task, None
+    except Exception as e:  # noqa: BLE001 - every failure is counted as an error
+        return None, 0, time.time() - start, None, repr(e)
+    finally:
+        conn.close()
+
+
+def run(port, pid, streams, seconds, tasks, max_tokens, headers):
+    pool = [(t, p) for t in tasks for p in prompts(t)]
+    random.seed(1)
+    results, lock = [], threading.Lock()
+    samples = {"rss": [], "accounted": []}
+    stop_at = time.time() + seconds
+    done = threading.Event()
+
+    def worker(i):
+        n = 0
+        while time.time() < stop_at:
+            task, prompt = pool[(i * 7919 + n * 104729) % len(pool)]
+            r = stream_once(port, prompt, max_tokens, i * 1000 + n, headers)
+            with lock:
+                results.append((task,) + r)
+            n += 1
+
+    def sampler():
+        while not done.is_set():
+            try:
+                samples["rss"].append(rss(pid))
+                samples["accounted"].append(health(port)["accounted_bytes"])
+            except Exception:  # noqa: BLE001
+                pass
+            done.wait(0.5)
+
+    h0 = health(port)
+    s = threading.Thread(target=sampler)
+    s.start()
+    begin = time.time()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.time() - begin
+    done.set()
+    s.join()
+    h1 = health(port)
+    ok = [r for r in results if r[5] is None]
+    ttfts = sorted(r[1] for r in ok if r[1] is not None)
+    tokens = sum(r[2] for r in ok)
+    hits = h1["expert_cache_hits"] - h0["expert_cache_hits"]
+    misses = h1["expert_cache_misses"] - h0["expert_cache_misses"]
+    budget = h1.get("budget_bytes")
+
+    def pct(q):
+        return ttfts[min(len(ttfts) - 1, int(q * len(ttfts)))] if ttfts else None
+
+    return {
+        "streams": streams, "seconds": round(wall, 2), "requests": len(results), "errors": len(results) - len(ok),
+        "error_examples": [r[5] for r in results if r[5]][:3],
+        "tasks_served": {t: sum(1 for r in ok if r[4] == t) for t in sorted({r[4] for r in ok if r[4]})},
+        "completion_tokens": tokens, "tokens_per_second": round(tokens / wall, 2),
+        "ttft_p50_s": pct(0.5), "ttft_p99_s": pct(0.99), "ttft_mean_s": statistics.mean(ttfts) if ttfts else None,
+        "rss_max_bytes": max(samples["rss"], default=0), "rss_samples": len(samples["rss"]),
+        "accounted_max_bytes": max(samples["accounted"], default=0), "peak_accounted_bytes": h1["peak_accounted_bytes"],
+        "budget_bytes": budget,
+        "budget_overruns": sum(1 for a in samples["accounted"] if budget and a > budget)
+        + (1 if budget and h1["peak_accounted_bytes"] > budget else 0),
+        "expert_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        "evictions": h1["evictions"] - h0["evictions"], "expert_bytes_loaded": h1["expert_bytes_loaded"] - h0["expert_bytes_loaded"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--pid", type=int, required=True, help="the server's process id (RSS sampling)")
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--tasks", default="gsm8k,boolq,ai2_arc,piqa")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--api-key")
+    args = parser.parse_args()
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    report = run(args.port, args.pid, args.streams, args.seconds, args.tasks.split(","), args.max_tokens, headers)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
