@@ -145,6 +145,15 @@ extension DecoderModel {
                 scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
                 pool: pool)
         }
+        if let observer, observer.wantsActivations, case .grouped(let attention) = layer.attention {
+            // The workspace still holds the block's inputs: the normed rows and o_proj's input.
+            observer.activationDidCompute(ActivationEvent(layer: l, site: .attentionInput, tokenCount: n, width: h,
+                                                          values: normed))
+            let width = attention.o.inFeatures
+            observer.activationDidCompute(ActivationEvent(
+                layer: l, site: .attentionOutputInput, tokenCount: n, width: width,
+                values: workspace.buffer(.attentionOut, n * width)))
+        }
         for i in 0..<(n * h) { x[i] += out[i] }
     }
 
@@ -157,7 +166,15 @@ extension DecoderModel {
         switch layer.feedForward {
         case .dense(let mlp):
             if routeOnly { return }
-            mlp.apply(normed, tokens: n, into: out, scratch: workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize), pool: pool)
+            let scratch = workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize)
+            mlp.apply(normed, tokens: n, into: out, scratch: scratch, pool: pool)
+            if let observer, observer.wantsActivations {
+                // `scratch` starts with down_proj's input (GatedMLP.apply computes it in place).
+                observer.activationDidCompute(ActivationEvent(layer: l, site: .feedForwardInput, tokenCount: n, width: h,
+                                                              values: normed))
+                observer.activationDidCompute(ActivationEvent(layer: l, site: .downInput, tokenCount: n,
+                                                              width: mlp.intermediateSize, values: scratch))
+            }
         case .moe(let block):
             if routeOnly {
                 _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
