@@ -94,6 +94,8 @@ public struct SEAPMask: Codable, Sendable, Equatable {
     /// channels pruned (ties: the higher index goes first), at least one of each kept.
     /// - Parameters:
     ///   - scores: per-layer scores (a task's, or a combination for the generic mask).
+    ///   - channelMultiple: kept FFN widths are rounded to a multiple of this (the quantization
+    ///     block of down_proj, so its cut rows requantize to whole blocks and llama.cpp accepts them).
     ///   - spec: the unpruned model's spec.
     ///   - biasMeans: o_proj and down_proj input means per layer, for FLAP's bias compensation
     ///     (nil: none); `model` must then be given for the weights.
@@ -101,7 +103,8 @@ public struct SEAPMask: Codable, Sendable, Equatable {
     ///   model SEAP cannot prune.
     public static func make(task: String, score: ScoreMethod, schedule: SparsitySchedule, sparsity: Double,
                             scores: LayerScores, spec: DecoderSpec, logistic: LogisticSchedule = LogisticSchedule(),
-                            biasMeans: (output: [[Double]], down: [[Double]])? = nil, model: DecoderModel? = nil) throws -> SEAPMask {
+                            biasMeans: (output: [[Double]], down: [[Double]])? = nil, model: DecoderModel? = nil,
+                            channelMultiple: Int = 1) throws -> SEAPMask {
         guard sparsity >= 0, sparsity < 1 else { throw SEAPError.invalidSetting("sparsity \(sparsity) is not in [0, 1)") }
         guard spec.mla == nil, spec.moeLayers.isEmpty else { throw SEAPError.unsupported("SEAP prunes dense grouped-attention models") }
         guard spec.qkNorm != .wholeProjection else {
@@ -111,7 +114,8 @@ public struct SEAPMask: Codable, Sendable, Equatable {
         var layers: [LayerMask] = []
         for l in scores.heads.indices {
             let keptHeads = keep(scores.heads[l], pruning: counts[l].heads)
-            let keptChannels = keep(scores.channels[l], pruning: counts[l].channels)
+            let keptChannels = keep(scores.channels[l], pruning: roundedPruning(counts[l].channels, of: scores.channels[l].count,
+                                                                                multiple: channelMultiple))
             var mask = LayerMask(keptHeads: keptHeads, keptChannels: keptChannels)
             if let biasMeans, let model {
                 let (attention, mlp) = try SEAPModelCheck.denseParts(model.layers[l], index: l)
@@ -124,6 +128,14 @@ public struct SEAPMask: Codable, Sendable, Equatable {
         let sizes = spec.feedForward.map { ff -> Int in if case .dense(let i) = ff { return i } else { return 0 } }
         return SEAPMask(task: task, score: score, schedule: schedule, sparsity: sparsity, headCount: spec.headCount,
                         kvHeadCount: spec.kvHeadCount, headDim: spec.headDim, intermediateSizes: sizes, layers: layers)
+    }
+
+    /// Channels to prune so that the kept width is a multiple of `multiple` (nearest, at least
+    /// one multiple; unchanged when the full width is not a multiple itself).
+    static func roundedPruning(_ pruned: Int, of width: Int, multiple: Int) -> Int {
+        guard multiple > 1, width % multiple == 0, pruned > 0 else { return pruned }
+        let kept = max(multiple, Int((Double(width - pruned) / Double(multiple)).rounded()) * multiple)
+        return width - kept
     }
 
     /// Indices kept after pruning the `count` lowest of `scores`, ascending.

@@ -4,9 +4,10 @@ import Kernels
 import Models
 
 /// Writes a SEAP-pruned model as a GGUF file that llama.cpp loads: per-layer
-/// `<arch>.feed_forward_length`, `<arch>.attention.head_count` and `.head_count_kv` arrays (llama.cpp
-/// reads each as one value or one per layer), the pruned tensors, every other tensor and metadata
-/// key copied byte for byte.
+/// `<arch>.feed_forward_length`, `<arch>.attention.head_count` and `.head_count_kv` arrays, the
+/// pruned tensors, every other tensor and metadata key copied byte for byte. A `llama` source is
+/// written as llama.cpp's `deci` architecture (see `writeGGUF`); qwen2/qwen3 keep their
+/// architecture, whose llama.cpp graphs may read one width for all layers.
 ///
 /// llama.cpp needs every KV head of a layer to serve the same number of query heads. A layer
 /// whose groups differ (SEAP's GQA rule can leave `[1, 2]`) is padded to its largest group with
@@ -31,9 +32,20 @@ public enum SEAPExport {
             throw SEAPError.unsupported("GGUF export supports llama, qwen2 and qwen3 files, not '\(gguf.architecture ?? "?")'")
         }
         let hd = pruned.spec.headDim
+        // llama.cpp's `llama` graph reads one FFN width and head count for every layer; its
+        // `deci` graph (Llama-3.1-Nemotron-NAS: llama tensors, per-layer widths and heads) reads
+        // them per layer. A llama file is written as `deci`, its `llama.*` keys renamed.
+        let outArch = arch == "llama" ? "deci" : arch
         var writer = GGUFWriter(alignment: gguf.alignment)
         for key in gguf.metadataKeys where key != "general.alignment" {
-            if let value = gguf[key] { writer.set(key, value) }
+            guard let value = gguf[key] else { continue }
+            if key == "general.architecture" {
+                writer.set(key, .string(outArch))
+            } else if key.hasPrefix(arch + ".") {
+                writer.set(outArch + key.dropFirst(arch.count), value)
+            } else {
+                writer.set(key, value)
+            }
         }
         var widths: [Int] = [], heads: [Int] = [], kvHeads: [Int] = []
         var replaced: [String: Tensor] = [:]
@@ -68,9 +80,12 @@ public enum SEAPExport {
             heads.append(paddedHeads)
             kvHeads.append(kv)
         }
-        writer.set("\(arch).feed_forward_length", GGUFValue.int32s(widths))
-        writer.set("\(arch).attention.head_count", GGUFValue.int32s(heads))
-        writer.set("\(arch).attention.head_count_kv", GGUFValue.int32s(kvHeads))
+        writer.set("\(outArch).feed_forward_length", GGUFValue.int32s(widths))
+        writer.set("\(outArch).attention.head_count", GGUFValue.int32s(heads))
+        writer.set("\(outArch).attention.head_count_kv", GGUFValue.int32s(kvHeads))
+        // llama.cpp derives the head width from layer 0's head count when these are absent.
+        writer.set("\(outArch).attention.key_length", .uint32(UInt32(hd)))
+        writer.set("\(outArch).attention.value_length", .uint32(UInt32(hd)))
         writer.set("premoe.seap.task", .string(mask.task))
         writer.set("premoe.seap.score", .string(mask.score.rawValue))
         writer.set("premoe.seap.schedule", .string(mask.schedule.rawValue))

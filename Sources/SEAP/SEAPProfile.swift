@@ -105,7 +105,10 @@ public enum SEAPMasks {
             means = (try (0..<model.spec.layerCount).map { try stats.require(.attentionOutputInput, layer: $0).mean },
                      try (0..<model.spec.layerCount).map { try stats.require(.downInput, layer: $0).mean })
         }
+        // Kept widths in whole quantization blocks of down_proj (1 for float weights).
+        var multiple = 1
+        if let first = model.layers.first, case .dense(let mlp) = first.feedForward { multiple = mlp.down.weight.dtype.blockSize }
         return try SEAPMask.make(task: task, score: method, schedule: schedule, sparsity: sparsity, scores: scores,
-                                 spec: model.spec, logistic: logistic, biasMeans: means, model: model)
+                                 spec: model.spec, logistic: logistic, biasMeans: means, model: model, channelMultiple: multiple)
     }
 }

@@ -96,7 +96,20 @@ public enum StructuredPruning {
     /// The rows `indices` of a linear layer (weight rows and bias entries); blocks stay whole.
     static func rows(_ linear: Linear, _ indices: [Int]) -> Linear {
         if indices == Array(0..<linear.outFeatures) { return linear }
-        return Linear(weight: gatherRows(linear.weight, indices), bias: linear.bias.map { b in indices.map { b[$0] } })
+        return Linear(weight: gatherRowBytes(linear.weight, indices), bias: linear.bias.map { b in indices.map { b[$0] } })
+    }
+
+    /// Rows `indices` of a matrix of any dtype, byte for byte (a quantized row is whole blocks).
+    /// (`Models.gatherRows` sizes rows as `rowLength · byteSize`, which is per block for GGML
+    /// types, so it only serves float tensors.)
+    static func gatherRowBytes(_ weight: Tensor, _ indices: [Int]) -> Tensor {
+        let rowBytes = weight.dtype.byteCount(elements: weight.rowLength)
+        let buffer = TensorBuffer(byteCount: indices.count * rowBytes)
+        for (i, r) in indices.enumerated() {
+            buffer.pointer.advanced(by: i * rowBytes).copyMemory(from: weight.data + r * rowBytes, byteCount: rowBytes)
+        }
+        return Tensor(dtype: weight.dtype, shape: [indices.count, weight.rowLength], data: UnsafeRawPointer(buffer.pointer),
+                      owner: buffer)
     }
 
     /// The columns `indices` of `weight` (`[out, in]`). Quantized rows keep their bytes when the

@@ -1,5 +1,5 @@
 import Foundation
-import SEAP
+@testable import SEAP
 import Testing
 import TestSupport
 
@@ -51,5 +51,12 @@ import TestSupport
     @Test func everyLayerKeepsOneHeadAndChannel() {
         let counts = ScheduleAllocation.counts(.uniform, sparsity: 0.99, scores: Self.scores(layers: 2, heads: 2, channels: 3, seed: 5), headDim: 4)
         #expect(counts.allSatisfy { $0.heads == 1 && $0.channels == 2 })
+    }
+}
+
+@Suite struct ChannelRoundingTests {
+    @Test(arguments: [(700, 1536, 32, 704), (0, 1536, 32, 0), (1530, 1536, 32, 1504), (50, 100, 32, 50), (10, 64, 1, 10)])
+    func keptWidthIsAWholeNumberOfBlocks(pruned: Int, width: Int, multiple: Int, expected: Int) {
+        #expect(SEAPMask.roundedPruning(pruned, of: width, multiple: multiple) == expected)
     }
 }
