@@ -213,6 +213,12 @@ public enum SEAPEvaluation {
     /// task: context and gold answer; WikiText-2: the lines joined into one document).
     static func evaluationMaterial(task: String, data: SEAPTaskData) throws -> Material {
         let url = data.evaluationFile
+        if task == SEAPData.genericTask {
+            // Lines of prose are fragments: one document of the held-out lines, indexed as
+            // `SEAPData.load` indexes them (non-empty lines), so none was calibrated on.
+            let all = try CalibrationData.read(url)
+            return Material(items: [], texts: [all[data.evaluationRows.clamped(to: 0..<all.count)].joined()])
+        }
         let rows = try TaskItems.readJSONL(url, limit: data.evaluationRows.upperBound)
         let range = data.evaluationRows.clamped(to: 0..<rows.count)
         var items: [MultipleChoiceItem] = []
@@ -220,12 +226,6 @@ public enum SEAPEvaluation {
             for i in range { items.append(try TaskItems.multipleChoice(task: task, row: rows[i], file: url.path, line: i + 1)) }
         }
         let texts = try CalibrationData.read(url, limit: data.evaluationRows.upperBound)
-        if task == SEAPData.genericTask {
-            // Lines of prose are fragments: one document of the held-out lines.
-            let all = rows.compactMap { $0["text"] as? String }
-            let held = all.count > range.lowerBound ? Array(all[range]) : []
-            return Material(items: [], texts: [held.joined()])
-        }
         return Material(items: items, texts: texts.count > range.lowerBound ? Array(texts[range.clamped(to: 0..<texts.count)]) : [])
     }
 
