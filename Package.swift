@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Runtime", targets: ["Runtime"]),
         .library(name: "PreMoe", targets: ["PreMoe"]),
+        .library(name: "SEAP", targets: ["SEAP"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
         .library(name: "Server", targets: ["Server"]),
         .executable(name: "premoe", targets: ["premoe"]),
@@ -51,7 +52,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "Runtime", dependencies: ["Models", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "PreMoe", dependencies: ["Models", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
-        .target(name: "Evaluation", dependencies: ["PreMoe", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "SEAP", dependencies: ["Models", "PreMoe", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "Evaluation", dependencies: ["PreMoe", "SEAP", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: checkedSettings),
         .target(
             name: "Server",
             dependencies: [
@@ -69,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "premoe",
             dependencies: [
-                "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "Evaluation", "Server",
+                "Formats", "Tokenization", "Models", "Runtime", "PreMoe", "SEAP", "Evaluation", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checkedSettings
@@ -81,6 +83,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
+        .testTarget(name: "SEAPTests", dependencies: ["SEAP", "Evaluation", "Models", "PreMoe", "Formats", "Kernels", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Models", "PreMoe", "Runtime", "TestSupport"]),
         .testTarget(
             name: "ServerTests",

@@ -37,6 +37,13 @@ public struct DecoderLayer: @unchecked Sendable {
     public let attention: LayerAttention
     public let postAttentionNorm: [Float]
     public var feedForward: FeedForward
+
+    public init(inputNorm: [Float], attention: LayerAttention, postAttentionNorm: [Float], feedForward: FeedForward) {
+        self.inputNorm = inputNorm
+        self.attention = attention
+        self.postAttentionNorm = postAttentionNorm
+        self.feedForward = feedForward
+    }
 }
 
 /// Which positions' logits a forward pass returns.

@@ -133,19 +133,28 @@ extension DecoderModel {
         let layer = layers[l]
         let (normed, out) = normalized(x, tokens: n, weight: layer.inputNorm)
         profiled(profiler, "attention") {
-        switch layer.attention {
-        case .grouped(let attention):
-            attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions,
-                            into: out, workspace: workspace, pool: pool)
-        case .latent(let attention):
-            let mla = spec.mla!
-            attention.apply(
-                normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions, into: out,
-                q: workspace.buffer(.attentionQ, n * spec.headCount * mla.qkHeadDim),
-                attentionOut: workspace.buffer(.attentionOut, n * spec.headCount * mla.vHeadDim),
-                scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
-                pool: pool)
+            switch layer.attention {
+            case .grouped(let attention):
+                attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions,
+                                into: out, workspace: workspace, pool: pool)
+            case .latent(let attention):
+                let mla = spec.mla!
+                attention.apply(
+                    normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions, into: out,
+                    q: workspace.buffer(.attentionQ, n * spec.headCount * mla.qkHeadDim),
+                    attentionOut: workspace.buffer(.attentionOut, n * spec.headCount * mla.vHeadDim),
+                    scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
+                    pool: pool)
+            }
         }
+        if let observer, observer.wantsActivations, case .grouped(let attention) = layer.attention {
+            // The workspace still holds the block's inputs: the normed rows and o_proj's input.
+            observer.activationDidCompute(ActivationEvent(layer: l, site: .attentionInput, tokenCount: n, width: h,
+                                                          values: normed))
+            let width = attention.o.inFeatures
+            observer.activationDidCompute(ActivationEvent(
+                layer: l, site: .attentionOutputInput, tokenCount: n, width: width,
+                values: workspace.buffer(.attentionOut, n * width)))
         }
         for i in 0..<(n * h) { x[i] += out[i] }
     }
@@ -159,8 +168,16 @@ extension DecoderModel {
         switch layer.feedForward {
         case .dense(let mlp):
             if routeOnly { return }
+            let scratch = workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize)
             profiled(profiler, "dense MLP \(mlp.typeLabel)") {
-                mlp.apply(normed, tokens: n, into: out, scratch: workspace.buffer(.mlpScratch, 2 * n * mlp.intermediateSize), pool: pool)
+                mlp.apply(normed, tokens: n, into: out, scratch: scratch, pool: pool)
+            }
+            if let observer, observer.wantsActivations {
+                // `scratch` starts with down_proj's input (GatedMLP.apply computes it in place).
+                observer.activationDidCompute(ActivationEvent(layer: l, site: .feedForwardInput, tokenCount: n, width: h,
+                                                              values: normed))
+                observer.activationDidCompute(ActivationEvent(layer: l, site: .downInput, tokenCount: n,
+                                                              width: mlp.intermediateSize, values: scratch))
             }
         case .moe(let block):
             if routeOnly {

@@ -7,6 +7,8 @@ final class Workspace {
         /// MLA's q latent, kv latent and expanded k_nope/v (`MLAttention.scratchCount`).
         case latentScratch
         case routedWeights
+        /// Query heads of one KV group, packed, and their outputs (pruned GQA layers).
+        case groupScratch
     }
 
     private var pointers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)

@@ -57,17 +57,34 @@ public enum QueryFeatures {
         defer { model.observer = previous }
         try model.forward(tokens, cache: model.makeCache(capacity: tokens.count), logits: .none, stopAfterRouterOf: first)
 
-        let h = spec.hiddenSize
+        // ids were range-checked by the forward pass
+        let (embedding, tail) = embeddingSums(model: model, tokens: tokens, tailTokens: tailTokens)
+        return unitScaled(embedding) + unitScaled(probe.sums) + unitScaled(tail)
+    }
+
+    /// The mean input embedding of `tokens`, scaled to unit length, `[hidden]`: the whole-query
+    /// block of `compute`, and on its own SEAP's task-router feature (METHODS §6.6).
+    /// - Throws: `ModelError.tokenOutOfRange` for an id outside the vocabulary.
+    public static func meanInputEmbedding(model: DecoderModel, tokens: [Int]) throws -> [Float] {
+        for id in tokens where id < 0 || id >= model.spec.vocabularySize {
+            throw ModelError.tokenOutOfRange(id: id, vocabularySize: model.spec.vocabularySize)
+        }
+        return unitScaled(embeddingSums(model: model, tokens: tokens, tailTokens: 0).all)
+    }
+
+    /// Sums of the input embeddings of all `tokens` and of the last `tailTokens` (ids in range).
+    static func embeddingSums(model: DecoderModel, tokens: [Int], tailTokens: Int) -> (all: [Double], tail: [Double]) {
+        let h = model.spec.hiddenSize
         var embedding = [Double](repeating: 0, count: h)
         var tail = [Double](repeating: 0, count: h)
         var row = [Float](repeating: 0, count: h)
         let tailStart = max(0, tokens.count - tailTokens)
-        for (t, id) in tokens.enumerated() {  // ids were range-checked by the forward pass
+        for (t, id) in tokens.enumerated() {
             row.withUnsafeMutableBufferPointer { convertToFloat(model.embedding, offset: id * h, into: $0.baseAddress!, count: h) }
             for i in 0..<h { embedding[i] += Double(row[i]) }
             if t >= tailStart { for i in 0..<h { tail[i] += Double(row[i]) } }
         }
-        return unitScaled(embedding) + unitScaled(probe.sums) + unitScaled(tail)
+        return (embedding, tail)
     }
 
     /// `v / ‖v‖` as floats (a zero vector stays zero).

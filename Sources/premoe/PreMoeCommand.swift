@@ -7,7 +7,7 @@ struct PreMoeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "premoe",
         abstract: "Run Mixture-of-Experts models on the CPU with only the experts a task needs.",
-        subcommands: [Inspect.self, Generate.self, Logits.self, Tokenize.self, Bench.self, Profile.self, Patterns.self, Retrieve.self, RunTask.self, Prune.self, Quantize.self, Eval.self, Demo.self, Serve.self])
+        subcommands: [Inspect.self, Generate.self, Logits.self, Tokenize.self, Bench.self, Profile.self, Patterns.self, Retrieve.self, RunTask.self, Prune.self, Quantize.self, Eval.self, Demo.self, SEAPCommand.self, Serve.self])
 
     /// The library's warnings (e.g. a skipped pattern file) go to stderr.
     static func main() {

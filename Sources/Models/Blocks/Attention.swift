@@ -15,9 +15,15 @@ public struct Attention: @unchecked Sendable {
     public let window: Int
     /// `[heads]` attention-sink logits (gpt-oss's `self_attn.sinks`), or nil.
     public let sinks: [Float]?
+    /// Query heads served by each KV head, in order, when structured pruning (SEAP) left KV
+    /// groups of different sizes; nil when every KV head serves `headCount / kvHeadCount` of them.
+    /// Query heads are stored group after group, as in the unpruned layout.
+    public let queryGroups: [Int]?
 
+    /// - Precondition: `queryGroups`, when given, has one positive entry per KV head of `k` and
+    ///   sums to the query heads of `q` (a programmer error otherwise: pruning builds it).
     public init(q: Linear, k: Linear, v: Linear, o: Linear, qNorm: [Float]?, kNorm: [Float]?,
-                window: Int = 0, sinks: [Float]? = nil) {
+                window: Int = 0, sinks: [Float]? = nil, queryGroups: [Int]? = nil) {
         self.q = q
         self.k = k
         self.v = v
@@ -26,7 +32,13 @@ public struct Attention: @unchecked Sendable {
         self.kNorm = kNorm
         self.window = window
         self.sinks = sinks
+        self.queryGroups = queryGroups
     }
+
+    /// Query heads of this layer (fewer than the spec's after head pruning).
+    public func headCount(headDim: Int) -> Int { q.outFeatures / headDim }
+    /// KV heads of this layer.
+    public func kvHeadCount(headDim: Int) -> Int { k.outFeatures / headDim }
 
     /// Bytes of weight storage.
     public var byteCount: Int { weights.reduce(0) { $0 + $1.byteCount } }
@@ -40,9 +52,11 @@ public struct Attention: @unchecked Sendable {
         _ x: UnsafePointer<Float>, tokens: Int, layer: Int, spec: DecoderSpec, cache: KVCache,
         positions: UnsafePointer<Int>, into y: UnsafeMutablePointer<Float>, workspace: Workspace, pool: ThreadPool
     ) {
-        let heads = spec.headCount
-        let kvHeads = spec.kvHeadCount
         let hd = spec.headDim
+        // Per layer: a pruned layer holds fewer heads. Its cache rows are `kvHeads · headDim`
+        // floats apart, inside a buffer sized for the spec's width.
+        let heads = headCount(headDim: hd)
+        let kvHeads = kvHeadCount(headDim: hd)
         let qWidth = heads * hd
         let kvWidth = kvHeads * hd
         let start = cache.count
@@ -85,13 +99,49 @@ public struct Attention: @unchecked Sendable {
             applyRoPE(kDst, tokens: tokens, heads: kvHeads, headDim: hd, rotaryDim: spec.rope.rotaryDim,
                       positions: positions, invFreq: f.baseAddress!, attentionScaling: spec.rope.attentionScaling, style: style)
         }
-        (sinks ?? []).withUnsafeBufferPointer { sinkValues in
-            attention(
-                q: qBuf, queries: tokens, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
-                keys: cache.keys[layer], keyStride: kvWidth, values: cache.values[layer], valueStride: kvWidth,
-                start: start, scale: spec.attentionScale, window: window,
-                sinks: sinks == nil ? nil : sinkValues.baseAddress, into: attnOut, pool: pool)
+        if let groups = queryGroups, Set(groups).count > 1 {
+            groupedByKVHead(qBuf, groups: groups, tokens: tokens, headDim: hd, cache: cache, layer: layer, start: start,
+                            scale: spec.attentionScale, into: attnOut, workspace: workspace, pool: pool)
+        } else {
+            (sinks ?? []).withUnsafeBufferPointer { sinkValues in
+                attention(
+                    q: qBuf, queries: tokens, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
+                    keys: cache.keys[layer], keyStride: kvWidth, values: cache.values[layer], valueStride: kvWidth,
+                    start: start, scale: spec.attentionScale, window: window,
+                    sinks: sinks == nil ? nil : sinkValues.baseAddress, into: attnOut, pool: pool)
+            }
         }
         o.apply(attnOut, tokens: tokens, into: y, pool: pool)
+    }
+
+    /// Attention when KV groups have different sizes: one kernel call per KV head with its own
+    /// query heads, packed into `[tokens, groups[g] · headDim]` and written back in place.
+    private func groupedByKVHead(
+        _ qBuf: UnsafeMutablePointer<Float>, groups: [Int], tokens: Int, headDim hd: Int, cache: KVCache, layer: Int,
+        start: Int, scale: Float, into attnOut: UnsafeMutablePointer<Float>, workspace: Workspace, pool: ThreadPool
+    ) {
+        let qWidth = groups.reduce(0, +) * hd
+        let kvWidth = groups.count * hd
+        let largest = groups.max() ?? 0
+        let packed = workspace.buffer(.groupScratch, 2 * tokens * largest * hd)
+        let packedOut = packed + tokens * largest * hd
+        var first = 0
+        for (g, count) in groups.enumerated() {
+            let width = count * hd
+            for t in 0..<tokens {
+                (packed + t * width).update(from: qBuf + t * qWidth + first * hd, count: width)
+            }
+            (sinks ?? []).withUnsafeBufferPointer { sinkValues in
+                attention(
+                    q: packed, queries: tokens, heads: count, kvHeads: 1, headDim: hd, valueDim: hd,
+                    keys: cache.keys[layer] + g * hd, keyStride: kvWidth, values: cache.values[layer] + g * hd,
+                    valueStride: kvWidth, start: start, scale: scale, window: window,
+                    sinks: sinks == nil ? nil : sinkValues.baseAddress! + first, into: packedOut, pool: pool)
+            }
+            for t in 0..<tokens {
+                (attnOut + t * qWidth + first * hd).update(from: packedOut + t * width, count: width)
+            }
+            first += count
+        }
     }
 }

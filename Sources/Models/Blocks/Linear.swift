@@ -71,6 +71,8 @@ public struct GatedMLP: @unchecked Sendable {
     public var biasCount: Int { [gate, up, down].reduce(0) { $0 + ($1.bias?.count ?? 0) } }
 
     /// `y = MLP(x)` for `tokens` rows; `scratch` must hold `2 · tokens · intermediateSize` floats.
+    /// On return its first `tokens · intermediateSize` floats hold down_proj's input (observers
+    /// read it there).
     func apply(
         _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
         scratch: UnsafeMutablePointer<Float>, pool: ThreadPool

@@ -35,18 +35,27 @@ public struct ExpertOutputEvent {
     public let hidden: Int
 }
 
-/// Hook for profilers: attach to a model and see every routing decision without editing model
-/// code. Calls come from the forward pass, synchronously, one layer after another.
+/// Hook for profilers: attach to a model and see every routing decision (and, when asked, the
+/// dense activations of `ActivationEvent`) without editing model code. Calls come from the
+/// forward pass, synchronously, one layer after another.
 public protocol RouterObserver: AnyObject {
     func routerDidRoute(_ event: RouterEvent)
     /// Whether `expertDidCompute` should be called (costs a little per expert).
     var wantsExpertOutputs: Bool { get }
     func expertDidCompute(_ event: ExpertOutputEvent)
+    /// Whether `activationDidCompute` should be called (SEAP's activation statistics).
+    var wantsActivations: Bool { get }
+    /// One projection input of one layer for a batch of tokens (`ActivationEvent`).
+    func activationDidCompute(_ event: ActivationEvent)
 }
 
 extension RouterObserver {
     public var wantsExpertOutputs: Bool { false }
     public func expertDidCompute(_ event: ExpertOutputEvent) {}
+    public var wantsActivations: Bool { false }
+    public func activationDidCompute(_ event: ActivationEvent) {}
+    /// Routing decisions are optional for observers that only want activations.
+    public func routerDidRoute(_ event: RouterEvent) {}
 }
 
 /// A MoE block: router, the routed experts this model holds (all, or a kept subset), and
