@@ -164,9 +164,7 @@ struct SEAPRunCommand: ParsableCommand {
         }
         let m = try mask.mask(task: chosen!, model: model)
         let pruned = try StructuredPruning.prune(model, mask: m, storage: mask.storage)
-        let text = chat
-            ? (tokenizer.chatTemplate ?? .init(style: .plain)).format([.init(role: "user", content: prompt)], addGenerationPrompt: true)
-            : prompt
+        let text = chat ? try chatPrompt(prompt, tokenizer: tokenizer, model: options.url.path) : prompt
         let generator = Generator(model: pruned, tokenizer: tokenizer)
         let start = Date()
         let result = try generator.generate(promptIDs: tokenizer.encode(text),

@@ -8,13 +8,17 @@ import PreMoe
 import TestSupport
 import Tokenization
 
-/// The tiny Qwen3-MoE fixture (2 layers, 8 experts, ChatML tokens: fast in debug builds) and a
-/// two-task pattern store profiled from the repository's task data (256 calibration tokens and 8
-/// retrieval queries per task), made once per test process. `scripts/openai_client_check.py` and
-/// `scripts/serve_load_test.py` drive the demo model.
+/// The tiny Qwen3-MoE fixture (2 layers, 8 experts, ChatML tokens: fast in debug builds) with
+/// Qwen3's real chat template beside it, and a two-task pattern store profiled from the
+/// repository's task data (256 calibration tokens and 8 retrieval queries per task), made once per
+/// test process. `scripts/openai_client_check.py` and `scripts/serve_load_test.py` drive the demo model.
 enum DemoStore {
     static let repository = Fixtures.root.deletingLastPathComponent().deletingLastPathComponent()
-    static let model = Fixtures.url("models/qwen3_moe")
+    static let model: URL = {
+        do { return try withChatTemplate(Fixtures.url("models/qwen3_moe"), template: "Qwen-Qwen3-0.6B.jinja") } catch {
+            preconditionFailure("could not prepare the server's test model: \(error)")
+        }
+    }()
     static let modelName = "qwen3_moe"
     static let tasks = ["gsm8k", "boolq"]
 
@@ -29,6 +33,22 @@ enum DemoStore {
             made = result
             return try result.get()
         }
+    }
+
+    /// A directory of links to `fixture`'s files plus a `tokenizer_config.json` holding the
+    /// committed chat template `template` (the model fixtures carry no template of their own).
+    private static func withChatTemplate(_ fixture: URL, template: String) throws -> URL {
+        // Named as the fixture: the server names its model after the directory.
+        let directory = try Fixtures.temporaryDirectory("premoe-serve-model").appendingPathComponent(fixture.lastPathComponent)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        for name in try FileManager.default.contentsOfDirectory(atPath: fixture.path) {
+            try FileManager.default.createSymbolicLink(
+                at: directory.appendingPathComponent(name), withDestinationURL: fixture.appendingPathComponent(name))
+        }
+        let source = try String(contentsOf: Fixtures.url("chat_templates/\(template)"), encoding: .utf8)
+        let config: [String: Any] = ["chat_template": source, "eos_token": "<|im_end|>"]
+        try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        return directory
     }
 
     private static func profile() throws -> URL {
