@@ -253,7 +253,8 @@ extension Array {
 /// of a vector, experts of a stacked tensor), same dtype, in that order. Used to slice routers
 /// (and their biases) to kept experts.
 public func gatherRows(_ tensor: Tensor, _ indices: [Int]) -> Tensor {
-    let rowBytes = tensor.rowLength * tensor.dtype.byteSize
+    // Per element for float types, per block for quantized ones (a row holds whole blocks).
+    let rowBytes = tensor.dtype.byteCount(elements: tensor.rowLength)
     let buffer = TensorBuffer(byteCount: indices.count * rowBytes)
     for (i, r) in indices.enumerated() {
         buffer.pointer.advanced(by: i * rowBytes).copyMemory(from: tensor.data + r * rowBytes, byteCount: rowBytes)
