@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Kernels"], swiftSettings: checkedSettings),
         .target(name: "Tokenization", swiftSettings: checkedSettings),
         .target(name: "Models", dependencies: ["Kernels", "Formats", "Tokenization"], swiftSettings: checkedSettings),
-        .target(name: "Runtime", dependencies: ["Models", "Tokenization"], swiftSettings: checkedSettings),
+        .target(name: "Runtime", dependencies: ["Kernels", "Models", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "PreMoe", dependencies: ["Models", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "SEAP", dependencies: ["Models", "PreMoe", "Formats", "Kernels", "Tokenization"], swiftSettings: checkedSettings),
         .target(name: "Evaluation", dependencies: ["PreMoe", "SEAP", "Runtime", "Models", "Formats", "Tokenization"], swiftSettings: checkedSettings),

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Models
 
 /// A scorer's name and parameters, as stored in a pattern (`{"name": "tcess", "parameters": {"k": 1, "r": -1}}`).
@@ -113,15 +114,8 @@ public struct RandomScorer: ExpertScorer {
     public var descriptor: ScorerDescriptor { ScorerDescriptor(name: "random", parameters: ["seed": Double(seed)]) }
     public var statsOptions: StatsOptions { StatsOptions() }
     public func scores(_ stats: LayerStats) -> [Double] {
-        var state = seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(stats.layer + 1)
-        return (0..<stats.expertCount).map { _ in
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return Double(z >> 11) / Double(1 << 53)
-        }
+        var rng = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(stats.layer + 1))
+        return (0..<stats.expertCount).map { _ in rng.nextUnit() }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 /// Chooses the next token from logits: greedy, or seeded temperature / top-k / top-p sampling.
 public struct Sampler: Sendable {
@@ -65,7 +66,7 @@ public struct Sampler: Sendable {
             order.removeSubrange(keep...)
             total = probs.reduce(0, +)
         }
-        let r = rng.nextDouble() * total
+        let r = rng.nextUnit() * total
         var acc = 0.0
         for (i, p) in probs.enumerated() {
             acc += p
@@ -73,20 +74,4 @@ public struct Sampler: Sendable {
         }
         return order[order.count - 1]
     }
-}
-
-/// A small, fast, seedable generator (SplitMix64), so sampled output is reproducible across
-/// platforms for a given seed.
-struct SplitMix64: Sendable {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Models
 import PreMoe
 import Tokenization
