@@ -176,8 +176,7 @@ final class ExpertResidency {
             if let cached = routers[l] {
                 router = cached
             } else {
-                let full = ids == Array(0..<base.router.outFeatures)
-                router = full ? base.router : Linear(weight: gatherRows(base.router.weight, ids))
+                router = base.router.rows(ids)
                 routers[l] = router
             }
             let mlps = ids.compactMap { resident[Key(layer: l, expert: $0)]?.mlp }

@@ -20,4 +20,19 @@ import Testing
             #expect(Array(got) == Array(want), "row \(source) of \(dtype)")
         }
     }
+
+    /// A router sliced to kept experts keeps each kept row's bias with it (gpt-oss's router bias).
+    @Test func linearRowsCarryTheirBias() {
+        let buffer = TensorBuffer(byteCount: 3 * 2 * 4)
+        let w = buffer.pointer.bindMemory(to: Float.self, capacity: 6)
+        for i in 0..<6 { w[i] = Float(i) }
+        let router = Linear(weight: Tensor(dtype: .float32, shape: [3, 2], data: UnsafeRawPointer(buffer.pointer), owner: buffer),
+                            bias: [10, 11, 12])
+        let sliced = router.rows([2, 0])
+        #expect(sliced.bias == [12, 10])
+        #expect(sliced.weight.shape == [2, 2])
+        let rows = sliced.weight.data.bindMemory(to: Float.self, capacity: 4)
+        #expect((0..<4).map { rows[$0] } == [4, 5, 0, 1])
+        #expect(router.rows([0, 1, 2]).weight.data == router.weight.data)
+    }
 }

@@ -225,9 +225,8 @@ public struct HFDecoderLayout: Sendable {
             }
         }
         // gpt-oss's router bias follows the router rows (sliced and ordered like them).
-        let routerBias = moe.biases ? binder.floats("\(m).\(routerName).bias", count: e).indexed(kept) : nil
-        let router = kept == Array(0..<e) ? Linear(weight: routerFull, bias: routerBias)
-            : Linear(weight: gatherRows(routerFull, kept), bias: routerBias)
+        let routerBias = moe.biases ? binder.floats("\(m).\(routerName).bias", count: e) : nil
+        let router = Linear(weight: routerFull, bias: routerBias).rows(kept)
         // DeepSeek-V3's selection bias follows the router rows (sliced and ordered like them).
         let selectionBias = moe.selectionBias
             ? binder.floats("\(m).gate.e_score_correction_bias", count: e).indexed(kept) : nil

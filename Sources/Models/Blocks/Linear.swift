@@ -16,6 +16,13 @@ public struct Linear: @unchecked Sendable {
     public var outFeatures: Int { weight.shape[0] }
     public var inFeatures: Int { weight.shape[1] }
 
+    /// This projection restricted to output rows `indices`, in that order: weight rows and bias
+    /// entries together (a router sliced to the kept experts). Itself when `indices` is every row.
+    public func rows(_ indices: [Int]) -> Linear {
+        if indices == Array(0..<outFeatures) { return self }
+        return Linear(weight: gatherRows(weight, indices), bias: bias?.indexed(indices))
+    }
+
     /// `y[t, :] = W x[t, :] + b` for `tokens` rows.
     /// - Parameters:
     ///   - x: `[tokens, in]`.
