@@ -45,13 +45,13 @@ public enum StructuredPruning {
             let o = Linear(weight: try gatherColumns(attention.o.weight, qRows, storage: storage),
                            bias: shifted(attention.o.bias, by: m.outputBiasShift, count: spec.hiddenSize))
             let pruned = Attention(
-                q: rows(attention.q, qRows), k: rows(attention.k, kvRows), v: rows(attention.v, kvRows), o: o,
+                q: attention.q.rows(qRows), k: attention.k.rows(kvRows), v: attention.v.rows(kvRows), o: o,
                 qNorm: attention.qNorm, kNorm: attention.kNorm,
                 queryGroups: Set(groups).count > 1 ? groups : nil)
             let channels = m.keptChannels
             let down = Linear(weight: try gatherColumns(mlp.down.weight, channels, storage: storage),
                               bias: shifted(mlp.down.bias, by: m.downBiasShift, count: spec.hiddenSize))
-            let newMLP = GatedMLP(gate: rows(mlp.gate, channels), up: rows(mlp.up, channels), down: down)
+            let newMLP = GatedMLP(gate: mlp.gate.rows(channels), up: mlp.up.rows(channels), down: down)
             layers.append(DecoderLayer(inputNorm: layer.inputNorm, attention: .grouped(pruned),
                                        postAttentionNorm: layer.postAttentionNorm, feedForward: .dense(newMLP)))
             spec.feedForward[l] = .dense(intermediateSize: channels.count)
@@ -91,25 +91,6 @@ public enum StructuredPruning {
         guard let shift else { return bias }
         let base = bias ?? [Float](repeating: 0, count: count)
         return zip(base, shift).map { $0 + $1 }
-    }
-
-    /// The rows `indices` of a linear layer (weight rows and bias entries); blocks stay whole.
-    static func rows(_ linear: Linear, _ indices: [Int]) -> Linear {
-        if indices == Array(0..<linear.outFeatures) { return linear }
-        return Linear(weight: gatherRowBytes(linear.weight, indices), bias: linear.bias.map { b in indices.map { b[$0] } })
-    }
-
-    /// Rows `indices` of a matrix of any dtype, byte for byte (a quantized row is whole blocks).
-    /// (`Models.gatherRows` sizes rows as `rowLength · byteSize`, which is per block for GGML
-    /// types, so it only serves float tensors.)
-    static func gatherRowBytes(_ weight: Tensor, _ indices: [Int]) -> Tensor {
-        let rowBytes = weight.dtype.byteCount(elements: weight.rowLength)
-        let buffer = TensorBuffer(byteCount: indices.count * rowBytes)
-        for (i, r) in indices.enumerated() {
-            buffer.pointer.advanced(by: i * rowBytes).copyMemory(from: weight.data + r * rowBytes, byteCount: rowBytes)
-        }
-        return Tensor(dtype: weight.dtype, shape: [indices.count, weight.rowLength], data: UnsafeRawPointer(buffer.pointer),
-                      owner: buffer)
     }
 
     /// The columns `indices` of `weight` (`[out, in]`). Quantized rows keep their bytes when the

@@ -182,7 +182,7 @@ func gqaMask(_ spec: DecoderSpec, seed: UInt64 = 9, shifts: Bool = false) -> SEA
         var rng = TestRandom(seed: 8)
         let plain = Tensor.owned(rng.floats(4 * 64), shape: [4, 64])
         let q = plain.converted(to: .q4_1)
-        let rows = StructuredPruning.gatherRowBytes(q, [3, 1])
+        let rows = gatherRows(q, [3, 1])
         #expect(rows.dtype == .q4_1 && rows.shape == [2, 64])
         let full = q.toFloatArray(), part = rows.toFloatArray()
         #expect(Array(part[0..<64]) == Array(full[192..<256]))
