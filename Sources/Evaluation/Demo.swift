@@ -206,7 +206,8 @@ public final class DemoSession {
             for (n, query) in (heldOutQueries[task] ?? []).prefix(options.retrievalPrompts).enumerated() {
                 let style: QueryStyle = n % 2 == 0 ? .raw : .chat
                 let prompt = TaskQueries.render(query, style: style, chatTemplate: tokenizer.chatTemplate)
-                let ids = Array(tokenizer.encode(prompt).prefix(model.spec.maxPositions))
+                let text = TaskQueries.retrievalText(prompt, chatTemplate: tokenizer.chatTemplate)
+                let ids = Array(tokenizer.encode(text).prefix(model.spec.maxPositions))
                 guard !ids.isEmpty else { continue }
                 let match = try retriever.retrieve(model: model, tokens: ids)
                 results.append(DemoRetrieval(task: task, prompt: prompt, rendering: style.rawValue, retrieved: match.task,
@@ -284,7 +285,8 @@ public final class DemoSession {
         let ids = tokenizer.encode(prompt)
         guard !ids.isEmpty else { throw EvaluationError.noItems("the comparison prompt has no tokens") }
         let retriever = try taskRetriever()
-        let match = try retriever.retrieve(model: try fullModel().model, tokens: Array(ids.prefix(maxPositions)))
+        let query = tokenizer.encode(TaskQueries.retrievalText(prompt, chatTemplate: tokenizer.chatTemplate))
+        let match = try retriever.retrieve(model: try fullModel().model, tokens: Array(query.prefix(maxPositions)))
         let chosen = match.task.flatMap { task in patterns.first { $0.task == task } }
         let evaluationTask = match.task ?? promptTask ?? options.tasks[0]
         let texts = evaluationTexts[evaluationTask] ?? []

@@ -58,8 +58,8 @@ public struct RetrievalEvaluation: Codable, Sendable {
     public var decisionSeconds: Double
     public var syntheticTasks: Int
     public var syntheticDecisionSeconds: Double
-    /// The fitted fallback threshold (nearest-sample cosine similarity).
-    public var minSimilarity: Double?
+    /// The fallback threshold (typicality: the share of in-store queries allowed to fall back).
+    public var minTypicality: Double?
 
     enum CodingKeys: String, CodingKey {
         case reports, families
@@ -69,7 +69,7 @@ public struct RetrievalEvaluation: Codable, Sendable {
         case decisionSeconds = "decision_seconds"
         case syntheticTasks = "synthetic_tasks"
         case syntheticDecisionSeconds = "synthetic_decision_seconds"
-        case minSimilarity = "min_similarity"
+        case minTypicality = "min_typicality"
     }
 }
 
@@ -108,7 +108,7 @@ public enum RetrievalBenchmark {
         var decisionTime = 0.0
         var decisions = 0
         func probe(_ text: String) throws -> Retriever.Probe? {
-            let ids = Array(tokenizer.encode(text).prefix(longest))
+            let ids = Array(tokenizer.encode(TaskQueries.retrievalText(text, chatTemplate: tokenizer.chatTemplate)).prefix(longest))
             return ids.isEmpty ? nil : try retrievers[0].probe(model: model, tokens: ids)
         }
         for style in QueryStyle.allCases {
@@ -174,7 +174,7 @@ public enum RetrievalBenchmark {
             families: families, decisionSeconds: decisions > 0 ? decisionTime / Double(decisions) : 0,
             syntheticTasks: synthetic,
             syntheticDecisionSeconds: try syntheticDecisionSeconds(tasks: synthetic, patterns: patterns),
-            minSimilarity: classifier?.minSimilarity)
+            minTypicality: classifier?.minTypicality)
     }
 
     static func report(method: String, rendering: String, tasks: [String], confusion: [[Int]],
@@ -197,24 +197,27 @@ public enum RetrievalBenchmark {
                                perTask: perTask, falseFallbackRate: share(fallbacks))
     }
 
-    /// Mean decision time of a classifier over `tasks` tasks, each with as many samples as the
-    /// largest stored pattern (random values: the time does not depend on them).
+    /// Mean decision time of a classifier over `tasks` tasks with the stored patterns' feature
+    /// length, fallback included (random values: the time does not depend on them).
     static func syntheticDecisionSeconds(tasks: Int, patterns: [TaskPattern]) throws -> Double {
-        guard let samples = patterns.compactMap(\.retrieval).max(by: { $0.items.count < $1.items.count }) else { return 0 }
+        guard let d = patterns.compactMap(\.retrieval).first?.dimension else { return 0 }
         var generator = SystemRandomNumberGenerator()
-        let d = samples.dimension
-        func vector() -> [Float] { TaskClassifier.unitVector((0..<d).map { _ in Float.random(in: -1...1, using: &generator) }) }
+        func vector(_ n: Int) -> [Float] { (0..<n).map { _ in Float.random(in: -1...1, using: &generator) } }
+        let k = min(d, TypicalityModel.maxDimension)
+        var factor = vector(k * (k + 1) / 2).map(Double.init)
+        for i in 0..<k { factor[i * (i + 1) / 2 + i] = 1 }
+        let typicality = TypicalityModel(
+            dimension: d, projected: k, ridge: TypicalityModel.defaultRidge, factor: TypicalityModel.encode(factor),
+            whitenedMeans: (0..<tasks).map { _ in vector(k) }, inStore: vector(1000).sorted())
         let classifier = TaskClassifier(
             features: QueryFeatures.name, tasks: (0..<tasks).map { "t\($0)" },
             mean: [Float](repeating: 0, count: d), scale: [Float](repeating: 1, count: d),
-            weights: (0..<tasks).map { _ in vector() }, bias: [Float](repeating: 0, count: tasks), minSimilarity: 0,
-            similarityDimensions: samples.similarityDimensions, fallbackQuantile: 0, key: "")
-        let unit = (0..<tasks).map { _ in
-            (0..<samples.items.count).flatMap { _ in Array(vector().prefix(samples.similarityDimensions)) }
-        }
-        let queries = (0..<20).map { _ in vector() }
+            weights: (0..<tasks).map { _ in vector(d) }, bias: [Float](repeating: 0, count: tasks), minTypicality: 0.05,
+            typicality: typicality, key: "")
+        let scorer = try typicality.scorer()
+        let queries = (0..<20).map { _ in vector(d) }
         let start = Date()
-        for q in queries { _ = try classifier.decide(q, unitSamples: unit) }
+        for q in queries { _ = try classifier.decide(q, typicality: scorer) }
         return Date().timeIntervalSince(start) / Double(queries.count)
     }
 }

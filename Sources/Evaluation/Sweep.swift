@@ -357,7 +357,10 @@ extension RetrievalEvaluation {
         out += "\nPattern files: " + bytes.joined(separator: ", ") + ".\n"
         out += String(format: "Decision after the backbone pass: %.1f µs with the stored tasks, %.1f µs with %d synthetic tasks.\n",
                       decisionSeconds * 1e6, syntheticDecisionSeconds * 1e6, syntheticTasks)
-        if let minSimilarity { out += String(format: "Fitted fallback threshold: nearest-sample cosine similarity %.4f.\n", minSimilarity) }
+        if let minTypicality {
+            out += String(format: "Fallback: typicality below %.2f (the query is farther from every stored task than %.0f%% of "
+                + "their own calibration prompts, scored out of fold).\n", minTypicality, 100 * (1 - minTypicality))
+        }
         return out
     }
 }

@@ -62,8 +62,9 @@ public struct RetrievalResult: Sendable {
     public var method: RetrievalMethod
     /// Classifier: the best task's probability.
     public var confidence: Double?
-    /// Classifier: cosine similarity to the nearest calibration sample of the best task.
-    public var similarity: Double?
+    /// Classifier: the query's typicality of the stored tasks (`TypicalityModel`): the share of
+    /// in-store calibration prompts at least as far from every task as it is.
+    public var typicality: Double?
     /// Why the query fell back, when it did.
     public var fallbackReason: String?
     /// Query tokens.
@@ -83,11 +84,11 @@ public struct Retriever: Sendable {
     public var maxDistance: Double?
     /// Classifier: below this probability the query falls back (default: never on probability).
     public var minConfidence: Double?
-    /// Classifier: overrides the fitted nearest-sample similarity threshold.
-    public var minSimilarity: Double?
+    /// Classifier: overrides the fitted typicality threshold (the share of in-store queries that fall back).
+    public var minTypicality: Double?
     let classifier: TaskClassifier?
-    /// Unit-scaled samples per task, in the classifier's task order, `[samples × dimension]`.
-    let unitSamples: [[Float]]
+    /// The classifier's fallback model, decoded.
+    let typicality: TypicalityModel.Scorer?
     let scorers: [ExpertScorer]
 
     /// Prepares a matcher.
@@ -108,17 +109,13 @@ public struct Retriever: Sendable {
                 throw PreMoeError.unsupported("classifier retrieval needs patterns profiled with retrieval samples "
                     + "(profile the tasks again, or use --method centroid)")
             }
-            let byTask = Dictionary(patterns.map { ($0.task, $0) }, uniquingKeysWith: { a, _ in a })
-            unitSamples = try classifier.tasks.map { task in
-                guard let pattern = byTask[task], let samples = pattern.retrieval else {
-                    throw PreMoeError.unsupported("the task classifier knows '\(task)', which has no retrieval samples here")
-                }
-                return try samples.vectors(file: task).flatMap {
-                    TaskClassifier.similarityVector($0, dimensions: classifier.similarityDimensions)
-                }
+            let stored = Set(patterns.filter { $0.retrieval != nil }.map(\.task))
+            if let missing = classifier.tasks.first(where: { !stored.contains($0) }) {
+                throw PreMoeError.unsupported("the task classifier knows '\(missing)', which has no retrieval samples here")
             }
+            typicality = try classifier.typicality?.scorer()
         } else {
-            unitSamples = []
+            typicality = nil
         }
         self.classifier = classifier
     }
@@ -130,10 +127,9 @@ public struct Retriever: Sendable {
         guard !patterns.isEmpty, patterns.allSatisfy({ $0.retrieval != nil }) else { return nil }
         var samples: [RetrievalSample] = []
         let sorted = patterns.sorted { $0.task < $1.task }
-        let view = sorted[0].retrieval!.similarityDimensions
         for (t, pattern) in sorted.enumerated() {
             let retrieval = pattern.retrieval!
-            guard retrieval.features == QueryFeatures.name, retrieval.similarityDimensions == view else {
+            guard retrieval.features == QueryFeatures.name else {
                 throw PreMoeError.unsupported("pattern '\(pattern.task)' has retrieval features '\(retrieval.features)', "
                     + "expected '\(QueryFeatures.name)'; profile it again")
             }
@@ -142,7 +138,7 @@ public struct Retriever: Sendable {
             }
         }
         return try TaskClassifier.fit(tasks: sorted.map(\.task), samples: samples, features: QueryFeatures.name,
-                                      similarityDimensions: view, settings: settings, key: key)
+                                      settings: settings, key: key)
     }
 
     /// What the backbone says about a query, enough for either method.
@@ -179,7 +175,7 @@ public struct Retriever: Sendable {
         let start = Date()
         switch method {
         case .classifier:
-            let decision = try classifier!.decide(probe.features, unitSamples: unitSamples)
+            let decision = try classifier!.decide(probe.features, typicality: typicality)
             let tasks = classifier!.tasks
             var candidates = tasks.indices.map {
                 RetrievalCandidate(task: tasks[$0], distance: 1 - decision.probabilities[$0],
@@ -187,17 +183,18 @@ public struct Retriever: Sendable {
             }
             candidates.sort { ($0.distance, $0.task) < ($1.distance, $1.task) }
             let confidence = decision.probabilities[decision.best]
-            let threshold = minSimilarity ?? classifier!.minSimilarity
+            let threshold = minTypicality ?? classifier!.minTypicality
             var reason: String?
-            if decision.similarity < threshold {
-                reason = String(format: "nearest calibration prompt of '%@' has similarity %.3f < %.3f",
-                                tasks[decision.best], decision.similarity, threshold)
+            if let typicality = decision.typicality, typicality < threshold {
+                reason = String(format: "typicality %.3f < %.3f: the query is farther from every stored task than "
+                    + "%.1f%% of their own calibration prompts (nearest guess '%@')",
+                                typicality, threshold, 100 * (1 - typicality), tasks[decision.best])
             } else if let minConfidence, confidence < minConfidence {
                 reason = String(format: "probability %.3f < %.3f", confidence, minConfidence)
             }
             return RetrievalResult(
                 task: reason == nil ? tasks[decision.best] : nil, distance: 1 - confidence, candidates: candidates,
-                method: .classifier, confidence: confidence, similarity: decision.similarity, fallbackReason: reason,
+                method: .classifier, confidence: confidence, typicality: decision.typicality, fallbackReason: reason,
                 tokenCount: probe.tokenCount, signatureSeconds: probe.seconds,
                 matchSeconds: Date().timeIntervalSince(start))
         case .centroid:
@@ -213,7 +210,7 @@ public struct Retriever: Sendable {
             let reason = maxDistance.flatMap { best.distance <= $0 ? nil : String(format: "distance %.4g > %.4g", best.distance, $0) }
             return RetrievalResult(
                 task: reason == nil ? best.task : nil, distance: best.distance, candidates: candidates, method: .centroid,
-                confidence: nil, similarity: nil, fallbackReason: reason, tokenCount: probe.tokenCount,
+                confidence: nil, typicality: nil, fallbackReason: reason, tokenCount: probe.tokenCount,
                 signatureSeconds: probe.seconds, matchSeconds: Date().timeIntervalSince(start))
         }
     }

@@ -22,13 +22,12 @@ public struct RetrievalSample: Sendable {
 ///
 /// - Decision: multinomial logistic regression on standardised features (the SEAP task router's
 ///   model, fitted here in Swift), L2-regularised, full-batch Adam.
-/// - Fallback: cosine similarity of the query to the nearest calibration sample of the predicted
-///   task, on the unstandardised features. Below `minSimilarity` the query is out of store.
-///   `minSimilarity` is the `fallbackQuantile` quantile of the same similarity measured for every
-///   calibration sample against the samples of *other* items of its task, so about that share of
-///   in-store queries fall back (the false-fallback rate is chosen, not discovered).
+/// - Fallback: the query's typicality (`TypicalityModel`): the share of in-store calibration
+///   prompts, scored out of fold, that lie at least as far from every task under one shared
+///   covariance. Below `minTypicality` the query is out of store, so about that share of in-store
+///   queries fall back (the false-fallback rate is chosen, not discovered).
 public struct TaskClassifier: Codable, Sendable {
-    public static let currentVersion = 1
+    public static let currentVersion = 2
 
     public var version: Int
     /// `QueryFeatures.name` of the samples it was fitted on.
@@ -41,24 +40,21 @@ public struct TaskClassifier: Codable, Sendable {
     /// `[tasks][dimension]` and `[tasks]`.
     public var weights: [[Float]]
     public var bias: [Float]
-    /// Nearest-sample cosine similarity below which a query falls back.
-    public var minSimilarity: Double
-    /// Leading feature dimensions that similarity compares.
-    public var similarityDimensions: Int
-    public var fallbackQuantile: Double
+    /// Typicality below which a query falls back.
+    public var minTypicality: Double
+    /// The fallback's model; nil when the samples could not be cross-validated (one item).
+    public var typicality: TypicalityModel?
     /// Hash of everything the fit depended on (samples, settings), to know when to refit.
     public var key: String
 
     enum CodingKeys: String, CodingKey {
         case version, features, tasks, mean, scale, weights, bias, key
-        case minSimilarity = "min_similarity"
-        case similarityDimensions = "similarity_dimensions"
-        case fallbackQuantile = "fallback_quantile"
+        case typicality
+        case minTypicality = "min_typicality"
     }
 
     public init(version: Int = currentVersion, features: String, tasks: [String], mean: [Float], scale: [Float],
-                weights: [[Float]], bias: [Float], minSimilarity: Double, similarityDimensions: Int, fallbackQuantile: Double,
-                key: String) {
+                weights: [[Float]], bias: [Float], minTypicality: Double, typicality: TypicalityModel?, key: String) {
         self.version = version
         self.features = features
         self.tasks = tasks
@@ -66,9 +62,8 @@ public struct TaskClassifier: Codable, Sendable {
         self.scale = scale
         self.weights = weights
         self.bias = bias
-        self.minSimilarity = minSimilarity
-        self.similarityDimensions = similarityDimensions
-        self.fallbackQuantile = fallbackQuantile
+        self.minTypicality = minTypicality
+        self.typicality = typicality
         self.key = key
     }
 
@@ -78,10 +73,14 @@ public struct TaskClassifier: Codable, Sendable {
         public var l2: Double = 1e-3
         public var iterations: Int = 300
         public var learningRate: Double = 0.05
-        /// Share of held-out in-store samples allowed to fall back.
-        public var fallbackQuantile: Double = 0.03
+        /// Share of in-store queries allowed to fall back (the typicality threshold).
+        public var minTypicality: Double = 0.05
+        /// Fit the fallback's typicality model (SEAP's router, which never falls back, skips it).
+        public var fitsTypicality = true
         public init() {}
-        var description: String { "l2=\(l2),it=\(iterations),lr=\(learningRate),q=\(fallbackQuantile)" }
+        var description: String {
+            "l2=\(l2),it=\(iterations),lr=\(learningRate),typ=\(minTypicality),\(fitsTypicality ? TypicalityModel.defaultRidge : 0)"
+        }
     }
 
     /// What the classifier says about one query.
@@ -90,8 +89,8 @@ public struct TaskClassifier: Codable, Sendable {
         public var probabilities: [Double]
         /// The most probable task's index.
         public var best: Int
-        /// Cosine similarity to the nearest sample of that task.
-        public var similarity: Double
+        /// Typicality of the query (nil without a typicality model).
+        public var typicality: Double?
     }
 
     /// Fits the classifier.
@@ -99,11 +98,10 @@ public struct TaskClassifier: Codable, Sendable {
     ///   - tasks: names, indexed by `RetrievalSample.task`.
     ///   - samples: at least one per task, all of one length.
     ///   - features: the feature definition's name.
-    ///   - similarityDimensions: leading dimensions the fallback similarity compares (nil: all).
     ///   - key: the cache key to record.
     /// - Throws: `PreMoeError.unsupported` for no task (one task is fitted trivially), a task without samples, or
     ///   samples of different lengths or with non-finite values.
-    public static func fit(tasks: [String], samples: [RetrievalSample], features: String, similarityDimensions: Int? = nil,
+    public static func fit(tasks: [String], samples: [RetrievalSample], features: String,
                            settings: Settings = Settings(), key: String = "") throws -> TaskClassifier {
         guard tasks.count >= 1 else { throw PreMoeError.unsupported("a task classifier needs at least one task") }
         guard let d = samples.first?.features.count, d > 0 else {
@@ -145,11 +143,11 @@ public struct TaskClassifier: Codable, Sendable {
         let (weights, bias) = tasks.count == 1
             ? ([[Float](repeating: 0, count: d)], [Float(0)])
             : optimise(x: x, labels: samples.map(\.task), n: n, d: d, classes: tasks.count, settings: settings)
-        let view = min(max(1, similarityDimensions ?? d), d)
-        let threshold = heldOutSimilarityQuantile(samples, dimensions: view, quantile: settings.fallbackQuantile)
+        let typicality = settings.fitsTypicality
+            ? TypicalityModel.fit(rows: x, labels: samples.map(\.task), items: samples.map(\.item), tasks: tasks.count, dimension: d)
+            : nil
         return TaskClassifier(version: currentVersion, features: features, tasks: tasks, mean: meanF, scale: scale,
-                              weights: weights, bias: bias, minSimilarity: threshold, similarityDimensions: view,
-                              fallbackQuantile: settings.fallbackQuantile, key: key)
+                              weights: weights, bias: bias, minTypicality: settings.minTypicality, typicality: typicality, key: key)
     }
 
     /// Multinomial logistic regression by full-batch Adam on the mean cross-entropy + L2.
@@ -212,33 +210,6 @@ public struct TaskClassifier: Codable, Sendable {
         return (weights, bias)
     }
 
-    /// For every sample, the cosine similarity to its task's nearest sample of another item;
-    /// returns the given quantile of those (1 when no task has two items, so nothing is judged).
-    static func heldOutSimilarityQuantile(_ samples: [RetrievalSample], dimensions: Int, quantile: Double) -> Double {
-        let unit = samples.map { similarityVector($0.features, dimensions: dimensions) }
-        var byTask: [Int: [Int]] = [:]
-        for (i, s) in samples.enumerated() { byTask[s.task, default: []].append(i) }
-        var nearest: [Double] = []
-        for members in byTask.values {
-            for i in members {
-                var best = -Double.infinity
-                for j in members where samples[j].item != samples[i].item {
-                    best = max(best, dot(unit[i], unit[j]))
-                }
-                if best > -Double.infinity { nearest.append(best) }
-            }
-        }
-        guard !nearest.isEmpty else { return -1 }
-        nearest.sort()
-        let index = min(nearest.count - 1, max(0, Int((Double(nearest.count) * quantile).rounded(.down))))
-        return nearest[index]
-    }
-
-    /// The unit-scaled leading `dimensions` of a feature vector: what the fallback compares.
-    public static func similarityVector(_ v: [Float], dimensions: Int) -> [Float] {
-        unitVector(Array(v.prefix(dimensions)))
-    }
-
     /// `v / ‖v‖` (a zero vector stays zero).
     public static func unitVector(_ v: [Float]) -> [Float] {
         let norm = v.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
@@ -252,41 +223,29 @@ public struct TaskClassifier: Codable, Sendable {
         }
     }
 
+    /// Standardised features (`(x − mean) / scale`).
+    func standardised(_ features: [Float]) -> [Float] {
+        (0..<mean.count).map { (features[$0] - mean[$0]) / scale[$0] }
+    }
+
     /// Classifies one query.
     /// - Parameters:
     ///   - features: the query's `QueryFeatures`.
-    ///   - unitSamples: per task, in `tasks` order, the calibration samples' `similarityVector`s
-    ///     laid out row after row (`[samples × similarityDimensions]`), for the fallback similarity.
+    ///   - typicality: the decoded `typicality` model (`TypicalityModel.scorer()`), when the
+    ///     caller wants the fallback score.
     /// - Throws: `PreMoeError.unsupported` when the length differs from the fit's.
-    public func decide(_ features: [Float], unitSamples: [[Float]]) throws -> Decision {
+    public func decide(_ features: [Float], typicality scorer: TypicalityModel.Scorer? = nil) throws -> Decision {
         let d = mean.count
         guard features.count == d else {
             throw PreMoeError.unsupported("query features have \(features.count) values, the classifier \(d)")
         }
-        var x = [Float](repeating: 0, count: d)
-        for i in 0..<d { x[i] = (features[i] - mean[i]) / scale[i] }
+        let x = standardised(features)
         var logits = (0..<tasks.count).map { k in Double(bias[k]) + Self.dot(weights[k], x) }
         let top = logits.max() ?? 0
         logits = logits.map { Foundation.exp($0 - top) }
         let total = logits.reduce(0, +)
         let probabilities = logits.map { $0 / total }
         let best = probabilities.indices.max { (probabilities[$0], -$0) < (probabilities[$1], -$1) } ?? 0
-        let similarity = best < unitSamples.count ? Self.maxDot(Self.similarityVector(features, dimensions: similarityDimensions), unitSamples[best]) : -1
-        return Decision(probabilities: probabilities, best: best, similarity: similarity)
-    }
-
-    /// The largest dot product of `query` with the rows of `rows` (`[n × query.count]`), -1 when empty.
-    static func maxDot(_ query: [Float], _ rows: [Float]) -> Double {
-        let d = query.count
-        guard d > 0, rows.count >= d else { return -1 }
-        var best = -Float.infinity
-        query.withUnsafeBufferPointer { q in
-            rows.withUnsafeBufferPointer { r in
-                for start in stride(from: 0, to: r.count - d + 1, by: d) {
-                    best = max(best, Kernels.dot(q.baseAddress!, r.baseAddress! + start, count: d))
-                }
-            }
-        }
-        return Double(best)
+        return Decision(probabilities: probabilities, best: best, typicality: scorer?.typicality(x))
     }
 }

@@ -105,7 +105,7 @@ public enum TaskProfiling {
         var items: [Int] = []
         for (item, query) in calibration.queries.prefix(settings.retrievalQueries).enumerated() {
             for text in TaskQueries.trainingRenderings(query, item: item, chatTemplate: tokenizer.chatTemplate) {
-                let ids = Array(tokenizer.encode(text).prefix(longest))
+                let ids = Array(tokenizer.encode(TaskQueries.retrievalText(text, chatTemplate: tokenizer.chatTemplate)).prefix(longest))
                 guard !ids.isEmpty else { continue }
                 vectors.append(try QueryFeatures.compute(model: model, tokens: ids, signatureStats: signatureStats))
                 items.append(item)

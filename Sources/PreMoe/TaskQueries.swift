@@ -152,6 +152,14 @@ public enum TaskQueries {
         }
     }
 
+    /// The text retrieval reads from a prompt: the last user message when the prompt was rendered
+    /// with the model's chat template (`ChatTemplate.userContent(of:)`), else the prompt itself.
+    /// Profiling, evaluation, the CLI and the server all go through it, so a query is judged by
+    /// what the user wrote, whichever way it arrives.
+    public static func retrievalText(_ prompt: String, chatTemplate: ChatTemplate?) -> String {
+        chatTemplate?.userContent(of: prompt) ?? prompt
+    }
+
     /// The renderings a pattern's retrieval samples are made from, for one query: every style,
     /// with the option layout and the instruction varied by `item` (training instructions only).
     public static func trainingRenderings(_ query: TaskQuery, item: Int, chatTemplate: ChatTemplate?) -> [String] {

@@ -36,6 +36,8 @@ public struct SEAPRouter: Codable, Sendable {
                 }
             }
         }
+        var settings = settings
+        settings.fitsTypicality = false  // the router always names a task
         let classifier = try TaskClassifier.fit(tasks: tasks, samples: samples, features: features, settings: settings)
         return SEAPRouter(classifier: classifier)
     }
@@ -45,7 +47,7 @@ public struct SEAPRouter: Codable, Sendable {
     public func route(_ prompt: String, model: DecoderModel, tokenizer: Tokenizer) throws -> (task: String, probability: Double) {
         let ids = Array(tokenizer.encode(prompt).prefix(model.spec.maxPositions))
         guard !ids.isEmpty else { throw SEAPError.invalidSetting("an empty prompt cannot be routed") }
-        let decision = try classifier.decide(try QueryFeatures.meanInputEmbedding(model: model, tokens: ids), unitSamples: [])
+        let decision = try classifier.decide(try QueryFeatures.meanInputEmbedding(model: model, tokens: ids))
         return (classifier.tasks[decision.best], decision.probabilities[decision.best])
     }
 

@@ -147,8 +147,72 @@ public struct ChatTemplate: Sendable, Equatable {
         return first.uppercased() + role.dropFirst()
     }
 
+    /// The last user message of a conversation this template rendered, or nil when `text` does
+    /// not carry the template's turn markers (or there is no template).
+    ///
+    /// What a query is about lives in what the user wrote, not in the scaffolding around it, which
+    /// is the same for every query; retrieval reads this content so that a prompt sent already
+    /// wrapped in the model's template is judged like the same prompt typed bare. The markers come
+    /// from the template itself: a one-message conversation is rendered around a sentinel, which
+    /// gives the text after the user's content (end of turn and the assistant header); renders
+    /// with a system turn or an earlier exchange before the sentinel isolate the user turn's
+    /// opening (what they share before it). Templates that fold the system prompt into the user
+    /// turn (Mistral's) return it with the content, as the model reads it.
+    /// - Parameter text: a prompt, possibly rendered with this template.
+    public func userContent(of text: String) -> String? {
+        guard program != nil else { return nil }
+        let sentinel = "\u{E000}premoe-user\u{E000}"
+        let now = Date(timeIntervalSince1970: 0)
+        guard let single = try? render([ChatMessage(role: "user", content: sentinel)], addGenerationPrompt: true, now: now),
+              let cut = single.range(of: sentinel)
+        else { return nil }
+        let before = String(single[..<cut.lowerBound])
+        let after = String(single[cut.upperBound...])
+        // The user turn's opening: what the sentinel's turn starts with whatever precedes it (a
+        // system turn, an earlier exchange). Renders that fold the system text into the user
+        // turn share nothing and are skipped.
+        var opening = before
+        let earlier: [[ChatMessage]] = [
+            [ChatMessage(role: "system", content: "\u{E001}")],
+            [ChatMessage(role: "user", content: "\u{E002}"), ChatMessage(role: "assistant", content: "\u{E003}")],
+        ]
+        for prefix in earlier {
+            guard let other = try? render(prefix + [ChatMessage(role: "user", content: sentinel)], addGenerationPrompt: true, now: now),
+                  let cut2 = other.range(of: sentinel)
+            else { continue }
+            let shared = String(zip(before.reversed(), other[..<cut2.lowerBound].reversed()).prefix { $0 == $1 }.map(\.0).reversed())
+            if !shared.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, shared.count < opening.count { opening = shared }
+        }
+        var content = Substring(text)
+        var matched = false
+        let closing = Substring(after).trimmingTrailingWhitespace
+        if !closing.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            let trimmed = content.trimmingTrailingWhitespace
+            if trimmed.hasSuffix(closing) {
+                content = trimmed.dropLast(closing.count)
+                matched = true
+            }
+        }
+        if !opening.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, let start = content.range(of: opening, options: .backwards) {
+            content = content[start.upperBound...]
+            matched = true
+        }
+        return matched ? String(content) : nil
+    }
+
     /// Same source and special tokens.
     public static func == (a: ChatTemplate, b: ChatTemplate) -> Bool {
         a.source == b.source && a.bosToken == b.bosToken && a.eosToken == b.eosToken
+    }
+}
+
+extension Substring {
+    /// Without trailing spaces, tabs and newlines.
+    fileprivate var trimmingTrailingWhitespace: Substring {
+        var end = endIndex
+        while end > startIndex, let c = self[index(before: end)].unicodeScalars.first, CharacterSet.whitespacesAndNewlines.contains(c) {
+            end = index(before: end)
+        }
+        return self[..<end]
     }
 }

@@ -273,17 +273,17 @@ struct RetrievalOptions: ParsableArguments {
     @Option(name: .customLong("max-distance"), help: "Centroid: farther than this, no task matches.") var maxDistance: Double?
     @Option(name: .customLong("min-confidence"), help: "Classifier: below this probability, no task matches.")
     var minConfidence: Double?
-    @Option(name: .customLong("min-similarity"),
-            help: "Classifier: nearest-calibration-prompt cosine similarity below which no task matches (default: learned at profile time).")
-    var minSimilarity: Double?
+    @Option(name: .customLong("min-typicality"),
+            help: "Classifier: typicality below which no task matches, i.e. the share of in-store queries allowed to fall back (default 0.05).")
+    var minTypicality: Double?
 
     func validate() throws {
-        for (flag, value) in [("--max-distance", maxDistance), ("--min-confidence", minConfidence), ("--min-similarity", minSimilarity)] {
+        for (flag, value) in [("--max-distance", maxDistance), ("--min-confidence", minConfidence), ("--min-typicality", minTypicality)] {
             if let value, !value.isFinite { throw ValidationError("\(flag) must be a finite number, got \(value)") }
         }
         if let maxDistance, maxDistance < 0 { throw ValidationError("--max-distance must be a number ≥ 0, got \(maxDistance)") }
         if let minConfidence, !(0...1).contains(minConfidence) { throw ValidationError("--min-confidence must be in [0, 1]") }
-        if let minSimilarity, !(-1...1).contains(minSimilarity) { throw ValidationError("--min-similarity must be in [-1, 1]") }
+        if let minTypicality, !(0...1).contains(minTypicality) { throw ValidationError("--min-typicality must be in [0, 1]") }
     }
 
     /// A matcher for the store's patterns (the classifier comes from the store's cache, fitted
@@ -296,17 +296,17 @@ struct RetrievalOptions: ParsableArguments {
         retriever.metric = metric
         retriever.maxDistance = maxDistance
         retriever.minConfidence = minConfidence
-        retriever.minSimilarity = minSimilarity
+        retriever.minTypicality = minTypicality
         return retriever
     }
 }
 
 /// Output of `retrieve --json`: `{"task": NAME|null, "distance": x, "candidates": [{"task", "distance"}, …],
-/// "method", "confidence", "similarity", "fallback_reason"}`.
+/// "method", "confidence", "typicality", "fallback_reason"}`.
 struct RetrievalOutput: Encodable {
     let result: RetrievalResult
     enum CodingKeys: String, CodingKey {
-        case task, distance, candidates, method, confidence, similarity
+        case task, distance, candidates, method, confidence, typicality
         case fallbackReason = "fallback_reason"
     }
     func encode(to encoder: Encoder) throws {
@@ -316,7 +316,7 @@ struct RetrievalOutput: Encodable {
         try c.encode(result.candidates, forKey: .candidates)
         try c.encode(result.method.rawValue, forKey: .method)
         try c.encodeIfPresent(result.confidence, forKey: .confidence)
-        try c.encodeIfPresent(result.similarity, forKey: .similarity)
+        try c.encodeIfPresent(result.typicality, forKey: .typicality)
         try c.encode(result.fallbackReason, forKey: .fallbackReason)
     }
 }
@@ -341,7 +341,8 @@ struct Retrieve: ParsableCommand {
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
-        let result = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(prompt))
+        let query = TaskQueries.retrievalText(prompt, chatTemplate: tokenizer.chatTemplate)
+        let result = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(query))
         if json { return try printJSON(RetrievalOutput(result: result)) }
         print("task      \(result.task ?? "none (\(result.fallbackReason ?? "no match"))")")
         for c in result.candidates {
@@ -411,7 +412,8 @@ struct RunTask: ParsableCommand {
         let patterns = try store.list(fingerprint: fingerprint, spec: loaded.model.spec)
         let promptIDs = tokenizer.encode(prompt)
         let retriever = try retrievalOptions.retriever(patterns: patterns, store: store, spec: loaded.model.spec)
-        let retrieval = try retriever.retrieve(model: loaded.model, tokens: promptIDs)
+        let query = TaskQueries.retrievalText(prompt, chatTemplate: tokenizer.chatTemplate)
+        let retrieval = try retriever.retrieve(model: loaded.model, tokens: query == prompt ? promptIDs : tokenizer.encode(query))
         // Loading: plan + only the kept experts' bytes.
         let loadStart = Date()
         let checkpoint = loaded.checkpoint

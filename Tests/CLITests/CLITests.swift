@@ -128,7 +128,7 @@ private struct Golden: Decodable {
                                     "--max-distance", "0", "--json"])
         #expect(centroid.status == 0, "\(centroid.stderr)")
         #expect(try centroid.json()["task"] is NSNull)
-        let strict = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "5 6 7 8", "--min-similarity", "1", "--json"])
+        let strict = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "5 6 7 8", "--min-typicality", "1", "--json"])
         #expect(try strict.json()["task"] is NSNull)
         let bad = try CLI.run(["retrieve", model, "--store", store.path, "--prompt", "x", "--min-confidence", "nan"])
         #expect(bad.status != 0 && bad.stderr.contains("--min-confidence"), "\(bad.stderr)")

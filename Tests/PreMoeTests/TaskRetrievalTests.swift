@@ -79,36 +79,70 @@ import Tokenization
     @Test func fitsSeparableTasksAndFallsBackFarFromAllOfThem() throws {
         let train = clusters(items: 20, seed: 1)
         let classifier = try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test")
-        let unit = (0..<3).map { t in train.filter { $0.task == t }.flatMap { TaskClassifier.unitVector($0.features) } }
+        let scorer = try #require(try classifier.typicality?.scorer())
         let test = clusters(items: 10, seed: 2)
         var correct = 0, fellBack = 0
         for s in test {
-            let d = try classifier.decide(s.features, unitSamples: unit)
+            let d = try classifier.decide(s.features, typicality: scorer)
             if d.best == s.task { correct += 1 }
-            if d.similarity < classifier.minSimilarity { fellBack += 1 }
+            if try #require(d.typicality) < classifier.minTypicality { fellBack += 1 }
             #expect(abs(d.probabilities.reduce(0, +) - 1) < 1e-9)
         }
         #expect(correct == test.count)
         #expect(fellBack <= test.count / 10, "held-out in-store samples should rarely fall back")
-        // A point in a direction no task uses falls back.
-        let far = try classifier.decide([0, 0, 0, 0, 0, 3], unitSamples: unit)
-        #expect(far.similarity < classifier.minSimilarity)
+        // A point in a direction no task uses falls back, and so does one between two tasks.
+        let far = try classifier.decide([0, 0, 0, 0, 0, 3], typicality: scorer)
+        #expect(try #require(far.typicality) < classifier.minTypicality)
+        let between = try classifier.decide([1.5, 1.5, 0, 0, 0, 0], typicality: scorer)
+        #expect(try #require(between.typicality) < classifier.minTypicality)
         // Wrong lengths and non-finite samples are refused.
-        #expect(throws: PreMoeError.self) { try classifier.decide([1, 2], unitSamples: unit) }
+        #expect(throws: PreMoeError.self) { try classifier.decide([1, 2]) }
         var bad = train
         bad[0].features[0] = .nan
         #expect(throws: PreMoeError.self) { try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: bad, features: "test") }
         #expect(throws: PreMoeError.self) { try TaskClassifier.fit(tasks: ["a", "b", "c", "d"], samples: train, features: "test") }
     }
 
-    @Test func thresholdIsTheChosenQuantileOfHeldOutItemSimilarities() {
-        // Two items per task: each sample's nearest other-item neighbour is known exactly.
-        let samples = [
-            RetrievalSample(task: 0, item: 0, features: [1, 0]), RetrievalSample(task: 0, item: 0, features: [1, 0]),
-            RetrievalSample(task: 0, item: 1, features: [0, 1]),
-        ]
-        // Same-item copies are ignored: every sample's neighbour is the other item, similarity 0.
-        #expect(TaskClassifier.heldOutSimilarityQuantile(samples, dimensions: 2, quantile: 0.5) == 0)
+    /// The distance is the smallest squared Mahalanobis distance to a task mean under the pooled
+    /// within-task covariance plus the ridge: checked against a direct 2-D computation.
+    @Test func typicalityDistanceIsThePooledMahalanobisDistance() throws {
+        // Two tasks in 2-D; rows chosen so the pooled covariance is easy to write down.
+        let rows: [[Float]] = [[1, 0], [-1, 0], [0, 2], [0, -2], [5, 1], [3, 1], [4, 3], [4, -1]]
+        let labels = [0, 0, 0, 0, 1, 1, 1, 1]
+        let model = try #require(TypicalityModel.fit(rows: rows.flatMap { $0 }, labels: labels, items: Array(0..<8), tasks: 2,
+                                                     dimension: 2, ridge: 0.5))
+        // Means (0,0) and (4,1); centred rows are the same for both tasks: (±1,0), (0,±2).
+        // Pooled covariance: sum of outer products / (n − tasks) = diag(4, 16) / 6; plus ridge.
+        let variance = [4.0 / 6 + 0.5, 16.0 / 6 + 0.5]
+        let scorer = try model.scorer()
+        for q in [[Float(2), 0.5], [-3, 4], [4, 1]] {
+            let expected = [[0.0, 0.0], [4.0, 1.0]].map { m in
+                zip(zip(q, m), variance).reduce(0.0) { $0 + (Double($1.0.0) - $1.0.1) * (Double($1.0.0) - $1.0.1) / $1.1 }
+            }.min()!
+            #expect(abs(scorer.distance(q) - expected) < 1e-5 * max(1, expected), "query \(q)")
+        }
+        // Typicality is the share of out-of-fold in-store distances at least as large.
+        let d = scorer.distance([2, 0.5])
+        let share = Double(model.inStore.filter { $0 >= Float(d) }.count) / Double(model.inStore.count)
+        #expect(scorer.typicality([2, 0.5]) == share)
+        #expect(model.inStore == model.inStore.sorted() && model.inStore.count == 8)
+        // A damaged factor is refused with a message that says how to recover.
+        var damaged = model
+        damaged.factor = "AAAA"
+        #expect(throws: PreMoeError.self) { try damaged.scorer() }
+    }
+
+    /// Features longer than the covariance's limit are folded by the hashing projection, which
+    /// keeps norms close (Johnson–Lindenstrauss-style) and is the same on every call.
+    @Test func hashingProjectionIsDeterministicAndKeepsNorms() {
+        var random = TestRandom(seed: 3)
+        let d = 4096, k = 1024
+        let x = (0..<d).map { _ in random.float(-1, 1) }
+        let a = TypicalityModel.project(rows: x, n: 1, from: d, to: k)
+        #expect(a == TypicalityModel.project(rows: x, n: 1, from: d, to: k))
+        let norm = x.reduce(0.0) { $0 + Double($1 * $1) }
+        let projected = a.reduce(0.0) { $0 + $1 * $1 }
+        #expect(abs(projected / norm - 1) < 0.15)
     }
 }
 
@@ -136,7 +170,7 @@ import Tokenization
             let pattern = result.patterns[0]
             let samples = try #require(pattern.retrieval)
             #expect(samples.items.count == calibration.queries.count * QueryStyle.allCases.count)
-            #expect(samples.dimension == 64 + 8 + 64 && samples.similarityDimensions == 64 + 8)
+            #expect(samples.dimension == 64 + 8 + 64)
             #expect(try samples.vectors(file: "x").allSatisfy { $0.count == 64 + 8 + 64 && $0.allSatisfy(\.isFinite) })
             #expect(pattern.routingMassByLayer.values.allSatisfy { abs($0.reduce(0, +) - 1) < 1e-9 })
             try store.save(pattern)

@@ -89,6 +89,34 @@ struct ChatTemplateTests {
         }
     }
 
+    @Test("the user's content is recovered from a prompt rendered with each real template",
+          arguments: Set(ChatTemplateGolden.all.map(\.template)).sorted())
+    func userContent(_ name: String) throws {
+        let source = try String(contentsOf: Fixtures.url("chat_templates/\(name).jinja"), encoding: .utf8)
+        let tokens = try #require(ChatTemplateGolden.all.first { $0.template == name })
+        let template = ChatTemplate(source: source, bosToken: tokens.bosToken, eosToken: tokens.eosToken)
+        let question = "Which gas do plants take in?\nA. oxygen\nB. carbon dioxide"
+        let conversations: [[ChatMessage]] = [
+            [ChatMessage(role: "user", content: question)],
+            [ChatMessage(role: "system", content: "You are terse."), ChatMessage(role: "user", content: question)],
+            [ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello."),
+             ChatMessage(role: "user", content: question)],
+        ]
+        for messages in conversations {
+            // Some templates refuse a system turn or reorder it; those conversations are skipped.
+            guard let prompt = try? template.render(messages, addGenerationPrompt: true, now: ChatTemplateGolden.now) else { continue }
+            let content = template.userContent(of: prompt)
+            if messages[0].role == "system" {
+                // Mistral's template writes the system text into the last user turn.
+                #expect(content?.hasSuffix(question) == true, "\(prompt.debugDescription)")
+            } else {
+                #expect(content == question, "\(messages.count) messages: \(prompt.debugDescription)")
+            }
+        }
+        #expect(template.userContent(of: question) == nil, "a bare prompt carries no markers")
+        #expect(ChatTemplate.plain.userContent(of: "User: hi\n\nAssistant:") == nil, "no template, nothing to unwrap")
+    }
+
     @Test("plain layout without a template")
     func plain() throws {
         #expect(try ChatTemplate.plain.render(messages) == "System: You are terse.\n\nUser: hi\n\nAssistant:")
