@@ -176,6 +176,21 @@ final class FP8BlockSource: TensorSource {
 }
 
 extension ModelLoader {
+    /// The tensors of a Hugging Face model directory as the model sees them: F8_E4M3 weights
+    /// dequantized with their `weight_scale_inv` grids (`FP8BlockSource`), gpt-oss's MXFP4 experts
+    /// as f32 `[E, in, out]` (`MXFP4Source`), everything else as stored. Reads `config.json` and the
+    /// safetensors headers only; each tensor is dequantized when it is read. Converters that write
+    /// another format (GGUF) read through this, so they never see a scale tensor.
+    /// - Throws: `ModelError` for a missing config or an unsupported `quantization_config`,
+    ///   `CheckpointError` for unreadable safetensors.
+    public static func tensorSource(at directory: URL) throws -> TensorSource {
+        let configURL = directory.appendingPathComponent("config.json")
+        guard let data = try? Data(contentsOf: configURL) else {
+            throw ModelError.notAModel(path: directory.path, reason: "no readable config.json")
+        }
+        return try tensorSource(try SafetensorsCheckpoint(directory: directory), configData: data, file: configURL.path)
+    }
+
     /// The tensor source for a checkpoint: the checkpoint itself, or an `FP8BlockSource` /
     /// `MXFP4Source` over it when `config.json` declares FP8 block or MXFP4 quantization.
     /// - Throws: `ModelError` for an unsupported `quantization_config` or FP8 tensors without scales.
