@@ -14,8 +14,29 @@ the checkpoint exactly as a transformers user would — checks the config (exper
    "kept_experts": {layer: [original indices]}}
 
 It also recomputes the same logits from the *unpruned* source model with every MoE router
-masked to the kept experts (non-kept logits set to -inf before softmax, router rows in kept
-order), and asserts both agree: the export is the masked model, as METHODS.md §2.3 requires.
+masked to the kept experts, and asserts both agree: the export is the masked model, as METHODS.md
+§2.3 requires. "Masked" means the non-kept experts cannot be selected, and the rest of the router
+is the one the pruned model has:
+  - softmax routers (Qwen3-MoE, Mixtral, OLMoE, Qwen2-MoE): non-kept logits are -inf before the
+    softmax, so probabilities and norm_topk_prob renormalisation run over the kept experts;
+  - gpt-oss: router bias added, non-kept logits -inf, top-k of the logits, softmax over the k;
+  - DeepSeek-V3 / GLM-4.5 (sigmoid scores, `e_score_correction_bias`): non-kept experts are -inf
+    in the *biased selection scores* (masking the logits would not do: sigmoid(-inf) + bias is the
+    bias, still selectable); the top-k of the rest is taken with **no group limit**, because the
+    export sets n_group = topk_group = 1 (group-limited routing is dropped after pruning, METHODS
+    §8.5 — the kept experts' original groups no longer exist as groups of the pruned router);
+    weights are the chosen experts' unbiased sigmoid scores, divided by their sum if
+    norm_topk_prob, times routed_scaling_factor; shared experts and the first dense layers are
+    untouched. The alternative reading — original groups kept, non-kept experts -inf inside them —
+    is computed too and its gap recorded as `grouped_mask_relative_gap`, to show that it is not
+    what the exported checkpoint computes when the source routes within groups.
+
+An FP8 block-scaled checkpoint (DeepSeek-V3 layout, `quant_method: fp8`) is loaded by dequantizing
+every F8_E4M3 weight with its `weight_scale_inv` grid by DeepSeek's rule (make_fp8_fixture.py's
+`dequantize`, partial last blocks) and handing transformers the float32 weights, not through
+transformers' FineGrainedFP8 integration, which derives the block size from the grid and
+dequantizes partial blocks wrongly (see that function's docstring). The multi-token-prediction
+layer (`model.layers.<num_hidden_layers>.*`, which transformers does not build) is left out.
 
 Usage:  python scripts/make_export_fixture.py [--root Tests/Fixtures/export] [--only NAME ...]
 Needs:  scripts/requirements.txt (CPU torch). No network.
@@ -32,8 +53,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 from safetensors import safe_open  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fp8_fixture import dequantize as fp8_dequantize  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
@@ -43,7 +71,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load(path):
     # An MXFP4 checkpoint (gpt-oss) is read by transformers' Mxfp4 integration, dequantized on CPU.
-    quant = (json.load(open(os.path.join(path, "config.json"))).get("quantization_config") or {}).get("quant_method")
+    config = json.load(open(os.path.join(path, "config.json")))
+    quant = (config.get("quantization_config") or {}).get("quant_method")
+    if quant == "fp8":
+        return load_fp8(path, config)
     extra = {"quantization_config": transformers.Mxfp4Config(dequantize=True)} if quant == "mxfp4" else {}
     model, info = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True, **extra
@@ -54,7 +85,58 @@ def load(path):
     return model
 
 
-def masked_reference(source_dir, kept, input_ids):
+def load_fp8(path, config):
+    """An FP8 block-scaled checkpoint as float32, dequantized by DeepSeek's rule (see the module docstring)."""
+    block = tuple(config["quantization_config"]["weight_block_size"])
+    mtp = f"model.layers.{config['num_hidden_layers']}."
+    stored = load_file(os.path.join(path, "model.safetensors"))
+    weights = {}
+    for name, t in stored.items():
+        if name.endswith("_scale_inv") or name.startswith(mtp):
+            continue
+        scale = stored.get(name + "_scale_inv")
+        if t.dtype == torch.float8_e4m3fn:
+            assert scale is not None, f"{path}: {name} has no _scale_inv"
+            weights[name] = fp8_dequantize(t, scale, block)
+        else:
+            weights[name] = t
+    plain = {k: v for k, v in config.items() if k != "quantization_config"}
+    tmp = tempfile.mkdtemp(prefix="export_fp8_")
+    try:
+        for f in ("generation_config.json", "tokenizer.json"):
+            if os.path.exists(os.path.join(path, f)):
+                shutil.copy(os.path.join(path, f), tmp)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(plain, f)
+        save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        return load(tmp)
+    finally:
+        shutil.rmtree(tmp)
+
+
+def sigmoid_route(gate, hidden_states, keep, grouped):
+    """DeepSeek-V3 / GLM-4.5 routing (transformers' `DeepseekV3TopkRouter.forward`) over the kept experts:
+    `keep` is a bool mask of the experts that may be selected. grouped=False drops the group limit (what the
+    export's n_group = topk_group = 1 computes); grouped=True keeps the source's groups of original indices."""
+    hidden = hidden_states.view(-1, gate.hidden_dim)
+    logits = torch.nn.functional.linear(hidden.type(torch.float32), gate.weight.type(torch.float32))
+    scores = logits.sigmoid()
+    choice = (scores + gate.e_score_correction_bias).masked_fill(~keep, float("-inf"))
+    if grouped and gate.num_group > 1:
+        per_group = gate.num_experts // gate.num_group
+        group_scores = choice.view(-1, gate.num_group, per_group).topk(2, dim=-1)[0].sum(dim=-1)
+        group_idx = torch.topk(group_scores, k=gate.topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+        allowed = group_mask.unsqueeze(-1).expand(-1, gate.num_group, per_group).reshape(-1, gate.num_experts)
+        choice = choice.masked_fill(~allowed.bool(), float("-inf"))
+    top_index = torch.topk(choice, k=gate.top_k, dim=-1, sorted=False)[1]
+    weights = scores.gather(1, top_index)
+    if gate.norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return logits, weights * gate.routed_scaling_factor, top_index
+
+
+def masked_reference(source_dir, kept, input_ids, grouped=False):
     """Logits of the unpruned model whose routers only see the kept experts: non-kept router
     logits are -inf before the router's own softmax / top-k / renormalisation (transformers 5's
     `*TopKRouter.forward`, reproduced here on masked logits; gpt-oss's router adds its bias, takes
@@ -75,6 +157,11 @@ def masked_reference(source_dir, kept, input_ids):
             router.forward = route
             continue
         gate = mlp.gate
+        if hasattr(gate, "e_score_correction_bias"):  # DeepSeek-V3, GLM-4.5: sigmoid scores, bias for selection
+            keep = torch.zeros(gate.weight.shape[0], dtype=torch.bool)
+            keep[ids] = True
+            gate.forward = lambda h, gate=gate, keep=keep: sigmoid_route(gate, h, keep, grouped)
+            continue
         mask = torch.full((gate.weight.shape[0],), float("-inf"))
         mask[ids] = 0.0
 
@@ -120,6 +207,11 @@ def main():
         reference = masked_reference(source, kept, input_ids)
         gap = (logits - reference).abs().max().item() / reference.abs().max().item()
         assert gap < 1e-5, f"{name}: export differs from the masked unpruned model by {gap}"
+        source_config = json.load(open(os.path.join(source, "config.json")))
+        grouped_gap = None
+        if source_config.get("n_group", 1) > 1 and source_config.get("topk_group", 1) < source_config["n_group"]:
+            grouped = masked_reference(source, kept, input_ids, grouped=True)
+            grouped_gap = (logits - grouped).abs().max().item() / grouped.abs().max().item()
         golden = {
             "reference": {
                 "transformers": transformers.__version__,
@@ -127,6 +219,7 @@ def main():
                 "dtype": "float32",
                 "attn_implementation": "eager",
                 "masked_reference_relative_gap": float(f"{gap:.3g}"),
+                **({"grouped_mask_relative_gap": float(f"{grouped_gap:.3g}")} if grouped_gap is not None else {}),
             },
             "input_ids": input_ids,
             "logits": [[float(f"{x:.7g}") for x in row] for row in logits.tolist()],
@@ -135,7 +228,8 @@ def main():
         with open(os.path.join(directory, "golden.json"), "w") as f:
             json.dump(golden, f)
             f.write("\n")
-        print(f"{name}: {len(names)} tensors, {n} experts/layer, masked-reference gap {gap:.2e}")
+        grouped_note = f", original-groups mask gap {grouped_gap:.2e}" if grouped_gap is not None else ""
+        print(f"{name}: {len(names)} tensors, {n} experts/layer, masked-reference gap {gap:.2e}{grouped_note}")
 
 
 if __name__ == "__main__":

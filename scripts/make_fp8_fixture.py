@@ -62,9 +62,19 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """DeepSeek's rule: float32 fp8 * scale_inv of the block, grid ceil(rows/B0) x ceil(cols/B1)."""
-    expanded = scale.repeat_interleave(BLOCK[0], 0)[: q.shape[0]].repeat_interleave(BLOCK[1], 1)[:, : q.shape[1]]
+def dequantize(q: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] = BLOCK) -> torch.Tensor:
+    """DeepSeek's rule: float32 fp8 * scale_inv of the block, grid ceil(rows/B0) x ceil(cols/B1).
+
+    transformers 5.24's `FineGrainedFP8Config(dequantize=True)` does not do this: its
+    `Fp8Dequantize._dequantize_one` (integrations/finegrained_fp8.py) ignores `weight_block_size` and derives the
+    block from the grid, block = (rows // grid_rows, cols // grid_cols); a dimension not divisible by its grid
+    raises "Weight shape ... not divisible by scale grid", and one that divides gets blocks of the wrong size. On
+    this fixture kv_a_proj_with_mqa [40, 64] (grid [2, 2]) is dequantized with blocks of [20, 32] instead of
+    [32, 32], so rows 20..31 take the scale of rows 32..39: the only two tensors that differ (by up to 0.037), and
+    replacing them with this rule brings transformers' logits to this fixture's golden (1e-6). Real V3's
+    kv_a_proj_with_mqa [576, 7168] (grid [5, 56]) raises instead.
+    """
+    expanded = scale.repeat_interleave(block[0], 0)[: q.shape[0]].repeat_interleave(block[1], 1)[:, : q.shape[1]]
     return q.to(torch.float32) * expanded
 
 

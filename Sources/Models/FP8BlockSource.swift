@@ -9,6 +9,12 @@ public enum WeightQuantization: Equatable, Sendable {
     /// `{"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [rows, cols]}`: linear weights
     /// stored as `F8_E4M3` with an F32 `<name>_scale_inv` of shape `[⌈out/rows⌉, ⌈in/cols⌉]`;
     /// weight = fp8 value × the scale of its block (partial last blocks included).
+    ///
+    /// `"scale_fmt": "ue8m0"` (DeepSeek-V3.1, V3.2) says the scales are powers of two (and that
+    /// activations are quantized with power-of-two scales at run time, which an f32 engine does
+    /// not do); V3.1's published files still store `weight_scale_inv` as F32 (its tensor dtypes are
+    /// BF16, F8_E4M3 and F32), so the key changes nothing here. Scale grids stored as `F8_E8M0`
+    /// (one exponent byte, 2^(byte − 127), 0xFF NaN; DeepSeek-V4's layout) are read as well.
     case fp8Block(rows: Int, cols: Int)
     /// `{"quant_method": "mxfp4"}` (gpt-oss only): routed experts stored as e2m1 blocks with an
     /// e8m0 scale per 32 inputs (`MXFP4Source`); everything else unquantized.
@@ -87,6 +93,8 @@ final class FP8BlockSource: TensorSource {
     let tensorNames: [String]
 
     static let scaleSuffix = "_scale_inv"
+    /// The safetensors name of unsigned exponent-only scales (OCP MX's E8M0).
+    static let e8m0 = "F8_E8M0"
 
     /// Checks every `F8_E4M3` tensor for its scale grid before anything is loaded.
     /// - Throws: `ModelError.weightProblems` listing FP8 tensors without a scale, scales of the
@@ -108,8 +116,8 @@ final class FP8BlockSource: TensorSource {
                 problems.append(.missing(scale))
                 continue
             }
-            guard scaleEntry.dtype != nil else {
-                problems.append(.unreadable(scale, reason: "scales stored as \(scaleEntry.dtypeName); supported: F32, BF16, F16"))
+            guard scaleEntry.dtype != nil || scaleEntry.dtypeName == Self.e8m0 else {
+                problems.append(.unreadable(scale, reason: "scales stored as \(scaleEntry.dtypeName); supported: F32, BF16, F16, F8_E8M0"))
                 continue
             }
             guard scaleEntry.shape == grid else {
@@ -131,11 +139,13 @@ final class FP8BlockSource: TensorSource {
         return bytes + (fp8.contains(name) ? checkpoint.byteCount(of: name + Self.scaleSuffix) ?? 0 : 0)
     }
 
+    func storedDType(of name: String) -> String? { checkpoint.storedDType(of: name) }
+
     var bytesRead: Int { checkpoint.bytesRead }
 
     func tensor(_ name: String) throws -> Tensor {
         guard fp8.contains(name) else { return try checkpoint.tensor(name) }
-        let scale = try checkpoint.tensor(name + Self.scaleSuffix).toFloatArray()
+        let scale = try scales(of: name, rows: nil)
         return try checkpoint.withMappedBytes(name) { entry, bytes in
             dequantize(bytes, rows: 0..<entry.shape[0], columns: entry.shape[1], scale: scale, firstScaleRow: 0)
         }
@@ -147,13 +157,31 @@ final class FP8BlockSource: TensorSource {
         guard fp8.contains(name) else { return try checkpoint.readRows(name, rows: rows) }
         let (entry, bytes) = try checkpoint.readRawRows(name, rows: rows)
         let scaleRows = rows.isEmpty ? 0..<0 : (rows.lowerBound / block.rows)..<((rows.upperBound - 1) / block.rows + 1)
-        let scale = try checkpoint.readRows(name + Self.scaleSuffix, rows: scaleRows).toFloatArray()
+        let scale = try scales(of: name, rows: scaleRows)
         return bytes.withUnsafeBytes {
             dequantize($0, rows: rows, columns: entry.shape[1], scale: scale, firstScaleRow: scaleRows.lowerBound)
         }
     }
 
     func prefetchRows(_ requests: [(name: String, rows: Range<Int>)]) { checkpoint.prefetchRows(requests) }
+
+    /// Grid rows `rows` of the scales of FP8 weight `name` as f32 (E8M0 bytes decoded), read
+    /// into memory (counted); nil: the whole grid, mapped (not counted, as the weight itself).
+    private func scales(of name: String, rows: Range<Int>?) throws -> [Float] {
+        let scale = name + Self.scaleSuffix
+        let e8m0 = checkpoint.storedDType(of: scale) == Self.e8m0
+        guard let rows else {
+            guard e8m0 else { return try checkpoint.tensor(scale).toFloatArray() }
+            return try checkpoint.withMappedBytes(scale) { _, bytes in bytes.map(Self.e8m0Value) }
+        }
+        guard e8m0 else { return try checkpoint.readRows(scale, rows: rows).toFloatArray() }
+        return try checkpoint.readRawRows(scale, rows: rows).bytes.map(Self.e8m0Value)
+    }
+
+    /// An E8M0 scale byte: 2^(byte − 127), 0xFF is NaN (OCP MX).
+    static func e8m0Value(_ byte: UInt8) -> Float {
+        byte == 0xFF ? .nan : Float(sign: .plus, exponent: Int(byte) - 127, significand: 1)
+    }
 
     /// `rows` of an FP8 matrix (`bytes` holds exactly those rows) as f32: value × the scale of its
     /// block; `scale` holds grid rows from `firstScaleRow` on.
@@ -176,6 +204,21 @@ final class FP8BlockSource: TensorSource {
 }
 
 extension ModelLoader {
+    /// The tensors of a Hugging Face model directory as the model sees them: F8_E4M3 weights
+    /// dequantized with their `weight_scale_inv` grids (`FP8BlockSource`), gpt-oss's MXFP4 experts
+    /// as f32 `[E, in, out]` (`MXFP4Source`), everything else as stored. Reads `config.json` and the
+    /// safetensors headers only; each tensor is dequantized when it is read. Converters that write
+    /// another format (GGUF) read through this, so they never see a scale tensor.
+    /// - Throws: `ModelError` for a missing config or an unsupported `quantization_config`,
+    ///   `CheckpointError` for unreadable safetensors.
+    public static func tensorSource(at directory: URL) throws -> TensorSource {
+        let configURL = directory.appendingPathComponent("config.json")
+        guard let data = try? Data(contentsOf: configURL) else {
+            throw ModelError.notAModel(path: directory.path, reason: "no readable config.json")
+        }
+        return try tensorSource(try SafetensorsCheckpoint(directory: directory), configData: data, file: configURL.path)
+    }
+
     /// The tensor source for a checkpoint: the checkpoint itself, or an `FP8BlockSource` /
     /// `MXFP4Source` over it when `config.json` declares FP8 block or MXFP4 quantization.
     /// - Throws: `ModelError` for an unsupported `quantization_config` or FP8 tensors without scales.

@@ -137,6 +137,11 @@ public final class GGUFSource: TensorSource {
         return info.byteCount / max(1, info.shape.first ?? 1)
     }
 
+    /// ggml's name of the type `name` is stored in (`Q4_K`, `F32`, ...).
+    public func storedDType(of name: String) -> String? {
+        bindings[name].flatMap { file.info($0.gguf)?.type.name }
+    }
+
     public var bytesRead: Int { file.bytesRead }
 
     /// The GGUF tensor (and expert) behind HF name `name`.

@@ -73,6 +73,9 @@ final class MXFP4Source: TensorSource {
         return (checkpoint.byteCount(of: name + Self.blocksSuffix) ?? 0) + (checkpoint.byteCount(of: name + Self.scalesSuffix) ?? 0)
     }
 
+    /// `MXFP4` for a blocks-and-scales pair, the stored dtype otherwise.
+    func storedDType(of name: String) -> String? { packed[name] != nil ? "MXFP4" : checkpoint.storedDType(of: name) }
+
     var bytesRead: Int { checkpoint.bytesRead }
 
     /// MXFP4 tensors have no mapped f32 form: they are read per expert (`readRows`).

@@ -12,6 +12,10 @@ public protocol TensorSource: AnyObject {
     /// Bytes `name` occupies in storage (its dtype or quantized blocks), nil if absent. Must not
     /// read tensor data.
     func byteCount(of name: String) -> Int?
+    /// How `name` is stored, in the storage format's own spelling (`BF16`, `F8_E4M3`, `Q4_K`,
+    /// `MXFP4`), nil if absent: what a report says about the file, whatever `tensor(_:)` widens
+    /// it to. Must not read tensor data.
+    func storedDType(of name: String) -> String?
     /// Bytes read into owned memory by `readRows` so far (mapped views are not counted).
     var bytesRead: Int { get }
     /// A zero-copy view of `name` (memory-mapped).
@@ -35,6 +39,10 @@ extension SafetensorsCheckpoint: TensorSource {
 
     public func byteCount(of name: String) -> Int? {
         (try? entry(name))??.byteCount
+    }
+
+    public func storedDType(of name: String) -> String? {
+        (try? entry(name))??.dtypeName
     }
 }
 

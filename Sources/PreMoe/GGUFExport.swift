@@ -28,6 +28,10 @@ import Models
 ///   (int32 arrays of original indices in slot order), `premoe.source_fingerprint`,
 ///   `premoe.tasks`.
 ///
+/// Weights are read through `ModelLoader.tensorSource(at:)`: an FP8 block-scaled checkpoint
+/// (Qwen3-MoE "-FP8") is dequantized tensor by tensor with its `weight_scale_inv` grid and
+/// written as F32 (no `type`) or converted from there; its scale tensors are not written.
+///
 /// Not supported (refused with `PreMoeError.unsupported`): other architectures (DeepSeek's MLA
 /// split, dense models), fused expert tensors (`experts.gate_up_proj`), RoPE scaling.
 public enum GGUFExport {
@@ -92,6 +96,19 @@ public enum GGUFExport {
         return plan
     }
 
+    /// The GGUF architecture of HF `modelType`, refusing by name the families GGUF export cannot
+    /// express (DeepSeek's MLA, GLM-4.5, gpt-oss, dense models): callers check this before
+    /// reading any weight.
+    /// - Throws: `PreMoeError.unsupported` naming the model type and the supported ones.
+    public static func architecture(of modelType: String, model: URL) throws -> String {
+        guard let arch = architectures[modelType] else {
+            throw PreMoeError.unsupported(
+                "GGUF export supports model types \(architectures.keys.sorted().joined(separator: ", ")); "
+                    + "\(model.path) is '\(modelType)' (use --format safetensors)")
+        }
+        return arch
+    }
+
     /// Writes one GGUF file `file` (see `write`). A plan keeping every expert in order is a plain
     /// conversion: the file then carries no `premoe.kept_experts.*` keys.
     /// - Throws: as `write`; `PreMoeError.io` when `file` already exists.
@@ -103,12 +120,7 @@ public enum GGUFExport {
         let configURL = modelDirectory.appendingPathComponent("config.json")
         let config = try JSONValue(contentsOf: configURL)
         guard config.objectValue != nil else { throw PreMoeError.unsupported("\(configURL.path): not a JSON object") }
-        let modelType = config["model_type"]?.stringValue ?? "?"
-        guard let arch = architectures[modelType] else {
-            throw PreMoeError.unsupported(
-                "GGUF export supports model types \(architectures.keys.sorted().joined(separator: ", ")); "
-                    + "\(modelDirectory.path) is '\(modelType)' (use --format safetensors)")
-        }
+        let arch = try architecture(of: config["model_type"]?.stringValue ?? "?", model: modelDirectory)
         let spec = try ModelLoader.spec(at: modelDirectory)
         let (kept, slot) = try PrunedExport.checkPlan(keptExperts, spec: spec, model: modelDirectory)
         let moeLayers = spec.moeLayers
@@ -135,7 +147,7 @@ public enum GGUFExport {
         let theta = rope?["rope_theta"]?.doubleValue ?? config["rope_theta"]?.doubleValue ?? 10000
 
         // Tensors.
-        let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
+        let checkpoint = try ModelLoader.tensorSource(at: modelDirectory)
         var tensors: [(name: String, tensor: Tensor)] = []
         var stacks: [String: [Int: Tensor]] = [:]  // GGUF name → slot → expert tensor
         func ggufName(_ hf: String) throws -> (tensor: String, expert: Int?) {
@@ -145,8 +157,8 @@ public enum GGUFExport {
             return g
         }
         for name in checkpoint.tensorNames {
-            guard let entry = try checkpoint.entry(name) else { continue }
-            switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
+            guard let shape = checkpoint.shape(of: name) else { continue }
+            switch ExpertTensorRole.classify(name, shape: shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l):
                 guard let rows = keptExperts[l] else { throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)") }
                 tensors.append((try ggufName(name).tensor, gatherRows(try checkpoint.tensor(name), rows)))

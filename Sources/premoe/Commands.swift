@@ -3,6 +3,7 @@ import Formats
 import Foundation
 import Kernels
 import Models
+import PreMoe
 import Runtime
 import Tokenization
 
@@ -22,33 +23,45 @@ struct Inspect: ParsableCommand {
     @OptionGroup var options: ModelOptions
     @Flag(help: "Print JSON.") var json = false
 
+    /// Byte figures are what the checkpoint stores (FP8 weights with their scales, MXFP4 blocks
+    /// with theirs, GGUF blocks); `residentBytes` is what the loaded model holds in memory.
     struct Report: Encodable {
         let modelType: String, layers: Int, hiddenSize: Int, vocabularySize: Int, heads: Int, kvHeads: Int, headDim: Int
         let moeLayers: [Int], experts: Int?, topK: Int?, expertIntermediateSize: Int?, sharedExpert: Bool
         let parameters: Int, backboneParameters: Int, expertParameters: Int
-        let bytes: Int, backboneBytes: Int, expertBytes: Int, bytesPerExpert: Int?, dtype: String
+        let bytes: Int, backboneBytes: Int, expertBytes: Int, bytesPerExpert: Int?, residentBytes: Int
+        /// The stored dtypes, most bytes first, joined with " + " (`MXFP4 + BF16`); `dtypes` has their bytes
+        /// (an FP8 or MXFP4 weight counts with its scales).
+        let dtype: String, dtypes: [String: Int]
     }
 
     func run() throws {
         let loaded = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads))
         let model = loaded.model
         let spec = model.spec
-        let bytes = model.weightBytes
+        let stored = ModelSizes.measure(loaded.checkpoint, spec: spec)
         let firstMoE = spec.moeLayers.first.flatMap { spec.moe($0) }
         let parameters = model.parameterCounts
-        var perExpert: Int?
-        if let l = spec.moeLayers.first, case .moe(let block) = model.layers[l].feedForward, let e = block.experts.first {
-            perExpert = e.byteCount
+        let expertBytes = stored.expertBytes.values.reduce(0) { $0 + $1.reduce(0, +) }
+        var dtypes: [String: Int] = [:]
+        let ignored = Set(loaded.ignoredTensors)  // DeepSeek's MTP layer: never loaded, not counted
+        for name in loaded.checkpoint.tensorNames where !ignored.contains(name) {
+            if let dtype = loaded.checkpoint.storedDType(of: name) {
+                dtypes[dtype, default: 0] += loaded.checkpoint.byteCount(of: name) ?? 0
+            }
         }
+        let resident = model.weightBytes
         let report = Report(
             modelType: spec.modelType, layers: spec.layerCount, hiddenSize: spec.hiddenSize,
             vocabularySize: spec.vocabularySize, heads: spec.headCount, kvHeads: spec.kvHeadCount, headDim: spec.headDim,
             moeLayers: spec.moeLayers, experts: firstMoE?.expertCount, topK: firstMoE?.topK,
             expertIntermediateSize: firstMoE?.expertIntermediateSize, sharedExpert: firstMoE?.sharedIntermediateSize != nil,
             parameters: parameters.backbone + parameters.experts, backboneParameters: parameters.backbone,
-            expertParameters: parameters.experts, bytes: bytes.backbone + bytes.experts,
-            backboneBytes: bytes.backbone, expertBytes: bytes.experts, bytesPerExpert: perExpert,
-            dtype: model.embedding.dtype.rawValue)
+            expertParameters: parameters.experts, bytes: stored.backboneBytes + expertBytes,
+            backboneBytes: stored.backboneBytes, expertBytes: expertBytes,
+            bytesPerExpert: spec.moeLayers.first.flatMap { stored.expertBytes[$0]?.first },
+            residentBytes: resident.backbone + resident.experts,
+            dtype: dtypes.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key).joined(separator: " + "), dtypes: dtypes)
         if json { return try printJSON(report) }
         print("model_type      \(report.modelType) (\(report.dtype))")
         print("layers          \(report.layers) (hidden \(report.hiddenSize), heads \(report.heads)/\(report.kvHeads) kv × \(report.headDim))")
@@ -59,8 +72,8 @@ struct Inspect: ParsableCommand {
             print("MoE layers      none (dense)")
         }
         print("parameters      \(formatCount(report.parameters)) (backbone \(formatCount(report.backboneParameters)), experts \(formatCount(report.expertParameters)))")
-        print("bytes           \(formatBytes(report.bytes)) (backbone \(formatBytes(report.backboneBytes)), experts \(formatBytes(report.expertBytes)))")
-        if let perExpert { print("bytes/expert    \(formatBytes(perExpert))") }
+        print("bytes stored    \(formatBytes(report.bytes)) (backbone \(formatBytes(report.backboneBytes)), experts \(formatBytes(report.expertBytes))); in memory \(formatBytes(report.residentBytes))")
+        if let perExpert = report.bytesPerExpert { print("bytes/expert    \(formatBytes(perExpert)) stored") }
     }
 }
 

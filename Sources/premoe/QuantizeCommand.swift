@@ -17,7 +17,9 @@ struct Quantize: ParsableCommand {
         discussion: """
             Tensor types follow llama.cpp: norms, biases and routers stay F32, the output head is Q6_K \
             for block types, q4_k_m mixes Q4_K with Q6_K as llama-quantize's Q4_K_M does. A tensor whose \
-            rows are not a whole number of blocks falls back to Q8_0 (K-quants) or F16, with a note.
+            rows are not a whole number of blocks falls back to Q8_0 (K-quants) or F16, with a note. \
+            FP8 block-scaled weights (Qwen3-MoE -FP8) are dequantized with their scales and converted from \
+            there; families GGUF export cannot express (DeepSeek, GLM-4.5, gpt-oss) are refused by name.
             """)
     @OptionGroup var options: ModelOptions
     @Option(help: "Tensor type: \(ggufTypeList).") var type: GGUFOutputType
@@ -34,7 +36,8 @@ struct Quantize: ParsableCommand {
             throw CLIError(description: "\(url.path): already a GGUF file; quantize reads a Hugging Face checkpoint directory")
         }
         let spec = try ModelLoader.spec(at: url)
-        let checkpoint = try SafetensorsCheckpoint(directory: url)
+        _ = try GGUFExport.architecture(of: spec.modelType, model: url)  // refuse by name before reading weights
+        let checkpoint = try ModelLoader.tensorSource(at: url)  // FP8 weights dequantized with their scales
         let configData = try Data(contentsOf: url.appendingPathComponent("config.json"))
         let fingerprint = try ModelFingerprint.compute(configData: configData, checkpoint: checkpoint, spec: spec)
         let report = try GGUFExport.writeFile(

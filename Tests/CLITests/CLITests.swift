@@ -79,6 +79,28 @@ private struct Golden: Decodable {
         }
     }
 
+    /// `inspect` on quantized checkpoints reports what the file stores: the stored dtypes and the
+    /// bytes of the safetensors header's tensors (MTP layer left out), not the f32 the engine
+    /// dequantizes them to.
+    @Test(arguments: [("gpt_oss_mxfp4", "MXFP4", nil), ("deepseek_v3_fp8", "F8_E4M3", "model.layers.2.")] as [(String, String, String?)])
+    func inspectReportsStoredDTypesAndBytes(_ name: String, _ dtype: String, _ ignoredPrefix: String?) throws {
+        let inspect = try CLI.run(["inspect", Fixtures.url("models/\(name)").path, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let report = try inspect.json()
+        let file = try Data(contentsOf: Fixtures.url("models/\(name)/model.safetensors"))
+        let headerLength = file.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try #require(try JSONSerialization.jsonObject(with: file.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+        var fileBytes = 0
+        for (tensor, value) in header where tensor != "__metadata__" && !(ignoredPrefix.map { tensor.hasPrefix($0) } ?? false) {
+            let offsets = try #require((value as? [String: Any])?["data_offsets"] as? [Int])
+            fileBytes += offsets[1] - offsets[0]
+        }
+        #expect(report["bytes"] as? Int == fileBytes)
+        #expect((report["residentBytes"] as? Int ?? 0) > fileBytes)
+        #expect((report["dtype"] as? String)?.contains(dtype) == true, "\(report["dtype"] ?? "")")
+        #expect((report["dtypes"] as? [String: Int])?.values.reduce(0, +) == fileBytes)
+    }
+
     @Test func benchProfilesDecodeAndScoresPerplexityWithBothArithmetics() throws {
         let gguf = Fixtures.url("gguf/qwen3_moe.q4_1.gguf").path
         let dir = try Fixtures.temporaryDirectory("premoe-cli-bench")

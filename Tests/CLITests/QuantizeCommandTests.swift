@@ -23,6 +23,19 @@ import TestSupport
         #expect(again.status != 0 && again.stderr.contains("already exists"))
     }
 
+    /// FP8 DeepSeek-V3 and MXFP4 gpt-oss have no GGUF layout here: refused by model type, and no
+    /// file is written.
+    @Test(arguments: [("deepseek_v3_fp8", "deepseek_v3"), ("gpt_oss_mxfp4", "gpt_oss")])
+    func familiesWithoutGGUFLayoutAreRefusedByName(_ name: String, _ modelType: String) throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("x.gguf").path
+        let result = try CLI.run(["quantize", Fixtures.url("models/\(name)").path, "--type", "q8_0", "--out", out])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("'\(modelType)'") && result.stderr.contains("GGUF export supports model types"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test func unknownTypeListsTheSupportedOnes() throws {
         let result = try CLI.run(["quantize", Fixtures.url("models/qwen3_moe").path, "--type", "q3_k", "--out", "/tmp/x.gguf"])
         #expect(result.status != 0)

@@ -1,4 +1,6 @@
+import Formats
 import Foundation
+import Kernels
 import TestSupport
 import Testing
 
@@ -107,5 +109,44 @@ struct FP8BlockSourceTests {
         #expect(whole.dtype == .float32 && rows.shape == [4, 64])
         #expect(Array(whole.toFloatArray()[(5 * 64)..<(9 * 64)]) == rows.toFloatArray())
         #expect(loaded.checkpoint.byteCount(of: name) == 32 * 64 + 2 * 4)  // fp8 bytes + one f32 scale per 32×32 block
+    }
+
+    /// `scale_fmt: ue8m0` with scale grids stored as `F8_E8M0` (one exponent byte per block):
+    /// the same logits as the F32 grids holding the same powers of two, the key itself accepted.
+    @Test("F8_E8M0 scale grids read as 2^(byte - 127)")
+    func e8m0Scales() throws {
+        let source = try SafetensorsCheckpoint(directory: Fixtures.url("models/deepseek_v3_fp8"))
+        var asF32: [(name: String, payload: SafetensorsPayload)] = [], asE8M0 = asF32
+        for name in source.tensorNames {
+            let entry = try #require(try source.entry(name))
+            let raw = try source.readRawRows(name, rows: 0..<(entry.shape.first ?? 1)).bytes
+            guard name.hasSuffix("_scale_inv") else {
+                let payload = SafetensorsPayload.raw(dtypeName: entry.dtypeName, shape: entry.shape, bytes: raw)
+                asF32.append((name, payload))
+                asE8M0.append((name, payload))
+                continue
+            }
+            // Each scale rounded to a power of two, 2^(byte - 127).
+            let exponents = try source.tensor(name).toFloatArray().map { UInt8(clamping: Int(log2($0).rounded()) + 127) }
+            asE8M0.append((name, .raw(dtypeName: "F8_E8M0", shape: entry.shape, bytes: exponents)))
+            let values = exponents.map { Float(sign: .plus, exponent: Int($0) - 127, significand: 1) }
+            asF32.append((name, .tensor(Tensor.owned(values, shape: entry.shape))))
+        }
+        var logits: [[Float]] = []
+        for payloads in [asF32, asE8M0] {
+            let dir = try Self.variant({
+                var q = $0["quantization_config"] as? [String: Any] ?? [:]
+                q["scale_fmt"] = "ue8m0"
+                $0["quantization_config"] = q
+            }, weights: false)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try SafetensorsWriter.write(payloads: payloads, to: dir.appendingPathComponent("model.safetensors"))
+            let model = try ModelLoader.load(dir, options: LoadOptions(threads: 1)).model
+            logits.append(try model.forward([3, 1, 4, 1, 5, 9, 2, 6], cache: model.makeCache(), logits: .all))
+        }
+        #expect(logits[0] == logits[1])
+        let original = try ModelLoader.load(Fixtures.url("models/deepseek_v3_fp8"), options: LoadOptions(threads: 1)).model
+        let unrounded = try original.forward([3, 1, 4, 1, 5, 9, 2, 6], cache: original.makeCache(), logits: .all)
+        #expect(unrounded != logits[0], "rounding the scales must change the model")
     }
 }

@@ -19,7 +19,16 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
     ("qwen3_moe_pruned", "qwen3_moe", [0: [5, 1, 6, 2], 1: [0, 7, 3, 4]]),
     ("qwen3_moe_fused_pruned", "qwen3_moe_fused", [1: [3, 0, 7], 2: [6, 2, 4]]),
     ("gpt_oss_mxfp4_pruned", "gpt_oss_mxfp4", [0: [6, 0, 3, 5], 1: [2, 7, 1, 4], 2: [5, 3, 0, 6]]),
+    // Kept experts from both of the source's two routing groups (n_group 2, topk_group 1), which the
+    // export drops (n_group 1); FP8 stays F8_E4M3 with its scale grids sliced.
+    ("deepseek_v3_fp8_pruned", "deepseek_v3_fp8", [1: [6, 0, 3, 5]]),
+    ("glm4_moe_pruned", "glm4_moe", [1: [2, 7, 4, 1], 2: [5, 0, 6, 3]]),
 ]
+
+/// The expert count a config declares, under whichever of the three keys it uses.
+func declaredExpertCount(_ config: JSONValue) -> Int? {
+    ["num_experts", "num_local_experts", "n_routed_experts"].lazy.compactMap { config[$0]?.intValue }.first
+}
 
 @Suite(.serialized) struct ExportTests {
     func export(_ source: String, kept: [Int: [Int]], to out: URL) throws -> ExportReport {
@@ -58,7 +67,7 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
         #expect(mine == theirs, "weights differ from the committed export")
         let config = try JSONValue(contentsOf: out.appendingPathComponent("config.json"))
         #expect(config == (try JSONValue(contentsOf: committed.appendingPathComponent("config.json"))))
-        #expect(config["num_local_experts"]?.intValue == f.kept.values.first!.count)
+        #expect(declaredExpertCount(config) == f.kept.values.first!.count)
         for (l, ids) in f.kept {
             #expect(config["premoe"]?["kept_experts"]?[String(l)]?.arrayValue?.compactMap(\.intValue) == ids)
         }
@@ -78,10 +87,23 @@ let exportFixtures: [(name: String, source: String, kept: [Int: [Int]])] = [
                 let router = try exported.tensor(routerName)
                 let original = try source.tensor(routerName)
                 #expect(router.rows(slot..<(slot + 1)).toFloatArray() == original.rows(id..<(id + 1)).toFloatArray())
-                let perExpert = "model.layers.\(l).mlp.experts.\(id).down_proj.weight"
-                if source.contains(perExpert) {
-                    let mine = try exported.tensor("model.layers.\(l).mlp.experts.\(slot).down_proj.weight")
-                    #expect(mine.toFloatArray() == (try source.tensor(perExpert)).toFloatArray())
+                let bias = "model.layers.\(l).mlp.gate.e_score_correction_bias"  // DeepSeek-V3, GLM-4.5
+                if source.contains(bias) {
+                    #expect(try exported.tensor(bias).toFloatArray()[slot] == source.tensor(bias).toFloatArray()[id])
+                }
+                let perExpert = "model.layers.\(l).mlp.experts.\(id)."
+                if source.contains(perExpert + "down_proj.weight") {
+                    // Stored bytes, so F8_E4M3 weights and their `_scale_inv` grids compare as well.
+                    for part in ["gate_proj", "up_proj", "down_proj"] {
+                        for suffix in ["weight", "weight_scale_inv"] where source.contains(perExpert + part + "." + suffix) {
+                            let from = perExpert + part + "." + suffix
+                            let to = "model.layers.\(l).mlp.experts.\(slot).\(part).\(suffix)"
+                            let a = try #require(try source.entry(from)), b = try #require(try exported.entry(to))
+                            #expect(a.dtypeName == b.dtypeName && a.shape == b.shape, "\(to)")
+                            #expect(try exported.readRawRows(to, rows: 0..<b.shape[0]).bytes
+                                == source.readRawRows(from, rows: 0..<a.shape[0]).bytes, "\(to)")
+                        }
+                    }
                 } else {
                     // Stored bytes, so MXFP4 `_blocks` (gpt-oss) compare like float tensors.
                     let fused = ["gate_up_proj", "gate_up_proj_blocks"].map { "model.layers.\(l).mlp.experts.\($0)" }

@@ -76,6 +76,122 @@ import TestSupport
         }
     }
 
+    /// The qwen3_moe fixture stored as Qwen3-MoE "-FP8" checkpoints store it: attention and expert
+    /// weights `F8_E4M3` with an F32 `weight_scale_inv` per block (scale = amax / 448, e4m3's
+    /// largest value), router, norms and embeddings as they were, and `quantization_config` fp8.
+    /// Blocks of 24 × 40 leave partial last blocks on the 64- and 32-wide axes.
+    static func fp8Qwen3MoE() throws -> URL {
+        let block = (rows: 24, cols: 40)
+        let dir = try Fixtures.temporaryDirectory().appendingPathComponent("qwen3_moe_fp8")
+        try FileManager.default.copyItem(at: fixtureDirectory("qwen3_moe"), to: dir)
+        let source = try SafetensorsCheckpoint(directory: dir)
+        // e4m3fn's finite non-negative values by code (0…126; 127 is NaN), increasing.
+        let codes: [Float] = (0..<127).map { bits in
+            let exponent = bits >> 3, mantissa = Float(bits & 7)
+            return exponent == 0 ? mantissa / 8 * 0x1p-6 : (1 + mantissa / 8) * Float(sign: .plus, exponent: exponent - 7, significand: 1)
+        }
+        func encode(_ x: Float) -> UInt8 {
+            let a = abs(x)
+            var best = 0
+            for c in 1..<codes.count where abs(codes[c] - a) < abs(codes[best] - a) { best = c }
+            return UInt8(best) | (x < 0 ? 0x80 : 0)
+        }
+        var payloads: [(name: String, payload: SafetensorsPayload)] = []
+        for name in source.tensorNames {
+            let t = try source.tensor(name)
+            let quantized = name.contains(".self_attn.") && name.hasSuffix("_proj.weight") || name.contains(".mlp.experts.")
+            guard quantized, t.shape.count == 2 else {
+                payloads.append((name, .tensor(t)))
+                continue
+            }
+            let (rows, cols) = (t.shape[0], t.shape[1])
+            let values = t.toFloatArray()
+            let grid = [(rows + block.rows - 1) / block.rows, (cols + block.cols - 1) / block.cols]
+            var scales = [Float](repeating: 0, count: grid[0] * grid[1])
+            var bytes = [UInt8](repeating: 0, count: rows * cols)
+            for gi in 0..<grid[0] {
+                for gj in 0..<grid[1] {
+                    let r = (gi * block.rows)..<min(rows, (gi + 1) * block.rows), c = (gj * block.cols)..<min(cols, (gj + 1) * block.cols)
+                    let amax = r.flatMap { i in c.map { abs(values[i * cols + $0]) } }.max() ?? 0
+                    let scale = max(amax, 1e-12) / 448
+                    scales[gi * grid[1] + gj] = scale
+                    for i in r { for j in c { bytes[i * cols + j] = encode(values[i * cols + j] / scale) } }
+                }
+            }
+            payloads.append((name, .raw(dtypeName: "F8_E4M3", shape: t.shape, bytes: bytes)))
+            payloads.append((name + "_scale_inv", .tensor(Tensor.owned(scales, shape: grid))))
+        }
+        let file = dir.appendingPathComponent("model.safetensors")
+        try FileManager.default.removeItem(at: file)
+        try SafetensorsWriter.write(payloads: payloads, metadata: ["format": "pt"], to: file)
+        let configURL = dir.appendingPathComponent("config.json")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        config["quantization_config"] = ["activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                         "weight_block_size": [block.rows, block.cols]]
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: configURL)
+        return dir
+    }
+
+    /// `premoe quantize` / GGUF export of an FP8 checkpoint: weights dequantized with their scale
+    /// grids (partial blocks included), no scale tensor in the file; the F32 GGUF computes what the
+    /// FP8 checkpoint computes, and a Q8_0 one holds exactly the blocks a float checkpoint of the
+    /// dequantized weights gives.
+    @Test func fp8CheckpointConvertsThroughItsScales() throws {
+        let fp8 = try Self.fp8Qwen3MoE()
+        defer { try? FileManager.default.removeItem(at: fp8.deletingLastPathComponent()) }
+        let golden = try Fixtures.json(FixtureGolden.self, "models/qwen3_moe/golden.json")
+        let reference = try ModelLoader.load(fp8, options: LoadOptions(threads: 1)).model
+        let b = try reference.forward(golden.input_ids, cache: reference.makeCache(), logits: .all)
+        let original = try ModelLoader.load(fixtureDirectory("qwen3_moe"), options: LoadOptions(threads: 1)).model
+        let unquantized = try original.forward(golden.input_ids, cache: original.makeCache(), logits: .all)
+        #expect(maxRelativeError(b, unquantized) > 1e-4, "the FP8 copy must differ from the float fixture")
+        let spec = try ModelLoader.spec(at: fp8)
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        func convert(_ model: URL, _ type: GGUFOutputType?, _ name: String) throws -> GGUFFile {
+            let file = out.appendingPathComponent(name)
+            try GGUFExport.writeFile(modelDirectory: model, keptExperts: GGUFExport.allExperts(spec), sourceFingerprint: "fp8",
+                                     type: type, to: file)
+            return try GGUFFile(url: file)
+        }
+        let f32 = try convert(fp8, nil, "f32.gguf")
+        #expect(!f32.tensorNames.contains { $0.contains("scale") })
+        #expect(f32.info("blk.0.attn_q.weight")?.type.dtype == .float32)
+        let loaded = try ModelLoader.load(out.appendingPathComponent("f32.gguf"), options: LoadOptions(threads: 1)).model
+        let a = try loaded.forward(golden.input_ids, cache: loaded.makeCache(), logits: .all)
+        #expect(maxRelativeError(a, b) <= 1e-5)
+
+        // The dequantized weights as a plain float checkpoint, converted the same way.
+        let plain = out.appendingPathComponent("dequantized")
+        try FileManager.default.copyItem(at: fixtureDirectory("qwen3_moe"), to: plain)
+        let source = try ModelLoader.tensorSource(at: fp8)
+        try FileManager.default.removeItem(at: plain.appendingPathComponent("model.safetensors"))
+        try SafetensorsWriter.write(try source.tensorNames.map { ($0, try source.tensor($0)) },
+                                    to: plain.appendingPathComponent("model.safetensors"))
+        let q8 = try convert(fp8, .q8_0, "q8.gguf"), q8Plain = try convert(plain, .q8_0, "q8-plain.gguf")
+        #expect(q8.info("blk.0.attn_q.weight")?.type.dtype == .q8_0)
+        #expect(q8.tensorNames == q8Plain.tensorNames)
+        for name in q8.tensorNames {
+            #expect(try q8.tensor(name).toFloatArray() == q8Plain.tensor(name).toFloatArray(), "\(name)")
+        }
+    }
+
+    /// Families GGUF export cannot express are refused by name before any weight is read,
+    /// whatever their storage (FP8 DeepSeek-V3, MXFP4 gpt-oss, GLM-4.5).
+    @Test(arguments: [("deepseek_v3_fp8", "deepseek_v3"), ("gpt_oss_mxfp4", "gpt_oss"), ("glm4_moe", "glm4_moe")])
+    func quantizedFamiliesWithoutGGUFLayoutAreRefusedByName(_ name: String, _ modelType: String) throws {
+        let out = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let spec = try ModelLoader.spec(at: fixtureDirectory(name))
+        #expect {
+            try GGUFExport.write(modelDirectory: fixtureDirectory(name), keptExperts: GGUFExport.allExperts(spec),
+                                 sourceFingerprint: "f", type: .q8_0, to: out)
+        } throws: { error in
+            guard let e = error as? PreMoeError, case .unsupported(let reason) = e else { return false }
+            return reason.contains("'\(modelType)'") && reason.contains("GGUF export supports model types")
+        }
+    }
+
     @Test func refusesUnsupportedRequests() throws {
         let out = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }
