@@ -7,7 +7,8 @@ import Testing
 /// exercise with small values. The texts are copies of the published files: GLM-4.5-Air's as
 /// transformers 4.54 prints it (its keys and values, key order aside), gpt-oss-120b's from
 /// huggingface.co/openai/gpt-oss-120b/raw/main/config.json as read 2026-10 (gpt-oss-20b's is in
-/// `GptOssTests`).
+/// `GptOssTests`), DeepSeek-R1's (the published file, as quoted verbatim in a public benchmark
+/// script's table of real configs).
 @Suite("published configs")
 struct PublishedConfigTests {
     static let glm45Air = #"""
@@ -34,6 +35,45 @@ struct PublishedConfigTests {
         #expect(spec.rope.rotaryDim == 64)
         #expect(spec.qkvBias && !spec.outputBias && spec.qkNorm == .none)
         #expect(spec.vocabularySize == 151552 && spec.maxPositions == 131072)
+    }
+
+    static let deepSeekR1 = #"""
+    {"architectures": ["DeepseekV3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+     "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config", "AutoModel": "modeling_deepseek.DeepseekV3Model",
+                  "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+     "bos_token_id": 0, "eos_token_id": 1, "ep_size": 1, "first_k_dense_replace": 3, "hidden_act": "silu",
+     "hidden_size": 7168, "initializer_range": 0.02, "intermediate_size": 18432, "kv_lora_rank": 512,
+     "max_position_embeddings": 163840, "model_type": "deepseek_v3", "moe_intermediate_size": 2048, "moe_layer_freq": 1,
+     "n_group": 8, "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": true, "num_attention_heads": 128,
+     "num_experts_per_tok": 8, "num_hidden_layers": 61, "num_key_value_heads": 128, "num_nextn_predict_layers": 1,
+     "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+     "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]},
+     "rms_norm_eps": 1e-06,
+     "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+                      "original_max_position_embeddings": 4096, "type": "yarn"},
+     "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid", "tie_word_embeddings": false,
+     "topk_group": 4, "topk_method": "noaux_tc", "torch_dtype": "bfloat16", "transformers_version": "4.46.3",
+     "use_cache": true, "v_head_dim": 128, "vocab_size": 129280}
+    """#
+
+    @Test("DeepSeek-R1: 61 layers (3 dense), MLA, 256 experts top-8 in 8 groups keeping 4, FP8 128×128 blocks")
+    func deepSeekR1() throws {
+        let data = Data(Self.deepSeekR1.utf8)
+        let (spec, _) = try ModelRegistry.spec(configData: data, file: "config.json")
+        #expect(spec.layerCount == 61 && spec.moeLayers == Array(3..<61))
+        let mla = try #require(spec.mla)
+        #expect(mla == MLASpec(qLoRARank: 1536, kvLoRARank: 512, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128,
+                               attentionBias: false))
+        guard case .dense(let inner) = spec.feedForward[0] else { Issue.record("layer 0 should be dense"); return }
+        #expect(inner == 18432)
+        let moe = try #require(spec.moe(3))
+        #expect(moe.expertCount == 256 && moe.topK == 8 && moe.expertIntermediateSize == 2048)
+        #expect(moe.routing == .sigmoid && moe.selectionBias && moe.normTopKProb && moe.routedScalingFactor == 2.5)
+        #expect(moe.sharedIntermediateSize == 2048)
+        #expect(moe.groupLimit == GroupLimit(groupCount: 8, keptGroups: 4, ranking: .topTwoSum))
+        #expect(spec.rope.style == .interleaved && spec.rope.rotaryDim == 64)
+        #expect(spec.vocabularySize == 129280 && spec.maxPositions == 163840)
+        #expect(try WeightQuantization.read(configData: data, file: "config.json") == .fp8Block(rows: 128, cols: 128))
     }
 
     /// gpt-oss-120b differs from gpt-oss-20b in depth (36 layers) and experts (128), nothing else.
