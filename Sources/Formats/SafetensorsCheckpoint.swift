@@ -140,6 +140,69 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
+    /// Reads several row ranges as `readRows(_:rows:)` does, with up to `concurrency` reads in
+    /// flight (see `ReadOnlyFile.read(_:concurrency:)`), issued in file order. With `direct`, the
+    /// reads of ranges not already in the page cache (`mincore`) bypass it (`O_DIRECT`, Linux)
+    /// straight into the tensors' buffers: no copy out of the page cache, and no page-cache
+    /// pages charged to a memory cgroup beside the buffers; cached ranges, and files on a file
+    /// system that refuses `O_DIRECT`, are read through the page cache. The bytes counted in
+    /// `bytesRead` are the requested ones, as `readRows` counts them.
+    /// - Parameters:
+    ///   - requests: tensor names and ranges of their slowest axis.
+    ///   - concurrency: reads in flight (threads).
+    ///   - direct: bypass the page cache for ranges it does not hold.
+    /// - Returns: one owned tensor per request, in request order.
+    /// - Throws: as `readRows(_:rows:)`, before any byte is read for a bad request.
+    public func readRows(_ requests: [(name: String, rows: Range<Int>)], concurrency: Int, direct: Bool) throws -> [Tensor] {
+        var tensors: [Tensor] = []
+        var reads: [FileRead] = []
+        tensors.reserveCapacity(requests.count)
+        reads.reserveCapacity(requests.count)
+        var total = 0
+        for request in requests {
+            let (shard, entry) = try locate(request.name)
+            guard let dtype = entry.dtype else {
+                throw CheckpointError.unsupportedDType(file: shard.url.path, tensor: request.name, dtype: entry.dtypeName)
+            }
+            let rowCount = entry.shape.first ?? 1
+            guard request.rows.lowerBound >= 0, request.rows.upperBound <= rowCount else {
+                throw CheckpointError.rowsOutOfRange(file: shard.url.path, tensor: request.name, rows: request.rows,
+                                                     available: rowCount)
+            }
+            let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
+            let count = request.rows.count * rowBytes
+            let offset = entry.dataRange.lowerBound + request.rows.lowerBound * rowBytes
+            // A direct read lands the bytes `offset % 4096` into an aligned buffer: only when that
+            // keeps the elements aligned.
+            let directFile = direct && offset % dtype.byteSize == 0
+                && (try? shard.mapped(misalignment: misalignment).mapping.isResident(offset: offset, count: count)) != true
+                ? shard.directReader() : nil
+            let buffer: TensorBuffer
+            let data: UnsafeMutableRawPointer
+            if directFile != nil {
+                buffer = TensorBuffer(uninitializedByteCount: FileRead.directSpan(offset: offset, count: count),
+                                      alignment: ReadOnlyFile.directAlignment)
+                data = buffer.pointer + offset % ReadOnlyFile.directAlignment
+            } else {
+                buffer = TensorBuffer(uninitializedByteCount: count)
+                data = buffer.pointer
+            }
+            reads.append(FileRead(file: try shard.reader(), offset: offset, count: count, destination: data, direct: directFile))
+            var shape = entry.shape.isEmpty ? [1] : entry.shape
+            shape[0] = request.rows.count
+            tensors.append(Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(data), owner: buffer))
+            total += count
+        }
+        let order = reads.indices.sorted {
+            (reads[$0].file.path, reads[$0].offset) < (reads[$1].file.path, reads[$1].offset)
+        }
+        try ReadOnlyFile.read(order.map { reads[$0] }, concurrency: concurrency)
+        counterLock.lock()
+        readCount += total
+        counterLock.unlock()
+        return tensors
+    }
+
     /// Calls `body` with a zero-copy view of the stored bytes of `name` whatever its dtype (the
     /// shard is mapped on first use; not counted in `bytesRead`, like `tensor`).
     /// - Throws: `CheckpointError.unknownTensor`, shard header and mapping errors, and what `body` throws.
@@ -323,6 +386,8 @@ private final class Shard: @unchecked Sendable {
     let url: URL
     private let lock = NSLock()
     private var file: ReadOnlyFile?
+    /// The `O_DIRECT` descriptor, once tried (nil inside when the file system refuses it).
+    private var direct: ReadOnlyFile??
     private var parsed: SafetensorsHeader?
     private var mappedFile: SafetensorsFile?
 
@@ -332,6 +397,17 @@ private final class Shard: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return try unlockedReader()
+    }
+
+    /// The file opened with `O_DIRECT` for `readRows(_:concurrency:direct:)`, nil where that
+    /// is refused (macOS, tmpfs).
+    func directReader() -> ReadOnlyFile? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let direct { return direct }
+        let opened = try? ReadOnlyFile(path: url.path, direct: true)
+        direct = .some(opened?.isDirect == true ? opened : nil)
+        return direct ?? nil
     }
 
     private func unlockedReader() throws -> ReadOnlyFile {
