@@ -119,6 +119,19 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
     ///   as `Tensor.rows` does).
     /// - Throws: `CheckpointError.unknownTensor`, `.unsupportedDType`, `.rowsOutOfRange`, `.io`.
     public func readRows(_ name: String, rows: Range<Int>) throws -> Tensor {
+        let span = try rowSpan(name, rows: rows)
+        let buffer = TensorBuffer(uninitializedByteCount: span.count)
+        try span.shard.reader().read(into: buffer.pointer, count: span.count, at: span.offset)
+        counterLock.lock()
+        readCount += span.count
+        counterLock.unlock()
+        return Tensor(dtype: span.dtype, shape: span.shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+    }
+
+    /// Where rows `rows` of `name` lie: shard, byte offset and count, dtype and the shape read.
+    /// - Throws: `CheckpointError.unknownTensor`, `.unsupportedDType`, `.rowsOutOfRange`.
+    private func rowSpan(_ name: String, rows: Range<Int>) throws
+        -> (shard: Shard, offset: Int, count: Int, dtype: DType, shape: [Int]) {
         let (shard, entry) = try locate(name)
         guard let dtype = entry.dtype else {
             throw CheckpointError.unsupportedDType(file: shard.url.path, tensor: name, dtype: entry.dtypeName)
@@ -128,16 +141,9 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             throw CheckpointError.rowsOutOfRange(file: shard.url.path, tensor: name, rows: rows, available: rowCount)
         }
         let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
-        let count = rows.count * rowBytes
-        let buffer = TensorBuffer(byteCount: count)
-        let offset = entry.dataRange.lowerBound + rows.lowerBound * rowBytes
-        try shard.reader().read(into: buffer.pointer, count: count, at: offset)
-        counterLock.lock()
-        readCount += count
-        counterLock.unlock()
         var shape = entry.shape.isEmpty ? [1] : entry.shape
         shape[0] = rows.count
-        return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+        return (shard, entry.dataRange.lowerBound + rows.lowerBound * rowBytes, rows.count * rowBytes, dtype, shape)
     }
 
     /// Reads several row ranges as `readRows(_:rows:)` does, with up to `concurrency` reads in
@@ -160,18 +166,7 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         reads.reserveCapacity(requests.count)
         var total = 0
         for request in requests {
-            let (shard, entry) = try locate(request.name)
-            guard let dtype = entry.dtype else {
-                throw CheckpointError.unsupportedDType(file: shard.url.path, tensor: request.name, dtype: entry.dtypeName)
-            }
-            let rowCount = entry.shape.first ?? 1
-            guard request.rows.lowerBound >= 0, request.rows.upperBound <= rowCount else {
-                throw CheckpointError.rowsOutOfRange(file: shard.url.path, tensor: request.name, rows: request.rows,
-                                                     available: rowCount)
-            }
-            let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
-            let count = request.rows.count * rowBytes
-            let offset = entry.dataRange.lowerBound + request.rows.lowerBound * rowBytes
+            let (shard, offset, count, dtype, shape) = try rowSpan(request.name, rows: request.rows)
             // A direct read lands the bytes `offset % 4096` into an aligned buffer: only when that
             // keeps the elements aligned.
             let directFile = direct && offset % dtype.byteSize == 0
@@ -188,8 +183,6 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
                 data = buffer.pointer
             }
             reads.append(FileRead(file: try shard.reader(), offset: offset, count: count, destination: data, direct: directFile))
-            var shape = entry.shape.isEmpty ? [1] : entry.shape
-            shape[0] = request.rows.count
             tensors.append(Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(data), owner: buffer))
             total += count
         }
