@@ -3,7 +3,10 @@ import Kernels
 
 /// Builds a GGUF v3 file: metadata in insertion order, then tensor infos, then each tensor's
 /// bytes at the next multiple of `alignment` (zero padding), as llama.cpp's `gguf_write_to_file`
-/// lays them out. Tensors are referenced, not copied, until `write(to:)`.
+/// lays them out. Tensors are referenced, not copied, until `write(to:)`; a tensor added with a
+/// producer (`add(_:type:dimensions:producer:)`) is not even made until then: its size follows
+/// from its type and dimensions, so the header is written first and each tensor is made, written
+/// and dropped in turn (converting a model larger than memory holds one tensor at a time).
 ///
 /// Used to export pruned models; tensors keep whatever GGML type they had (a quantized expert is
 /// copied block for block, never requantized).
@@ -19,9 +22,15 @@ public struct GGUFWriter {
         let type: GGMLType
         /// GGML `ne`, fastest first.
         let dimensions: [Int]
-        let bytes: UnsafeRawBufferPointer
-        /// Keeps `bytes` alive (a mapping, a tensor buffer or a Data box).
-        let owner: AnyObject?
+        /// Size of the tensor's data in bytes.
+        let byteCount: Int
+        let data: EntryData
+    }
+    enum EntryData {
+        /// Bytes kept alive by `owner` (a mapping, a tensor buffer or a byte box).
+        case bytes(UnsafeRawBufferPointer, owner: AnyObject?)
+        /// Made when the file is written.
+        case deferred(() throws -> Tensor)
     }
     private(set) var entries: [Entry] = []
     private var names = Set<String>()
@@ -70,6 +79,33 @@ public struct GGUFWriter {
     /// Adds `bytes` (kept alive by `owner`) as a tensor. See `add(_:type:dimensions:bytes:)`.
     public mutating func add(_ name: String, type: GGMLType, dimensions: [Int], bytes: UnsafeRawBufferPointer,
                              owner: AnyObject?) throws {
+        let expected = try checkedByteCount(name, type: type, dimensions: dimensions)
+        guard expected == bytes.count else {
+            throw GGUFError.invalidWriteRequest(
+                file: name, reason: "tensor '\(name)': \(type) \(dimensions) needs \(expected) bytes, got \(bytes.count)")
+        }
+        names.insert(name)
+        entries.append(Entry(name: name, type: type, dimensions: dimensions, byteCount: expected,
+                             data: .bytes(bytes, owner: owner)))
+    }
+
+    /// Adds a tensor of `type` with GGML dimensions `dimensions` (fastest first) whose bytes
+    /// `producer` makes during `write(to:)`, once, after the tensors added before it are written;
+    /// the tensor it returns is dropped (and its mapped pages released) as soon as it is written.
+    /// - Throws: `GGUFError.invalidWriteRequest` for a duplicate name, an unknown type or more than
+    ///   four dimensions. `write(to:)` throws what `producer` throws, and
+    ///   `GGUFError.invalidWriteRequest` when the tensor it returns is not of `type` and the size.
+    public mutating func add(_ name: String, type: GGMLType, dimensions: [Int],
+                             producer: @escaping () throws -> Tensor) throws {
+        let expected = try checkedByteCount(name, type: type, dimensions: dimensions)
+        names.insert(name)
+        entries.append(Entry(name: name, type: type, dimensions: dimensions, byteCount: expected, data: .deferred(producer)))
+    }
+
+    /// The data size of a new tensor `name`.
+    /// - Throws: `GGUFError.invalidWriteRequest` for a duplicate name, bad dimensions or a type
+    ///   that cannot hold them.
+    private func checkedByteCount(_ name: String, type: GGMLType, dimensions: [Int]) throws -> Int {
         guard !names.contains(name) else { throw GGUFError.invalidWriteRequest(file: name, reason: "tensor '\(name)' added twice") }
         guard !dimensions.isEmpty, dimensions.count <= GGUFFile.maxDimensions, dimensions.allSatisfy({ $0 >= 0 }) else {
             throw GGUFError.invalidWriteRequest(file: name, reason: "tensor '\(name)' has dimensions \(dimensions)")
@@ -78,16 +114,14 @@ public struct GGUFWriter {
             throw GGUFError.invalidWriteRequest(
                 file: name, reason: "tensor '\(name)': \(type) cannot hold dimensions \(dimensions)")
         }
-        guard expected == bytes.count else {
-            throw GGUFError.invalidWriteRequest(
-                file: name, reason: "tensor '\(name)': \(type) \(dimensions) needs \(expected) bytes, got \(bytes.count)")
-        }
-        names.insert(name)
-        entries.append(Entry(name: name, type: type, dimensions: dimensions, bytes: bytes, owner: owner))
+        return expected
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename).
-    /// - Throws: `CheckpointError.io` when writing fails.
+    /// Writes the file atomically (temporary file, fsync, rename): the header, then each
+    /// tensor's bytes in order (deferred tensors are made one at a time, just before they are
+    /// written).
+    /// - Throws: `CheckpointError.io` when writing fails; what a producer throws;
+    ///   `GGUFError.invalidWriteRequest` when a produced tensor does not match its declaration.
     public func write(to url: URL) throws {
         var header: [UInt8] = []
         header.append(contentsOf: Array("GGUF".utf8))
@@ -108,7 +142,7 @@ public struct GGUFWriter {
             for d in e.dimensions { Self.append(UInt64(d), to: &header) }
             Self.append(e.type.rawValue, to: &header)
             Self.append(UInt64(offset), to: &header)
-            offset = padded(offset + e.bytes.count)
+            offset = padded(offset + e.byteCount)
         }
         header.append(contentsOf: [UInt8](repeating: 0, count: padded(header.count) - header.count))
 
@@ -117,8 +151,21 @@ public struct GGUFWriter {
         var written = 0
         for (e, start) in zip(entries, offsets) {
             if start > written { try out.write([UInt8](repeating: 0, count: start - written)) }
-            if let base = e.bytes.baseAddress, e.bytes.count > 0 { try out.write(base, count: e.bytes.count) }
-            written = start + e.bytes.count
+            switch e.data {
+            case .bytes(let bytes, _):
+                if let base = bytes.baseAddress, bytes.count > 0 { try out.write(base, count: bytes.count) }
+            case .deferred(let produce):
+                let tensor = try produce()
+                guard GGMLType(tensor.dtype) == e.type, tensor.byteCount == e.byteCount else {
+                    throw GGUFError.invalidWriteRequest(
+                        file: e.name, reason: "tensor '\(e.name)' was declared \(e.type) \(e.dimensions) (\(e.byteCount) bytes); "
+                            + "its producer made \(tensor.dtype) \(tensor.shape) (\(tensor.byteCount) bytes)")
+                }
+                if e.byteCount > 0 { try out.write(tensor.data, count: e.byteCount) }
+                tensor.releasePages()
+                out.dropWrittenPages()
+            }
+            written = start + e.byteCount
         }
         if padded(written) > written { try out.write([UInt8](repeating: 0, count: padded(written) - written)) }
         try out.commit()

@@ -119,6 +119,19 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
     ///   as `Tensor.rows` does).
     /// - Throws: `CheckpointError.unknownTensor`, `.unsupportedDType`, `.rowsOutOfRange`, `.io`.
     public func readRows(_ name: String, rows: Range<Int>) throws -> Tensor {
+        let span = try rowSpan(name, rows: rows)
+        let buffer = TensorBuffer(uninitializedByteCount: span.count)
+        try span.shard.reader().read(into: buffer.pointer, count: span.count, at: span.offset)
+        counterLock.lock()
+        readCount += span.count
+        counterLock.unlock()
+        return Tensor(dtype: span.dtype, shape: span.shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+    }
+
+    /// Where rows `rows` of `name` lie: shard, byte offset and count, dtype and the shape read.
+    /// - Throws: `CheckpointError.unknownTensor`, `.unsupportedDType`, `.rowsOutOfRange`.
+    private func rowSpan(_ name: String, rows: Range<Int>) throws
+        -> (shard: Shard, offset: Int, count: Int, dtype: DType, shape: [Int]) {
         let (shard, entry) = try locate(name)
         guard let dtype = entry.dtype else {
             throw CheckpointError.unsupportedDType(file: shard.url.path, tensor: name, dtype: entry.dtypeName)
@@ -128,16 +141,59 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             throw CheckpointError.rowsOutOfRange(file: shard.url.path, tensor: name, rows: rows, available: rowCount)
         }
         let rowBytes = entry.shape.dropFirst().reduce(1, *) * dtype.byteSize
-        let count = rows.count * rowBytes
-        let buffer = TensorBuffer(byteCount: count)
-        let offset = entry.dataRange.lowerBound + rows.lowerBound * rowBytes
-        try shard.reader().read(into: buffer.pointer, count: count, at: offset)
-        counterLock.lock()
-        readCount += count
-        counterLock.unlock()
         var shape = entry.shape.isEmpty ? [1] : entry.shape
         shape[0] = rows.count
-        return Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
+        return (shard, entry.dataRange.lowerBound + rows.lowerBound * rowBytes, rows.count * rowBytes, dtype, shape)
+    }
+
+    /// Reads several row ranges as `readRows(_:rows:)` does, with up to `concurrency` reads in
+    /// flight (see `ReadOnlyFile.read(_:concurrency:)`), issued in file order. With `direct`, the
+    /// reads of ranges not already in the page cache (`mincore`) bypass it (`O_DIRECT`, Linux)
+    /// straight into the tensors' buffers: no copy out of the page cache, and no page-cache
+    /// pages charged to a memory cgroup beside the buffers; cached ranges, and files on a file
+    /// system that refuses `O_DIRECT`, are read through the page cache. The bytes counted in
+    /// `bytesRead` are the requested ones, as `readRows` counts them.
+    /// - Parameters:
+    ///   - requests: tensor names and ranges of their slowest axis.
+    ///   - concurrency: reads in flight (threads).
+    ///   - direct: bypass the page cache for ranges it does not hold.
+    /// - Returns: one owned tensor per request, in request order.
+    /// - Throws: as `readRows(_:rows:)`, before any byte is read for a bad request.
+    public func readRows(_ requests: [(name: String, rows: Range<Int>)], concurrency: Int, direct: Bool) throws -> [Tensor] {
+        var tensors: [Tensor] = []
+        var reads: [FileRead] = []
+        tensors.reserveCapacity(requests.count)
+        reads.reserveCapacity(requests.count)
+        var total = 0
+        for request in requests {
+            let (shard, offset, count, dtype, shape) = try rowSpan(request.name, rows: request.rows)
+            // A direct read lands the bytes `offset % 4096` into an aligned buffer: only when that
+            // keeps the elements aligned.
+            let directFile = direct && offset % dtype.byteSize == 0
+                && (try? shard.mapped(misalignment: misalignment).mapping.isResident(offset: offset, count: count)) != true
+                ? shard.directReader() : nil
+            let buffer: TensorBuffer
+            let data: UnsafeMutableRawPointer
+            if directFile != nil {
+                buffer = TensorBuffer(uninitializedByteCount: FileRead.directSpan(offset: offset, count: count),
+                                      alignment: ReadOnlyFile.directAlignment)
+                data = buffer.pointer + offset % ReadOnlyFile.directAlignment
+            } else {
+                buffer = TensorBuffer(uninitializedByteCount: count)
+                data = buffer.pointer
+            }
+            reads.append(FileRead(file: try shard.reader(), offset: offset, count: count, destination: data, direct: directFile))
+            tensors.append(Tensor(dtype: dtype, shape: shape, data: UnsafeRawPointer(data), owner: buffer))
+            total += count
+        }
+        let order = reads.indices.sorted {
+            (reads[$0].file.path, reads[$0].offset) < (reads[$1].file.path, reads[$1].offset)
+        }
+        try ReadOnlyFile.read(order.map { reads[$0] }, concurrency: concurrency)
+        counterLock.lock()
+        readCount += total
+        counterLock.unlock()
+        return tensors
     }
 
     /// Calls `body` with a zero-copy view of the stored bytes of `name` whatever its dtype (the
@@ -323,6 +379,8 @@ private final class Shard: @unchecked Sendable {
     let url: URL
     private let lock = NSLock()
     private var file: ReadOnlyFile?
+    /// The `O_DIRECT` descriptor, once tried (nil inside when the file system refuses it).
+    private var direct: ReadOnlyFile??
     private var parsed: SafetensorsHeader?
     private var mappedFile: SafetensorsFile?
 
@@ -332,6 +390,17 @@ private final class Shard: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return try unlockedReader()
+    }
+
+    /// The file opened with `O_DIRECT` for `readRows(_:concurrency:direct:)`, nil where that
+    /// is refused (macOS, tmpfs).
+    func directReader() -> ReadOnlyFile? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let direct { return direct }
+        let opened = try? ReadOnlyFile(path: url.path, direct: true)
+        direct = .some(opened?.isDirect == true ? opened : nil)
+        return direct ?? nil
     }
 
     private func unlockedReader() throws -> ReadOnlyFile {

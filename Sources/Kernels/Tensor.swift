@@ -87,6 +87,15 @@ public final class TensorBuffer: @unchecked Sendable {
         pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
     }
 
+    /// Allocates `byteCount` bytes aligned to `alignment` (a power of two ≥ 64) and leaves them
+    /// unset, for a buffer a file read fills at once (zeroing 600 MB of experts first costs a
+    /// pass over memory and faults every page in before the read does).
+    public init(uninitializedByteCount byteCount: Int, alignment: Int = 64) {
+        precondition(alignment >= 64 && alignment & (alignment - 1) == 0, "alignment \(alignment)")
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: alignment)
+    }
+
     deinit { pointer.deallocate() }
 }
 

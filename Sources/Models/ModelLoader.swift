@@ -31,6 +31,28 @@ public struct LoadedModel {
     public func loadExperts(kept: [Int: [Int]], copy: Bool) throws {
         try layout.loadExperts(into: model, source: checkpoint, kept: kept, copy: copy, directory: directory.path)
     }
+
+    /// Loads routed experts into memory as `loadExperts(kept:copy: true)` does, after reading
+    /// `requests` (the expert rows binding will ask for) in one batch with `concurrency` reads in
+    /// flight (`TensorSource.readRows(_:concurrency:direct:)`); a read binding asks for that is
+    /// not in the batch is done on its own.
+    /// - Parameters:
+    ///   - kept: layer → original expert indices to hold.
+    ///   - requests: tensor names and row ranges, as binding reads them.
+    ///   - concurrency: reads in flight.
+    ///   - direct: bypass the page cache (see `SafetensorsCheckpoint.readRows(_:concurrency:direct:)`).
+    /// - Returns: seconds spent reading the batch and seconds binding the blocks afterwards.
+    /// - Throws: `CheckpointError` from the reads, `ModelError.weightProblems` as `loadExperts`.
+    @discardableResult
+    public func loadExperts(kept: [Int: [Int]], reading requests: [(name: String, rows: Range<Int>)], concurrency: Int,
+                            direct: Bool) throws -> (readSeconds: Double, bindSeconds: Double) {
+        let start = Date()
+        let tensors = try checkpoint.readRows(requests, concurrency: concurrency, direct: direct)
+        let read = Date()
+        let source = PrereadSource(base: checkpoint, requests: requests, tensors: tensors)
+        try layout.loadExperts(into: model, source: source, kept: kept, copy: true, directory: directory.path)
+        return (read.timeIntervalSince(start), Date().timeIntervalSince(read))
+    }
 }
 
 /// Opens model directories (`config.json` + safetensors + `tokenizer.json`).

@@ -26,10 +26,49 @@ public protocol TensorSource: AnyObject {
     /// in the background, so that the `readRows` calls that follow find them ready; a hint,
     /// never an error.
     func prefetchRows(_ requests: [(name: String, rows: Range<Int>)])
+    /// Several `readRows` at once, with up to `concurrency` reads in flight where the storage
+    /// allows it (the default: `prefetchRows` of them all, then one at a time); `direct` asks to
+    /// bypass the page cache.
+    /// - Returns: one owned tensor per request, in request order.
+    func readRows(_ requests: [(name: String, rows: Range<Int>)], concurrency: Int, direct: Bool) throws -> [Tensor]
 }
 
 extension TensorSource {
     public func prefetchRows(_ requests: [(name: String, rows: Range<Int>)]) {}
+
+    public func readRows(_ requests: [(name: String, rows: Range<Int>)], concurrency: Int, direct: Bool) throws -> [Tensor] {
+        prefetchRows(requests)
+        return try requests.map { try readRows($0.name, rows: $0.rows) }
+    }
+}
+
+/// A source whose `readRows` answers the requests of one batch read from the tensors that batch
+/// returned (each once), and everything else from `base`: binding a model's experts after
+/// reading them all at once (`LoadedModel.loadExperts(kept:reading:concurrency:direct:)`).
+final class PrereadSource: TensorSource {
+    let base: TensorSource
+    private var ready: [String: [(rows: Range<Int>, tensor: Tensor)]] = [:]
+
+    init(base: TensorSource, requests: [(name: String, rows: Range<Int>)], tensors: [Tensor]) {
+        self.base = base
+        for (request, tensor) in zip(requests, tensors) { ready[request.name, default: []].append((request.rows, tensor)) }
+    }
+
+    var tensorNames: [String] { base.tensorNames }
+    func shape(of name: String) -> [Int]? { base.shape(of: name) }
+    func byteCount(of name: String) -> Int? { base.byteCount(of: name) }
+    func storedDType(of name: String) -> String? { base.storedDType(of: name) }
+    var bytesRead: Int { base.bytesRead }
+    func tensor(_ name: String) throws -> Tensor { try base.tensor(name) }
+
+    func readRows(_ name: String, rows: Range<Int>) throws -> Tensor {
+        guard var list = ready[name], let i = list.firstIndex(where: { $0.rows == rows }) else {
+            return try base.readRows(name, rows: rows)
+        }
+        let tensor = list.remove(at: i).tensor
+        ready[name] = list
+        return tensor
+    }
 }
 
 extension SafetensorsCheckpoint: TensorSource {

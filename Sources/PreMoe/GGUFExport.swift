@@ -146,9 +146,11 @@ public enum GGUFExport {
         }
         let theta = rope?["rope_theta"]?.doubleValue ?? config["rope_theta"]?.doubleValue ?? 10000
 
-        // Tensors.
+        // Tensors: planned from the headers and zero-copy mapped views only; each is made (stacked,
+        // sliced, converted) when the writer reaches it, so memory holds about one tensor. (An FP8
+        // checkpoint's tensors are dequantized when planned, so its export holds them all.)
         let checkpoint = try ModelLoader.tensorSource(at: modelDirectory)
-        var tensors: [(name: String, tensor: Tensor)] = []
+        var tensors: [PlannedTensor] = []
         var stacks: [String: [Int: Tensor]] = [:]  // GGUF name → slot → expert tensor
         func ggufName(_ hf: String) throws -> (tensor: String, expert: Int?) {
             guard let g = GGUFSource.ggufName(forHF: hf) else {
@@ -161,7 +163,7 @@ public enum GGUFExport {
             switch ExpertTensorRole.classify(name, shape: shape, expertCount: { spec.moe($0)?.expertCount }) {
             case .router(let l), .routerVector(let l):
                 guard let rows = keptExperts[l] else { throw PreMoeError.invalidBudget("the plan does not list MoE layer \(l)") }
-                tensors.append((try ggufName(name).tensor, gatherRows(try checkpoint.tensor(name), rows)))
+                tensors.append(.gathered(try ggufName(name).tensor, try checkpoint.tensor(name), rows: rows))
             case .stackedExperts:
                 throw PreMoeError.unsupported(
                     "GGUF export: fused expert tensor '\(name)' is not supported (use --format safetensors)")
@@ -181,12 +183,14 @@ public enum GGUFExport {
                 }
                 if arch == "llama" {
                     if name.hasSuffix("self_attn.q_proj.weight") || name.hasSuffix("self_attn.q_proj.bias") {
-                        t = gatherRows(t, interleavedRoPEOrder(heads: heads, rows: t.shape[0]))
+                        tensors.append(.gathered(g.tensor, t, rows: interleavedRoPEOrder(heads: heads, rows: t.shape[0])))
+                        continue
                     } else if name.hasSuffix("self_attn.k_proj.weight") || name.hasSuffix("self_attn.k_proj.bias") {
-                        t = gatherRows(t, interleavedRoPEOrder(heads: kvHeads, rows: t.shape[0]))
+                        tensors.append(.gathered(g.tensor, t, rows: interleavedRoPEOrder(heads: kvHeads, rows: t.shape[0])))
+                        continue
                     }
                 }
-                tensors.append((g.tensor, t))
+                tensors.append(PlannedTensor(name: g.tensor, shape: t.shape, dtype: t.dtype) { t })
             }
         }
         for (name, perSlot) in stacks {
@@ -194,7 +198,7 @@ public enum GGUFExport {
                 guard let t = perSlot[s] else { throw PreMoeError.unsupported("GGUF export: '\(name)' lacks kept expert slot \(s)") }
                 return t
             }
-            tensors.append((name, try stack(experts, name: name)))
+            tensors.append(try .stacked(name, experts))
         }
         tensors.sort { order($0.name) < order($1.name) }
 
@@ -206,10 +210,10 @@ public enum GGUFExport {
             notes.append("llama.cpp's OLMoE sizes attn_k_norm by the full width (it assumes as many KV heads as heads); "
                 + "with \(kvHeads) KV heads for \(heads) heads this file loads in premoe but not in llama.cpp")
         }
-        tensors = tensors.map { entry in
-            let (target, note) = policy.target(for: entry.name, shape: entry.tensor.shape, source: entry.tensor.dtype)
+        let targets = tensors.map { entry -> DType in
+            let (target, note) = policy.target(for: entry.name, shape: entry.shape, source: entry.dtype)
             if let note { notes.append(note) }
-            return (name: entry.name, tensor: entry.tensor.converted(to: target, pool: pool))
+            return target
         }
 
         // Metadata, in the converter's order: general.*, architecture keys, tokenizer.
@@ -221,8 +225,8 @@ public enum GGUFExport {
         if let type {
             writer.set("general.file_type", .uint32(type.fileType))
             if type.isQuantized { writer.set("general.quantization_version", .uint32(2)) }
-        } else if let dtype = tensors.first(where: { $0.name == "token_embd.weight" })?.tensor.dtype,
-            let fileType = ["F32": 0, "F16": 1, "BF16": 32][dtype.rawValue] {
+        } else if let i = tensors.firstIndex(where: { $0.name == "token_embd.weight" }),
+            let fileType = ["F32": 0, "F16": 1, "BF16": 32][targets[i].rawValue] {
             writer.set("general.file_type", .uint32(UInt32(fileType)))
         }
         func u32(_ key: String, _ v: Int) { writer.set("\(a).\(key)", .uint32(UInt32(v))) }
@@ -247,11 +251,22 @@ public enum GGUFExport {
         setProvenance(&writer, keptExperts: keptExperts, moeLayers: moeLayers, pruned: pruned,
                       sourceFingerprint: sourceFingerprint, tasks: tasks)
 
-        for (name, t) in tensors { try writer.add(name, t) }
+        var tensorBytes = 0
+        for (planned, target) in zip(tensors, targets) {
+            guard let ggml = GGMLType(target) else {
+                throw PreMoeError.unsupported("GGUF export: dtype \(target) of '\(planned.name)' has no GGML type")
+            }
+            tensorBytes += target.byteCount(elements: planned.shape.reduce(1, *))
+            try writer.add(planned.name, type: ggml, dimensions: Array(planned.shape.reversed())) {
+                let source = try planned.make()
+                let converted = source.converted(to: target, pool: pool)
+                if converted.owner !== source.owner { source.releasePages() }
+                return converted
+            }
+        }
         try writer.write(to: file)
         return ExportReport(outputDirectory: file.deletingLastPathComponent().path, files: [file.lastPathComponent],
-                            tensorCount: tensors.count, tensorBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount },
-                            expertsPerLayer: kept, notes: notes)
+                            tensorCount: tensors.count, tensorBytes: tensorBytes, expertsPerLayer: kept, notes: notes)
     }
 
     /// - Throws: `PreMoeError.io` when `file` already exists.
@@ -278,10 +293,8 @@ public enum GGUFExport {
 
     /// Tensors of one shape and dtype stacked on a new slowest axis.
     static func stack(_ tensors: [Tensor], name: String) throws -> Tensor {
-        guard let first = tensors.first else { throw PreMoeError.unsupported("GGUF export: '\(name)' has no expert") }
-        guard tensors.allSatisfy({ $0.shape == first.shape && $0.dtype == first.dtype }) else {
-            throw PreMoeError.unsupported("GGUF export: the experts of '\(name)' differ in shape or dtype")
-        }
+        try checkStackable(tensors, name: name)
+        let first = tensors[0]
         let bytes = first.byteCount
         let buffer = TensorBuffer(byteCount: tensors.count * bytes)
         for (i, t) in tensors.enumerated() {
@@ -290,10 +303,53 @@ public enum GGUFExport {
         return Tensor(dtype: first.dtype, shape: [tensors.count] + first.shape, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
 
+    /// - Throws: `PreMoeError.unsupported` unless `tensors` is non-empty and all of one shape and dtype.
+    static func checkStackable(_ tensors: [Tensor], name: String) throws {
+        guard let first = tensors.first else { throw PreMoeError.unsupported("GGUF export: '\(name)' has no expert") }
+        guard tensors.allSatisfy({ $0.shape == first.shape && $0.dtype == first.dtype }) else {
+            throw PreMoeError.unsupported("GGUF export: the experts of '\(name)' differ in shape or dtype")
+        }
+    }
+
     /// The converter's order: globals first (embeddings), blocks by number, output last.
     static func order(_ name: String) -> (Int, Int, String) {
         let parts = name.split(separator: ".")
         if parts.first == "blk", parts.count > 1, let l = Int(parts[1]) { return (1, l, name) }
         return (name.hasPrefix("token_embd") ? 0 : 2, 0, name)
+    }
+}
+
+/// A tensor of a GGUF export, known by name, shape (slowest axis first) and dtype before any of
+/// its bytes are read; `make` builds it (from mapped views) when the writer reaches it, and
+/// releases the mapped pages it copied from.
+struct PlannedTensor {
+    let name: String
+    let shape: [Int]
+    let dtype: DType
+    let make: () throws -> Tensor
+
+    init(name: String, shape: [Int], dtype: DType, make: @escaping () throws -> Tensor) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.make = make
+    }
+
+    /// Slices `rows` of `source`'s slowest axis, in that order (routers, RoPE permutations).
+    static func gathered(_ name: String, _ source: Tensor, rows: [Int]) -> PlannedTensor {
+        PlannedTensor(name: name, shape: [rows.count] + source.shape.dropFirst(), dtype: source.dtype) {
+            defer { source.releasePages() }
+            return gatherRows(source, rows)
+        }
+    }
+
+    /// `experts` stacked on a new slowest axis (one expert stack in memory at a time).
+    /// - Throws: `PreMoeError.unsupported` when they are empty or differ in shape or dtype.
+    static func stacked(_ name: String, _ experts: [Tensor]) throws -> PlannedTensor {
+        try GGUFExport.checkStackable(experts, name: name)
+        return PlannedTensor(name: name, shape: [experts.count] + experts[0].shape, dtype: experts[0].dtype) {
+            defer { experts.forEach { $0.releasePages() } }
+            return try GGUFExport.stack(experts, name: name)
+        }
     }
 }

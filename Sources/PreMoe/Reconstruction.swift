@@ -16,9 +16,9 @@ public enum Reconstruction {
                                                              copyExperts: true, loadExperts: true))
     }
 
-    /// Hints the storage to read every kept expert's rows in the background (in file order)
-    /// before they are read one by one in plan order.
-    static func prefetch(_ kept: [Int: [Int]], source: TensorSource, spec: DecoderSpec) {
+    /// The reads that binding `kept`'s experts asks for: every kept per-expert tensor whole, one
+    /// row (expert) of each stacked tensor.
+    static func expertReads(_ kept: [Int: [Int]], source: TensorSource, spec: DecoderSpec) -> [(name: String, rows: Range<Int>)] {
         let keptSets = kept.mapValues(Set.init)
         var requests: [(name: String, rows: Range<Int>)] = []
         for name in source.tensorNames {
@@ -32,8 +32,13 @@ public enum Reconstruction {
                 continue
             }
         }
-        source.prefetchRows(requests)
+        return requests
     }
+
+    /// Reads in flight while loading experts. Measured on the development VM's virtio disk, busy
+    /// with other builds (604 MB of scattered experts, cold cache): one buffered read at a time
+    /// 84 MB/s; `O_DIRECT` with 4 in flight 240 MB/s, 8 → 329, 16 → 322.
+    public static let readConcurrency = 8
 
     /// Loads a backbone only (embeddings, attention, norms, dense MLPs, routers, shared experts):
     /// enough for retrieval signatures, no routed-expert byte is read.
@@ -44,11 +49,18 @@ public enum Reconstruction {
     /// Fills a backbone-only model with the plan's experts (TAER's second step), after the same
     /// plan check as an export (every MoE layer listed, distinct valid indices; per-layer counts
     /// may differ).
+    /// The kept experts are read all at once, `readConcurrency` reads in flight, straight into
+    /// their buffers past the page cache (`direct`, for ranges the cache does not already hold),
+    /// then bound into the blocks.
+    /// - Parameter direct: bypass the page cache for uncached ranges.
+    /// - Returns: seconds reading the experts and seconds building the blocks from them.
     /// - Throws: `PreMoeError.invalidBudget` for such a plan, `ModelError.weightProblems` when
-    ///   expert tensors are missing or misshaped.
-    public static func equip(_ loaded: LoadedModel, plan: PruningPlan) throws {
+    ///   expert tensors are missing or misshaped, `CheckpointError` when a read fails.
+    @discardableResult
+    public static func equip(_ loaded: LoadedModel, plan: PruningPlan, direct: Bool = true) throws
+        -> (readSeconds: Double, bindSeconds: Double) {
         _ = try PrunedExport.checkPlan(plan.keptExperts, spec: loaded.model.spec, model: loaded.directory, uniform: false)
-        prefetch(plan.keptExperts, source: loaded.checkpoint, spec: loaded.model.spec)
-        try loaded.loadExperts(kept: plan.keptExperts, copy: true)
+        let reads = expertReads(plan.keptExperts, source: loaded.checkpoint, spec: loaded.model.spec)
+        return try loaded.loadExperts(kept: plan.keptExperts, reading: reads, concurrency: readConcurrency, direct: direct)
     }
 }

@@ -393,6 +393,8 @@ struct RunTask: ParsableCommand {
     struct Timings: Encodable {
         let backboneLoadSeconds: Double, signatureSeconds: Double, retrievalSeconds: Double
         let loadingSeconds: Double, prefillSeconds: Double, timeToFirstTokenSeconds: Double, decodeSeconds: Double
+        /// Of `loadingSeconds`: reading the kept experts, and building the blocks from them.
+        let loadingReadSeconds: Double?, loadingBindSeconds: Double?
     }
     struct Output: Encodable {
         let task: String?, distance: Double, candidates: [RetrievalCandidate]
@@ -419,6 +421,7 @@ struct RunTask: ParsableCommand {
         let checkpoint = loaded.checkpoint
         let before = checkpoint.bytesRead
         var plan: PruningPlan?
+        var split: (readSeconds: Double, bindSeconds: Double)?
         let chosen = retrieval.task.map { task in patterns.filter { $0.task == task } } ?? (fallback == .generalist ? patterns : [])
         if !chosen.isEmpty {
             let sizes = ModelSizes.measure(checkpoint, spec: loaded.model.spec)
@@ -426,7 +429,7 @@ struct RunTask: ParsableCommand {
                                         allocation: allocation)
         }
         if let plan {
-            try Reconstruction.equip(loaded, plan: plan)
+            split = try Reconstruction.equip(loaded, plan: plan)
             if let topK { try loaded.model.overrideRoutedTopK(topK) }
         } else {
             try loaded.loadExperts(kept: [:], copy: true)  // no match: the full model
@@ -456,7 +459,8 @@ struct RunTask: ParsableCommand {
             backboneLoadSeconds: backboneLoad, signatureSeconds: retrieval.signatureSeconds,
             retrievalSeconds: retrieval.matchSeconds, loadingSeconds: loading, prefillSeconds: result.prefillSeconds,
             timeToFirstTokenSeconds: retrieval.signatureSeconds + retrieval.matchSeconds + loading + result.prefillSeconds,
-            decodeSeconds: result.decodeSeconds)
+            decodeSeconds: result.decodeSeconds, loadingReadSeconds: split?.readSeconds,
+            loadingBindSeconds: split?.bindSeconds)
         let output = Output(
             task: retrieval.task, distance: retrieval.distance, candidates: retrieval.candidates,
             fallbackReason: retrieval.fallbackReason, plannedFrom: chosen.map(\.task),
@@ -480,6 +484,10 @@ struct RunTask: ParsableCommand {
         lines.append(String(format: "time to first    %.3f s = signature %.3f + retrieval %.4f + loading %.3f + prefill %.3f",
                             timings.timeToFirstTokenSeconds, timings.signatureSeconds, timings.retrievalSeconds,
                             timings.loadingSeconds, timings.prefillSeconds))
+        if let split {
+            lines.append(String(format: "loading          %.3f s reading experts + %.3f s building blocks", split.readSeconds,
+                                split.bindSeconds))
+        }
         lines.append(String(format: "backbone load    %.3f s; decode %.3f s for %d tokens", backboneLoad,
                             result.decodeSeconds, result.tokens.count))
         for line in lines { printError(line) }

@@ -111,4 +111,53 @@ import TestSupport
         ours.withUnsafeBytes { QuantizedReference.dequantize(.q8_0, $0.baseAddress!, into: &deq, count: 64) }
         #expect(interop.tensors["q8"]?.values.map { Float($0) } .elementsEqual(deq) { abs($0 - $1) < 1e-5 } == true)
     }
+
+    /// Tensors made by producers at write time give the same file as the same tensors added up
+    /// front; producers run only during `write`, once each, in tensor order.
+    @Test func deferredTensorsWriteTheSameBytes() throws {
+        let eager = try Self.interopWriter()
+        var deferred = GGUFWriter(alignment: 64)
+        for (key, value) in eager.metadata where key != "general.alignment" { deferred.set(key, value) }
+        let calls = Counter()
+        for (i, e) in eager.entries.enumerated() {
+            guard case .bytes(let bytes, let owner) = e.data else { Issue.record("eager entry \(e.name)"); continue }
+            try deferred.add(e.name, type: e.type, dimensions: e.dimensions) {
+                calls.append(i)
+                let dtype: DType = switch e.type {
+                case .f32: .float32
+                case .f16: .float16
+                case .bf16: .bfloat16
+                default: .q8_0
+                }
+                return Tensor(dtype: dtype, shape: e.dimensions.reversed(), data: bytes.baseAddress!, owner: owner)
+            }
+        }
+        #expect(calls.values.isEmpty)
+        let dir = try Fixtures.temporaryDirectory()
+        try eager.write(to: dir.appendingPathComponent("eager.gguf"))
+        try deferred.write(to: dir.appendingPathComponent("deferred.gguf"))
+        #expect(calls.values == Array(eager.entries.indices))
+        #expect(try Data(contentsOf: dir.appendingPathComponent("deferred.gguf"))
+            == Data(contentsOf: dir.appendingPathComponent("eager.gguf")))
+    }
+
+    @Test func aProducerMakingTheWrongTensorFailsTheWrite() throws {
+        var w = GGUFWriter()
+        try w.add("x", type: .f32, dimensions: [3]) { Tensor.owned([1, 2], shape: [2]) }
+        let url = try Fixtures.temporaryDirectory().appendingPathComponent("bad.gguf")
+        #expect(throws: GGUFError.self) { try w.write(to: url) }
+        #expect(!FileManager.default.fileExists(atPath: url.path))
+        var typed = GGUFWriter()
+        try typed.add("y", type: .f16, dimensions: [2]) { Tensor.owned([1, 2], shape: [2]) }
+        #expect(throws: GGUFError.self) { try typed.write(to: url) }
+        var duplicate = GGUFWriter()
+        try duplicate.add("z", type: .f32, dimensions: [1]) { Tensor.owned([1], shape: [1]) }
+        #expect(throws: GGUFError.self) { try duplicate.add("z", type: .f32, dimensions: [1]) { Tensor.owned([1], shape: [1]) } }
+    }
+}
+
+/// Records producer calls.
+private final class Counter: @unchecked Sendable {
+    private(set) var values: [Int] = []
+    func append(_ v: Int) { values.append(v) }
 }

@@ -232,6 +232,50 @@ let brokenCheckpoints: [BrokenCheckpoint] = [
         #expect(checkpoint.bytesRead == expectedBytes)
     }
 
+    /// A batch read returns what one-at-a-time reads return, in request order, whatever the reads
+    /// in flight and whether it bypasses the page cache (tensors straddling 4 KiB pages, one
+    /// ending the file, odd-sized bf16 ones); bad requests fail before anything is counted.
+    @Test(arguments: [(1, false), (3, false), (8, true), (3, true)])
+    func batchReadsMatchSingleReads(concurrency: Int, direct: Bool) throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let stacked = sampleTensor(1, shape: [6, 3, 700], dtype: .float32)
+        var tensors: [(name: String, tensor: Tensor)] = [("experts.up", stacked)]
+        for e in 0..<5 { tensors.append(("experts.\(e).down", sampleTensor(10 + e, shape: [3, 333], dtype: .bfloat16))) }
+        tensors.append(("tail", sampleTensor(20, shape: [3000], dtype: .float32)))
+        try SafetensorsWriter.writeSharded(tensors, maxShardBytes: 40_000, to: directory)
+        let checkpoint = try SafetensorsCheckpoint(directory: directory)
+        #if os(Linux)
+            // Out of the page cache (the writer synced them), so `direct` reads really bypass it.
+            for file in checkpoint.files {
+                let fd = open(file.path, O_RDONLY)
+                if fd >= 0 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); close(fd) }
+            }
+        #endif
+        let requests: [(name: String, rows: Range<Int>)] = [
+            ("experts.up", 4..<5), ("experts.3.down", 0..<3), ("experts.up", 0..<2), ("tail", 0..<3000),
+            ("experts.0.down", 1..<3), ("experts.up", 5..<6), ("tail", 2999..<3000),
+        ]
+        let batch = try checkpoint.readRows(requests, concurrency: concurrency, direct: direct)
+        let batchBytes = checkpoint.bytesRead
+        #expect(batch.count == requests.count)
+        var singleBytes = 0
+        for (request, tensor) in zip(requests, batch) {
+            let single = try checkpoint.readRows(request.name, rows: request.rows)
+            #expect(tensor.shape == single.shape && tensor.dtype == single.dtype, "\(request)")
+            #expect(tensor.toFloatArray() == single.toFloatArray(), "\(request)")
+            singleBytes += single.byteCount
+        }
+        #expect(batchBytes == singleBytes)
+        expectCheckpointError("rowsOutOfRange", mentioning: ["'experts.up'"]) {
+            _ = try checkpoint.readRows([("tail", 0..<1), ("experts.up", 5..<7)], concurrency: concurrency, direct: direct)
+        }
+        expectCheckpointError("unknownTensor", mentioning: ["'nope'"]) {
+            _ = try checkpoint.readRows([("nope", 0..<1)], concurrency: concurrency, direct: direct)
+        }
+        #expect(checkpoint.bytesRead == 2 * singleBytes)
+    }
+
     @Test func bytesReadCountsConcurrentReads() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

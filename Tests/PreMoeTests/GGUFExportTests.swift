@@ -192,6 +192,38 @@ import TestSupport
         }
     }
 
+    /// SHA-256 of the files `premoe quantize` wrote before the exporter streamed tensors (the
+    /// release build of 8287aed, which held every converted tensor in memory before writing):
+    /// making each tensor only when the writer reaches it must not change a byte. Covers K-quant
+    /// fallbacks, RoPE-permuted q/k rows (mixtral), a reshaped shared-expert gate (qwen2_moe),
+    /// tensors written unconverted (bf16 → bf16) and a sharded checkpoint.
+    static let eagerExporterHashes: [(model: String, type: GGUFOutputType, sha256: String)] = [
+        ("qwen3_moe", .q4_k_m, "c6d7fc726ef1313d5a9a7fdad5868021313e00a99626c68ff97bd01bc1393f14"),
+        ("qwen3_moe", .q8_0, "f6cea2e5d71b65f3a35c6e1982c3969bb097cddf19ad1afd02b5ca0ba8fbe58f"),
+        ("mixtral", .f16, "37e3d6102fc2ac07d5d4e31d1d990ee2aaf8d667786bebdee50211126d1401a7"),
+        ("mixtral", .q8_0, "d8e63c6a83db34d04fe7b1d6925a5aa61b1263afc3ee0f2396f2a4ce04d80755"),
+        ("olmoe", .q5_k, "fa6f8b9726348253964db18e21d6e4164648b5c9737f10529a1eadcbae9c100c"),
+        ("qwen2_moe", .q4_0, "b8d45ffb4ef3c1db944fdcf9b5876f5782fb0476095a44ee52a419c3f5cce981"),
+        ("qwen3_moe_bf16", .bf16, "d7d85f27fa154a3d84ae038401531ffa3cb2e69d28a9091bac0b34f010fb5d7e"),
+        ("qwen3_moe_sharded", .f32, "7c3a6fcfc3a86b0db5847d00fb0f7f2e0581351c8e85369f2139279165aa7c9c"),
+    ]
+
+    @Test func streamingExportWritesTheEagerExportersBytes() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for c in Self.eagerExporterHashes {
+            let model = fixtureDirectory(c.model)
+            let spec = try ModelLoader.spec(at: model)
+            let fingerprint = try ModelFingerprint.compute(
+                configData: try Data(contentsOf: model.appendingPathComponent("config.json")),
+                checkpoint: try SafetensorsCheckpoint(directory: model), spec: spec)
+            let out = dir.appendingPathComponent("\(c.model).\(c.type).gguf")
+            try GGUFExport.writeFile(modelDirectory: model, keptExperts: GGUFExport.allExperts(spec), sourceFingerprint: fingerprint,
+                                     type: c.type, pool: ThreadPool(threads: 2), to: out)
+            #expect(SHA256.hex(try Data(contentsOf: out)) == c.sha256, "\(c.model) \(c.type)")
+        }
+    }
+
     @Test func refusesUnsupportedRequests() throws {
         let out = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }
