@@ -49,7 +49,7 @@ enum FastTopK {
     /// 8 bits) of one 32-bit key per value, over indices in ascending order, so equal keys keep
     /// the lower index first. The key orders numbers largest first (`v + 0` makes `-0` equal
     /// `+0`) and puts NaN after all of them. A sampler ranks a whole vocabulary every token:
-    /// this is about 20 times faster there than a comparison sort through the values.
+    /// this is about 5 times faster there than a comparison sort through the values (8,192 logits).
     static func rankAll(_ values: UnsafePointer<Float>, count: Int) -> [Int] {
         guard count > 0 else { return [] }
         precondition(count <= Int(UInt32.max), "too many values to rank")

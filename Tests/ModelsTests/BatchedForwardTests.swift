@@ -10,8 +10,9 @@ import TestSupport
 @Suite struct BatchedForwardTests {
     /// Families with different attention and MoE parts: Qwen3-MoE (GQA, q/k norms), Qwen2-MoE
     /// (shared expert behind a sigmoid gate), DeepSeek-V2 (latent attention, shared experts, a
-    /// dense first layer) and gpt-oss (sinks, sliding-window layers, router and expert biases).
-    static let families = ["qwen3_moe", "qwen2_moe", "deepseek_v2", "gpt_oss"]
+    /// dense first layer) and gpt-oss (sinks, sliding-window layers, router and expert biases);
+    /// Qwen3-MoE in bf16 too (one row is a GEMV straight from bf16, several widen blocks to f32).
+    static let families = ["qwen3_moe", "qwen3_moe_bf16", "qwen2_moe", "deepseek_v2", "gpt_oss"]
 
     /// Layer `l`'s block restricted to the router rows `rows`, in that order (what the server's
     /// per-request view holds: the experts themselves are shared with the full block).
