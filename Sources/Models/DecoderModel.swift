@@ -56,6 +56,27 @@ public enum LogitsMode: Sendable {
     case none
 }
 
+/// One sequence of a batched forward pass (`DecoderModel.forward(batch:)`).
+public struct BatchEntry {
+    /// New token ids: one while decoding, several for a prompt (or a chunk of one).
+    public var tokens: [Int]
+    /// The sequence's KV cache; the tokens go at the positions after those it holds.
+    public var cache: KVCache
+    /// Per MoE layer, the block this sequence routes through: its own experts behind its own
+    /// router rows (a per-request view of the layer, sharing the backbone's shared expert).
+    /// Layers not listed use the model's own block.
+    public var moe: [Int: MoEBlock]
+    /// Which of its rows' logits to return.
+    public var logits: LogitsMode
+
+    public init(tokens: [Int], cache: KVCache, moe: [Int: MoEBlock] = [:], logits: LogitsMode = .last) {
+        self.tokens = tokens
+        self.cache = cache
+        self.moe = moe
+        self.logits = logits
+    }
+}
+
 /// A decoder-only transformer (dense or MoE) that runs on the CPU from stored weights.
 /// One forward pass at a time per model (it owns its scratch buffers).
 public final class DecoderModel: @unchecked Sendable {
@@ -109,6 +130,27 @@ public final class DecoderModel: @unchecked Sendable {
     @discardableResult
     public func forward(_ tokens: [Int], cache: KVCache, logits mode: LogitsMode = .last,
                         stopAfterRouterOf stopLayer: Int? = nil) throws -> [Float] {
+        try run([BatchEntry(tokens: tokens, cache: cache, logits: mode)], stopAfterRouterOf: stopLayer)[0]
+    }
+
+    /// One forward pass over several sequences at once, each with its own cache, positions and
+    /// (for MoE layers) its own experts: every projection, dense MLP, shared expert and the
+    /// output head runs once over the rows of all sequences, attention runs per sequence on its
+    /// own cache, and an expert that several sequences chose runs once on all their rows. A
+    /// sequence's logits are the ones `forward(_:cache:logits:)` gives it alone with its blocks
+    /// installed (every kernel computes a row the same way whatever the other rows are).
+    /// - Parameter batch: the sequences; each cache at most once.
+    /// - Returns: each entry's logits, in order, as its `logits` mode asks.
+    /// - Throws: `ModelError` for an empty entry, ids out of range or a context too long (before
+    ///   any work), or for experts that are not loaded.
+    public func forward(batch: [BatchEntry]) throws -> [[Float]] {
+        try run(batch, stopAfterRouterOf: nil)
+    }
+
+    /// Checks one sequence's new tokens against the vocabulary and the context its cache can
+    /// still take; `forward` does this before any work.
+    /// - Throws: `ModelError` for empty input, ids out of range or a context too long.
+    public func validate(_ tokens: [Int], cache: KVCache) throws {
         guard !tokens.isEmpty else { throw ModelError.emptyInput("no tokens to run") }
         for id in tokens where id < 0 || id >= spec.vocabularySize {
             throw ModelError.tokenOutOfRange(id: id, vocabularySize: spec.vocabularySize)
@@ -121,44 +163,84 @@ public final class DecoderModel: @unchecked Sendable {
             throw ModelError.contextTooLong(positions: total, limit: spec.maxPositions,
                                             reason: "the model's max_position_embeddings")
         }
-        let n = tokens.count
+    }
+
+    /// The forward pass behind both `forward`s: the entries' rows one after another,
+    /// `[Σ tokens, hidden]`.
+    private func run(_ entries: [BatchEntry], stopAfterRouterOf stopLayer: Int?) throws -> [[Float]] {
+        guard !entries.isEmpty else { return [] }
+        for entry in entries { try validate(entry.tokens, cache: entry.cache) }
+        precondition(Set(entries.map { ObjectIdentifier($0.cache) }).count == entries.count,
+                     "a cache appears twice in one batch")
+        var sequences: [SequenceRows] = []
+        var positions: [Int] = []
+        for entry in entries {
+            sequences.append(SequenceRows(rows: positions.count..<(positions.count + entry.tokens.count), cache: entry.cache))
+            positions.append(contentsOf: entry.cache.count..<(entry.cache.count + entry.tokens.count))
+        }
+        let n = positions.count
         let h = spec.hiddenSize
         let x = workspace.buffer(.residual, n * h)
         profiled(profiler, "embedding") {
-            for (t, id) in tokens.enumerated() {
-                convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
+            var t = 0
+            for entry in entries {
+                for id in entry.tokens {
+                    convertToFloat(embedding, offset: id * h, into: x + t * h, count: h)
+                    t += 1
+                }
             }
         }
-        cache.reserve(n)
-        let positions = (cache.count..<total).map { $0 }
+        for entry in entries { entry.cache.reserve(entry.tokens.count) }
+        let ownBlocks = entries.allSatisfy(\.moe.isEmpty)
         try positions.withUnsafeBufferPointer { positions in
             for l in layers.indices {
-                attentionHalf(l, x: x, tokens: n, cache: cache, cacheLayer: l, positions: positions.baseAddress!)
-                try feedForwardHalf(l, x: x, tokens: n, routeOnly: l == stopLayer)
+                attentionHalf(l, x: x, tokens: n, sequences: sequences, cacheLayer: l, positions: positions.baseAddress!)
+                var views: [RoutedRows]?
+                if !ownBlocks, case .moe(let installed) = layers[l].feedForward {
+                    views = zip(sequences, entries).map { RoutedRows(rows: $0.rows, block: $1.moe[l] ?? installed) }
+                }
+                try feedForwardHalf(l, x: x, tokens: n, views: views, routeOnly: l == stopLayer)
                 if l == stopLayer { return }
             }
         }
-        if stopLayer != nil { return [] }
-        cache.advance(n)
+        if stopLayer != nil { return entries.map { _ in [] } }
+        for entry in entries { entry.cache.advance(entry.tokens.count) }
 
-        let rows: Range<Int>
-        switch mode {
-        case .none: return []
-        case .all: rows = 0..<n
-        case .last: rows = (n - 1)..<n
-        }
-        let vocab = spec.vocabularySize
-        let normed = workspace.buffer(.normed, n * h)
-        finalNorm.withUnsafeBufferPointer { w in
-            rmsNorm(x + rows.lowerBound * h, weight: w.baseAddress!, rows: rows.count, dim: h, eps: spec.rmsNormEps, into: normed)
-        }
-        var result = [Float](repeating: 0, count: rows.count * vocab)
-        profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
-            result.withUnsafeMutableBufferPointer { out in
-                matmul(normed, tokens: rows.count, weight: lmHead, into: out.baseAddress!, pool: pool)
+        // The rows whose logits are wanted, normalised into one block for one head matmul.
+        var wanted: [Range<Int>] = []
+        for s in sequences {
+            switch entries[wanted.count].logits {
+            case .none: wanted.append(s.rows.upperBound..<s.rows.upperBound)
+            case .all: wanted.append(s.rows)
+            case .last: wanted.append((s.rows.upperBound - 1)..<s.rows.upperBound)
             }
         }
-        return result
+        let count = wanted.reduce(0) { $0 + $1.count }
+        guard count > 0 else { return entries.map { _ in [] } }
+        let vocab = spec.vocabularySize
+        let normed = workspace.buffer(.normed, count * h)
+        finalNorm.withUnsafeBufferPointer { w in
+            var row = 0
+            for rows in wanted where !rows.isEmpty {
+                rmsNorm(x + rows.lowerBound * h, weight: w.baseAddress!, rows: rows.count, dim: h, eps: spec.rmsNormEps,
+                        into: normed + row * h)
+                row += rows.count
+            }
+        }
+        var result = [Float](repeating: 0, count: count * vocab)
+        profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
+            result.withUnsafeMutableBufferPointer { out in
+                matmul(normed, tokens: count, weight: lmHead, into: out.baseAddress!, pool: pool)
+            }
+        }
+        if entries.count == 1 { return [result] }
+        var split: [[Float]] = []
+        var row = 0
+        for rows in wanted {
+            split.append(Array(result[(row * vocab)..<((row + rows.count) * vocab)]))
+            row += rows.count
+        }
+        return split
     }
 
     /// Bytes of weights held, split into routed experts and everything else.

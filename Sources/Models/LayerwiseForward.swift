@@ -74,8 +74,8 @@ extension DecoderModel {
             let cache = KVCache(layers: 1, keyWidth: spec.cacheKeyWidth, valueWidth: spec.cacheValueWidth, initialCapacity: n)
             cache.reserve(n)
             positions.withUnsafeBufferPointer { p in
-                attentionHalf(l, x: batch.hidden + range.lowerBound * h, tokens: n, cache: cache, cacheLayer: 0,
-                              positions: p.baseAddress!)
+                attentionHalf(l, x: batch.hidden + range.lowerBound * h, tokens: n,
+                              sequences: [SequenceRows(rows: 0..<n, cache: cache)], cacheLayer: 0, positions: p.baseAddress!)
             }
         }
         let chunk = max(1, chunkTokens)
@@ -125,9 +125,10 @@ extension DecoderModel {
         return (normed, workspace.buffer(.blockOut, n * h))
     }
 
-    /// `x += attention(norm(x))` for `n` rows of layer `l`, reading and appending slot
-    /// `cacheLayer` of `cache` at `positions`.
-    func attentionHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, cache: KVCache, cacheLayer: Int,
+    /// `x += attention(norm(x))` for `n` rows of layer `l`, the rows of `sequences` one after
+    /// another, each reading and appending slot `cacheLayer` of its own cache; `positions` is
+    /// `[n]`, each row's position.
+    func attentionHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, sequences: [SequenceRows], cacheLayer: Int,
                        positions: UnsafePointer<Int>) {
         let h = spec.hiddenSize
         let layer = layers[l]
@@ -135,12 +136,12 @@ extension DecoderModel {
         profiled(profiler, "attention") {
             switch layer.attention {
             case .grouped(let attention):
-                attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions,
+                attention.apply(normed, tokens: n, layer: cacheLayer, spec: spec, sequences: sequences, positions: positions,
                                 into: out, workspace: workspace, pool: pool)
             case .latent(let attention):
                 let mla = spec.mla!
                 attention.apply(
-                    normed, tokens: n, layer: cacheLayer, spec: spec, cache: cache, positions: positions, into: out,
+                    normed, tokens: n, layer: cacheLayer, spec: spec, sequences: sequences, positions: positions, into: out,
                     q: workspace.buffer(.attentionQ, n * spec.headCount * mla.qkHeadDim),
                     attentionOut: workspace.buffer(.attentionOut, n * spec.headCount * mla.vHeadDim),
                     scratch: workspace.buffer(.latentScratch, MLAttention.scratchCount(tokens: n, spec: spec, mla: mla)),
@@ -161,7 +162,10 @@ extension DecoderModel {
 
     /// `x += feedForward(norm(x))` for `n` rows of layer `l`; with `routeOnly` a MoE layer only
     /// routes (the observer sees it) and `x` is left as it is.
-    func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, routeOnly: Bool = false) throws {
+    /// - Parameter views: for a MoE layer, the rows of each sequence and the block that routes
+    ///   them (`RoutedRows`); nil routes every row through the layer's own block.
+    func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, views: [RoutedRows]? = nil,
+                         routeOnly: Bool = false) throws {
         let h = spec.hiddenSize
         let layer = layers[l]
         let (normed, out) = normalized(x, tokens: n, weight: layer.postAttentionNorm)
@@ -180,12 +184,16 @@ extension DecoderModel {
                                                               width: mlp.intermediateSize, values: scratch))
             }
         case .moe(let block):
+            let groups = views ?? [RoutedRows(rows: 0..<n, block: block)]
             if routeOnly {
-                _ = block.routeBatch(normed, tokens: n, layer: l, observer: observer, workspace: workspace, pool: pool)
+                for g in groups {
+                    _ = g.block.routeBatch(normed + g.rows.lowerBound * h, tokens: g.rows.count, layer: l, observer: observer,
+                                           workspace: workspace, pool: pool)
+                }
                 return
             }
-            try block.apply(normed, tokens: n, hidden: h, layer: l, into: out, observer: observer, workspace: workspace, pool: pool,
-                            profiler: profiler)
+            try MoEBlock.apply(groups, normed, tokens: n, hidden: h, layer: l, into: out, observer: observer,
+                               workspace: workspace, pool: pool, profiler: profiler)
         }
         for i in 0..<(n * h) { x[i] += out[i] }
     }

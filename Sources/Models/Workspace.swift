@@ -9,6 +9,8 @@ final class Workspace {
         case routedWeights
         /// Query heads of one KV group, packed, and their outputs (pruned GQA layers).
         case groupScratch
+        /// New keys and values of several sequences before each goes to its own cache.
+        case attentionK, attentionV
     }
 
     private var pointers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)

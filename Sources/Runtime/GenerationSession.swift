@@ -7,7 +7,9 @@ import Tokenization
 /// stream and a single-request generation make the same tokens by construction.
 ///
 /// The session owns its KV cache and sampler; the model is shared and runs one forward pass at a
-/// time, so the caller installs whatever expert view the sequence needs before each `step()`.
+/// time. `step()` runs the session's own pass; a scheduler instead runs the `pendingTokens` of
+/// many sessions in one `DecoderModel.forward(batch:)` (each with its own expert view) and hands
+/// each its logits with `step(logits:)`: the same tokens either way.
 public final class GenerationSession {
     /// What one `step()` produced.
     public struct Step {
@@ -88,18 +90,35 @@ public final class GenerationSession {
     /// - Returns: what the step produced; after the end, an empty step with the finish reason.
     /// - Throws: `ModelError` from the forward pass, `GenerationError.noFiniteLogit`.
     public func step() throws -> Step {
+        guard let tokens = pendingTokens else { return try step(logits: []) }
+        let start = Date()
+        let logits = try model.forward(tokens, cache: cache, logits: .last)
+        return try step(logits: logits, forwardSeconds: Date().timeIntervalSince(start))
+    }
+
+    /// What the next step's forward pass runs on `cache`: the prompt first, then the last token
+    /// sampled; nil when the next step needs no forward pass (the generation is over or its
+    /// token budget is spent). A scheduler batches these across sessions
+    /// (`DecoderModel.forward(batch:)`) and hands each session its logits with `step(logits:)`.
+    public var pendingTokens: [Int]? {
+        if finishReason != nil { return nil }
+        if !prefilled { return promptIDs }
+        if output.count < maxNewTokens, let last = output.last { return [last] }
+        return nil
+    }
+
+    /// Finishes a step whose forward pass ran elsewhere: samples from `logits`, the last row's
+    /// logits `[vocab]` of `pendingTokens` run on `cache` (empty when `pendingTokens` was nil).
+    /// - Parameter forwardSeconds: the pass's wall time (the prompt's is `prefillSeconds`).
+    /// - Returns: what the step produced; after the end, an empty step with the finish reason.
+    /// - Throws: `GenerationError.noFiniteLogit`.
+    public func step(logits: [Float], forwardSeconds: Double = 0) throws -> Step {
         if let finishReason { return Step(token: nil, text: "", logits: [], finishReason: finishReason) }
-        var logits: [Float]
+        var logits = logits
         if !prefilled {
-            let start = Date()
-            logits = try model.forward(promptIDs, cache: cache, logits: .last)
             prefilled = true
             prefillEnd = Date()
-            prefillSeconds = prefillEnd!.timeIntervalSince(start)
-        } else if output.count < maxNewTokens, let last = output.last {
-            logits = try model.forward([last], cache: cache, logits: .last)
-        } else {
-            logits = []
+            prefillSeconds = forwardSeconds
         }
         guard output.count < maxNewTokens, !logits.isEmpty else {
             return Step(token: nil, text: finish(.length), logits: logits, finishReason: .length)

@@ -44,11 +44,14 @@ public struct Sampler: Sendable {
     /// candidate to choose from).
     public mutating func sample(_ logits: [Float]) -> Int? {
         guard temperature > 0 else { return Self.argmax(logits) }
-        // Candidates sorted by logit, descending (ties to the lower id).
-        var order = logits.indices.filter { !logits[$0].isNaN }
+        // Candidates sorted by logit, descending (ties to the lower id), the `topK` best when set:
+        // the routers' ranking, which puts NaN last, so those are dropped from the tail.
+        guard !logits.isEmpty else { return nil }
+        var order = logits.withUnsafeBufferPointer { values in
+            Kernels.topK(values.baseAddress!, count: values.count, k: topK > 0 ? topK : values.count)
+        }
+        while let last = order.last, logits[last].isNaN { order.removeLast() }
         guard !order.isEmpty else { return nil }
-        order.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
-        if topK > 0 && topK < order.count { order.removeSubrange(topK...) }
         let maxLogit = logits[order[0]]
         var probs = order.map { Double(exp((logits[$0] - maxLogit) / temperature)) }
         var total = probs.reduce(0, +)

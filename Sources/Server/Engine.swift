@@ -50,12 +50,18 @@ struct EngineSnapshot: Sendable {
     var bytesLoaded = 0
     var evictions = 0
     var accepting = true
+    /// Batched forward passes run, and the sequences they advanced (their ratio is the mean batch).
+    var batchedSteps = 0
+    var batchedSequences = 0
+    /// The most sequences one forward pass advanced.
+    var largestBatch = 0
 }
 
 /// One model, many requests: a dedicated thread owns the model and runs, in turn, retrieval for
 /// new requests, admission under the memory budget, and one step (prefill or one decode token)
-/// of every running request, round-robin, so streams advance together. The model runs one
-/// forward pass at a time, and each step first installs that request's expert view.
+/// of every running request, so streams advance together. A step is one batched forward pass
+/// over all running requests (`DecoderModel.forward(batch:)`), each sequence routed through its
+/// own expert view (its experts behind its own router rows) and attending to its own KV cache.
 final class Engine: @unchecked Sendable {
     private final class Active {
         let id: UInt64
@@ -266,7 +272,7 @@ final class Engine: @unchecked Sendable {
     /// Retrieval and the budget check for a new request; it then waits for admission.
     private func prepare(_ a: Active) {
         do {
-            residency.install(nil)
+            residency.installBackbone()
             let choice = try selector.choose(model: model, query: a.job.queryIDs, forced: a.job.forcedTask)
             a.choice = choice
             metrics.decision(task: choice.task, decision: choice.decision)
@@ -313,14 +319,48 @@ final class Engine: @unchecked Sendable {
         }
     }
 
-    /// One step of every running request.
+    /// One step of every running request: the prompts of newly admitted requests and the last
+    /// token of every decoding one run as one batched forward pass, each sequence through its
+    /// own expert view, then each request samples from its own logits.
     private func stepAll() {
-        var still: [Active] = []
+        var batch: [(a: Active, session: GenerationSession, entry: BatchEntry)] = []
+        var idle: [(a: Active, session: GenerationSession)] = []
         for a in running {
             guard let session = a.session else { continue }
-            residency.install(a.view)
+            guard let tokens = session.pendingTokens else {
+                idle.append((a, session))
+                continue
+            }
             do {
-                let step = try session.step()
+                try model.validate(tokens, cache: session.cache)
+                batch.append((a, session, BatchEntry(tokens: tokens, cache: session.cache, moe: a.view, logits: .last)))
+            } catch {
+                end(a, with: .failed(APIError(status: 500, message: "generation failed: \(error)", type: "server_error")))
+            }
+        }
+        var logits: [[Float]] = []
+        var failure: Error?
+        let start = Date()
+        do {
+            logits = try model.forward(batch: batch.map(\.entry))
+        } catch {
+            failure = error
+        }
+        let seconds = Date().timeIntervalSince(start)
+        if !batch.isEmpty {
+            condition.lock()
+            snapshotValue.batchedSteps += 1
+            snapshotValue.batchedSequences += batch.count
+            snapshotValue.largestBatch = max(snapshotValue.largestBatch, batch.count)
+            condition.unlock()
+        }
+        var outcomes = batch.indices.map { (batch[$0].a, batch[$0].session, failure == nil ? logits[$0] : nil) }
+        outcomes += idle.map { ($0.a, $0.session, [Float]()) }
+        var still: [Active] = []
+        for (a, session, rowLogits) in outcomes {
+            do {
+                guard let rowLogits else { throw failure! }
+                let step = try session.step(logits: rowLogits, forwardSeconds: seconds)
                 if let token = step.token {
                     let logprob = a.job.topLogprobs.map { Self.logprob(token: token, logits: step.logits, top: $0, tokenizer: tokenizer) }
                     a.emit(.token(text: step.text, logprob: logprob))

@@ -188,8 +188,9 @@ final class ExpertResidency {
         return blocks
     }
 
-    /// Installs a request's view (or, with nil, the backbone's full routers for a retrieval probe).
-    func install(_ view: [Int: MoEBlock]?) {
-        for (l, block) in view ?? backboneBlocks { loaded.model.setFeedForward(.moe(block), layer: l) }
+    /// Installs the backbone's blocks (full routers, no routed expert) for a retrieval probe.
+    /// Requests never run on the installed blocks: each passes its own view to the batched pass.
+    func installBackbone() {
+        for (l, block) in backboneBlocks { loaded.model.setFeedForward(.moe(block), layer: l) }
     }
 }

@@ -64,7 +64,8 @@ extension PreMoeServer {
             "experts_resident": s.residentExperts, "accounted_bytes": s.accountedBytes,
             "peak_accounted_bytes": s.peakAccountedBytes, "budget_bytes": s.budgetBytes ?? NSNull(),
             "expert_cache_hits": s.expertHits, "expert_cache_misses": s.expertMisses, "expert_bytes_loaded": s.bytesLoaded,
-            "evictions": s.evictions, "resident_set_bytes": ProcessMemory.residentBytes ?? NSNull(), "tasks": taskNames,
+            "evictions": s.evictions, "batched_steps": s.batchedSteps, "batched_sequences": s.batchedSequences,
+            "largest_batch": s.largestBatch, "resident_set_bytes": ProcessMemory.residentBytes ?? NSNull(), "tasks": taskNames,
         ]
         return Self.json(body, status: s.accepting ? .ok : .serviceUnavailable)
     }

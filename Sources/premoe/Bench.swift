@@ -27,6 +27,8 @@ struct Bench: ParsableCommand {
     var llamaBench: String?
     @Option(help: "Interleaved rounds with --compare-llama-bench (medians are reported).") var rounds = 3
     @Flag(help: "Print where a decode token's time goes (attention, router, experts by type, head).") var profile = false
+    @Option(help: "With --profile: sequences decoded together, one batched forward pass per step (as the server does).")
+    var batch = 1
     @Option(help: "Text file: report perplexity with exact and int8 arithmetic and the relative change.")
     var perplexity: String?
     @Flag(help: "Print JSON.") var json = false
@@ -35,6 +37,7 @@ struct Bench: ParsableCommand {
         if promptTokens < 1 { throw ValidationError("--prompt-tokens must be ≥ 1") }
         if genTokens < 1 { throw ValidationError("--gen-tokens must be ≥ 1") }
         if rounds < 1 || rounds > 100 { throw ValidationError("--rounds must be in 1...100") }
+        if batch < 1 || batch > 256 { throw ValidationError("--batch must be in 1...256") }
     }
 
     struct Report: Encodable {
@@ -108,7 +111,7 @@ struct Bench: ParsableCommand {
         if let peak = report.peakResidentBytes { print("peak RSS  \(formatBytes(peak))") }
         if let c = report.comparison { printComparison(c) }
         if let p = report.profile {
-            print("\ndecode profile (ms per token):")
+            print("\ndecode profile (ms per token" + (batch > 1 ? ", \(batch) sequences per batched step):" : "):"))
             let width = p.map(\.part.count).max() ?? 0
             for e in p {
                 let name = e.part.padding(toLength: width, withPad: " ", startingAt: 0)
@@ -242,26 +245,31 @@ struct Bench: ParsableCommand {
                      100 * c.premoeDecodeGBPerSecond / c.readFourStreamsGBPerSecond))
     }
 
-    /// Decodes `genTokens` tokens with a profiler attached; each part's share of a token.
+    /// Decodes `genTokens` tokens of `batch` sequences (prompts of one repeated id each, a
+    /// different id per sequence), one batched forward pass per step, with a profiler attached;
+    /// each part's time per token (a step's time over the sequences it advances).
     func profileDecode(_ model: DecoderModel) throws -> [ProfileEntry] {
-        let cache = model.makeCache(capacity: promptTokens + genTokens + 1)
-        var logits = try model.forward(Array(repeating: 1, count: promptTokens), cache: cache, logits: .last)
+        let caches = (0..<batch).map { _ in model.makeCache(capacity: promptTokens + genTokens + 1) }
+        var logits = try caches.enumerated().map { i, cache in
+            try model.forward(Array(repeating: (1 + i) % model.spec.vocabularySize, count: promptTokens), cache: cache, logits: .last)
+        }
         let profiler = ForwardProfiler()
         model.profiler = profiler
         defer { model.profiler = nil }
         let t0 = Date()
         for _ in 0..<genTokens {
-            logits = try model.forward([Sampler.argmax(logits) ?? 0], cache: cache, logits: .last)
+            logits = try model.forward(batch: zip(caches, logits).map { BatchEntry(tokens: [Sampler.argmax($1) ?? 0], cache: $0) })
         }
         let total = Date().timeIntervalSince(t0)
+        let tokens = Double(genTokens * batch)
         var entries = profiler.labels.map { label in
-            ProfileEntry(part: label, millisecondsPerToken: 1000 * profiler.seconds[label]! / Double(genTokens),
+            ProfileEntry(part: label, millisecondsPerToken: 1000 * profiler.seconds[label]! / tokens,
                          percent: 100 * profiler.seconds[label]! / total)
         }
         let rest = total - profiler.seconds.values.reduce(0, +)
-        entries.append(ProfileEntry(part: "other (norms, residuals, sampling)", millisecondsPerToken: 1000 * rest / Double(genTokens),
+        entries.append(ProfileEntry(part: "other (norms, residuals, sampling)", millisecondsPerToken: 1000 * rest / tokens,
                                     percent: 100 * rest / total))
-        entries.append(ProfileEntry(part: "total", millisecondsPerToken: 1000 * total / Double(genTokens), percent: 100))
+        entries.append(ProfileEntry(part: "total", millisecondsPerToken: 1000 * total / tokens, percent: 100))
         return entries
     }
 

@@ -34,12 +34,12 @@ func topKExactCases(_ c: TopKCase) {
 }
 
 /// Random rows with many ties, ±0 and NaN: the fast routine returns exactly the reference's list,
-/// for small k (insertion path) and large k (sorting path).
-@Test(arguments: [1, 2, 8, 64, 65, 300])
+/// for small k (insertion path) and large k (radix-sorting path).
+@Test(arguments: [1, 2, 8, 64, 65, 300, 5000])
 func topKMatchesReference(_ k: Int) {
     var rng = TestRandom(seed: UInt64(k))
     let pool: [Float] = [0, -0.0, 1, -1, .nan, 0.25, .infinity, -.infinity, 2, 2]
-    for count in [1, 7, 64, 256, 301] {
+    for count in [1, 7, 64, 256, 301, 4099] {
         let values = (0..<count).map { _ in rng.next() % 3 == 0 ? rng.float(-2, 2) : pool[Int(rng.next() % 10)] }
         #expect(fastTopK(values, k) == referenceTopK(values, k), "count \(count)")
     }

@@ -40,8 +40,10 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
 }
 
 @Suite(.serialized) struct EngineTests {
-    /// Streams running side by side (mixed tasks, sampled) each equal a single-request generation
-    /// with the same experts and seed.
+    /// Streams running side by side (mixed tasks, sampled, prompts of different lengths) decode
+    /// in shared batched forward passes, and each equals a single-request generation with the
+    /// same experts and seed, token for token (the batched pass gives every row the logits its
+    /// sequence gets alone, bit for bit: `BatchedForwardTests`).
     @Test func concurrentStreamsEqualSingleRequestGeneration() async throws {
         let s = try await SharedServer.instance.get()
         let cases: [(task: String, prompt: String, seed: Int)] = [
@@ -49,7 +51,12 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
             ("boolq", "Is the moon made of cheese?", 12),
             ("full", "Tell me a story about a cat.", 13),
             ("gsm8k", "What is 7 times 8?", 14),
+            ("boolq", "Does water boil at 100 degrees Celsius at sea level, and does it freeze at zero?", 15),
+            ("full", "Hi", 16),
+            ("gsm8k", "A train travels 60 miles in 1.5 hours. What is its average speed in miles per hour?", 17),
+            ("boolq", "Can a penguin fly?", 18),
         ]
+        let before = s.server.engine.snapshot
         let replies = try await withThrowingTaskGroup(of: (Int, RunningServer.Reply).self) { group in
             for (i, c) in cases.enumerated() {
                 group.addTask {
@@ -62,6 +69,10 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
             for try await (i, r) in group { out[i] = r }
             return out
         }
+        let after = s.server.engine.snapshot
+        // Several sequences advanced in one forward pass (the streams overlap for 12 tokens each).
+        #expect(after.largestBatch > 1, "largest batch \(after.largestBatch)")
+        #expect(after.batchedSequences - before.batchedSequences > after.batchedSteps - before.batchedSteps)
         for (i, c) in cases.enumerated() {
             let expected = try reference(task: c.task, prompt: c.prompt, temperature: 0.8, seed: UInt64(c.seed), maxTokens: 12)
             let reply = try #require(replies[i])

@@ -1,5 +1,13 @@
 import Kernels
 
+/// One sequence's rows in a forward pass over several sequences (`[tokens, hidden]`, sequence
+/// after sequence) and the KV cache those rows extend.
+struct SequenceRows {
+    /// Its rows of the batch.
+    let rows: Range<Int>
+    let cache: KVCache
+}
+
 /// Grouped-query self-attention with optional q/k norms and RoPE, writing to a `KVCache`.
 /// Mirrors transformers' `LlamaAttention` / `Qwen3Attention` / `OlmoeAttention`.
 public struct Attention: @unchecked Sendable {
@@ -46,10 +54,15 @@ public struct Attention: @unchecked Sendable {
     /// The projection weights.
     public var weights: [Tensor] { [q, k, v, o].map(\.weight) }
 
-    /// Runs attention for `tokens` new rows of `x` (already normalised) at positions
-    /// `cache.count ..< cache.count + tokens`, appending their keys and values to `layer`'s cache.
+    /// Runs attention for `tokens` new rows of `x` (already normalised), the rows of several
+    /// sequences one after another: the projections run once over all rows, each sequence then
+    /// attends to its own cache. A sequence's rows sit at positions `cache.count ..< cache.count
+    /// + rows.count` of its cache, and their keys and values are appended to slot `layer` there.
+    /// - Parameters:
+    ///   - sequences: each sequence's rows of `x` (in order, covering `0..<tokens`) and cache.
+    ///   - positions: `[tokens]`, each row's position (for RoPE).
     func apply(
-        _ x: UnsafePointer<Float>, tokens: Int, layer: Int, spec: DecoderSpec, cache: KVCache,
+        _ x: UnsafePointer<Float>, tokens: Int, layer: Int, spec: DecoderSpec, sequences: [SequenceRows],
         positions: UnsafePointer<Int>, into y: UnsafeMutablePointer<Float>, workspace: Workspace, pool: ThreadPool
     ) {
         let hd = spec.headDim
@@ -59,11 +72,13 @@ public struct Attention: @unchecked Sendable {
         let kvHeads = kvHeadCount(headDim: hd)
         let qWidth = heads * hd
         let kvWidth = kvHeads * hd
-        let start = cache.count
         let qBuf = workspace.buffer(.attentionQ, tokens * qWidth)
         let attnOut = workspace.buffer(.attentionOut, tokens * qWidth)
-        let kDst = cache.keys[layer] + start * kvWidth
-        let vDst = cache.values[layer] + start * kvWidth
+        // One sequence writes its keys and values straight into its cache; several write them
+        // into scratch first and copy each sequence's rows to its own cache once they are final.
+        let only = sequences.count == 1 ? sequences[0].cache : nil
+        let kDst = only.map { $0.keys[layer] + $0.count * kvWidth } ?? workspace.buffer(.attentionK, tokens * kvWidth)
+        let vDst = only.map { $0.values[layer] + $0.count * kvWidth } ?? workspace.buffer(.attentionV, tokens * kvWidth)
 
         q.apply(x, tokens: tokens, into: qBuf, pool: pool)
         k.apply(x, tokens: tokens, into: kDst, pool: pool)
@@ -99,16 +114,26 @@ public struct Attention: @unchecked Sendable {
             applyRoPE(kDst, tokens: tokens, heads: kvHeads, headDim: hd, rotaryDim: spec.rope.rotaryDim,
                       positions: positions, invFreq: f.baseAddress!, attentionScaling: spec.rope.attentionScaling, style: style)
         }
-        if let groups = queryGroups, Set(groups).count > 1 {
-            groupedByKVHead(qBuf, groups: groups, tokens: tokens, headDim: hd, cache: cache, layer: layer, start: start,
-                            scale: spec.attentionScale, into: attnOut, workspace: workspace, pool: pool)
-        } else {
-            (sinks ?? []).withUnsafeBufferPointer { sinkValues in
-                attention(
-                    q: qBuf, queries: tokens, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
-                    keys: cache.keys[layer], keyStride: kvWidth, values: cache.values[layer], valueStride: kvWidth,
-                    start: start, scale: spec.attentionScale, window: window,
-                    sinks: sinks == nil ? nil : sinkValues.baseAddress, into: attnOut, pool: pool)
+        for s in sequences {
+            let n = s.rows.count
+            let start = s.cache.count
+            if only == nil {
+                (s.cache.keys[layer] + start * kvWidth).update(from: kDst + s.rows.lowerBound * kvWidth, count: n * kvWidth)
+                (s.cache.values[layer] + start * kvWidth).update(from: vDst + s.rows.lowerBound * kvWidth, count: n * kvWidth)
+            }
+            let qs = qBuf + s.rows.lowerBound * qWidth
+            let out = attnOut + s.rows.lowerBound * qWidth
+            if let groups = queryGroups, Set(groups).count > 1 {
+                groupedByKVHead(qs, groups: groups, tokens: n, headDim: hd, cache: s.cache, layer: layer, start: start,
+                                scale: spec.attentionScale, into: out, workspace: workspace, pool: pool)
+            } else {
+                (sinks ?? []).withUnsafeBufferPointer { sinkValues in
+                    attention(
+                        q: qs, queries: n, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
+                        keys: s.cache.keys[layer], keyStride: kvWidth, values: s.cache.values[layer], valueStride: kvWidth,
+                        start: start, scale: spec.attentionScale, window: window,
+                        sinks: sinks == nil ? nil : sinkValues.baseAddress, into: out, pool: pool)
+                }
             }
         }
         o.apply(attnOut, tokens: tokens, into: y, pool: pool)

@@ -62,16 +62,20 @@ public struct MLAttention: @unchecked Sendable {
             + heads * (mla.qkNopeHeadDim + mla.vHeadDim))
     }
 
-    /// Runs attention for `tokens` new rows of `x` (already normalised) at positions
-    /// `cache.count ..< cache.count + tokens`, appending their keys and values to `layer`'s cache.
+    /// Runs attention for `tokens` new rows of `x` (already normalised), the rows of several
+    /// sequences one after another: projections once over all rows, then each sequence's keys and
+    /// values go to its own cache (at positions `cache.count ..< cache.count + rows.count`, slot
+    /// `layer`) and it attends to that cache alone.
     /// - Parameters:
     ///   - x: `[tokens, hidden]`.
+    ///   - sequences: each sequence's rows of `x` (in order, covering `0..<tokens`) and cache.
+    ///   - positions: `[tokens]`, each row's position (for RoPE).
     ///   - q: scratch `[tokens, heads · (nope + rope)]`.
     ///   - attentionOut: scratch `[tokens, heads · v]`.
     ///   - scratch: `scratchCount(tokens:spec:mla:)` floats.
     ///   - y: `[tokens, hidden]`, overwritten.
     func apply(
-        _ x: UnsafePointer<Float>, tokens: Int, layer: Int, spec: DecoderSpec, cache: KVCache,
+        _ x: UnsafePointer<Float>, tokens: Int, layer: Int, spec: DecoderSpec, sequences: [SequenceRows],
         positions: UnsafePointer<Int>, into y: UnsafeMutablePointer<Float>,
         q qBuf: UnsafeMutablePointer<Float>, attentionOut: UnsafeMutablePointer<Float>,
         scratch: UnsafeMutablePointer<Float>, pool: ThreadPool
@@ -85,7 +89,6 @@ public struct MLAttention: @unchecked Sendable {
         let kvLoRA = mla.kvLoRARank
         let kvAWidth = kvLoRA + rope
         let kvBWidth = nope + vDim
-        let start = cache.count
 
         // Scratch layout: [qA | kvA | latent | kvB].
         let qLoRA = mla.qLoRARank ?? 0
@@ -126,25 +129,29 @@ public struct MLAttention: @unchecked Sendable {
         }
 
         // Expand into the cache: key head h = [k_nope_h | k_rope], value head h = v_h.
-        let keyWidth = cache.keyWidth
-        let valueWidth = cache.valueWidth
-        precondition(keyWidth >= heads * qkDim && valueWidth >= heads * vDim, "KV cache too narrow for MLA")
-        for t in 0..<tokens {
-            let kRow = cache.keys[layer] + (start + t) * keyWidth
-            let vRow = cache.values[layer] + (start + t) * valueWidth
-            let kv = kvBBuf + t * heads * kvBWidth
-            let kRope = kvABuf + t * kvAWidth + kvLoRA
-            for h in 0..<heads {
-                (kRow + h * qkDim).update(from: kv + h * kvBWidth, count: nope)
-                (kRow + h * qkDim + nope).update(from: kRope, count: rope)
-                (vRow + h * vDim).update(from: kv + h * kvBWidth + nope, count: vDim)
+        for s in sequences {
+            let cache = s.cache
+            let start = cache.count
+            let keyWidth = cache.keyWidth
+            let valueWidth = cache.valueWidth
+            precondition(keyWidth >= heads * qkDim && valueWidth >= heads * vDim, "KV cache too narrow for MLA")
+            for (i, t) in s.rows.enumerated() {
+                let kRow = cache.keys[layer] + (start + i) * keyWidth
+                let vRow = cache.values[layer] + (start + i) * valueWidth
+                let kv = kvBBuf + t * heads * kvBWidth
+                let kRope = kvABuf + t * kvAWidth + kvLoRA
+                for h in 0..<heads {
+                    (kRow + h * qkDim).update(from: kv + h * kvBWidth, count: nope)
+                    (kRow + h * qkDim + nope).update(from: kRope, count: rope)
+                    (vRow + h * vDim).update(from: kv + h * kvBWidth + nope, count: vDim)
+                }
             }
+            attention(
+                q: qBuf + s.rows.lowerBound * heads * qkDim, queries: s.rows.count, heads: heads, kvHeads: heads,
+                headDim: qkDim, valueDim: vDim, keys: cache.keys[layer], keyStride: keyWidth, values: cache.values[layer],
+                valueStride: valueWidth, start: start, scale: spec.attentionScale,
+                into: attentionOut + s.rows.lowerBound * heads * vDim, pool: pool)
         }
-
-        attention(
-            q: qBuf, queries: tokens, heads: heads, kvHeads: heads, headDim: qkDim, valueDim: vDim,
-            keys: cache.keys[layer], keyStride: keyWidth, values: cache.values[layer], valueStride: valueWidth,
-            start: start, scale: spec.attentionScale, into: attentionOut, pool: pool)
         o.apply(attentionOut, tokens: tokens, into: y, pool: pool)
     }
 }

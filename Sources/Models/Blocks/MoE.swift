@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Kernels
 
 /// What a `RouterObserver` sees each time a MoE block routes a batch of tokens.
@@ -136,37 +137,102 @@ public struct MoEBlock: @unchecked Sendable {
         _ x: UnsafePointer<Float>, tokens: Int, hidden: Int, layer: Int, into y: UnsafeMutablePointer<Float>,
         observer: RouterObserver?, workspace: Workspace, pool: ThreadPool, profiler: ForwardProfiler? = nil
     ) throws {
-        guard !experts.isEmpty else { throw ModelError.expertsNotLoaded(layer: layer) }
-        let held = experts.count
-        let (selected, weights, k) = profiled(profiler, "router") {
-            routeBatch(x, tokens: tokens, layer: layer, observer: observer, workspace: workspace, pool: pool)
+        try Self.apply([RoutedRows(rows: 0..<tokens, block: self)], x, tokens: tokens, hidden: hidden, layer: layer,
+                       into: y, observer: observer, workspace: workspace, pool: pool, profiler: profiler)
+    }
+
+    /// `y = MoE(x)` for the rows of several sequences, each routed by its own block (its own
+    /// router rows and bias among its own experts, a per-request view of one layer). Every row's
+    /// choices are mapped to the experts' storage, so an expert that several blocks hold runs
+    /// once on all the rows that chose it; each row then sums its experts' outputs in its own
+    /// block's router-row order, so a row's result is the one its block alone gives it.
+    /// - Parameters:
+    ///   - groups: the blocks and their rows of `x` (in order, covering `0..<tokens`). They must
+    ///     share the layer's shared expert (views of one backbone).
+    /// - Throws: `ModelError.expertsNotLoaded` when a block holds no routed expert.
+    static func apply(
+        _ groups: [RoutedRows], _ x: UnsafePointer<Float>, tokens: Int, hidden: Int, layer: Int,
+        into y: UnsafeMutablePointer<Float>, observer: RouterObserver?, workspace: Workspace, pool: ThreadPool,
+        profiler: ForwardProfiler? = nil
+    ) throws {
+        guard let first = groups.first?.block else { return }
+        for group in groups where group.block.experts.isEmpty { throw ModelError.expertsNotLoaded(layer: layer) }
+        precondition(groups.allSatisfy { $0.block.shared?.gate.weight.data == first.shared?.gate.weight.data },
+                     "the blocks of one batch must share the layer's shared expert")
+
+        // Route every group; map each choice (a router row of its block) to a slot: one per
+        // distinct expert storage across the groups (a lone block's slots are its rows).
+        var choiceStart = [Int](repeating: 0, count: tokens + 1)  // token t's choices: choiceStart[t]..<[t + 1]
+        var choiceRow: [Int] = []  // router row in the token's own block
+        var choiceWeight: [Float] = []
+        var choiceSlot: [Int] = []
+        var slots: [GatedMLP] = []
+        var slotIDs: [Int] = []
+        var slotOfStorage: [UnsafeRawPointer: Int] = [:]
+        let routeStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        for group in groups {
+            let block = group.block
+            let (selected, weights, k) = block.routeBatch(x + group.rows.lowerBound * hidden, tokens: group.rows.count,
+                                                          layer: layer, observer: observer, workspace: workspace, pool: pool)
+            var rowSlot = Array(block.experts.indices)
+            if groups.count > 1 {
+                for (row, expert) in block.experts.enumerated() {
+                    let storage = expert.gate.weight.data
+                    if let slot = slotOfStorage[storage] {
+                        rowSlot[row] = slot
+                    } else {
+                        rowSlot[row] = slots.count
+                        slotOfStorage[storage] = slots.count
+                        slots.append(expert)
+                        slotIDs.append(block.expertIDs[row])
+                    }
+                }
+            } else {
+                slots = block.experts
+                slotIDs = block.expertIDs
+            }
+            for (i, t) in group.rows.enumerated() {
+                for j in 0..<k {
+                    choiceRow.append(selected[i * k + j])
+                    choiceWeight.append(weights[i * k + j])
+                    choiceSlot.append(rowSlot[selected[i * k + j]])
+                }
+                choiceStart[t + 1] = choiceRow.count
+            }
         }
+        if let profiler { profiler.add(Double(DispatchTime.now().uptimeNanoseconds - routeStart) / 1e9, to: "router") }
         let expertsStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
 
-        // Group tokens by expert so each expert runs one matmul over all its tokens: a counting
-        // sort of the (token, choice) assignments by expert, tokens ascending within an expert.
-        let assignments = tokens * k
+        // Group tokens by slot so each expert runs one matmul over all its tokens: a counting
+        // sort of the choices by slot, tokens ascending within a slot. `position[c]` is where
+        // choice c's row landed.
+        let held = slots.count
+        let assignments = choiceRow.count
         let offsets = workspace.ints(.expertOffsets, held + 1)
         let routedTokens = workspace.ints(.routedTokens, assignments)
         let routedWeights = workspace.buffer(.routedWeights, assignments)
         let active = workspace.ints(.activeExperts, held)
+        var position = [Int](repeating: 0, count: assignments)
         offsets.initialize(repeating: 0, count: held + 1)
-        for a in 0..<assignments { offsets[selected[a] + 1] += 1 }
+        for slot in choiceSlot { offsets[slot + 1] += 1 }
         var activeCount = 0
         var maxInner = 0
         for e in 0..<held {
             if offsets[e + 1] > 0 {
                 active[activeCount] = e
                 activeCount += 1
-                maxInner = max(maxInner, experts[e].intermediateSize)
+                maxInner = max(maxInner, slots[e].intermediateSize)
             }
             offsets[e + 1] += offsets[e]
         }
-        for a in 0..<assignments {  // fill, using offsets[e] as the cursor of expert e ...
-            let e = selected[a]
-            routedTokens[offsets[e]] = a / k
-            routedWeights[offsets[e]] = weights[a]
-            offsets[e] += 1
+        for t in 0..<tokens {  // fill, using offsets[e] as the cursor of slot e ...
+            for c in choiceStart[t]..<choiceStart[t + 1] {
+                let e = choiceSlot[c]
+                routedTokens[offsets[e]] = t
+                routedWeights[offsets[e]] = choiceWeight[c]
+                position[c] = offsets[e]
+                offsets[e] += 1
+            }
         }
         for e in stride(from: held, to: 0, by: -1) { offsets[e] = offsets[e - 1] }  // ... then shift back
         offsets[0] = 0
@@ -175,7 +241,7 @@ public struct MoEBlock: @unchecked Sendable {
         // experts can run at the same time. With enough experts for every thread, each expert
         // runs single-threaded and threads take whole experts (no hand-off per matmul, and no
         // small matmul split in pieces); otherwise each matmul is split by rows. Either way every
-        // expert output is the same, and the weighted sum below runs in expert order.
+        // expert output is the same (a row's result does not depend on the other rows).
         let input = workspace.buffer(.expertInput, assignments * hidden)
         let output = workspace.buffer(.expertOutput, assignments * hidden)
         let scratch = workspace.buffer(.expertScratch, 2 * assignments * maxInner)
@@ -194,8 +260,8 @@ public struct MoEBlock: @unchecked Sendable {
                 }
                 source = UnsafePointer(rows)
             }
-            experts[e].apply(source, tokens: n, into: output + lo * hidden, scratch: scratch + lo * 2 * maxInner,
-                             pool: expertPool)
+            slots[e].apply(source, tokens: n, into: output + lo * hidden, scratch: scratch + lo * 2 * maxInner,
+                           pool: expertPool)
         }
         if acrossExperts {
             pool.forEachTask(activeCount, runExpert)
@@ -203,29 +269,35 @@ public struct MoEBlock: @unchecked Sendable {
             for index in 0..<activeCount { runExpert(index) }
         }
 
-        y.initialize(repeating: 0, count: tokens * hidden)
-        let wantsOutputs = observer?.wantsExpertOutputs ?? false
-        for index in 0..<activeCount {
-            let e = active[index]
-            let lo = offsets[e]
-            let n = offsets[e + 1] - lo
-            if wantsOutputs {
-                observer?.expertDidCompute(ExpertOutputEvent(
-                    layer: layer, expertID: expertIDs[e], tokens: Array(UnsafeBufferPointer(start: routedTokens + lo, count: n)),
+        if let observer, observer.wantsExpertOutputs {
+            for index in 0..<activeCount {
+                let e = active[index]
+                let lo = offsets[e]
+                let n = offsets[e + 1] - lo
+                observer.expertDidCompute(ExpertOutputEvent(
+                    layer: layer, expertID: slotIDs[e], tokens: Array(UnsafeBufferPointer(start: routedTokens + lo, count: n)),
                     weights: Array(UnsafeBufferPointer(start: routedWeights + lo, count: n)),
                     outputs: output + lo * hidden, hidden: hidden))
             }
-            for r in 0..<n {
-                axpy(routedWeights[lo + r], output + (lo + r) * hidden, y + routedTokens[lo + r] * hidden, count: hidden)
+        }
+        // Each token sums its experts' weighted outputs in its block's router-row order.
+        y.initialize(repeating: 0, count: tokens * hidden)
+        var order: [Int] = []
+        for t in 0..<tokens {
+            order.removeAll(keepingCapacity: true)
+            order.append(contentsOf: choiceStart[t]..<choiceStart[t + 1])
+            order.sort { choiceRow[$0] < choiceRow[$1] }
+            for c in order {
+                axpy(choiceWeight[c], output + position[c] * hidden, y + t * hidden, count: hidden)
             }
         }
 
         if let profiler {
             profiler.add(Double(DispatchTime.now().uptimeNanoseconds - expertsStart) / 1e9,
-                         to: "routed experts \(experts[active[0]].typeLabel)")
+                         to: "routed experts \(slots[active[0]].typeLabel)")
         }
 
-        if let shared {
+        if let shared = first.shared {
             let sharedStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             defer {
                 if let profiler {
@@ -237,7 +309,7 @@ public struct MoEBlock: @unchecked Sendable {
             let scratch = workspace.buffer(.mlpScratch, 2 * tokens * shared.intermediateSize)
             shared.apply(x, tokens: tokens, into: out, scratch: scratch, pool: pool)
             var gates = [Float](repeating: 1, count: tokens)
-            if let sharedGate {
+            if let sharedGate = first.sharedGate {
                 let gateRow = Linear(weight: sharedGate.reshaped([1, hidden]))
                 gates.withUnsafeMutableBufferPointer { g in
                     gateRow.apply(x, tokens: tokens, into: g.baseAddress!, pool: pool.serialCompanion)
@@ -251,4 +323,9 @@ public struct MoEBlock: @unchecked Sendable {
     }
 }
 
-import Foundation
+/// One sequence's rows in a forward pass over several sequences and the MoE block (the
+/// sequence's view of the layer: its router rows and experts) that routes them.
+struct RoutedRows {
+    let rows: Range<Int>
+    let block: MoEBlock
+}
