@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import PreMoe
 import Runtime
 import Tokenization
 
@@ -189,7 +190,9 @@ extension PreMoeServer {
             throw APIError.invalid("the prompt has \(ids.count) tokens; the limit is \(limit)", param: param,
                                    code: "context_length_exceeded")
         }
-        let query = r.query.map { tokenizer.encode($0) }
+        // A text completion may arrive already wrapped in the model's chat template: retrieval
+        // reads the user's content out of it, as `retrieve` and `run` do.
+        let query = r.query.map { tokenizer.encode(TaskQueries.retrievalText($0, chatTemplate: tokenizer.chatTemplate)) }
         let maxTokens = Generator.maxNewTokens(promptCount: ids.count, maxTokens: r.maxTokens ?? spec.maxPositions,
                                                maxPositions: spec.maxPositions)
         let parameters = GenerationParameters(maxTokens: maxTokens, temperature: r.temperature, topP: r.topP,
