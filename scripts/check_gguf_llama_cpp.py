@@ -48,10 +48,11 @@ def run(cmd, **kw):
     return p.stdout
 
 
-def build_greedy(bin_dir: Path, work: Path) -> Path:
+def build_greedy(bin_dir: Path, work: Path, tool: str = "llama_greedy_ids") -> Path:
+    """Builds scripts/TOOL.cpp against the llama.cpp build in `bin_dir`."""
     src_root = bin_dir.parent.parent / "src/vendor/llama.cpp"
-    exe = work / "llama_greedy_ids"
-    run(["c++", "-O2", "-std=c++17", ROOT / "scripts/llama_greedy_ids.cpp", f"-I{src_root}/include",
+    exe = work / tool
+    run(["c++", "-O2", "-std=c++17", ROOT / f"scripts/{tool}.cpp", f"-I{src_root}/include",
          f"-I{src_root}/ggml/include", f"-L{bin_dir}", "-lllama", "-lggml", "-lggml-base",
          f"-Wl,-rpath,{bin_dir}", "-o", exe])
     return exe

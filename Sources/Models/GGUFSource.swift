@@ -194,18 +194,27 @@ public final class GGUFSource: TensorSource {
 /// `a.expert_shared_feed_forward_length`, `a.expert_weights_norm`, `a.vocab_size`,
 /// `tokenizer.ggml.eos_token_id`. Tied embeddings = no `output.weight`; biases, MoE layers and
 /// dense layers are read off which tensors exist.
+///
+/// `feed_forward_length`, `attention.head_count` and `attention.head_count_kv` may be arrays with
+/// one value per layer, as llama.cpp reads them (`get_key_or_arr`; an absent `head_count_kv`
+/// copies `head_count`): SEAP's pruned exports and llama.cpp's `deci` architecture (Llama
+/// tensors, per-layer widths and heads), which loads as `llama`. The config then carries the
+/// largest values (heads rounded up to a multiple of the KV heads) and `adjust` sets the layers.
+/// A 0 in these arrays is llama.cpp's layer without attention (`head_count` 0), "linear
+/// attention" (`head_count_kv` 0) or without FFN (`feed_forward_length` 0); the engine runs
+/// none of these, so they are refused.
 public struct GGUFModelConfig {
     /// GGUF `general.architecture` → HF `model_type` (llama with experts is Mixtral).
     public static let architectures = [
         "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe", "qwen2moe": "qwen2_moe",
-        "olmoe": "olmoe",
+        "olmoe": "olmoe", "deci": "llama",
     ]
 
     /// The synthesized `config.json`.
     public let configData: Data
     /// The HF `model_type`.
     public let modelType: String
-    /// q/k rows are in GGML's interleaved RoPE order (arch `llama`: the converter permutes them).
+    /// q/k rows are in GGML's interleaved RoPE order (arch `llama` and `deci`: the converter permutes them).
     /// We keep the weights as they are and rotate pairs `(2i, 2i+1)`; q·k is unchanged because q
     /// and k are permuted alike.
     public let interleavedRoPE: Bool
@@ -213,6 +222,13 @@ public struct GGUFModelConfig {
     public let ropeFrequencyFactors: [Float]?
     /// GGUF tensors the config consumed (not model weights).
     public let consumedTensors: Set<String>
+    /// Per layer query / KV head counts and dense FFN widths when the file's arrays differ
+    /// between layers; nil when one value serves every layer.
+    public let layerHeadCounts: [Int]?, layerKVHeadCounts: [Int]?, layerFeedForward: [Int]?
+    /// The file has `blk.L.ffn_down.bias` (SEAP's bias compensation).
+    public let downBias: Bool
+    /// The file has `blk.L.attn_output.bias`.
+    public let outputBias: Bool
 
     /// Reads the metadata of `file`.
     /// - Throws: `ModelError.unsupportedModelType` for an architecture not in `architectures`,
@@ -239,8 +255,41 @@ public struct GGUFModelConfig {
             throw GGUFError.invalidMetadata(file: path, key: "\(arch).block_count",
                                             reason: "\(layers) is outside 1...\(ConfigLimits.layers)")
         }
-        let heads = try required("attention.head_count")
-        let headDim = try file.int("\(arch).attention.key_length") ?? (heads > 0 ? hidden / heads : 0)
+        // One value per layer: an integer for all, or an array (llama.cpp's `get_key_or_arr`).
+        func perLayer(_ key: String) throws -> [Int]? {
+            let full = "\(arch).\(key)"
+            guard let value = file[full] else { return nil }
+            if let v = value.int { return [Int](repeating: v, count: layers) }
+            guard let values = try file.ints(full) else { return nil }
+            guard values.count == layers else {
+                throw GGUFError.invalidMetadata(file: path, key: full, reason: "\(values.count) values for \(layers) layers")
+            }
+            return values
+        }
+        func checked(_ values: [Int], _ key: String, _ limit: Int, zero: String) throws -> [Int] {
+            for (l, v) in values.enumerated() where v < 1 || v > limit {
+                if v == 0 { throw ModelError.unsupportedFeature("layer \(l) \(zero) (\(arch).\(key) = 0)", file: path) }
+                throw GGUFError.invalidMetadata(file: path, key: "\(arch).\(key)", reason: "layer \(l): \(v) is outside 1...\(limit)")
+            }
+            return values
+        }
+        guard let headArray = try perLayer("attention.head_count") else {
+            throw GGUFError.missingMetadata(file: path, key: "\(arch).attention.head_count", hint: "the file may come from an old converter")
+        }
+        let layerHeads = try checked(headArray, "attention.head_count", ConfigLimits.heads, zero: "has no attention")
+        let layerKV = try checked(try perLayer("attention.head_count_kv") ?? layerHeads, "attention.head_count_kv",
+                                  ConfigLimits.heads, zero: "has linear attention")
+        for l in 0..<layers where layerHeads[l] % layerKV[l] != 0 {
+            throw GGUFError.invalidMetadata(file: path, key: "\(arch).attention.head_count_kv",
+                                            reason: "layer \(l): \(layerKV[l]) KV heads do not divide \(layerHeads[l]) heads")
+        }
+        let kvHeads = layerKV.max() ?? 1
+        // The shared counts bound every layer's; the heads are rounded up so the KV heads divide them.
+        let heads = ((layerHeads.max() ?? 1) + kvHeads - 1) / kvHeads * kvHeads
+        let uniformHeads = Set(layerHeads).count == 1 && Set(layerKV).count == 1
+        layerHeadCounts = uniformHeads ? nil : layerHeads
+        layerKVHeadCounts = uniformHeads ? nil : layerKV
+        let headDim = try file.int("\(arch).attention.key_length") ?? hidden / layerHeads[0]
         let experts = try file.int("\(arch).expert_count") ?? 0
         if arch == "llama" && experts > 0 { type = "mixtral" }
 
@@ -248,8 +297,8 @@ public struct GGUFModelConfig {
             "model_type": type,
             "hidden_size": hidden,
             "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": try file.int("\(arch).attention.head_count_kv") ?? heads,
+            "num_attention_heads": uniformHeads ? layerHeads[0] : heads,
+            "num_key_value_heads": kvHeads,
             "head_dim": headDim,
             "rms_norm_eps": try file.double("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-6,
             "max_position_embeddings": try file.int("\(arch).context_length") ?? 2048,
@@ -261,7 +310,17 @@ public struct GGUFModelConfig {
         guard let vocab else { throw GGUFError.missingMetadata(file: path, key: "\(arch).vocab_size", hint: nil) }
         c["vocab_size"] = vocab
         if let eos = try file.int("tokenizer.ggml.eos_token_id") { c["eos_token_id"] = eos }
-        let ffn = try file.int("\(arch).feed_forward_length")
+        let ffnArray = try perLayer("feed_forward_length")
+        var ffn = ffnArray?.first
+        if let ffnArray, Set(ffnArray).count > 1 {
+            guard experts == 0 else {
+                throw ModelError.unsupportedFeature("per-layer \(arch).feed_forward_length with experts", file: path)
+            }
+            layerFeedForward = try checked(ffnArray, "feed_forward_length", ConfigLimits.intermediateSize, zero: "has no FFN")
+            ffn = ffnArray.max()
+        } else {
+            layerFeedForward = nil
+        }
         let expertFFN = try file.int("\(arch).expert_feed_forward_length")
         c["intermediate_size"] = (type == "olmoe" ? expertFFN ?? ffn : ffn ?? expertFFN) ?? 0
 
@@ -300,9 +359,11 @@ public struct GGUFModelConfig {
             c["decoder_sparse_step"] = 1
             c["mlp_only_layers"] = (0..<layers).filter { !has("blk.\($0).ffn_gate_inp.weight") }
         }
+        downBias = has("blk.0.ffn_down.bias")
+        outputBias = has("blk.0.attn_output.bias")
         modelType = type
         configData = try JSONSerialization.data(withJSONObject: c, options: [.sortedKeys])
-        interleavedRoPE = arch == "llama"
+        interleavedRoPE = arch == "llama" || arch == "deci"
         var consumed = Set<String>()
         if file.info("rope_freqs.weight") != nil {
             let factors = try file.tensor("rope_freqs.weight").toFloatArray()
@@ -314,10 +375,18 @@ public struct GGUFModelConfig {
         consumedTensors = consumed
     }
 
-    /// Applies what `config.json` cannot express: interleaved RoPE pairs, frequency factors.
+    /// Applies what `config.json` cannot express: interleaved RoPE pairs, frequency factors,
+    /// per-layer head counts and FFN widths, projection biases read off the tensors.
     /// - Throws: `ModelError.invalidConfig` when `rope_freqs` does not have one factor per frequency.
     public func adjust(_ spec: inout DecoderSpec, file: String) throws {
         if interleavedRoPE { spec.rope.style = .interleaved }
+        spec.layerHeadCounts = layerHeadCounts
+        spec.layerKVHeadCounts = layerKVHeadCounts
+        if let widths = layerFeedForward {
+            for (l, w) in widths.enumerated() { spec.feedForward[l] = .dense(intermediateSize: w) }
+        }
+        if outputBias { spec.outputBias = true }
+        if downBias { spec.downBias = true }
         if let factors = ropeFrequencyFactors {
             guard factors.count == spec.rope.invFreq.count else {
                 throw ModelError.invalidConfig(

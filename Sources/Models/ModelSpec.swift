@@ -32,6 +32,15 @@ public struct DecoderSpec: Sendable {
     public var layerWindows: [Int]? = nil
     /// Attention has per-head sink logits (`self_attn.sinks`, gpt-oss).
     public var attentionSinks: Bool = false
+    /// Per layer, the query head count when layers differ (a pruned GGUF's
+    /// `attention.head_count` array); each is at most `headCount`. nil: every layer has `headCount`.
+    public var layerHeadCounts: [Int]? = nil
+    /// Per layer, the KV head count when layers differ; each is at most `kvHeadCount` and divides
+    /// the layer's query heads. nil: every layer has `kvHeadCount`.
+    public var layerKVHeadCounts: [Int]? = nil
+    /// The MLP down projection carries a bias (a pruned GGUF's bias compensation,
+    /// `blk.L.ffn_down.bias`). Dense layers only.
+    public var downBias: Bool = false
     public var tieWordEmbeddings: Bool
     /// Per layer: dense MLP or MoE block.
     public var feedForward: [FeedForwardSpec]

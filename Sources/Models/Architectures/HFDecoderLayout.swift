@@ -91,7 +91,10 @@ public struct HFDecoderLayout: Sendable {
             let feedForward: FeedForward
             switch spec.feedForward[l] {
             case .dense(let intermediate):
-                feedForward = .dense(mlp("\(p).mlp", intermediate: intermediate))
+                let m = "\(p).mlp"
+                feedForward = .dense(GatedMLP(gate: linear("\(m).gate_proj", out: intermediate, in: h),
+                                              up: linear("\(m).up_proj", out: intermediate, in: h),
+                                              down: linear("\(m).down_proj", out: h, in: intermediate, bias: spec.downBias)))
             case .moe(let moe):
                 feedForward = .moe(buildMoE(moe, layer: l, prefix: p, binder: binder, options: options, mlp: mlp))
             }
@@ -121,8 +124,9 @@ public struct HFDecoderLayout: Sendable {
     private func groupedAttention(spec: DecoderSpec, layer l: Int, prefix a: String, binder: WeightBinder,
                                   linear: (String, Int, Int, Bool) -> Linear) -> Attention {
         let h = spec.hiddenSize
-        let qWidth = spec.headCount * spec.headDim
-        let kvWidth = spec.kvHeadCount * spec.headDim
+        let heads = spec.layerHeadCounts?[l] ?? spec.headCount
+        let qWidth = heads * spec.headDim
+        let kvWidth = (spec.layerKVHeadCounts?[l] ?? spec.kvHeadCount) * spec.headDim
         let (qNorm, kNorm): ([Float]?, [Float]?)
         switch spec.qkNorm {
         case .none: (qNorm, kNorm) = (nil, nil)
@@ -139,7 +143,7 @@ public struct HFDecoderLayout: Sendable {
             v: linear("\(a).v_proj", kvWidth, h, spec.qkvBias),
             o: linear("\(a).o_proj", h, qWidth, spec.outputBias),
             qNorm: qNorm, kNorm: kNorm, window: spec.layerWindows?[l] ?? 0,
-            sinks: spec.attentionSinks ? binder.floats("\(a).sinks", count: spec.headCount) : nil)
+            sinks: spec.attentionSinks ? binder.floats("\(a).sinks", count: heads) : nil)
     }
 
     /// Rebuilds `model`'s MoE blocks with the routed experts `kept` lists (layers not listed
