@@ -25,13 +25,6 @@ public enum QueryFeatures {
         return 2 * spec.hiddenSize + moe.expertCount
     }
 
-    /// The leading features the fallback similarity compares (the whole-query blocks): the tail
-    /// block is left out because in a chat template the tail is the template's own closing
-    /// tokens, shared by every query, which would make any chat query look familiar.
-    public static func similarityDimensions(_ spec: DecoderSpec) -> Int? {
-        dimension(spec).map { $0 - spec.hiddenSize }
-    }
-
     /// Features of one query (one forward pass up to the first MoE router).
     /// - Parameters:
     ///   - model: any load whose first MoE router is unpruned; a backbone-only load suffices.

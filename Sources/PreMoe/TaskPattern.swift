@@ -33,8 +33,6 @@ public struct TaskPattern: Codable, Equatable, Sendable {
         /// `QueryFeatures.name`.
         public var features: String
         public var dimension: Int
-        /// Leading dimensions compared by the fallback similarity (`QueryFeatures.similarityDimensions`).
-        public var similarityDimensions: Int
         /// The calibration item each sample was rendered from.
         public var items: [Int]
         /// `QueryStyle` names used.
@@ -45,14 +43,11 @@ public struct TaskPattern: Codable, Equatable, Sendable {
 
         enum CodingKeys: String, CodingKey {
             case features, dimension, items, renderings, values
-            case similarityDimensions = "similarity_dimensions"
         }
 
-        public init(features: String, dimension: Int, similarityDimensions: Int, items: [Int], renderings: [String],
-                    vectors: [[Float]]) {
+        public init(features: String, dimension: Int, items: [Int], renderings: [String], vectors: [[Float]]) {
             self.features = features
             self.dimension = dimension
-            self.similarityDimensions = similarityDimensions
             self.items = items
             self.renderings = renderings
             var bytes = [UInt8]()
@@ -172,7 +167,6 @@ public struct TaskPattern: Codable, Equatable, Sendable {
         }
         if let retrieval {
             guard retrieval.dimension > 0, !retrieval.items.isEmpty,
-                  (1...retrieval.dimension).contains(retrieval.similarityDimensions),
                   retrieval.values.utf8.count == (retrieval.items.count * retrieval.dimension * 2 + 2) / 3 * 4
             else {
                 throw PreMoeError.invalidPattern(

@@ -112,8 +112,7 @@ public enum TaskProfiling {
             }
         }
         let samples = vectors.isEmpty ? nil : TaskPattern.RetrievalSamples(
-            features: QueryFeatures.name, dimension: dimension,
-            similarityDimensions: QueryFeatures.similarityDimensions(spec) ?? dimension, items: items,
+            features: QueryFeatures.name, dimension: dimension, items: items,
             renderings: QueryStyle.allCases.map(\.rawValue), vectors: vectors)
         let patterns = try scorers.map { scorer -> TaskPattern in
             var pattern = try Profiler.makePattern(

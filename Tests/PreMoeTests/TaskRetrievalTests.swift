@@ -216,7 +216,7 @@ import Tokenization
             var p = p
             p.retrieval = TaskPattern.RetrievalSamples(
                 features: p.retrieval!.features, dimension: p.retrieval!.dimension,
-                similarityDimensions: p.retrieval!.similarityDimensions, items: Array(p.retrieval!.items.prefix(6)),
+                items: Array(p.retrieval!.items.prefix(6)),
                 renderings: p.retrieval!.renderings, vectors: Array(try p.retrieval!.vectors(file: "x").prefix(6)))
             return p
         }))
