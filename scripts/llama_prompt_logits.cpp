@@ -5,7 +5,9 @@
 //
 // Build: c++ -O2 -std=c++17 llama_prompt_logits.cpp -I<llama.cpp>/include -I<llama.cpp>/ggml/include
 //   -L<build>/bin -lllama -lggml -lggml-base -Wl,-rpath,<build>/bin
-// Usage: llama_prompt_logits MODEL.gguf ID,ID,... OUT.f32 [THREADS]
+// Usage: llama_prompt_logits MODEL.gguf ID,ID,... OUT.f32 [THREADS [KV]]
+//   KV: f16 (llama.cpp's default cache type) or f32 (keys and values kept unrounded, flash
+//   attention off), to tell the cache's rounding apart from the rest of the arithmetic.
 #include "llama.h"
 
 #include <clocale>
@@ -17,8 +19,8 @@
 
 int main(int argc, char ** argv) {
     std::setlocale(LC_NUMERIC, "C");
-    if (argc != 4 && argc != 5) {
-        fprintf(stderr, "usage: %s MODEL.gguf ID,ID,... OUT.f32 [THREADS]\n", argv[0]);
+    if (argc < 4 || argc > 6) {
+        fprintf(stderr, "usage: %s MODEL.gguf ID,ID,... OUT.f32 [THREADS [f16|f32]]\n", argv[0]);
         return 2;
     }
     std::vector<llama_token> prompt;
@@ -47,8 +49,16 @@ int main(int argc, char ** argv) {
     llama_context_params ctx_params = llama_context_default_params();
     ctx_params.n_ctx = n_prompt;
     ctx_params.n_batch = n_prompt;
-    if (argc == 5) {
+    if (argc >= 5) {
         ctx_params.n_threads = ctx_params.n_threads_batch = std::atoi(argv[4]);
+    }
+    if (argc == 6 && std::string(argv[5]) == "f32") {
+        ctx_params.type_k = GGML_TYPE_F32;
+        ctx_params.type_v = GGML_TYPE_F32;
+        ctx_params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    } else if (argc == 6 && std::string(argv[5]) != "f16") {
+        fprintf(stderr, "error: KV must be f16 or f32, got %s\n", argv[5]);
+        return 2;
     }
     llama_context * ctx = llama_init_from_model(model, ctx_params);
     if (ctx == NULL) {

@@ -160,3 +160,36 @@ public enum SEAPError: Error, CustomStringConvertible {
         }
     }
 }
+
+/// A `RouterObserver` that keeps every row of the four projection inputs of every layer, as
+/// computed (one sequence; for comparing this engine's intermediate values with another's, e.g.
+/// llama.cpp's eval callback in `scripts/llama_layer_dump.cpp`).
+public final class ActivationTrace: RouterObserver {
+    /// layer → site → `[tokens, width]` row-major values, in the order the forward pass computed them.
+    public private(set) var values: [Int: [ActivationSite: [Float]]] = [:]
+    /// layer → site → width.
+    public private(set) var widths: [Int: [ActivationSite: Int]] = [:]
+
+    public init() {}
+
+    public var wantsActivations: Bool { true }
+
+    public func activationDidCompute(_ event: ActivationEvent) {
+        values[event.layer, default: [:]][event.site, default: []]
+            .append(contentsOf: UnsafeBufferPointer(start: event.values, count: event.tokenCount * event.width))
+        widths[event.layer, default: [:]][event.site] = event.width
+    }
+
+    /// Runs `tokens` through `model` as one sequence (the layer-by-layer pass the profiler uses)
+    /// and returns what each layer's projections received.
+    /// - Throws: `ModelError` from the model.
+    public static func record(model: DecoderModel, tokens: [Int]) throws -> ActivationTrace {
+        let trace = ActivationTrace()
+        let previous = model.observer
+        model.observer = trace
+        defer { model.observer = previous }
+        let batch = try model.beginLayerwise([tokens])
+        for _ in 0..<model.spec.layerCount { try model.advance(batch) }
+        return trace
+    }
+}

@@ -15,7 +15,8 @@ struct SEAPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seap",
         abstract: "SEAP: prune a dense model's FFN channels and attention heads per task (METHODS §6).",
-        subcommands: [SEAPProfileCommand.self, SEAPPruneCommand.self, SEAPRunCommand.self, SEAPEvalCommand.self])
+        subcommands: [SEAPProfileCommand.self, SEAPPruneCommand.self, SEAPRunCommand.self, SEAPEvalCommand.self,
+                      SEAPTraceCommand.self])
 }
 
 /// `20%` or `0.2` → 0.2, refusing values outside [0, 1).
@@ -132,6 +133,31 @@ struct SEAPPruneCommand: ParsableCommand {
     }
 }
 
+/// `premoe seap trace`: every layer's projection inputs for one sequence, as raw f32 files, to
+/// compare with another engine layer by layer (scripts/compare_seap_layer_traces.py).
+struct SEAPTraceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Write each layer's attn_in, o_proj_in, mlp_in and down_proj_in rows for token ids (raw f32).")
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Comma-separated token ids, e.g. 1,2,3.") var ids: String
+    @Option(help: "Output directory: <site>-<layer>.f32, [tokens, width] row-major, little-endian.") var out: String
+
+    func run() throws {
+        let tokens = try parseIDs(ids)
+        guard !tokens.isEmpty else { throw ValidationError("--ids is empty") }
+        let model = try ModelLoader.load(options.url, options: LoadOptions(threads: options.threads)).model
+        let trace = try ActivationTrace.record(model: model, tokens: tokens)
+        let dir = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for (layer, sites) in trace.values {
+            for (site, values) in sites {
+                try values.withUnsafeBytes { try Data($0).write(to: dir.appendingPathComponent("\(site.rawValue)-\(layer).f32")) }
+            }
+        }
+    }
+}
+
 struct SEAPRunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -184,7 +210,8 @@ struct SEAPEvalCommand: ParsableCommand {
     @OptionGroup var options: ModelOptions
     @Option(help: "Comma-separated tasks (folders of --data-dir).") var tasks = "ai2_arc,obqa,piqa,winogrande,boolq"
     @Option(help: "Comma-separated sparsities, e.g. 20%,50%.") var sparsity = "20%,50%"
-    @Option(help: "Comma-separated scores: wifv (SEAP), wifn, wanda, flap, random.") var scores = "wifv,wanda,flap,random"
+    @Option(help: "Comma-separated scores: wifv (SEAP), wifn, wanda, flap, random; NAME+bc adds bias compensation (e.g. wifv+bc).")
+    var scores = "wifv,wanda,flap,random"
     @Option(help: "Layer schedule: logistic (SEAP), uniform, adaptive.") var schedule: SparsitySchedule = .logistic
     @Option(name: .customLong("data-dir"), help: "Task data laid out as <task>/<split>.jsonl.") var dataDir: String?
     @Option(help: "Evaluation split.") var split = "test"
@@ -208,20 +235,26 @@ struct SEAPEvalCommand: ParsableCommand {
         for s in parseList(sparsity) { _ = try parseSparsity(s, option: "--sparsity") }
     }
 
-    func parseScores() throws -> [ScoreMethod] {
-        try parseList(scores).map { name in
-            guard let m = ScoreMethod(rawValue: name) else {
-                throw ValidationError("--scores: '\(name)' is not one of \(ScoreMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+    /// The plain scores and those with `+bc` (bias compensation), in the order given.
+    func parseScores() throws -> (plain: [ScoreMethod], compensated: [ScoreMethod]) {
+        var plain: [ScoreMethod] = [], compensated: [ScoreMethod] = []
+        let suffix = SEAPEvaluation.compensatedSuffix
+        for name in parseList(scores) {
+            let base = name.hasSuffix(suffix) ? String(name.dropLast(suffix.count)) : name
+            guard let m = ScoreMethod(rawValue: base) else {
+                throw ValidationError("--scores: '\(name)' is not one of \(ScoreMethod.allCases.map(\.rawValue).joined(separator: ", "))"
+                                      + " (optionally with \(suffix))")
             }
-            return m
+            if name.hasSuffix(suffix) { compensated.append(m) } else { plain.append(m) }
         }
+        return (plain, compensated)
     }
 
     struct Rows: Encodable { let rows: [SEAPEvalRow] }
 
     func run() throws {
         var o = SEAPEvalOptions(tasks: parseList(tasks), sparsities: try parseList(sparsity).map { try parseSparsity($0, option: "--sparsity") },
-                                scores: try parseScores(),
+                                scores: try parseScores().plain,
                                 dataDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? Eval.defaultDataDirectory())
         o.schedule = schedule
         o.split = split
@@ -230,6 +263,7 @@ struct SEAPEvalCommand: ParsableCommand {
         o.calibrationCount = calibrationCount
         o.seed = seed
         o.generic = generic
+        o.compensatedScores = try parseScores().compensated
         o.storage = storage
         o.routerPrompts = routerPrompts
         o.threads = options.threads

@@ -130,6 +130,24 @@ func relativeError(_ actual: [Double], _ expected: [Double]) -> Double {
         }
     }
 
+    /// The trace keeps what the statistics summarise: same rows, same moments.
+    @Test func traceHoldsTheRowsTheStatisticsSee() throws {
+        let model = try ModelLoader.load(Fixtures.url("models/llama")).model
+        let tokens = [1, 5, 9, 200, 7]
+        let trace = try ActivationTrace.record(model: model, tokens: tokens)
+        let stats = try SEAPProfiler.collect(model: model, sequences: [tokens], sites: ActivationSite.allCases)
+        #expect(model.observer == nil)
+        for l in 0..<model.spec.layerCount {
+            for site in ActivationSite.allCases {
+                let values = try #require(trace.values[l]?[site]), width = try #require(trace.widths[l]?[site])
+                #expect(values.count == tokens.count * width)
+                var m = ChannelMoments(channels: width)
+                values.withUnsafeBufferPointer { m.add($0.baseAddress!, rows: tokens.count) }
+                #expect(relativeError(m.mean, try stats.require(site, layer: l).mean) < 1e-12, "layer \(l) \(site)")
+            }
+        }
+    }
+
     @Test func roundTripsThroughJSON() throws {
         let model = try ModelLoader.load(Fixtures.url("models/llama")).model
         let stats = try SEAPProfiler.collect(model: model, sequences: [[1, 2, 3]])
