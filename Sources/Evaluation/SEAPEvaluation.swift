@@ -57,6 +57,9 @@ public struct SEAPEvalOptions: Sendable {
     public var seed = SEAPData.defaultSeed
     /// Add `wifv-generic` rows (the generic mask, METHODS §6.5).
     public var generic = false
+    /// Scores also evaluated with FLAP's bias compensation (METHODS §6.4), as rows of method
+    /// `<score>+bc` (e.g. `wifv+bc`: SEAP's task mask plus the task's mean-input bias shifts).
+    public var compensatedScores: [ScoreMethod] = []
     /// How cut quantization blocks are stored.
     public var storage: PrunedStorage = .requantize
     /// Held-out router prompts per task (0: no router evaluation).
@@ -119,6 +122,9 @@ public enum SEAPSpeed {
 /// SEAP's evaluation table: profile every task, build each method's mask at each sparsity,
 /// prune for real, and score zero-shot log-likelihood (acc, acc_norm), perplexity and speed.
 public enum SEAPEvaluation {
+    /// Suffix of the method name of a row pruned with bias compensation (`wifv+bc`).
+    public static let compensatedSuffix = "+bc"
+
     /// Runs the evaluation on a model directory or GGUF file.
     /// - Parameter progress: status lines (stderr material).
     /// - Throws: `EvaluationError`, `SEAPError`, `ModelError`, `PreMoeError`.
@@ -129,7 +135,7 @@ public enum SEAPEvaluation {
         var notes: [String] = []
         // Tasks profiled: the evaluated ones, plus generic text for the baselines and the generic mask.
         var profiled = options.tasks
-        if (options.generic || options.scores.contains(where: \.isTaskAgnostic)) && !profiled.contains(SEAPData.genericTask) {
+        if (options.generic || (options.scores + options.compensatedScores).contains(where: \.isTaskAgnostic)) && !profiled.contains(SEAPData.genericTask) {
             profiled.append(SEAPData.genericTask)
         }
         var data: [String: SEAPTaskData] = [:]
@@ -155,6 +161,7 @@ public enum SEAPEvaluation {
         let denseBytes = bytes(model)
         var speeds: [String: (prefill: Double, decode: Double)] = [:]
         var methods = options.scores.map(\.rawValue)
+        methods += options.compensatedScores.map { $0.rawValue + compensatedSuffix }
         if options.generic { methods.append("wifv-generic") }
         for task in options.tasks {
             guard let d = data[task] else { continue }
@@ -171,10 +178,12 @@ public enum SEAPEvaluation {
             for sparsity in options.sparsities where sparsity > 0 {
                 for method in methods {
                     let isGeneric = method == "wifv-generic"
-                    let scoreMethod = isGeneric ? ScoreMethod.wifv : ScoreMethod(rawValue: method)!
+                    let compensated = method.hasSuffix(compensatedSuffix)
+                    let scoreMethod = isGeneric ? ScoreMethod.wifv
+                        : ScoreMethod(rawValue: compensated ? String(method.dropLast(compensatedSuffix.count)) : method)!
                     let mask = try SEAPMasks.make(method: scoreMethod, task: isGeneric ? SEAPMasks.genericName : task, sparsity: sparsity,
                                                   schedule: options.schedule, profile: profile, model: model, norms: norms,
-                                                  seed: options.seed)
+                                                  seed: options.seed, biasCompensation: compensated ? true : nil)
                     let pruned = try StructuredPruning.prune(model, mask: mask, storage: options.storage)
                     let result = try score(pruned, tokenizer: tokenizer, material: material)
                     // Uniform and logistic schedules fix every layer's widths from the sparsity alone, so

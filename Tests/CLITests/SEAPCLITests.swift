@@ -44,6 +44,30 @@ import TestSupport
         #expect(wikiRows.allSatisfy { Set($0.keys) == Self.fields && $0["accuracy"] is NSNull })
     }
 
+    /// `NAME+bc` rows: the same mask with FLAP's bias compensation, so the pruned model differs.
+    @Test func compensatedScoresAddRows() throws {
+        let data = try Fixtures.taskDataDirectory([
+            "wikitext2": ["test": (0..<8).map { ["text": " line \($0) of some prose about rivers and hills .\n"] }],
+        ])
+        let result = try CLI.run([
+            "seap", "eval", Fixtures.url("models/llama").path, "--tasks", "wikitext2", "--sparsity", "50%",
+            "--scores", "wifv,wifv+bc", "--data-dir", data.path, "--max-examples", "2", "--calibration-count", "2",
+            "--router-prompts", "0", "--json",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try #require(try result.json()["rows"] as? [[String: Any]])
+        func perplexity(_ method: String) -> Double? {
+            rows.first { $0["method"] as? String == method && ($0["sparsity"] as? Double) == 0.5 }?["perplexity"] as? Double
+        }
+        let plain = try #require(perplexity("wifv")), compensated = try #require(perplexity("wifv+bc"))
+        #expect(plain != compensated)
+        #expect(rows.contains { $0["method"] as? String == "wifv+bc" && ($0["sparsity"] as? Double) == 0 })
+
+        let bad = try CLI.run(["seap", "eval", Fixtures.url("models/llama").path, "--scores", "wifv+xy"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("wifv+xy"))
+    }
+
     @Test func badSparsityIsRefusedByName() throws {
         let result = try CLI.run(["seap", "eval", Fixtures.url("models/llama").path, "--sparsity", "120%"])
         #expect(result.status != 0)
