@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the SEAP section of docs/RESULTS.md (between the `seap generated` markers, above
 # the PreMoe part that scripts/regenerate_results.sh rewrites): `premoe seap eval` on
-# SmolLM2-135M-Instruct Q4_1 (scripts/fetch_smollm2.sh), dense vs SEAP (wifv) and the WandA,
-# FLAP and random baselines at 20% and 50%, logistic schedule.
+# SmolLM2-135M-Instruct Q4_1 (scripts/fetch_smollm2.sh), dense vs SEAP (wifv), SEAP with FLAP's
+# bias compensation (wifv+bc) and the WandA, FLAP and random baselines at 20% and 50%, logistic
+# schedule.
 #   MAX_EXAMPLES (8), CALIBRATION (32), TASKS, SPARSITY, SCORES, SCHEDULE override the settings;
-#   the defaults are what a shared 2-core machine ran in about 40 minutes (METHODS: 200
+#   the defaults are what a shared 2-core machine ran in about 50 minutes (METHODS: 200
 #   calibration records per task; use MAX_EXAMPLES=200 CALIBRATION=200 on a free machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ MAX_EXAMPLES=${MAX_EXAMPLES:-8}
 CALIBRATION=${CALIBRATION:-32}
 TASKS=${TASKS:-ai2_arc,obqa,piqa,wikitext2}
 SPARSITY=${SPARSITY:-20%,50%}
-SCORES=${SCORES:-wifv,wanda,flap,random}
+SCORES=${SCORES:-wifv,wifv+bc,wanda,flap,random}
 SCHEDULE=${SCHEDULE:-logistic}
 OUT=${OUT:-seap-results}
 mkdir -p "$OUT"
