@@ -2,8 +2,8 @@
 """Layer-by-layer comparison of premoe and llama.cpp on the same GGUF file and token ids.
 
 premoe: `premoe seap trace MODEL --ids … --out DIR` writes each layer's projection inputs;
-llama.cpp: scripts/llama_layer_dump.cpp (its eval callback) writes the same tensors under its own
-names. Pairs compared (premoe ↔ llama.cpp): attn_in ↔ attn_norm, o_proj_in ↔ kqv_out,
+llama.cpp: `scripts/llama_prompt_logits.cpp MODEL IDS OUT THREADS KV DUMP_DIR` (its eval
+callback) writes the same tensors under its own names. Pairs compared (premoe ↔ llama.cpp): attn_in ↔ attn_norm, o_proj_in ↔ kqv_out,
 mlp_in ↔ ffn_norm, down_proj_in ↔ ffn_swiglu (or ffn_gate_par). Per layer and site it prints the
 relative RMS difference ‖a − b‖/‖b‖ and max |a − b| / max |b|; with --baseline-* directories (the
 dense file) it prints the same for the dense model beside them, so a pruned file whose gap grows

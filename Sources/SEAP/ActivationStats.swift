@@ -163,7 +163,7 @@ public enum SEAPError: Error, CustomStringConvertible {
 
 /// A `RouterObserver` that keeps every row of the four projection inputs of every layer, as
 /// computed (one sequence; for comparing this engine's intermediate values with another's, e.g.
-/// llama.cpp's eval callback in `scripts/llama_layer_dump.cpp`).
+/// llama.cpp's eval callback in `scripts/llama_prompt_logits.cpp`).
 public final class ActivationTrace: RouterObserver {
     /// layer → site → `[tokens, width]` row-major values, in the order the forward pass computed them.
     public private(set) var values: [Int: [ActivationSite: [Float]]] = [:]
