@@ -22,9 +22,12 @@ public struct SweepRow: Codable, Sendable {
     public var normalizedAccuracy: Double?
     /// Backbone plus kept experts, at their storage size.
     public var memoryBytes: Int
+    /// The concrete recipe that made the pruned model (`reap/routing-mass`, …): for `selected`
+    /// rows, the one the profile chose on held-out calibration items; nil for the full model.
+    public var recipe: String?
 
     enum CodingKeys: String, CodingKey {
-        case task, scorer, method, keep, perplexity, accuracy
+        case task, scorer, method, keep, perplexity, accuracy, recipe
         case isDefault = "default"
         case expertsKept = "experts_kept"
         case normalizedAccuracy = "accuracy_norm"
@@ -68,6 +71,9 @@ public struct SweepOptions: Sendable {
     /// The fewest experts a layer keeps under a routing-mass allocation (measured: 1 and 2 give
     /// the same plans on the demo model, top-k = 4 is much worse at 12.5%).
     public var minimumPerLayer = 1
+    /// Choose each task's recipe per keep level on held-out calibration items at profile time
+    /// (the `selected` rows).
+    public var selectRecipe = true
     public var threads: Int
 
     public init(tasks: [String], keeps: [Double], scorers: [String], dataDirectory: URL, split: String = "test",
@@ -96,16 +102,22 @@ public struct SweepOptions: Sendable {
 /// The paper-style table: profile each task on its calibration split, prune with each scorer to
 /// each keep level, and evaluate on the evaluation split.
 public enum PruningSweep {
-    /// The recipe `profile`, `prune`, `run` and `eval` use unless told otherwise: TCESS ranking
-    /// inside each layer, per-layer counts balanced by routing mass (docs/RESULTS.md measures it
+    /// The recipe `profile`, `prune`, `run` and `eval` use unless told otherwise: per task and
+    /// keep level, the recipe (score set and allocation) with the lowest loss on held-out
+    /// calibration items at profile time; patterns without that choice use TCESS ranking inside
+    /// each layer with per-layer counts balanced by routing mass (docs/RESULTS.md measures both
     /// against the paper's uniform TCESS and the other scorers).
     public static let defaultScorer = "tcess"
-    public static let defaultAllocation = LayerAllocation.routingMass
+    public static let defaultAllocation = LayerAllocation.selected
     public static var defaultMethod: String { method(defaultScorer, defaultAllocation) }
 
     static func method(_ scorer: String, _ allocation: LayerAllocation, topK: Int? = nil) -> String {
-        "\(scorer)/\(allocation.rawValue)" + (topK.map { "/top\($0)" } ?? "")
+        (allocation == .selected ? "selected" : "\(scorer)/\(allocation.rawValue)") + (topK.map { "/top\($0)" } ?? "")
     }
+
+    /// The oracle rows' recipe (profiled on the evaluation text itself, so no selection).
+    static let oracleScorer = "tcess"
+    static let oracleAllocation = LayerAllocation.routingMass
 
     /// Runs the sweep.
     /// - Parameters:
@@ -126,10 +138,16 @@ public enum PruningSweep {
         let fingerprint = try ModelFingerprint.compute(loaded)
         let scorers = try options.scorers.map { try Scorers.make($0, modelTopK: moe.topK) }
         let allExperts = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, Array(0..<(spec.moe($0)?.expertCount ?? 0))) })
-        let settings = TaskProfiling.Settings(maxTokens: options.calibrationTokens, retrievalQueries: options.retrievalQueries)
+        var settings = TaskProfiling.Settings(maxTokens: options.calibrationTokens, retrievalQueries: options.retrievalQueries)
+        if options.selectRecipe {
+            settings.selection = RecipeSelector.Settings(keeps: options.keeps.filter { $0 < 1 }, minimumPerLayer: options.minimumPerLayer)
+        }
+        let loss = { (texts: [String]) throws -> Double in
+            log(try LogLikelihoodScorer(model: model, tokenizer: tokenizer).perplexity(texts).perplexity)
+        }
         // Every (scorer, allocation) recipe; random pruning has nothing to balance.
         let recipes: [(scorer: Int, allocation: LayerAllocation)] = options.scorers.indices.flatMap { i in
-            (options.scorers[i] == "random" ? [.uniform] : options.allocations).map { (i, $0) }
+            (options.scorers[i] == "random" ? [.uniform] : options.allocations.filter { $0 != .selected }).map { (i, $0) }
         }
 
         var rows: [SweepRow] = []
@@ -145,7 +163,13 @@ public enum PruningSweep {
             progress("[\(task)] profiling \(options.calibrationTokens) tokens")
             let calibration = TaskCalibration(task: task, texts: split.calibration, queries: split.calibrationQueries)
             let patterns = try TaskProfiling.profile(model: model, tokenizer: tokenizer, fingerprint: fingerprint,
-                                                     calibration: calibration, scorers: scorers, settings: settings).patterns
+                                                     calibration: calibration, scorers: scorers, settings: settings,
+                                                     validationLoss: loss).patterns
+            for level in patterns[0].recipeSelection?.levels ?? [] {
+                let ranked = level.losses.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.prefix(3)
+                progress("[\(task)] keep \(level.keep): chose \(level.chosen) (validation loss "
+                    + ranked.map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: ", ") + ")")
+            }
             storePatterns.append(patterns[0])
             var oracle: TaskPattern?
             if options.oracle {
@@ -153,7 +177,7 @@ public enum PruningSweep {
                 let bound = TaskCalibration(task: task, texts: split.evaluation, queries: [])
                 oracle = try TaskProfiling.profile(
                     model: model, tokenizer: tokenizer, fingerprint: fingerprint, calibration: bound,
-                    scorers: [try Scorers.make(defaultScorer, modelTopK: moe.topK)],
+                    scorers: [try Scorers.make(oracleScorer, modelTopK: moe.topK)],
                     settings: TaskProfiling.Settings(maxTokens: options.calibrationTokens, retrievalQueries: 0)).patterns[0]
             }
             let items = try evaluationItems(task: task, options: options)
@@ -164,7 +188,12 @@ public enum PruningSweep {
                 (method(options.scorers[$0.scorer], $0.allocation, topK: options.topK), options.scorers[$0.scorer],
                  patterns[$0.scorer], $0.allocation)
             }
-            if let oracle { runs.append(("oracle", defaultScorer, oracle, defaultAllocation)) }
+            if patterns[0].recipeSelection != nil {
+                runs.append((method(defaultScorer, .selected, topK: options.topK), options.scorers[0], patterns[0], .selected))
+            }
+            if let oracle { runs.append(("oracle", oracleScorer, oracle, oracleAllocation)) }
+            // Recipes that keep the same experts make the same model: evaluate it once.
+            var measured: [[Int: [Int]]: (perplexity: Double?, accuracy: Double?, normalizedAccuracy: Double?)] = [:]
             for keep in options.keeps {
                 for run in runs {
                     var row = SweepRow(task: task, scorer: run.scorer, method: run.method,
@@ -176,9 +205,16 @@ public enum PruningSweep {
                         let plan = try PruningPlan.make(patterns: [run.pattern], budget: .fraction(keep), sizes: sizes,
                                                         allocation: run.allocation,
                                                         minimumPerLayer: options.minimumPerLayer)
-                        try loaded.loadExperts(kept: plan.keptExperts, copy: false)
-                        if let k = options.topK { try model.overrideRoutedTopK(k) }
-                        let result = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
+                        let result: (perplexity: Double?, accuracy: Double?, normalizedAccuracy: Double?)
+                        if let known = measured[plan.keptExperts] {
+                            result = known
+                        } else {
+                            try loaded.loadExperts(kept: plan.keptExperts, copy: false)
+                            if let k = options.topK { try model.overrideRoutedTopK(k) }
+                            result = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
+                            measured[plan.keptExperts] = result
+                        }
+                        row.recipe = plan.recipe
                         row.expertsKept = plan.expertsPerLayer
                         row.perplexity = result.perplexity
                         row.accuracy = result.accuracy
@@ -300,6 +336,7 @@ extension SweepReport {
                 guard let r = rows.first(where: { $0.task == row.task && $0.method == row.method && $0.keep == keep }) else { return "" }
                 var cell = r.perplexity.map { String(format: "ppl %.2f", $0) } ?? "—"
                 if keep < 1, let p = r.perplexity, let full, full > 0 { cell += String(format: " (×%.2f)", p / full) }
+                if r.method.hasPrefix("selected"), let recipe = r.recipe { cell += " `\(recipe)`" }
                 return cell + (r.accuracy.map { String(format: ", acc %.1f%%", $0 * 100) } ?? "")
             }
             let name = row.isDefault ? "**\(row.method)** (default)" : row.method
@@ -317,11 +354,11 @@ extension SweepReport {
 
     /// CSV with one line per row.
     public func csv() -> String {
-        var out = "task,scorer,method,default,keep,experts_kept,perplexity,accuracy,accuracy_norm,memory_bytes\n"
+        var out = "task,scorer,method,default,keep,experts_kept,perplexity,accuracy,accuracy_norm,memory_bytes,recipe\n"
         for r in rows {
             out += "\(r.task),\(r.scorer),\(r.method),\(r.isDefault),\(r.keep),\(r.expertsKept),"
                 + "\(r.perplexity.map { "\($0)" } ?? ""),\(r.accuracy.map { "\($0)" } ?? ""),"
-                + "\(r.normalizedAccuracy.map { "\($0)" } ?? ""),\(r.memoryBytes)\n"
+                + "\(r.normalizedAccuracy.map { "\($0)" } ?? ""),\(r.memoryBytes),\(r.recipe ?? "")\n"
         }
         return out
     }

@@ -43,6 +43,30 @@ public enum Profiler {
         return sequences
     }
 
+    /// The sequences cut to `budget` tokens in all (the last one shortened), as `run` would route them.
+    public static func trim(_ sequences: [[Int]], to budget: Int) -> [[Int]] {
+        var out: [[Int]] = []
+        var total = 0
+        for s in sequences where total < budget {
+            out.append(Array(s.prefix(budget - total)))
+            total += out[out.count - 1].count
+        }
+        return out
+    }
+
+    /// Splits calibration items into a fit fold and a validation fold: the last item of every
+    /// group of `every` (items 4, 9, 14, … for 5) validates, the rest fit. Deterministic and
+    /// spread over the file, so both folds see the same mix of items.
+    /// - Returns: each fold's items with their index in `sequences`.
+    public static func folds(_ sequences: [[Int]], every: Int) -> (fit: [(item: Int, tokens: [Int])], validation: [(item: Int, tokens: [Int])]) {
+        let every = max(2, every)
+        var fit: [(item: Int, tokens: [Int])] = [], validation: [(item: Int, tokens: [Int])] = []
+        for (i, s) in sequences.enumerated() where !s.isEmpty {
+            if i % every == every - 1 { validation.append((i, s)) } else { fit.append((i, s)) }
+        }
+        return (fit, validation)
+    }
+
     /// Runs the sequences, each cut into windows of at most `window` tokens (each window its own
     /// forward pass with a fresh cache: no attention across calibration items), until
     /// `maxTokens` tokens have been routed (the last window is shortened to hit it exactly).

@@ -71,6 +71,10 @@ public enum LayerAllocation: String, Sendable, CaseIterable, Codable {
     /// The same total, each next expert given to the layer where it adds the most routing mass
     /// (the largest total kept mass over all layers; an alternative measured against `routingMass`).
     case routingMassTotal = "routing-mass-total"
+    /// The whole recipe (score set and allocation) the task's profile chose for the nearest keep
+    /// level by loss on held-out calibration items (`TaskPattern.recipeSelection`); a pattern
+    /// without a selection, or several patterns (a generalist), use TCESS with `routingMass`.
+    case selected
 }
 
 /// Kept experts per MoE layer, derived from pattern scores and a budget (never stored by hand).
@@ -86,6 +90,8 @@ public struct PruningPlan: Equatable, Sendable {
     public var tasks: [String]
     /// Notes worth showing a user (negative-score rankings, METHODS §8.2).
     public var warnings: [String]
+    /// The recipe that made the plan (`tcess/routing-mass`, …); nil for explicit kept lists.
+    public var recipe: String?
 
     /// A plan from explicit kept lists (tests, fixed exports); `make` derives plans from patterns.
     public init(keptExperts: [Int: [Int]], expertsPerLayer: Int? = nil, tasks: [String] = [], warnings: [String] = []) {
@@ -127,15 +133,40 @@ public struct PruningPlan: Equatable, Sendable {
     ///     experts for a count or fraction; same byte limit for bytes).
     ///   - minimumPerLayer: the least a layer keeps under `.routingMass` (the model's top-k, so
     ///     a token still finds k experts).
+    ///   - scoreSet: rank by this stored score set (`TaskPattern.scores(named:)`) instead of the
+    ///     patterns' own scorer; ignored by `.selected`, which uses the chosen recipe's.
     /// - Throws: `PreMoeError.invalidBudget` when even one expert per layer does not fit, or the
-    ///   patterns disagree on the model, or `.routingMass` lacks the patterns' routing mass.
+    ///   patterns disagree on the model, or `.routingMass` lacks the patterns' routing mass, or a
+    ///   pattern lacks `scoreSet`.
     public static func make(patterns: [TaskPattern], budget: ExpertBudget, sizes: ModelSizes? = nil,
-                            allocation: LayerAllocation = .uniform, minimumPerLayer: Int = 1) throws -> PruningPlan {
+                            allocation: LayerAllocation = .uniform, minimumPerLayer: Int = 1,
+                            scoreSet: String? = nil) throws -> PruningPlan {
         guard let first = patterns.first else { throw PreMoeError.invalidBudget("no pattern given") }
         for p in patterns where p.modelFingerprint != first.modelFingerprint {
             throw PreMoeError.invalidBudget("patterns '\(first.task)' and '\(p.task)' were made for different models")
         }
-        let scores = combinedScores(patterns)
+        if allocation == .selected {
+            // The level: the uniform count this budget gives, as a fraction of the layer's experts.
+            let probe = try make(patterns: patterns, budget: budget, sizes: sizes, allocation: .uniform)
+            let keep = Double(probe.expertsPerLayer) / Double(max(1, first.expertCount))
+            let recipe = patterns.count == 1 ? first.selectedRecipe(keep: keep) : nil
+            return try make(patterns: patterns, budget: budget, sizes: sizes, allocation: recipe?.allocation ?? .routingMass,
+                            minimumPerLayer: minimumPerLayer, scoreSet: recipe?.scores)
+        }
+        let scores: [Int: [Double]]
+        if let scoreSet {
+            let sets = try patterns.map { p -> TaskPattern in
+                guard let set = p.scores(named: scoreSet) else {
+                    throw PreMoeError.invalidBudget("pattern '\(p.task)' holds no '\(scoreSet)' scores; profile it again")
+                }
+                var copy = p
+                copy.layers = Dictionary(uniqueKeysWithValues: set.map { (String($0.key), $0.value) })
+                return copy
+            }
+            scores = combinedScores(sets)
+        } else {
+            scores = combinedScores(patterns)
+        }
         let layers = scores.keys.sorted()
         let maxExperts = layers.map { scores[$0]!.count }.min() ?? 0
         guard maxExperts > 0 else { throw PreMoeError.invalidBudget("the patterns hold no scores") }
@@ -175,8 +206,10 @@ public struct PruningPlan: Equatable, Sendable {
                     + "expert never chosen above one chosen with negative logits; METHODS §1.2)")
             }
         }
-        return PruningPlan(keptExperts: kept, expertsPerLayer: allocation == .uniform ? n : nil,
-                           tasks: patterns.map(\.task), warnings: warnings)
+        var plan = PruningPlan(keptExperts: kept, expertsPerLayer: allocation == .uniform ? n : nil,
+                               tasks: patterns.map(\.task), warnings: warnings)
+        plan.recipe = PruningRecipe(scores: scoreSet ?? first.scorer.name, allocation: allocation).description
+        return plan
     }
 
     /// Per-layer counts that keep the smallest per-layer share of routing mass as large as

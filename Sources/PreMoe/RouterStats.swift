@@ -142,6 +142,24 @@ public final class RouterStats: RouterObserver {
         layers[layer] = stats
     }
 
+    /// Adds another run's sums (same model and options), as if its tokens had been routed here:
+    /// every statistic is a sum over tokens, so two folds profiled apart merge exactly.
+    public func merge(_ other: RouterStats) {
+        for (l, o) in other.layers {
+            guard var s = layers[l], s.expertCount == o.expertCount else { continue }
+            s.tokenCount += o.tokenCount
+            for e in 0..<s.expertCount {
+                s.selectionCounts[e] += o.selectionCounts[e]
+                s.markerSums[e] += o.markerSums[e]
+                s.probabilityMass[e] += o.probabilityMass[e]
+                s.topProbabilitySums[e] += o.topProbabilitySums[e]
+                s.reapSums[e] += o.reapSums[e]
+                s.reapCounts[e] += o.reapCounts[e]
+            }
+            layers[l] = s
+        }
+    }
+
     /// The `k` largest logits' rows (larger first; NaN last; ties to the lower row).
     static func topSet(_ z: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
         Kernels.topK(z, count: count, k: max(1, min(k, count)))

@@ -105,9 +105,18 @@ public struct TaskPattern: Codable, Equatable, Sendable {
     public var routingMass: [String: [Double]]?
     /// Samples for the task classifier (nil: only the paper's centroid rule can match this task).
     public var retrieval: RetrievalSamples?
+    /// Other scorers' per-layer scores from the same calibration pass (scorer name → layer key →
+    /// scores by original expert), so a recipe chosen at profile time can rank by them; absent in
+    /// patterns made before recipe selection.
+    public var scorerScores: [String: [String: [Double]]]?
+    /// The recipe chosen per keep level on held-out calibration items (`RecipeSelector`); nil:
+    /// the default recipe applies.
+    public var recipeSelection: RecipeSelection?
 
     enum CodingKeys: String, CodingKey {
         case version, task, scorer, layers, signature, source, retrieval
+        case scorerScores = "scorer_scores"
+        case recipeSelection = "recipe_selection"
         case routingMass = "routing_mass"
         case modelFingerprint = "model_fingerprint"
         case modelType = "model_type"
@@ -172,6 +181,28 @@ public struct TaskPattern: Codable, Equatable, Sendable {
                 throw PreMoeError.invalidPattern(
                     file: file, reason: "retrieval: \(retrieval.items.count) samples × \(retrieval.dimension) values "
                         + "do not match the size of 'values'")
+            }
+        }
+        for (name, set) in scorerScores ?? [:] {
+            for (key, values) in set {
+                guard let l = Int(key), String(l) == key, values.count == expertCount, values.allSatisfy(\.isFinite) else {
+                    throw PreMoeError.invalidPattern(
+                        file: file, reason: "scorer_scores.\(name).\(key): expected \(expertCount) finite scores of an integer layer key")
+                }
+            }
+        }
+        if let selection = recipeSelection {
+            guard selection.fullLoss.isFinite else {
+                throw PreMoeError.invalidPattern(file: file, reason: "recipe_selection.full_loss is not finite")
+            }
+            for level in selection.levels {
+                guard level.keep > 0, level.keep <= 1, level.losses[level.chosen] != nil,
+                      level.losses.allSatisfy({ PruningRecipe(name: $0.key) != nil && $0.value.isFinite })
+                else {
+                    throw PreMoeError.invalidPattern(
+                        file: file, reason: "recipe_selection: level \(level.keep) needs a keep in (0, 1], recipe names "
+                            + "'<scores>/<allocation>' with losses, and 'chosen' among them")
+                }
             }
         }
         guard signature.values.count == expertCount else {

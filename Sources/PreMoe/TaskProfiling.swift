@@ -48,6 +48,10 @@ public enum TaskProfiling {
         /// Layer by layer (default), or one forward pass per window (the earlier way, kept for
         /// comparison: it reads every weight once per window).
         public var layerwise = true
+        /// Choose the pruning recipe per keep level on held-out calibration items (and store the
+        /// other scorers' scores it may pick); nil: the pattern holds its own scorer's scores only.
+        /// Costs one forward pass over the validation items per distinct candidate plan and level.
+        public var selection: RecipeSelector.Settings?
 
         public init(maxTokens: Int = 65536, window: Int = 512, retrievalQueries: Int = 100, memoryBytes: Int = 1 << 30,
                     releaseWeights: Bool = true) {
@@ -76,10 +80,14 @@ public enum TaskProfiling {
     /// - Parameters:
     ///   - model: the full model (every expert loaded).
     ///   - scorers: one pattern per scorer; all share one pass.
+    ///   - validationLoss: with `settings.selection`, the mean negative log-likelihood per token of
+    ///     these texts on the model as it is when called (the caller's perplexity code).
     ///   - progress: called after each scored forward pass.
-    /// - Throws: `PreMoeError.unsupported` without MoE layers, `.invalidData` without text, model errors.
+    /// - Throws: `PreMoeError.unsupported` without MoE layers (or a selection without
+    ///   `validationLoss`), `.invalidData` without text, model errors.
     public static func profile(model: DecoderModel, tokenizer: Tokenizer, fingerprint: String,
                                calibration: TaskCalibration, scorers: [ExpertScorer], settings: Settings = Settings(),
+                               validationLoss: (([String]) throws -> Double)? = nil,
                                progress: ((ProfileProgress) -> Void)? = nil) throws -> Result {
         let spec = model.spec
         guard let first = spec.moeLayers.first, let dimension = QueryFeatures.dimension(spec) else {
@@ -90,13 +98,59 @@ public enum TaskProfiling {
         }
         let start = Date()
         let sequences = Profiler.tokenize(calibration.texts, tokenizer: tokenizer, budget: settings.maxTokens)
-        let scored = settings.layerwise
-            ? try Profiler.runLayerwise(model: model, sequences: sequences, options: .union(scorers),
-                                        maxTokens: settings.maxTokens, window: settings.window,
-                                        memoryBytes: settings.memoryBytes, releaseWeights: settings.releaseWeights,
-                                        progress: progress)
-            : try Profiler.run(model: model, sequences: sequences, options: .union(scorers), maxTokens: settings.maxTokens,
-                               window: settings.window, progress: progress)
+        let stored = try settings.selection == nil ? [] : PruningRecipe.storedScorers.map {
+            try Scorers.make($0, modelTopK: spec.moe(first)?.topK ?? 1)
+        }
+        // The pattern's own scorers last: where two share a statistic, their parameters win.
+        let options = StatsOptions.union(stored + scorers)
+        func pass(_ sequences: [[Int]], maxTokens: Int?) throws -> ProfileResult {
+            settings.layerwise
+                ? try Profiler.runLayerwise(model: model, sequences: sequences, options: options, maxTokens: maxTokens,
+                                            window: settings.window, memoryBytes: settings.memoryBytes,
+                                            releaseWeights: settings.releaseWeights, progress: progress)
+                : try Profiler.run(model: model, sequences: sequences, options: options, maxTokens: maxTokens,
+                                   window: settings.window, progress: progress)
+        }
+        func makePatterns(_ stats: RouterStats, signatureStats: RouterStats?) throws -> [TaskPattern] {
+            try scorers.map { scorer -> TaskPattern in
+                var pattern = try Profiler.makePattern(
+                    stats: stats, scorer: scorer, spec: spec, fingerprint: fingerprint, task: calibration.task,
+                    source: calibration.source, signatureStats: signatureStats)
+                let others = stored.filter { $0.descriptor.name != scorer.descriptor.name }
+                if !others.isEmpty {
+                    pattern.scorerScores = Dictionary(uniqueKeysWithValues: others.map { other in
+                        (other.descriptor.name, Dictionary(uniqueKeysWithValues: stats.layers.map { (String($0.key), other.scores($0.value)) }))
+                    })
+                }
+                return pattern
+            }
+        }
+        let scored: ProfileResult
+        var selection: TaskPattern.RecipeSelection?
+        let folds = settings.selection.map { Profiler.folds(Profiler.trim(sequences, to: settings.maxTokens), every: $0.validationEvery) }
+        if let select = settings.selection, let folds, !folds.fit.isEmpty, !folds.validation.isEmpty {
+            guard let validationLoss else {
+                throw PreMoeError.unsupported("choosing a recipe needs a validation loss (the caller's perplexity code)")
+            }
+            // Rank on the fit fold, compare the recipes on the validation fold, then add the
+            // validation fold's routing to the statistics the stored scores are made from.
+            let fit = try pass(folds.fit.map(\.tokens), maxTokens: nil)
+            let fitPattern = try makePatterns(fit.stats, signatureStats: nil)[0]
+            let texts = folds.validation.map { calibration.texts[$0.item] }
+            let compared = try RecipeSelector.compare(model: model, fit: fitPattern, settings: select) { try validationLoss(texts) }
+            let validation = try pass(folds.validation.map(\.tokens), maxTokens: nil)
+            fit.stats.merge(validation.stats)
+            scored = ProfileResult(stats: fit.stats, tokens: fit.tokens + validation.tokens,
+                                   sequences: fit.sequences + validation.sequences, seconds: Date().timeIntervalSince(start))
+            selection = TaskPattern.RecipeSelection(
+                fitItems: fit.sequences, fitTokens: fit.tokens, validationItems: validation.sequences,
+                validationTokens: validation.tokens, fullLoss: compared.fullLoss, levels: compared.levels)
+        } else {
+            if settings.selection != nil {
+                PreMoeLog.warning("\(calibration.task): too few calibration items to hold some out; the default recipe applies")
+            }
+            scored = try pass(sequences, maxTokens: settings.maxTokens)
+        }
 
         let retrievalStart = Date()
         let signatureStats = RouterStats(spec: spec, options: .union(scorers.map(\.signatureScorer)), onlyLayers: [first])
@@ -114,11 +168,10 @@ public enum TaskProfiling {
         let samples = vectors.isEmpty ? nil : TaskPattern.RetrievalSamples(
             features: QueryFeatures.name, dimension: dimension, items: items,
             renderings: QueryStyle.allCases.map(\.rawValue), vectors: vectors)
-        let patterns = try scorers.map { scorer -> TaskPattern in
-            var pattern = try Profiler.makePattern(
-                stats: scored.stats, scorer: scorer, spec: spec, fingerprint: fingerprint, task: calibration.task,
-                source: calibration.source, signatureStats: vectors.isEmpty ? nil : signatureStats)
+        let patterns = try makePatterns(scored.stats, signatureStats: vectors.isEmpty ? nil : signatureStats).map { p in
+            var pattern = p
             pattern.retrieval = samples
+            pattern.recipeSelection = selection
             return pattern
         }
         let now = Date()

@@ -30,6 +30,9 @@ struct Eval: ParsableCommand {
     var topK: Int?
     @Option(name: .customLong("min-experts-per-layer"), help: "Fewest experts a layer keeps under routing-mass allocations.")
     var minExpertsPerLayer = 1
+    @Flag(name: .customLong("select-recipe"), inversion: .prefixedNo,
+          help: "Choose each task's recipe per keep level on held-out calibration items (the 'selected' rows, the default recipe).")
+    var selectRecipe = true
     @Option(help: "Directory for report.md, report.json and report.csv.") var out = "eval-results"
     @Flag(help: "Print JSON: {\"rows\": […], \"retrieval\": …}.") var json = false
 
@@ -57,9 +60,10 @@ struct Eval: ParsableCommand {
     func parseAllocations() throws -> [LayerAllocation] {
         try allocations.split(separator: ",").map { part in
             let text = part.trimmingCharacters(in: .whitespaces)
-            guard let value = LayerAllocation(rawValue: text) else {
+            guard let value = LayerAllocation(rawValue: text), value != .selected else {
                 throw ValidationError("--allocations: '\(text)' is not one of "
-                    + LayerAllocation.allCases.map(\.rawValue).joined(separator: ", "))
+                    + LayerAllocation.allCases.filter { $0 != .selected }.map(\.rawValue).joined(separator: ", ")
+                    + " (the selected recipe is its own row; --no-select-recipe leaves it out)")
             }
             return value
         }
@@ -87,6 +91,7 @@ struct Eval: ParsableCommand {
             outOfStore: outOfStore.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             oracle: oracle, topK: topK, threads: options.threads)
         sweepOptions.minimumPerLayer = minExpertsPerLayer
+        sweepOptions.selectRecipe = selectRecipe
         let report = try PruningSweep.run(modelDirectory: options.url, options: sweepOptions) { printError($0) }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Evaluation
 import Formats
 import Foundation
 import Kernels
@@ -105,8 +106,14 @@ struct Profile: ParsableCommand {
     var keepWeightsResident = false
     @Flag(name: .customLong("per-sequence"), help: "One forward pass per window instead of layer by layer (for comparison).")
     var perSequence = false
+    @Option(name: .customLong("select-recipe"),
+            help: "Choose the pruning recipe per keep level (50%, 25%, 12.5%) by loss on every 5th calibration item, held out: on, off, or auto (on when the whole model fits in --memory; each candidate is a forward pass over the held-out items).")
+    var selectRecipe: RecipeSelectionMode = .auto
     @Flag(help: "Print a JSON summary on stdout.") var json = false
     @Flag(name: .customLong("no-progress"), help: "No progress bar on stderr.") var noProgress = false
+
+    /// When `profile` chooses a recipe.
+    enum RecipeSelectionMode: String, ExpressibleByArgument { case auto, on, off }
 
     func validate() throws {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be ≥ 1") }
@@ -129,6 +136,8 @@ struct Profile: ParsableCommand {
         let tokens: Int, sequences: Int, seconds: Double, tokensPerSecond: Double
         let moeLayers: [Int], experts: Int
         let retrievalSamples: Int, classifierTasks: [String]?
+        /// Keep level (e.g. "50%") → the recipe chosen for it; absent without a selection.
+        let recipes: [String: String]?
     }
 
     func run() throws {
@@ -145,10 +154,17 @@ struct Profile: ParsableCommand {
                                                    chatTemplate: tokenizer.chatTemplate, rendering: render)
         guard !calibration.texts.isEmpty else { throw CLIError(description: "\(data): no calibration text") }
         let bar = ProgressBar(enabled: !noProgress)
+        var settings = try settings()
+        let weights = loaded.model.weightBytes
+        if selectRecipe == .on || (selectRecipe == .auto && weights.backbone + weights.experts <= settings.memoryBytes) {
+            settings.selection = RecipeSelector.Settings()
+        }
         let result = try TaskProfiling.profile(
             model: loaded.model, tokenizer: tokenizer, fingerprint: fingerprint, calibration: calibration,
-            scorers: [scorerImpl],
-            settings: settings()
+            scorers: [scorerImpl], settings: settings,
+            validationLoss: { texts in
+                log(try LogLikelihoodScorer(model: loaded.model, tokenizer: tokenizer).perplexity(texts).perplexity)
+            }
         ) { bar.update($0) }
         bar.update(ProfileProgress(tokens: result.tokens, targetTokens: maxTokens, sequences: result.sequences,
                                    seconds: result.seconds), force: true)
@@ -162,11 +178,19 @@ struct Profile: ParsableCommand {
             tokens: result.tokens, sequences: result.sequences, seconds: result.seconds,
             tokensPerSecond: result.seconds > 0 ? Double(result.tokens) / result.seconds : 0,
             moeLayers: spec.moeLayers, experts: moe.expertCount,
-            retrievalSamples: pattern.retrieval?.items.count ?? 0, classifierTasks: classifier?.tasks)
+            retrievalSamples: pattern.retrieval?.items.count ?? 0, classifierTasks: classifier?.tasks,
+            recipes: pattern.recipeSelection.map { s in
+                Dictionary(uniqueKeysWithValues: s.levels.map { (ExpertBudget.fraction($0.keep).description, $0.chosen) })
+            })
         if json { return try printJSON(summary) }
         print("profiled '\(task)' with \(scorerImpl.descriptor): \(result.tokens) tokens from \(result.sequences) items "
             + String(format: "in %.1f s (%.1f tok/s)", result.seconds, summary.tokensPerSecond))
         print("pattern   \(path.path)")
+        if let selection = pattern.recipeSelection {
+            let chosen = selection.levels.map { "\(ExpertBudget.fraction($0.keep)) \($0.chosen)" }
+            print("recipes   \(chosen.joined(separator: ", ")) (by loss on \(selection.validationItems) held-out items, "
+                + "\(selection.validationTokens) tokens)")
+        }
         if let classifier {
             print("retrieval \(summary.retrievalSamples) samples; task classifier over \(classifier.tasks.joined(separator: ", "))")
         }
@@ -369,8 +393,8 @@ struct RunTask: ParsableCommand {
     @OptionGroup var budgetOptions: BudgetOptions
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 64
     @OptionGroup var retrievalOptions: RetrievalOptions
-    @Option(help: "Experts per layer: routing-mass (default: per-layer counts under the same total) or uniform (the paper).")
-    var allocation: LayerAllocation = .routingMass
+    @Option(help: "Experts per layer: selected (default: the recipe the task's profile chose for the nearest keep level; else routing-mass), routing-mass (per-layer counts under the same total) or uniform (the paper).")
+    var allocation: LayerAllocation = .selected
     @Option(help: "When no stored task fits: full (every expert) or generalist (all stored tasks' patterns combined, same budget).")
     var fallback: Fallback = .full
     @Option(name: .customLong("top-k"), help: "Experts per token after pruning (the paper's a/b, e.g. 4 for 4/64); default: the model's.")
@@ -473,7 +497,7 @@ struct RunTask: ParsableCommand {
         var lines = ["task             \(retrieval.task ?? "none") (distance \(String(format: "%.4g", retrieval.distance)))"]
         if let plan {
             let counts = plan.keptExperts.keys.sorted().map { String(plan.keptExperts[$0]!.count) }
-            lines.append("experts kept     \(counts.joined(separator: ", ")) per layer (\(allocation.rawValue))")
+            lines.append("experts kept     \(counts.joined(separator: ", ")) per layer (\(plan.recipe ?? allocation.rawValue))")
             for l in plan.keptExperts.keys.sorted() {
                 lines.append("  layer \(l): " + plan.keptExperts[l]!.map(String.init).joined(separator: ","))
             }
@@ -516,6 +540,8 @@ struct Prune: ParsableCommand {
     struct Output: Encodable {
         let out: String, tasks: [String], expertsPerLayer: Int, keptExperts: [String: [Int]]
         let files: [String], tensorBytes: Int, estimatedBytes: Int?, warnings: [String]
+        /// The recipe that chose the kept experts (`reap/uniform`, …).
+        let recipe: String?
     }
 
     func run() throws {
@@ -557,7 +583,14 @@ struct Prune: ParsableCommand {
         }
         let store = storeOptions.resolve(fingerprint: fingerprint)
         let patterns = try tasks.map { try store.load($0, fingerprint: fingerprint, spec: spec) }
-        let plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
+        var plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes)
+        // Exports hold one expert count for all layers: of the recipes the profile compared, the
+        // best with the same count everywhere (its score set) at this level.
+        if patterns.count == 1, let first = spec.moeLayers.first, let experts = spec.moe(first)?.expertCount,
+           let recipe = patterns[0].selectedRecipe(keep: Double(plan.expertsPerLayer) / Double(experts), allocations: [.uniform]) {
+            plan = try PruningPlan.make(patterns: patterns, budget: try budgetOptions.resolve(), sizes: sizes,
+                                        scoreSet: recipe.scores)
+        }
         for w in plan.warnings { printError("warning: \(w)") }
         let report = ggufInput
             ? try GGUFExport.prune(gguf: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint, tasks: tasks,
@@ -571,7 +604,8 @@ struct Prune: ParsableCommand {
         for note in report.notes { printError("note: \(note)") }
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,
-                            estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings)
+                            estimatedBytes: sizes.bytes(keeping: plan.keptExperts), warnings: plan.warnings,
+                            recipe: plan.recipe)
         if json { return try printJSON(output) }
         print("wrote \(out): \(plan.expertsPerLayer) experts per MoE layer for \(tasks.joined(separator: ", ")), "
             + "\(formatBytes(report.tensorBytes)) of weights")

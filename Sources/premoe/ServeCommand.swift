@@ -18,7 +18,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Memory for backbone + resident experts + KV caches (8GiB, 512MiB, bytes); default: no limit.")
     var budget: String?
     @Option(help: "Experts a task keeps per MoE layer: a count (32) or a percentage (50%).") var keep = "50%"
-    @Option(help: "Experts per layer: routing-mass (default) or uniform.") var allocation: LayerAllocation = .routingMass
+    @Option(help: "Experts per layer: selected (default: the recipe each task's profile chose), routing-mass or uniform.")
+    var allocation: LayerAllocation = .selected
     @Option(help: "When no stored task fits: full (every expert) or generalist (all stored tasks' patterns combined).")
     var fallback = "full"
     @Option(help: "Address to bind (default: loopback only).") var host = "127.0.0.1"

@@ -16,8 +16,9 @@ import TestSupport
 
     @Test func sweepProducesOneRowPerTaskScorerAndKeep() throws {
         let data = try makeDataDirectory()
-        let options = SweepOptions(tasks: ["boolq", "wikitext2"], keeps: [1, 0.5], scorers: ["tcess", "random"],
+        var options = SweepOptions(tasks: ["boolq", "wikitext2"], keeps: [1, 0.5], scorers: ["tcess", "random"],
                                    dataDirectory: data, maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 2, threads: 1)
+        options.selectRecipe = false
         let report = try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
         #expect(report.rows.count == 2 * 2 * 2)
         for row in report.rows {
@@ -32,7 +33,7 @@ import TestSupport
         #expect(report.rows.first { $0.task == "boolq" }?.accuracy != nil)
         #expect(report.rows.first { $0.task == "wikitext2" }?.accuracy == nil)
         #expect(Set(report.rows.map(\.method)) == ["tcess/uniform", "random/uniform"])
-        #expect(report.rows.allSatisfy { !$0.isDefault })  // the default recipe balances layers
+        #expect(report.rows.allSatisfy { !$0.isDefault })  // the default recipe is chosen per task
         let retrieval = try #require(report.retrieval)
         // Both methods, every rendering, two held-out queries per task.
         #expect(retrieval.reports.count == 2 * QueryStyle.allCases.count)
@@ -48,12 +49,17 @@ import TestSupport
 
     @Test func defaultRecipeAndOracleRowsAreMarked() throws {
         let data = try makeDataDirectory()
+        // Enough calibration for all six items: the fifth is held out to choose the recipe.
         let options = SweepOptions(tasks: ["boolq"], keeps: [1, 0.5], scorers: ["tcess"], dataDirectory: data,
-                                   maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 0,
+                                   maxExamples: 3, calibrationTokens: 10_000, retrievalPrompts: 0,
                                    allocations: [.uniform, .routingMass], oracle: true, threads: 1)
         let report = try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
-        #expect(Set(report.rows.map(\.method)) == ["tcess/uniform", "tcess/routing-mass", "oracle"])
+        #expect(Set(report.rows.map(\.method)) == ["tcess/uniform", "tcess/routing-mass", "selected", "oracle"])
+        #expect(PruningSweep.defaultMethod == "selected")
         #expect(report.rows.filter(\.isDefault).map(\.method) == [PruningSweep.defaultMethod, PruningSweep.defaultMethod])
+        // The selected row names the recipe it chose, one of the candidates.
+        let selected = try #require(report.rows.first { $0.method == "selected" && $0.keep == 0.5 })
+        #expect(PruningRecipe.candidates.map(\.description).contains(selected.recipe ?? ""))
         let half = report.rows.filter { $0.keep == 0.5 }
         // Every recipe at 50% holds the same number of experts in all, whatever their spread.
         #expect(Set(half.map(\.memoryBytes)).count == 1)
@@ -66,8 +72,9 @@ import TestSupport
         // A task's rows must not depend on which task (and which pruned model) came before it.
         let data = try makeDataDirectory()
         func rows(_ tasks: [String]) throws -> [SweepRow] {
-            let options = SweepOptions(tasks: tasks, keeps: [1, 0.25], scorers: ["tcess", "random"], dataDirectory: data,
+            var options = SweepOptions(tasks: tasks, keeps: [1, 0.25], scorers: ["tcess", "random"], dataDirectory: data,
                                        maxExamples: 3, calibrationTokens: 64, retrievalPrompts: 1, threads: 1)
+            options.selectRecipe = false
             return try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options).rows
         }
         let alone = try rows(["wikitext2"])
