@@ -84,7 +84,10 @@ public struct TypicalityModel: Codable, Sendable, Equatable {
             let held = (0..<n).filter { items[$0] % folds == f }
             guard !held.isEmpty, let gaussian = Gaussians(rows: projected, select: train, labels: labels, tasks: tasks, dimension: k, ridge: ridge)
             else { continue }
-            for r in held { inStore.append(Float(gaussian.distance(Array(projected[(r * k)..<((r + 1) * k)])))) }
+            // Scored as queries are (float32), so the reference distribution and a query's
+            // distance come from the same arithmetic.
+            let scorer = gaussian.scorer(ridge: ridge)
+            for r in held { inStore.append(Float(scorer.distance(projected[(r * k)..<((r + 1) * k)].map(Float.init)))) }
         }
         guard !inStore.isEmpty,
               let all = Gaussians(rows: projected, select: Array(0..<n), labels: labels, tasks: tasks, dimension: k, ridge: ridge)
@@ -239,10 +242,11 @@ struct Gaussians {
         whitenedMeans = (0..<tasks).filter { counts[$0] > 0 }.map { Self.forwardSubstitute(factor, means[$0], dimension: d) }
     }
 
-    /// Squared distance of `x` (already projected) to the nearest task mean.
-    func distance(_ x: [Double]) -> Double {
-        let y = Self.forwardSubstitute(factor, x, dimension: dimension)
-        return whitenedMeans.map { m in zip(y, m).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } }.min() ?? .infinity
+    /// A scorer of already projected features under these Gaussians (float32, as stored).
+    func scorer(ridge: Double) -> TypicalityModel.Scorer {
+        let model = TypicalityModel(dimension: dimension, projected: dimension, ridge: ridge, factor: "",
+                                    whitenedMeans: whitenedMeans.map { $0.map(Float.init) }, inStore: [])
+        return TypicalityModel.Scorer(model: model, factor: factor.map(Float.init))
     }
 
     /// In-place Cholesky of a packed lower triangle; nil when not positive definite.

@@ -54,9 +54,23 @@ public struct ChatTemplate: Sendable, Equatable {
     public var eosToken: String?
     private let program: Program?
 
-    /// The parsed template, or why it could not be parsed. Immutable once built.
+    /// The parsed template, or why it could not be parsed, and the user turn's markers once
+    /// `userContent(of:)` has derived them. `nodes` is immutable; the markers are behind a lock.
     private final class Program: @unchecked Sendable {
         let nodes: Result<[JinjaNode], ChatTemplateError>
+        private let lock = NSLock()
+        private var markers: (bos: String?, eos: String?, value: UserTurnMarkers?)?
+
+        /// The markers for these special tokens, derived by `make` on first use and kept.
+        func userTurnMarkers(bos: String?, eos: String?, make: () -> UserTurnMarkers?) -> UserTurnMarkers? {
+            lock.lock()
+            defer { lock.unlock() }
+            if let markers, markers.bos == bos, markers.eos == eos { return markers.value }
+            let value = make()
+            markers = (bos, eos, value)
+            return value
+        }
+
         init(_ source: String) {
             do {
                 nodes = .success(try JinjaParser.parse(source))
@@ -160,7 +174,37 @@ public struct ChatTemplate: Sendable, Equatable {
     /// turn (Mistral's) return it with the content, as the model reads it.
     /// - Parameter text: a prompt, possibly rendered with this template.
     public func userContent(of text: String) -> String? {
-        guard program != nil else { return nil }
+        guard let program,
+              let markers = program.userTurnMarkers(bos: bosToken, eos: eosToken, make: deriveUserTurnMarkers)
+        else { return nil }
+        var content = Substring(text)
+        var matched = false
+        if !markers.closing.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            let trimmed = content.trimmingTrailingWhitespace
+            if trimmed.hasSuffix(markers.closing) {
+                content = trimmed.dropLast(markers.closing.count)
+                matched = true
+            }
+        }
+        if !markers.opening.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty,
+           let start = content.range(of: markers.opening, options: .backwards) {
+            content = content[start.upperBound...]
+            matched = true
+        }
+        return matched ? String(content) : nil
+    }
+
+    /// What surrounds the user's content in this template's render: the turn's opening and the
+    /// text after it (end of turn, assistant header), trailing whitespace dropped.
+    fileprivate struct UserTurnMarkers {
+        var opening: String
+        var closing: String
+    }
+
+    /// Renders a one-message conversation around a sentinel (the closing marker), and the same
+    /// after a system turn and after an earlier exchange (the opening: what all renders share
+    /// just before the sentinel). Nil when the template cannot render a single user message.
+    private func deriveUserTurnMarkers() -> UserTurnMarkers? {
         let sentinel = "\u{E000}premoe-user\u{E000}"
         let now = Date(timeIntervalSince1970: 0)
         guard let single = try? render([ChatMessage(role: "user", content: sentinel)], addGenerationPrompt: true, now: now),
@@ -183,21 +227,7 @@ public struct ChatTemplate: Sendable, Equatable {
             let shared = String(zip(before.reversed(), other[..<cut2.lowerBound].reversed()).prefix { $0 == $1 }.map(\.0).reversed())
             if !shared.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, shared.count < opening.count { opening = shared }
         }
-        var content = Substring(text)
-        var matched = false
-        let closing = Substring(after).trimmingTrailingWhitespace
-        if !closing.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-            let trimmed = content.trimmingTrailingWhitespace
-            if trimmed.hasSuffix(closing) {
-                content = trimmed.dropLast(closing.count)
-                matched = true
-            }
-        }
-        if !opening.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, let start = content.range(of: opening, options: .backwards) {
-            content = content[start.upperBound...]
-            matched = true
-        }
-        return matched ? String(content) : nil
+        return UserTurnMarkers(opening: opening, closing: String(Substring(after).trimmingTrailingWhitespace))
     }
 
     /// Same source and special tokens.
