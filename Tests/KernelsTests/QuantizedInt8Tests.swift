@@ -178,3 +178,51 @@ let int8CrossISATolerance: Float = 1e-6
         #endif
     }
 }
+
+/// Bound of the int8 kernels against the plain C ones, per format, relative to `Σ|w·x|`: both
+/// compute the same exact integer block sums; the 8-row Q4_0/Q4_1 kernels scale and sum blocks
+/// in one chain per row, the others in two (even/odd blocks), the C reference in one; for the
+/// K-quants the 4-token tiles repeat the one-token arithmetic. f32 reordering of ≤ 64 scaled
+/// block sums stays far below 1e-6 (observed ≲ 1e-7).
+let int8KernelTolerance: [QuantizedFormat: Float] = [
+    .q4_0: 1e-6, .q4_1: 1e-6, .q8_0: 1e-6, .q4_K: 1e-6, .q5_K: 1e-6, .q6_K: 1e-6,
+]
+
+extension QuantizedInt8Tests {
+    /// Row groups of eight (Q4_0/Q4_1) with short last groups, and token tiles of four with
+    /// tails, against the scalar kernels; a token alone equals the same token in any batch, and a
+    /// row computed in a slice starting mid-group (another thread split) equals the full pass.
+    @Test(arguments: QuantizedFormat.allCases)
+    func rowGroupsAndTokenTilesMatchScalar(_ format: QuantizedFormat) {
+        let cols = (format.isKQuant ? 3 : 11) * format.blockSize
+        let tolerance = int8KernelTolerance[format]!
+        for rows in [1, 7, 8, 9, 23, 40] {
+            let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows) &* 131)
+            var wf = [Float](repeating: 0, count: rows * cols)
+            w.withUnsafeBytes { QuantizedReference.dequantize(format, $0.baseAddress!, into: &wf, count: rows * cols) }
+            for tokens in [1, 4, 5, 9] {
+                let x = Self.activations(tokens * cols, seed: UInt64(tokens * 7 + rows))
+                let scalar = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .scalar)
+                let fast = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+                for t in 0..<tokens {
+                    for r in 0..<rows {
+                        var scale: Float = 0
+                        for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
+                        let e = abs(fast[t * rows + r] - scalar[t * rows + r])
+                        #expect(e <= tolerance * scale, "\(format) rows \(rows) tokens \(tokens) row \(r) token \(t): \(fast[t * rows + r]) vs \(scalar[t * rows + r])")
+                    }
+                    let alone = int8(format, w, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols, isa: .best)
+                    #expect(Array(fast[(t * rows)..<((t + 1) * rows)]) == alone, "\(format) rows \(rows): token \(t) alone vs batch of \(tokens)")
+                }
+                if rows > 3 {
+                    let tail = Array(w[(3 * format.rowBytes(cols))...])
+                    let sliced = int8(format, tail, x, tokens: tokens, rows: rows - 3, cols: cols, isa: .best)
+                    for t in 0..<tokens {
+                        #expect(Array(sliced[(t * (rows - 3))..<((t + 1) * (rows - 3))]) == Array(fast[(t * rows + 3)..<((t + 1) * rows)]),
+                                "\(format) rows \(rows) tokens \(tokens): rows 3... alone vs in the full pass, token \(t)")
+                    }
+                }
+            }
+        }
+    }
+}
