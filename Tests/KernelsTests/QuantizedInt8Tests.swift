@@ -105,14 +105,7 @@ let int8CrossISATolerance: Float = 1e-6
         for isa in Self.supported where isa != .scalar {
             #expect(QuantizedKernels.quantizeActivations(format, x, tokens: tokens, cols: cols, isa: isa) == scalarBytes, "\(isa.name)")
             let y = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: isa)
-            for t in 0..<tokens {
-                for r in 0..<rows {
-                    var scale: Float = 0
-                    for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
-                    let e = abs(y[t * rows + r] - scalar[t * rows + r])
-                    #expect(e <= int8CrossISATolerance * scale, "\(format) \(isa.name) row \(r) token \(t): \(y[t * rows + r]) vs \(scalar[t * rows + r])")
-                }
-            }
+            expectNear(y, scalar, wf: wf, x: x, rows: rows, cols: cols, tolerance: int8CrossISATolerance, "\(format) \(isa.name)")
         }
     }
 
@@ -144,6 +137,20 @@ let int8CrossISATolerance: Float = 1e-6
                 }
             }
             #expect(pa == ya && pb == yb, "pair, threads=\(threads)")
+        }
+    }
+
+    /// Every element of `y` (`[tokens, rows]`) within `tolerance · Σ_i |w_i · x_i|` of `expected`,
+    /// with `wf` the dequantized weights `[rows, cols]` and `x` the activations `[tokens, cols]`.
+    func expectNear(_ y: [Float], _ expected: [Float], wf: [Float], x: [Float], rows: Int, cols: Int, tolerance: Float,
+                    _ label: String) {
+        for t in 0..<(x.count / cols) {
+            for r in 0..<rows {
+                var scale: Float = 0
+                for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
+                let e = abs(y[t * rows + r] - expected[t * rows + r])
+                #expect(e <= tolerance * scale, "\(label) row \(r) token \(t): \(y[t * rows + r]) vs \(expected[t * rows + r])")
+            }
         }
     }
 
@@ -204,13 +211,8 @@ extension QuantizedInt8Tests {
                 let x = Self.activations(tokens * cols, seed: UInt64(tokens * 7 + rows))
                 let scalar = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .scalar)
                 let fast = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+                expectNear(fast, scalar, wf: wf, x: x, rows: rows, cols: cols, tolerance: tolerance, "\(format) rows \(rows) tokens \(tokens)")
                 for t in 0..<tokens {
-                    for r in 0..<rows {
-                        var scale: Float = 0
-                        for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
-                        let e = abs(fast[t * rows + r] - scalar[t * rows + r])
-                        #expect(e <= tolerance * scale, "\(format) rows \(rows) tokens \(tokens) row \(r) token \(t): \(fast[t * rows + r]) vs \(scalar[t * rows + r])")
-                    }
                     let alone = int8(format, w, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols, isa: .best)
                     #expect(Array(fast[(t * rows)..<((t + 1) * rows)]) == alone, "\(format) rows \(rows): token \(t) alone vs batch of \(tokens)")
                 }
