@@ -7,8 +7,9 @@
 // latter through `target` attributes so the file compiles for baseline x86-64 and one binary
 // picks its path at run time (`pm_isa_best`, `__builtin_cpu_supports`). AVX-512 VNNI CPUs run
 // the AVX2 kernels: no AVX-512 variant ships that the AVX2-only development machine cannot test.
-// On AVX2, Q4_0/Q4_1/Q8_0 compute eight rows per pass (one lane per row); Q4_K/Q5_K take four
-// tokens per row in prefill.
+// On AVX2 the 32-value formats and Q4_K/Q5_K take four tokens per row in prefill. (Eight rows per
+// pass, one lane per row, measured 2x faster in cache but 25-30% slower streaming from memory in
+// decode: eight row streams defeat the prefetchers; a load-time interleaved layout would get both.)
 // Block layouts: see Sources/Kernels/Quantized.swift.
 
 #include "CKernels.h"
@@ -236,6 +237,18 @@ PM_AVX2 static inline float hsum256(__m256 v) {
 
 PM_AVX2 static inline float half_avx2(const uint8_t *p) { return _cvtsh_ss(pm_u16(p)); }
 
+/// 16 bytes of packed nibbles → 32 bytes: low nibbles (values 0..15), then high (16..31).
+PM_AVX2 static inline __m256i nibbles32(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)(const void *)p);
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/// Σ over 4-byte groups of unsigned u[i] · signed s[i], as eight int32 lanes.
+PM_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
 /// Eight floats (already scaled by 1/d) rounded to nearest-even int32.
 PM_AVX2 static inline __m256i round8(const float *v, __m256 id) {
     return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -298,6 +311,128 @@ PM_AVX2 static void quantize_avx2(int format, const float *x, int n, uint8_t *ou
         }
     }
 }
+
+PM_AVX2 static inline float dot_q4_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float off = 0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 18 * b, *p1 = p0 + 18;
+        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+        off += d0 * x[b].s + d1 * x[b + 1].s;
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 18 * b;
+        const float d0 = half_avx2(p0);
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        off += d0 * x[b].s;
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1)) - 8 * off;
+}
+
+PM_AVX2 static inline float dot_q4_1_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float off = 0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 20 * b, *p1 = p0 + 20;
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+        off += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 20 * b;
+        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        off += half_avx2(p0 + 2) * x[b].s;
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1)) + off;
+}
+
+PM_AVX2 static inline __m256i dot_s8s8_avx2(__m256i w, __m256i x) {
+    return dot_u8s8_avx2(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + 34 * b, *p1 = p0 + 34;
+        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        const __m256i s1 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p1 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + 34 * b;
+        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+/// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
+/// and meets four activation rows. Per token the same operations in the same order as the
+/// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
+/// token's result does not depend on the batch it is in. `kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0.
+PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind, const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float out[4]) {
+    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+    const pm_q8 *x[4];
+    for (int k = 0; k < 4; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    __m256 a0[4], a1[4];
+    float off[4] = {0, 0, 0, 0};
+    for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
+#define PM_UNPACK(P) (kind == 0 ? nibbles32((P) + 2) : kind == 1 ? nibbles32((P) + 4) \
+                                : _mm256_loadu_si256((const __m256i *)(const void *)((P) + 2)))
+#define PM_DOT(W, XQ) (kind == 2 ? dot_s8s8_avx2((W), (XQ)) : dot_u8s8_avx2((W), (XQ)))
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
+        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+        const float m0 = kind == 1 ? half_avx2(p0 + 2) : d0, m1 = kind == 1 ? half_avx2(p1 + 2) : d1;
+        const __m256i w0 = PM_UNPACK(p0), w1 = PM_UNPACK(p1);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            const __m256i s1 = PM_DOT(w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
+        }
+    }
+    for (; b < nb; b++) {
+        const uint8_t *p0 = row + bb * b;
+        const float d0 = half_avx2(p0), m0 = kind == 1 ? half_avx2(p0 + 2) : d0;
+        const __m256i w0 = PM_UNPACK(p0);
+        for (int k = 0; k < 4; k++) {
+            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
+            if (kind != 2) off[k] += m0 * x[k][b].s;
+        }
+    }
+#undef PM_UNPACK
+#undef PM_DOT
+    for (int k = 0; k < 4; k++) {
+        const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
+        out[k] = kind == 0 ? sum - 8 * off[k] : sum + off[k];
+    }
+}
+
+PM_AVX2 static inline void dot4_q4_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(0, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q4_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(1, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(2, r, x, xs, nb, o); }
 
 /// `T` tokens (1 in decode, 4 in prefill) against one Q4_K (fifth = 0) or Q5_K (fifth = 1) row:
 /// each block's scales and codes are unpacked once and meet the T activation rows (`xs` bytes
@@ -414,154 +549,6 @@ PM_AVX2 static inline float dot_q6_k_avx2(const uint8_t *row, const uint8_t *xq,
     return hsum256(acc);
 }
 
-// MARK: - AVX2, eight rows at a time (Q4_0, Q4_1, Q8_0)
-//
-// Eight weight rows meet one activation block per step, and each row's block sum ends up in its
-// own lane of one vector, so the float work (convert, scale, accumulate) is one instruction per
-// eight rows instead of one per row. Rows go in pairs into one register (row a's 16 code bytes in
-// the low half, row b's in the high half) against the activation halves broadcast to both
-// halves; three `vphaddd` fold the four pair vectors into lanes ordered rows 0 2 4 6 1 3 5 7.
-//
-// Per (row, token) the arithmetic is fixed: the block's integer sum (exact), then
-// `acc = fma(isum, d_w · d_x, acc)` and `off = fma(m_w, s_x, off)` (m_w = d_w for Q4_0) in block
-// order, result `acc − 8·off` (Q4_0), `acc + off` (Q4_1) or `acc` (Q8_0). It does not depend on
-// which rows share the group (a short group repeats its last row), on how many tokens share the
-// weight unpacking, or on the thread split: a token alone equals the same token in a batch.
-
-/// Lane j of the folded vectors holds row kRowOfLane[j] of the group.
-static const int kRowOfLane[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-
-/// Eight halves at byte offset `o` of the eight rows, in lane order, widened to float.
-PM_AVX2 static inline __m256 halves8(const uint8_t *const p[8], size_t o) {
-    __m128i h = _mm_cvtsi32_si128(pm_u16(p[0] + o));
-    h = _mm_insert_epi16(h, pm_u16(p[2] + o), 1);
-    h = _mm_insert_epi16(h, pm_u16(p[4] + o), 2);
-    h = _mm_insert_epi16(h, pm_u16(p[6] + o), 3);
-    h = _mm_insert_epi16(h, pm_u16(p[1] + o), 4);
-    h = _mm_insert_epi16(h, pm_u16(p[3] + o), 5);
-    h = _mm_insert_epi16(h, pm_u16(p[5] + o), 6);
-    h = _mm_insert_epi16(h, pm_u16(p[7] + o), 7);
-    return _mm256_cvtph_ps(h);
-}
-
-/// 16 bytes of row a (low half) and of row b (high half).
-PM_AVX2 static inline __m256i pair16(const uint8_t *a, const uint8_t *b) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)a)),
-                                   _mm_loadu_si128((const __m128i *)(const void *)b), 1);
-}
-
-/// Four pair vectors of eight int32 partial sums (row a low half, row b high half) → one
-/// vector with each row's total in its lane (order kRowOfLane).
-PM_AVX2 static inline __m256i fold8(__m256i v01, __m256i v23, __m256i v45, __m256i v67) {
-    return _mm256_hadd_epi32(_mm256_hadd_epi32(v01, v23), _mm256_hadd_epi32(v45, v67));
-}
-
-/// `T` tokens (1..4) × eight rows `p` of Q4_0 (`kind` 0), Q4_1 (1) or Q8_0 (2) over
-/// `nb` blocks. Token k's activations at `xq + k·xs`; its lane-ordered results go to `out[k]`.
-/// With `pf` set, the same bytes `pf` further on are prefetched (the next group, in decode).
-PM_AVX2 __attribute__((always_inline)) static inline void rows8_q32(int kind, int T, const uint8_t *const p[8],
-                                                                   const uint8_t *xq, size_t xs, int nb, __m256 out[4],
-                                                                   size_t pf) {
-    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34, qo = kind == 1 ? 4 : 2;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[4], off[4];
-    for (int k = 0; k < T; k++) acc[k] = off[k] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        const size_t o = bb * (size_t)b;
-        if (pf && ((o & 63) < bb)) {
-            for (int r = 0; r < 8; r++) _mm_prefetch((const char *)(p[r] + o + pf), _MM_HINT_T0);
-        }
-        const __m256 dw = halves8(p, o);
-        const __m256 mw = kind == 1 ? halves8(p, o + 2) : dw;
-        // The block's codes, unpacked once for all T tokens: per pair, [lo | lo] and [hi | hi].
-        __m256i wl[4], wh[4];
-        for (int q = 0; q < 4; q++) {
-            if (kind == 2) {
-                wl[q] = pair16(p[2 * q] + o + qo, p[2 * q + 1] + o + qo);
-                wh[q] = pair16(p[2 * q] + o + qo + 16, p[2 * q + 1] + o + qo + 16);
-            } else {
-                const __m256i t = pair16(p[2 * q] + o + qo, p[2 * q + 1] + o + qo);
-                wl[q] = _mm256_and_si256(t, m4);
-                wh[q] = _mm256_and_si256(_mm256_srli_epi16(t, 4), m4);
-            }
-        }
-        for (int k = 0; k < T; k++) {
-            const pm_q8 *x = (const pm_q8 *)(const void *)(xq + (size_t)k * xs) + b;
-            const __m256i xl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)x->q));
-            const __m256i xh = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x->q + 16)));
-            __m256i v[4];
-            for (int q = 0; q < 4; q++) {
-                if (kind == 2) {
-                    // |w| · sign(w)·x: a 16-bit pair sum ≤ 2·128·127 fits; the halves are added in 32 bits
-                    const __m256i sl = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(wl[q], wl[q]), _mm256_sign_epi8(xl, wl[q])), ones);
-                    const __m256i sh = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(wh[q], wh[q]), _mm256_sign_epi8(xh, wh[q])), ones);
-                    v[q] = _mm256_add_epi32(sl, sh);
-                } else {
-                    // nibble · x pairs ≤ 2·15·127, two of them ≤ 7620: 16 bits hold the sum
-                    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(wl[q], xl), _mm256_maddubs_epi16(wh[q], xh));
-                    v[q] = _mm256_madd_epi16(s16, ones);
-                }
-            }
-            const __m256 isum = _mm256_cvtepi32_ps(fold8(v[0], v[1], v[2], v[3]));
-            acc[k] = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(x->d)), acc[k]);
-            if (kind != 2) off[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s), off[k]);
-        }
-    }
-    for (int k = 0; k < T; k++) {
-        out[k] = kind == 0 ? _mm256_fnmadd_ps(_mm256_set1_ps(8), off[k], acc[k]) : kind == 1 ? _mm256_add_ps(acc[k], off[k]) : acc[k];
-    }
-}
-
-/// Matmul driver of rows8_q32: groups of eight rows (the last one short, its missing rows
-/// repeating the last row and dropped), tokens four at a time, then one at a time.
-PM_AVX2 __attribute__((always_inline)) static inline void mm8_q32(int kind, const uint8_t *w, size_t rb, int rows,
-                                                                 const uint8_t *xq, size_t xs, int tokens, int nb,
-                                                                 float *y, size_t ldy) {
-    for (int r = 0; r < rows; r += 8) {
-        const uint8_t *p[8];
-        for (int k = 0; k < 8; k++) p[k] = w + (size_t)(r + k < rows ? r + k : rows - 1) * rb;
-        const int valid = rows - r < 8 ? rows - r : 8;
-        // Decode streams: prefetch the next full group while this one is computed.
-        const size_t pf = tokens == 1 && r + 16 <= rows ? 8 * rb : 0;
-        int t = 0;
-        __m256 out[4];
-        float lanes[8];
-        // Q8_0 keeps more registers per token: two tokens per pass measured faster than four.
-        const int tile = kind == 2 ? 2 : 4;
-        for (; t + tile <= tokens; t += tile) {
-            rows8_q32(kind, tile, p, xq + (size_t)t * xs, xs, nb, out, 0);
-            for (int k = 0; k < tile; k++) {
-                _mm256_storeu_ps(lanes, out[k]);
-                for (int j = 0; j < 8; j++) {
-                    if (kRowOfLane[j] < valid) y[(size_t)(t + k) * ldy + r + kRowOfLane[j]] = lanes[j];
-                }
-            }
-        }
-        for (; t < tokens; t++) {
-            rows8_q32(kind, 1, p, xq + (size_t)t * xs, xs, nb, out, pf);
-            _mm256_storeu_ps(lanes, out[0]);
-            for (int j = 0; j < 8; j++) {
-                if (kRowOfLane[j] < valid) y[(size_t)t * ldy + r + kRowOfLane[j]] = lanes[j];
-            }
-        }
-    }
-}
-
-PM_AVX2 static void mm8_q4_0_avx2(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb,
-                                  float *y, size_t ldy) {
-    mm8_q32(0, w, rb, rows, xq, xs, tokens, nb, y, ldy);
-}
-PM_AVX2 static void mm8_q4_1_avx2(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb,
-                                  float *y, size_t ldy) {
-    mm8_q32(1, w, rb, rows, xq, xs, tokens, nb, y, ldy);
-}
-PM_AVX2 static void mm8_q8_0_avx2(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, int nb,
-                                  float *y, size_t ldy) {
-    mm8_q32(2, w, rb, rows, xq, xs, tokens, nb, y, ldy);
-}
-
 #endif  // PM_X86
 
 // MARK: - Matmul drivers and dispatch
@@ -620,6 +607,9 @@ static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
     mm_q4_0_scalar, mm_q4_1_scalar, mm_q8_0_scalar, mm_q4_k_scalar, mm_q5_k_scalar, mm_q6_k_scalar};
 
 #ifdef PM_X86
+PM_MATMUL4(mm_q4_0_avx2, dot_q4_0_avx2, dot4_q4_0_avx2, PM_AVX2)
+PM_MATMUL4(mm_q4_1_avx2, dot_q4_1_avx2, dot4_q4_1_avx2, PM_AVX2)
+PM_MATMUL4(mm_q8_0_avx2, dot_q8_0_avx2, dot4_q8_0_avx2, PM_AVX2)
 PM_MATMUL4(mm_q4_k_avx2, dot_q4_k_avx2, dot4_q4_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q5_k_avx2, dot_q5_k_avx2, dot4_q5_k_avx2, PM_AVX2)
 PM_MATMUL(mm_q6_k_avx2, dot_q6_k_avx2, PM_AVX2)
@@ -627,7 +617,7 @@ PM_MATMUL(mm_q6_k_avx2, dot_q6_k_avx2, PM_AVX2)
 /// Also what AVX-512 VNNI CPUs run: this machine generation (AVX2 only) could not test AVX-512
 /// variants, and one set of kernels gives the same results on both generations.
 static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
-    mm8_q4_0_avx2, mm8_q4_1_avx2, mm8_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2};
+    mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2};
 #endif
 
 static int pm_detect(int isa) {

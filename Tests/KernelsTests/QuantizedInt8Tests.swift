@@ -187,8 +187,8 @@ let int8CrossISATolerance: Float = 1e-6
 }
 
 /// Bound of the int8 kernels against the plain C ones, per format, relative to `Σ|w·x|`: both
-/// compute the same exact integer block sums; the 8-row Q4_0/Q4_1 kernels scale and sum blocks
-/// in one chain per row, the others in two (even/odd blocks), the C reference in one; for the
+/// compute the same exact integer block sums; the SIMD kernels scale and sum blocks in their
+/// own order, the C reference in one chain; for the
 /// K-quants the 4-token tiles repeat the one-token arithmetic. f32 reordering of ≤ 64 scaled
 /// block sums stays far below 1e-6 (observed ≲ 1e-7).
 let int8KernelTolerance: [QuantizedFormat: Float] = [
@@ -196,7 +196,7 @@ let int8KernelTolerance: [QuantizedFormat: Float] = [
 ]
 
 extension QuantizedInt8Tests {
-    /// Row groups of eight (Q4_0/Q4_1) with short last groups, and token tiles of four with
+    /// Row counts that leave short tails, and token tiles of four with
     /// tails, against the scalar kernels; a token alone equals the same token in any batch, and a
     /// row computed in a slice starting mid-group (another thread split) equals the full pass.
     @Test(arguments: QuantizedFormat.allCases)
