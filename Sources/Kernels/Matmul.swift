@@ -1,3 +1,5 @@
+import CKernels
+
 // Fast `matmul`: y[t, o] = Σ_i x[t, i] · W[o, i] with W stored as f32, f16 or bf16.
 //
 // Every output element follows the summation order of `SIMDSupport.swift` (one SIMD8 FMA chain,
@@ -8,6 +10,8 @@
 // - tokens == 1 (GEMV, memory-bound): 8 weight rows at a time straight from storage, widened in
 //   registers; each row streamed once, eight streams in flight (measured 5–10% more GB/s than
 //   four on 512- and 1024-column bf16 rows). `matmulPair` streams 4 rows of each of two weights.
+//   On AVX2 CPUs bf16/f16 rows go to the C kernel `pm_gemv_half` instead (CKernels/HalfGemv.c:
+//   same order, bit-identical, with software prefetch of the next eight rows).
 // - tokens > 1 (prefill, compute-bound): each thread widens a block of its rows to f32 scratch
 //   (one reused buffer per thread, see `ThreadScratch`) once, then runs a 4-row × 3-token
 //   register tile over all tokens, so a converted weight vector is reused by three tokens from a
@@ -140,6 +144,9 @@ enum FastMatmul {
         pool.parallelFor(groups, minChunk: minChunk) { range in
             let r0 = range.lowerBound * tileRows
             let r1 = min(outF, range.upperBound * tileRows)
+            if halfGemvC(W.self, x, wa, r0: r0, r1: r1, n: n, ya), halfGemvC(W.self, x, wb, r0: r0, r1: r1, n: n, yb) {
+                return
+            }
             var r = r0
             while r &+ 4 <= r1 {
                 tile8x1(W.self, wa + r &* rowBytes, wb + r &* rowBytes, rowBytes, x, n, ya + r, yb + r)
@@ -186,6 +193,7 @@ enum FastMatmul {
         _: W.Type, _ x: UnsafePointer<Float>, _ w: UnsafeRawPointer, r0: Int, r1: Int, n: Int,
         _ y: UnsafeMutablePointer<Float>
     ) {
+        if halfGemvC(W.self, x, w, r0: r0, r1: r1, n: n, y) { return }
         let rowBytes = n &* W.byteSize
         var r = r0
         while r &+ 8 <= r1 {
@@ -201,6 +209,19 @@ enum FastMatmul {
             y[r] = dot1(W.self, w + r &* rowBytes, x, n)
             r &+= 1
         }
+    }
+
+    /// GEMV rows `r0..<r1` of a bf16 or f16 weight with the AVX2 C kernel (`pm_gemv_half`, same
+    /// summation order, bit-identical to the Swift tiles); false where it does not apply (f32
+    /// rows, a CPU without AVX2), and then nothing is written.
+    @inline(__always)
+    static func halfGemvC<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, _ w: UnsafeRawPointer, r0: Int, r1: Int, n: Int,
+        _ y: UnsafeMutablePointer<Float>
+    ) -> Bool {
+        let kind: Int32 = W.self == BF16Row.self ? 0 : W.self == F16Row.self ? 1 : -1
+        guard kind >= 0, r1 > r0, n <= Int(Int32.max), r1 - r0 <= Int(Int32.max) else { return false }
+        return pm_gemv_half(kind, w + r0 &* n &* 2, n, Int32(r1 - r0), x, Int32(n), y + r0) != 0
     }
 
     /// Prefill rows `r0..<r1`, one cache-sized block of rows at a time: f16/bf16 blocks are

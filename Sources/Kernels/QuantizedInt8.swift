@@ -3,7 +3,7 @@ import CKernels
 // The approximate path for quantized weights, llama.cpp's way: each activation row is quantized
 // to 8 bits once per matmul call (blocks of 32 with `d = max|x|/127` for Q4_0/Q4_1/Q8_0, blocks
 // of 256 with 16-value sums for the K-quants), then every weight block meets it in an exact
-// integer dot product (`vpmaddubsw`/`vpdpbusd`, C target `CKernels`), scaled once in float.
+// integer dot product (`vpmaddubsw`, C target `CKernels`), scaled once in float.
 //
 // Error: each activation moves by at most d/2 = max|x_block|/254, so
 // |int8 − exact| ≤ Σ_i |w_i| · max|x_block(i)| / 254 (plus float rounding); see
@@ -23,6 +23,7 @@ public enum QuantizedArithmetic: String, Sendable, CaseIterable {
 public enum InstructionSet: Int32, Sendable, CaseIterable {
     case scalar = 0
     case avx2 = 1
+    /// Detected and reported; its CPUs run the AVX2 kernels (no untested AVX-512 code ships).
     case avx512VNNI = 2
 
     /// Whether this CPU can run kernels built for `self`.

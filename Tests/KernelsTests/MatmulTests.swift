@@ -1,4 +1,4 @@
-import Kernels
+@testable import Kernels
 import Testing
 import TestSupport
 
@@ -157,5 +157,37 @@ func matmulPairEqualsTwoMatmuls(_ dtype: DType, _ cols: Int) {
                 #expect(yb.bitwiseEqual(runMatmul(x, tokens: tokens, weight: b, threads: 1)), "\(c)")
             }
         }
+    }
+}
+
+/// The AVX2 bf16/f16 GEMV (`pm_gemv_half`, used for one token) runs on an AVX2 CPU and gives
+/// each row bit for bit the canonical dot product of SIMDSupport.swift, over 8-row groups with
+/// prefetch (40 rows), the 4-row and 1-row tails, and lengths with 8- and 1-value tails.
+@Test(arguments: [DType.bfloat16, .float16], [1, 7, 33, 64, 1025])
+func halfGemvEqualsCanonicalDot(_ dtype: DType, _ cols: Int) {
+    var rng = TestRandom(seed: UInt64(cols) &* 31 + (dtype == .bfloat16 ? 1 : 2))
+    for rows in [1, 5, 13, 40] {
+        let weight = Tensor.owned(rng.floats(rows * cols), shape: [rows, cols], dtype: dtype)
+        let wide = weight.toFloatArray()
+        let x = rng.floats(cols)
+        var y = [Float](repeating: .nan, count: rows)
+        let ran = x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                dtype == .bfloat16
+                    ? FastMatmul.halfGemvC(BF16Row.self, xp.baseAddress!, weight.data, r0: 0, r1: rows, n: cols, yp.baseAddress!)
+                    : FastMatmul.halfGemvC(F16Row.self, xp.baseAddress!, weight.data, r0: 0, r1: rows, n: cols, yp.baseAddress!)
+            }
+        }
+        #expect(ran == InstructionSet.avx2.isSupported, "\(dtype): the C kernel runs exactly where AVX2 is")
+        guard ran else { continue }
+        var mismatches = 0
+        x.withUnsafeBufferPointer { xp in
+            wide.withUnsafeBufferPointer { w in
+                for o in 0..<rows where dot(xp.baseAddress!, w.baseAddress! + o * cols, count: cols).bitPattern != y[o].bitPattern {
+                    mismatches += 1
+                }
+            }
+        }
+        #expect(mismatches == 0, "\(dtype) \(rows)x\(cols)")
     }
 }

@@ -105,14 +105,7 @@ let int8CrossISATolerance: Float = 1e-6
         for isa in Self.supported where isa != .scalar {
             #expect(QuantizedKernels.quantizeActivations(format, x, tokens: tokens, cols: cols, isa: isa) == scalarBytes, "\(isa.name)")
             let y = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: isa)
-            for t in 0..<tokens {
-                for r in 0..<rows {
-                    var scale: Float = 0
-                    for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
-                    let e = abs(y[t * rows + r] - scalar[t * rows + r])
-                    #expect(e <= int8CrossISATolerance * scale, "\(format) \(isa.name) row \(r) token \(t): \(y[t * rows + r]) vs \(scalar[t * rows + r])")
-                }
-            }
+            expectNear(y, scalar, wf: wf, x: x, rows: rows, cols: cols, tolerance: int8CrossISATolerance, "\(format) \(isa.name)")
         }
     }
 
@@ -147,6 +140,20 @@ let int8CrossISATolerance: Float = 1e-6
         }
     }
 
+    /// Every element of `y` (`[tokens, rows]`) within `tolerance · Σ_i |w_i · x_i|` of `expected`,
+    /// with `wf` the dequantized weights `[rows, cols]` and `x` the activations `[tokens, cols]`.
+    func expectNear(_ y: [Float], _ expected: [Float], wf: [Float], x: [Float], rows: Int, cols: Int, tolerance: Float,
+                    _ label: String) {
+        for t in 0..<(x.count / cols) {
+            for r in 0..<rows {
+                var scale: Float = 0
+                for i in 0..<cols { scale += abs(wf[r * cols + i] * x[t * cols + i]) }
+                let e = abs(y[t * rows + r] - expected[t * rows + r])
+                #expect(e <= tolerance * scale, "\(label) row \(r) token \(t): \(y[t * rows + r]) vs \(expected[t * rows + r])")
+            }
+        }
+    }
+
     /// A pool asking for int8 arithmetic routes quantized `matmul` there; the default pool stays exact.
     @Test func poolArithmeticSelectsThePath() {
         let rows = 5, cols = 64
@@ -176,5 +183,48 @@ let int8CrossISATolerance: Float = 1e-6
         #if arch(x86_64)
         #expect(best != .scalar, "an x86-64 CI machine without AVX2 is unexpected")
         #endif
+    }
+}
+
+/// Bound of the int8 kernels against the plain C ones, per format, relative to `Σ|w·x|`: both
+/// compute the same exact integer block sums; the SIMD kernels scale and sum blocks in their
+/// own order, the C reference in one chain; for the
+/// K-quants the 4-token tiles repeat the one-token arithmetic. f32 reordering of ≤ 64 scaled
+/// block sums stays far below 1e-6 (observed ≲ 1e-7).
+let int8KernelTolerance: [QuantizedFormat: Float] = [
+    .q4_0: 1e-6, .q4_1: 1e-6, .q8_0: 1e-6, .q4_K: 1e-6, .q5_K: 1e-6, .q6_K: 1e-6,
+]
+
+extension QuantizedInt8Tests {
+    /// Row counts that leave short tails, and token tiles of four with
+    /// tails, against the scalar kernels; a token alone equals the same token in any batch, and a
+    /// row computed in a slice starting mid-group (another thread split) equals the full pass.
+    @Test(arguments: QuantizedFormat.allCases)
+    func rowGroupsAndTokenTilesMatchScalar(_ format: QuantizedFormat) {
+        let cols = (format.isKQuant ? 3 : 11) * format.blockSize
+        let tolerance = int8KernelTolerance[format]!
+        for rows in [1, 7, 8, 9, 23, 40] {
+            let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows) &* 131)
+            var wf = [Float](repeating: 0, count: rows * cols)
+            w.withUnsafeBytes { QuantizedReference.dequantize(format, $0.baseAddress!, into: &wf, count: rows * cols) }
+            for tokens in [1, 4, 5, 9] {
+                let x = Self.activations(tokens * cols, seed: UInt64(tokens * 7 + rows))
+                let scalar = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .scalar)
+                let fast = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .best)
+                expectNear(fast, scalar, wf: wf, x: x, rows: rows, cols: cols, tolerance: tolerance, "\(format) rows \(rows) tokens \(tokens)")
+                for t in 0..<tokens {
+                    let alone = int8(format, w, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols, isa: .best)
+                    #expect(Array(fast[(t * rows)..<((t + 1) * rows)]) == alone, "\(format) rows \(rows): token \(t) alone vs batch of \(tokens)")
+                }
+                if rows > 3 {
+                    let tail = Array(w[(3 * format.rowBytes(cols))...])
+                    let sliced = int8(format, tail, x, tokens: tokens, rows: rows - 3, cols: cols, isa: .best)
+                    for t in 0..<tokens {
+                        #expect(Array(sliced[(t * (rows - 3))..<((t + 1) * (rows - 3))]) == Array(fast[(t * rows + 3)..<((t + 1) * rows)]),
+                                "\(format) rows \(rows) tokens \(tokens): rows 3... alone vs in the full pass, token \(t)")
+                    }
+                }
+            }
+        }
     }
 }

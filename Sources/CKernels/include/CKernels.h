@@ -1,6 +1,6 @@
 // Integer dot products of GGML block-quantized weight rows with 8-bit quantized activations,
 // one implementation per instruction set, chosen at run time (see QuantDot.c). Swift has no
-// portable access to vpmaddubsw / vpdpbusd, so these few kernels are C.
+// portable access to vpmaddubsw, so these few kernels are C.
 #ifndef PREMOE_CKERNELS_H
 #define PREMOE_CKERNELS_H
 
@@ -16,7 +16,7 @@ typedef enum {
     PM_ISA_SCALAR = 0,
     /// AVX2 + FMA + F16C (Haswell, Zen 1–3).
     PM_ISA_AVX2 = 1,
-    /// AVX-512 F/BW/VL + VNNI (Ice Lake, Zen 4): `vpdpbusd` on 256-bit vectors.
+    /// AVX-512 F/BW/VL + VNNI (Ice Lake, Zen 4): detected and reported; runs the AVX2 kernels.
     PM_ISA_AVX512VNNI = 2,
     PM_ISA_COUNT = 3
 } pm_isa;
@@ -48,6 +48,12 @@ void pm_quantize_activations(int isa, int format, const float *x, int rows, int 
 /// `pm_quantize_activations`). `n` is a multiple of the format's block size.
 void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows, const void *xq, size_t xq_stride,
                   int tokens, int n, float *y, size_t ldy);
+
+/// `y[r] = Σ_i W[r, i] · x[i]` for `rows` rows of `n` bf16 (`kind` 0) or f16 (`kind` 1) values,
+/// `row_stride` elements apart, with AVX2+FMA+F16C (HalfGemv.c), in the summation order of
+/// Sources/Kernels/SIMDSupport.swift (bit-identical to the Swift kernels). Returns 1 when done,
+/// 0 when this CPU or build lacks AVX2 or the arguments are out of range (nothing written).
+int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const float *x, int n, float *y);
 
 #ifdef __cplusplus
 }
