@@ -1,7 +1,10 @@
-// Fast causal grouped-query attention. Work items are (head, query) pairs, ordered head-major
-// so that a contiguous chunk holds whole heads with all their queries: with causal prefill the
-// later queries cost more, and head-major chunks keep the threads balanced. Each item is
-// computed independently by the same code, so results do not depend on the thread count.
+// Fast causal grouped-query attention. Work items are (sequence, head, query) triples, ordered
+// sequence-major then head-major, so that a contiguous chunk holds whole heads with all their
+// queries: with causal prefill the later queries cost more, and head-major chunks keep the
+// threads balanced. A batched step hands every sequence to one call, so the pool is entered once
+// per layer rather than once per sequence (a decode row is a few microseconds of work, less than
+// one hand-off). Each item is computed independently by the same code, so results depend neither
+// on the thread count nor on the other sequences of the call.
 
 enum FastAttention {
     static func attention(
@@ -10,37 +13,69 @@ enum FastAttention {
         start: Int, scale: Float, window: Int = 0, sinks: UnsafePointer<Float>? = nil,
         into out: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
-        guard queries > 0, heads > 0 else { return }
+        attention(batch: [AttentionSequence(q: q, queries: queries, keys: keys, values: values, start: start, out: out)],
+                  heads: heads, kvHeads: kvHeads, headDim: headDim, valueDim: valueDim, keyStride: keyStride,
+                  valueStride: valueStride, scale: scale, window: window, sinks: sinks, pool: pool)
+    }
+
+    static func attention(
+        batch: [AttentionSequence], heads: Int, kvHeads: Int, headDim: Int, valueDim: Int, keyStride: Int,
+        valueStride: Int, scale: Float, window: Int, sinks: UnsafePointer<Float>?, pool: ThreadPool
+    ) {
+        guard heads > 0, !batch.isEmpty else { return }
         precondition(kvHeads > 0 && heads % kvHeads == 0, "heads \(heads) not a multiple of kvHeads \(kvHeads)")
         let group = heads / kvHeads
-        let items = heads * queries
-        let maxVisible = start + queries
+        // firstItem[s]: the first item of sequence s; its items are heads × queries, head-major.
+        var firstItem = [Int](repeating: 0, count: batch.count + 1)
+        var maxVisible = 0
+        var work = 0
+        for (s, seq) in batch.enumerated() {
+            firstItem[s + 1] = firstItem[s] + heads * seq.queries
+            maxVisible = max(maxVisible, seq.start + seq.queries)
+            work += heads * seq.queries * (seq.start + (seq.queries + 1) / 2) * (headDim + valueDim)
+        }
+        let items = firstItem[batch.count]
+        guard items > 0 else { return }
         // A thread should get at least ~32K multiply-adds.
-        let perItem = max(1, (start + (queries + 1) / 2) * (headDim + valueDim))
-        pool.parallelFor(items, minChunk: max(1, 32_768 / perItem)) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxVisible + 1)
-            defer { scores.deallocate() }
-            for item in range {
-                let h = item / queries
-                let t = item - h * queries
-                let g = h / group
-                let end = start + t + 1
-                let first = window > 0 ? max(0, end - window) : 0
-                let visible = end - first
-                let qh = q + (t * heads + h) * headDim
-                let kBase = keys + g * headDim + first * keyStride
-                for p in 0..<visible {
-                    scores[p] = FastElementwise.dot(qh, kBase + p * keyStride, count: headDim) * scale
+        let perItem = max(1, work / items)
+        batch.withUnsafeBufferPointer { batch in
+            firstItem.withUnsafeBufferPointer { firstItem in
+                pool.parallelFor(items, minChunk: max(1, 32_768 / perItem)) { range in
+                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxVisible + 1)
+                    defer { scores.deallocate() }
+                    // The sequence holding the chunk's first item (chunks are contiguous).
+                    var lo = 0, hi = batch.count - 1
+                    while lo < hi {
+                        let mid = (lo + hi + 1) / 2
+                        if firstItem[mid] <= range.lowerBound { lo = mid } else { hi = mid - 1 }
+                    }
+                    var s = lo
+                    for item in range {
+                        while item >= firstItem[s + 1] { s += 1 }
+                        let seq = batch[s]
+                        let local = item - firstItem[s]
+                        let h = local / seq.queries
+                        let t = local - h * seq.queries
+                        let g = h / group
+                        let end = seq.start + t + 1
+                        let first = window > 0 ? max(0, end - window) : 0
+                        let visible = end - first
+                        let qh = seq.q + (t * heads + h) * headDim
+                        let kBase = seq.keys + g * headDim + first * keyStride
+                        for p in 0..<visible {
+                            scores[p] = FastElementwise.dot(qh, kBase + p * keyStride, count: headDim) * scale
+                        }
+                        if let sinks {
+                            // The sink is one more logit in the softmax whose value row does not exist.
+                            scores[visible] = sinks[h]
+                            FastElementwise.softmax(scores, count: visible + 1)
+                        } else {
+                            FastElementwise.softmax(scores, count: visible)
+                        }
+                        weightedSum(scores, visible, seq.values + g * valueDim + first * valueStride, valueStride, valueDim,
+                                    seq.out + (t * heads + h) * valueDim)
+                    }
                 }
-                if let sinks {
-                    // The sink is one more logit in the softmax whose value row does not exist.
-                    scores[visible] = sinks[h]
-                    FastElementwise.softmax(scores, count: visible + 1)
-                } else {
-                    FastElementwise.softmax(scores, count: visible)
-                }
-                weightedSum(scores, visible, values + g * valueDim + first * valueStride, valueStride, valueDim,
-                            out + (t * heads + h) * valueDim)
             }
         }
     }

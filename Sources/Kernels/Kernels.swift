@@ -142,3 +142,45 @@ public func attention(
         keys: keys, keyStride: keyStride, values: values, valueStride: valueStride, start: start,
         scale: scale, window: window, sinks: sinks, into: out, pool: pool)
 }
+
+/// One sequence of a batched attention call (`attention(batch:...)`): its new queries, its KV
+/// cache and where its outputs go. Pointers must stay valid for the call.
+public struct AttentionSequence {
+    /// `[queries, heads, headDim]`.
+    public var q: UnsafePointer<Float>
+    /// New tokens, at positions `start ..< start + queries`.
+    public var queries: Int
+    /// The sequence's cache keys and values (strides and head layout as in `attention`).
+    public var keys: UnsafePointer<Float>
+    public var values: UnsafePointer<Float>
+    /// Positions already in the cache before the new tokens.
+    public var start: Int
+    /// `[queries, heads, valueDim]`.
+    public var out: UnsafeMutablePointer<Float>
+
+    public init(q: UnsafePointer<Float>, queries: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                start: Int, out: UnsafeMutablePointer<Float>) {
+        self.q = q
+        self.queries = queries
+        self.keys = keys
+        self.values = values
+        self.start = start
+        self.out = out
+    }
+}
+
+/// Causal grouped-query attention for several sequences at once, each on its own cache, in one
+/// hand-off to the pool (a batched decode step has one short query per sequence: splitting each
+/// sequence's few microseconds of work over threads separately costs more than the work). Every
+/// sequence's output is exactly what `attention` gives it alone.
+/// - Parameters:
+///   - batch: the sequences; their shapes (`heads`, `kvHeads`, dims, strides) are shared.
+///   - window, sinks, scale: as in `attention`.
+public func attention(
+    batch: [AttentionSequence], heads: Int, kvHeads: Int, headDim: Int, valueDim: Int, keyStride: Int,
+    valueStride: Int, scale: Float, window: Int = 0, sinks: UnsafePointer<Float>? = nil, pool: ThreadPool
+) {
+    FastAttention.attention(batch: batch, heads: heads, kvHeads: kvHeads, headDim: headDim, valueDim: valueDim,
+                            keyStride: keyStride, valueStride: valueStride, scale: scale, window: window, sinks: sinks,
+                            pool: pool)
+}

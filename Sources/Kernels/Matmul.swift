@@ -15,7 +15,8 @@ import CKernels
 // - tokens > 1 (prefill, compute-bound): each thread widens a block of its rows to f32 scratch
 //   (one reused buffer per thread, see `ThreadScratch`) once, then runs a 4-row × 3-token
 //   register tile over all tokens, so a converted weight vector is reused by three tokens from a
-//   register and by every token from cache.
+//   register and by every token from cache. With 2 or 3 tokens (an expert's rows in a batched
+//   decode step) there is one tile pass, so f16/bf16 rows are widened in registers in place.
 
 /// How one weight row is read: 8 lanes widened to Float, or one element.
 protocol WeightRowFormat {
@@ -59,6 +60,9 @@ enum FastMatmul {
     static let tileRows = 4
     /// Target size of one thread's f32 weight block in prefill (fits the 512 KiB L2 with room).
     static let blockBytes = 192 * 1024
+    /// Up to this many tokens (one 4×3 register tile pass), f16/bf16 rows are read in place:
+    /// widening them to scratch first would add a store and a reload to the same conversions.
+    static let directTokens = 3
 
     static func matmul(
         _ x: UnsafePointer<Float>, tokens: Int, weight: Tensor, into y: UnsafeMutablePointer<Float>,
@@ -233,7 +237,9 @@ enum FastMatmul {
     ) {
         let rowBytes = n &* W.byteSize
         let blockRows = min(r1 - r0, max(tileRows, (blockBytes / max(1, n * 4)) / tileRows * tileRows))
-        let direct = W.self == F32Row.self
+        // Few tokens (an expert's share of a batched decode step) read f16/bf16 rows in place,
+        // widening in registers: each widened vector is used by one register tile only.
+        let direct = W.self == F32Row.self || tokens <= directTokens
         let scratch = direct ? nil : ThreadScratch.floats(blockRows * n)
         var b = r0
         while b < r1 {
@@ -244,7 +250,7 @@ enum FastMatmul {
                 }
                 tiles(F32Row.self, x, tokens: tokens, UnsafeRawPointer(scratch), rowBytes: n &* 4, rows: rows, n: n, y + b, outF)
             } else {
-                tiles(F32Row.self, x, tokens: tokens, w + b &* rowBytes, rowBytes: rowBytes, rows: rows, n: n, y + b, outF)
+                tiles(W.self, x, tokens: tokens, w + b &* rowBytes, rowBytes: rowBytes, rows: rows, n: n, y + b, outF)
             }
             b &+= rows
         }

@@ -227,17 +227,24 @@ public final class DecoderModel: @unchecked Sendable {
                 row += rows.count
             }
         }
-        var result = [Float](repeating: 0, count: count * vocab)
-        profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
-            result.withUnsafeMutableBufferPointer { out in
-                matmul(normed, tokens: count, weight: lmHead, into: out.baseAddress!, pool: pool)
+        if entries.count == 1 {
+            var result = [Float](repeating: 0, count: count * vocab)
+            profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
+                result.withUnsafeMutableBufferPointer { out in
+                    matmul(normed, tokens: count, weight: lmHead, into: out.baseAddress!, pool: pool)
+                }
             }
+            return [result]
         }
-        if entries.count == 1 { return [result] }
+        // Several sequences: the head writes scratch, each sequence's rows are copied out once.
+        let result = workspace.buffer(.logits, count * vocab)
+        profiled(profiler, "output head \(lmHead.dtype.rawValue)") {
+            matmul(normed, tokens: count, weight: lmHead, into: result, pool: pool)
+        }
         var split: [[Float]] = []
         var row = 0
         for rows in wanted {
-            split.append(Array(result[(row * vocab)..<((row + rows.count) * vocab)]))
+            split.append(Array(UnsafeBufferPointer(start: result + row * vocab, count: rows.count * vocab)))
             row += rows.count
         }
         return split

@@ -123,7 +123,9 @@ public final class GenerationSession {
         guard output.count < maxNewTokens, !logits.isEmpty else {
             return Step(token: nil, text: finish(.length), logits: logits, finishReason: .length)
         }
-        Sampler.penalizeRepetitions(&logits, history: promptIDs + output, penalty: parameters.repetitionPenalty)
+        if parameters.repetitionPenalty != 1 {  // no history array to build on every step otherwise
+            Sampler.penalizeRepetitions(&logits, history: promptIDs + output, penalty: parameters.repetitionPenalty)
+        }
         guard let next = sampler.sample(logits) else {
             throw GenerationError.noFiniteLogit(position: promptIDs.count + output.count)
         }

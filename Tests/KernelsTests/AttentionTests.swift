@@ -119,3 +119,50 @@ func attentionIsCausal(_ threads: Int) {
         #expect(decoded.bitwiseEqual(Array(prefill[(t * c.heads * c.valueDim)..<((t + 1) * c.heads * c.valueDim)])), "t \(t)")
     }
 }
+
+/// `attention(batch:)` gives every sequence exactly what `attention` gives it alone, whatever the
+/// other sequences (decode rows, a prefill, different cache lengths) and the thread count: the
+/// batched decode step's bit-for-bit contract rests on it.
+@Test(arguments: [false, true])
+func attentionBatchEqualsOneCallPerSequence(_ sinks: Bool) {
+    // Shared shape; per sequence: (queries, start). A prefill of 7 between decode rows, an empty
+    // cache, a long one.
+    let shape = AttentionCase(queries: 1, heads: 6, kvHeads: 2, headDim: 16, valueDim: 16, start: 0, pad: 1,
+                              window: sinks ? 5 : 0, sinks: sinks)
+    let sequences = [(1, 12), (7, 3), (1, 0), (2, 40), (1, 1)]
+    let cases = sequences.map { q, start in
+        AttentionCase(queries: q, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+                      valueDim: shape.valueDim, start: start, pad: shape.pad, window: shape.window, sinks: shape.sinks)
+    }
+    var data = cases.enumerated().map { AttentionData($1, seed: UInt64(20 + $0)) }
+    for i in data.indices { data[i].sinks = data[0].sinks }  // sinks belong to the layer, not the sequence
+    let alone = zip(cases, data).map { runAttention($0, $1, threads: 1) }
+    for threads in testThreadCounts {
+        var outs = cases.map { [Float](repeating: .nan, count: $0.queries * $0.heads * $0.valueDim) }
+        // Arrays stay put while their pointers are used below (no mutation but through the pointers).
+        let qs = data.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.q.count) }
+        let ks = data.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.k.count) }
+        let vs = data.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.v.count) }
+        let os = outs.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.count) }
+        defer { (qs + ks + vs + os).forEach { $0.deallocate() } }
+        for i in data.indices {
+            qs[i].initialize(from: data[i].q, count: data[i].q.count)
+            ks[i].initialize(from: data[i].k, count: data[i].k.count)
+            vs[i].initialize(from: data[i].v, count: data[i].v.count)
+        }
+        let batch = cases.indices.map {
+            AttentionSequence(q: qs[$0], queries: cases[$0].queries, keys: ks[$0], values: vs[$0], start: cases[$0].start,
+                              out: os[$0])
+        }
+        data[0].sinks.withUnsafeBufferPointer { s in
+            attention(batch: batch, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+                      valueDim: shape.valueDim, keyStride: shape.keyStride, valueStride: shape.valueStride,
+                      scale: 1 / Float(shape.headDim).squareRoot(), window: shape.window,
+                      sinks: sinks ? s.baseAddress : nil, pool: testPool(threads))
+        }
+        for i in outs.indices {
+            outs[i] = Array(UnsafeBufferPointer(start: os[i], count: outs[i].count))
+            #expect(outs[i].bitwiseEqual(alone[i]), "threads \(threads) sequence \(i)")
+        }
+    }
+}

@@ -55,10 +55,17 @@ func matmulMatchesReference(_ c: MatmulCase) {
 }
 
 /// Every output element is exactly `dot(x[t], W[o] widened)`, whichever path computed it (GEMV
-/// tile, 4x1/4x2/4x3 prefill tile, 1-row tail): batch invariance, and the documented order.
+/// tile, 4x1/4x2/4x3 prefill tile, 1-row tail; f16/bf16 rows read in place for a few tokens or
+/// widened to scratch for many): batch invariance, and the documented order.
 @Test(arguments: DType.allCases, [1, 7, 17, 1025])
 func matmulElementsEqualCanonicalDot(_ dtype: DType, _ cols: Int) {
-    let rows = 13, tokens = 37
+    for tokens in [3, 6, 37] {
+        matmulElementsEqualCanonicalDot(dtype, cols, tokens: tokens)
+    }
+}
+
+func matmulElementsEqualCanonicalDot(_ dtype: DType, _ cols: Int, tokens: Int) {
+    let rows = 13
     var rng = TestRandom(seed: UInt64(cols) &* 7919)
     let weight = Tensor.owned(rng.floats(rows * cols), shape: [rows, cols], dtype: dtype)
     let wide = weight.toFloatArray()
@@ -76,10 +83,11 @@ func matmulElementsEqualCanonicalDot(_ dtype: DType, _ cols: Int) {
                 }
             }
         }
-        #expect(mismatches == 0, "\(dtype) cols \(cols) threads \(threads)")
+        #expect(mismatches == 0, "\(dtype) cols \(cols) tokens \(tokens) threads \(threads)")
         // A token alone (GEMV path) gives the same row as inside the batch.
-        let single = runMatmul(Array(x[(5 * cols)..<(6 * cols)]), tokens: 1, weight: weight, threads: threads)
-        #expect(single.bitwiseEqual(Array(y[(5 * rows)..<(6 * rows)])))
+        let t = tokens - 2  // a middle token when there are 3 or more
+        let single = runMatmul(Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, weight: weight, threads: threads)
+        #expect(single.bitwiseEqual(Array(y[(t * rows)..<((t + 1) * rows)])))
     }
 }
 

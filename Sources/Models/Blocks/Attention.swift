@@ -114,6 +114,8 @@ public struct Attention: @unchecked Sendable {
             applyRoPE(kDst, tokens: tokens, heads: kvHeads, headDim: hd, rotaryDim: spec.rope.rotaryDim,
                       positions: positions, invFreq: f.baseAddress!, attentionScaling: spec.rope.attentionScaling, style: style)
         }
+        let unequalGroups = queryGroups.map { Set($0).count > 1 } ?? false
+        var batch: [AttentionSequence] = []
         for s in sequences {
             let n = s.rows.count
             let start = s.cache.count
@@ -123,18 +125,19 @@ public struct Attention: @unchecked Sendable {
             }
             let qs = qBuf + s.rows.lowerBound * qWidth
             let out = attnOut + s.rows.lowerBound * qWidth
-            if let groups = queryGroups, Set(groups).count > 1 {
+            if unequalGroups, let groups = queryGroups {
                 groupedByKVHead(qs, groups: groups, tokens: n, headDim: hd, cache: s.cache, layer: layer, start: start,
                                 scale: spec.attentionScale, into: out, workspace: workspace, pool: pool)
             } else {
-                (sinks ?? []).withUnsafeBufferPointer { sinkValues in
-                    attention(
-                        q: qs, queries: n, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd,
-                        keys: s.cache.keys[layer], keyStride: kvWidth, values: s.cache.values[layer], valueStride: kvWidth,
-                        start: start, scale: spec.attentionScale, window: window,
-                        sinks: sinks == nil ? nil : sinkValues.baseAddress, into: out, pool: pool)
-                }
+                batch.append(AttentionSequence(q: qs, queries: n, keys: s.cache.keys[layer], values: s.cache.values[layer],
+                                               start: start, out: out))
             }
+        }
+        // Every sequence in one call: one hand-off to the pool per layer, not one per sequence.
+        (sinks ?? []).withUnsafeBufferPointer { sinkValues in
+            attention(batch: batch, heads: heads, kvHeads: kvHeads, headDim: hd, valueDim: hd, keyStride: kvWidth,
+                      valueStride: kvWidth, scale: spec.attentionScale, window: window,
+                      sinks: sinks == nil ? nil : sinkValues.baseAddress, pool: pool)
         }
         o.apply(attnOut, tokens: tokens, into: y, pool: pool)
     }
