@@ -53,6 +53,23 @@ public struct TaskClassifier: Codable, Sendable {
         case minTypicality = "min_typicality"
     }
 
+    /// Decodes a stored classifier. Files written before the typicality fallback (a SEAP
+    /// profile's router, version 1) have no `min_typicality`: they get the default threshold,
+    /// and having no typicality model they never fall back.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(Int.self, forKey: .version)
+        features = try c.decode(String.self, forKey: .features)
+        tasks = try c.decode([String].self, forKey: .tasks)
+        mean = try c.decode([Float].self, forKey: .mean)
+        scale = try c.decode([Float].self, forKey: .scale)
+        weights = try c.decode([[Float]].self, forKey: .weights)
+        bias = try c.decode([Float].self, forKey: .bias)
+        minTypicality = try c.decodeIfPresent(Double.self, forKey: .minTypicality) ?? Settings().minTypicality
+        typicality = try c.decodeIfPresent(TypicalityModel.self, forKey: .typicality)
+        key = try c.decode(String.self, forKey: .key)
+    }
+
     public init(version: Int = currentVersion, features: String, tasks: [String], mean: [Float], scale: [Float],
                 weights: [[Float]], bias: [Float], minTypicality: Double, typicality: TypicalityModel?, key: String) {
         self.version = version

@@ -132,6 +132,25 @@ import Tokenization
         #expect(throws: PreMoeError.self) { try damaged.scorer() }
     }
 
+    /// A classifier written before the typicality fallback (a SEAP profile's router) has no
+    /// `min_typicality` and no typicality model: it loads with the default threshold, and a file
+    /// missing a field it cannot do without is still refused.
+    @Test func classifierWithoutTypicalityFieldsLoads() throws {
+        let train = clusters(items: 6, seed: 2)
+        var fitted = try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test")
+        fitted.typicality = nil
+        var object = try #require(JSONSerialization.jsonObject(with: JSONEncoder().encode(fitted)) as? [String: Any])
+        object["min_typicality"] = nil
+        object["typicality"] = nil
+        let old = try JSONDecoder().decode(TaskClassifier.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(old.minTypicality == TaskClassifier.Settings().minTypicality)
+        #expect(old.typicality == nil && old.weights == fitted.weights && old.tasks == fitted.tasks)
+        object["weights"] = nil
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TaskClassifier.self, from: JSONSerialization.data(withJSONObject: object))
+        }
+    }
+
     /// Features longer than the covariance's limit are folded by the hashing projection, which
     /// keeps norms close (Johnson–Lindenstrauss-style) and is the same on every call.
     @Test func hashingProjectionIsDeterministicAndKeepsNorms() {
