@@ -229,9 +229,7 @@ extension DecoderModel {
                 return r
             }
             saved[l] = block
-            setFeedForward(.moe(MoEBlock(spec: block.spec, router: block.router.rows(rows), experts: rows.map { block.experts[$0] },
-                                         expertIDs: ids, shared: block.shared, sharedGate: block.sharedGate,
-                                         selectionBias: block.selectionBias.map { b in rows.map { b[$0] } })), layer: l)
+            setFeedForward(.moe(block.keeping(rows: rows, experts: rows.map { block.experts[$0] })), layer: l)
         }
         return try body()
     }

@@ -181,8 +181,8 @@ final class ExpertResidency {
             }
             let mlps = ids.compactMap { resident[Key(layer: l, expert: $0)]?.mlp }
             precondition(mlps.count == ids.count, "a view was asked for experts that are not resident")
-            blocks[l] = MoEBlock(spec: base.spec, router: router, experts: mlps, expertIDs: ids, shared: base.shared,
-                                 sharedGate: base.sharedGate, selectionBias: base.selectionBias.map { b in ids.map { b[$0] } })
+            // The backbone's router holds every expert, so its row of expert `id` is `id`.
+            blocks[l] = base.keeping(rows: ids, experts: mlps, router: router)
         }
         routerSlices[task] = routers
         return blocks

@@ -96,6 +96,17 @@ public struct MoEBlock: @unchecked Sendable {
         groups = Routing.groups(expertIDs: expertIDs, expertCount: spec.expertCount, rule: rule)
     }
 
+    /// This block routing among some of its router rows only, in the given order, as a pruned
+    /// load builds it: router rows, expert ids and selection bias sliced alike; shared expert kept.
+    /// - Parameters:
+    ///   - rows: router rows (indices into `expertIDs`) to keep.
+    ///   - experts: the kept experts' weights, in the same order.
+    ///   - router: the sliced router when the caller already holds it (default `router.rows(rows)`).
+    public func keeping(rows: [Int], experts: [GatedMLP], router sliced: Linear? = nil) -> MoEBlock {
+        MoEBlock(spec: spec, router: sliced ?? router.rows(rows), experts: experts, expertIDs: rows.map { expertIDs[$0] },
+                 shared: shared, sharedGate: sharedGate, selectionBias: selectionBias.map { b in rows.map { b[$0] } })
+    }
+
     /// Bytes of routed-expert storage held.
     public var expertBytes: Int { experts.reduce(0) { $0 + $1.byteCount } }
 
