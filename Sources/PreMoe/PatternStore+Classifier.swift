@@ -39,6 +39,7 @@ extension PatternStore {
             hash.update(Data("\(pattern.task)\n\(pattern.modelFingerprint)\n\(r.dimension)\n".utf8))
             hash.update(Data(r.items.map(String.init).joined(separator: ",").utf8))
             hash.update(Data(r.values.utf8))
+            hash.update(Data("\n\((r.contextItems ?? []).map(String.init).joined(separator: ","))\n\(r.contextValues ?? "")".utf8))
         }
         return hash.hexDigest()
     }

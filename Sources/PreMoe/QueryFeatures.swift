@@ -3,26 +3,32 @@ import Kernels
 import Models
 
 /// The features retrieval decides on, computed before any expert weight is read: the mean input
-/// embedding of the query's tokens, the mean raw logits of the first MoE router, and the mean
-/// input embedding of its last `tailTokens` tokens, each scaled to unit length and concatenated
-/// (`[hidden + experts + hidden]`).
+/// embedding of the query's tokens, the mean raw logits of the first MoE router, the mean input
+/// embedding of its last `tailTokens` tokens, and the mean of the first router's input (the
+/// normalised hidden state after the first layer's attention) over all tokens and over the last
+/// `tailTokens`; each block scaled to unit length and concatenated
+/// (`[hidden + experts + hidden + hidden + hidden]`).
 ///
 /// Why these: the mean embedding says which words the query uses (a bag of tokens the model
 /// already knows), the router logits say how the model's first expert layer reads them in
 /// context. Measured on the demo model (shared EXPERIMENTS.md), a classifier on both reaches
-/// 97% by family on raw questions where the paper's TCESS centroid reaches 62–72%.
+/// 97% by family on raw questions where the paper's TCESS centroid reaches 62–72%. The router's
+/// input is the same reading before the router's projection to a few dozen logits: it keeps what
+/// the projection drops, among it whether the query ends in a request (a question after a
+/// passage) or is prose alone, which is what tells a task's query from a paragraph of the kind of
+/// text its passages come from (measured in `TaskClassifier`'s notes).
 public enum QueryFeatures {
     /// Name stored with samples, so a store never mixes features of different definitions.
-    public static let name = "embed-mean+router0-mean+tail-mean/v2"
+    public static let name = "embed-mean+router0-mean+tail-mean+router0-input-mean+router0-input-tail/v3"
 
     /// Tokens at the end of a query whose mean embedding is a feature of its own: the request
     /// usually sits at the end (a question after a passage), and long prose has none.
     public static let tailTokens = 16
 
-    /// Feature length for a model: 2 × hidden size + routed experts of the first MoE layer.
+    /// Feature length for a model: 4 × hidden size + routed experts of the first MoE layer.
     public static func dimension(_ spec: DecoderSpec) -> Int? {
         guard let first = spec.moeLayers.first, let moe = spec.moe(first) else { return nil }
-        return 2 * spec.hiddenSize + moe.expertCount
+        return 4 * spec.hiddenSize + moe.expertCount
     }
 
     /// Features of one query (one forward pass up to the first MoE router).
@@ -31,7 +37,7 @@ public enum QueryFeatures {
     ///   - tokens: the query's ids.
     ///   - signatureStats: when given, the first router's events are added to it as well (the
     ///     paper's TCESS signature comes from the same pass).
-    /// - Returns: `[hidden + experts + hidden]` floats.
+    /// - Returns: `[hidden + experts + hidden + hidden + hidden]` floats.
     /// - Throws: `PreMoeError.unsupported` without a MoE layer or with a pruned first router,
     ///   `ModelError` from the forward pass (empty query, ids out of range, context too long).
     public static func compute(model: DecoderModel, tokens: [Int], signatureStats: RouterStats? = nil) throws -> [Float] {
@@ -44,7 +50,8 @@ public enum QueryFeatures {
                 "layer \(first): the router holds \(block.expertIDs.count) of \(moe.expertCount) experts; "
                     + "retrieval needs the unpruned router (METHODS §8.6)")
         }
-        let probe = FirstRouterProbe(layer: first, experts: moe.expertCount, forward: signatureStats)
+        let probe = FirstRouterProbe(layer: first, experts: moe.expertCount, hidden: spec.hiddenSize,
+                                     tokens: tokens.count, tailTokens: tailTokens, forward: signatureStats)
         let previous = model.observer
         model.observer = probe
         defer { model.observer = previous }
@@ -53,6 +60,7 @@ public enum QueryFeatures {
         // ids were range-checked by the forward pass
         let (embedding, tail) = embeddingSums(model: model, tokens: tokens, tailTokens: tailTokens)
         return unitScaled(embedding) + unitScaled(probe.sums) + unitScaled(tail)
+            + unitScaled(probe.inputSums) + unitScaled(probe.inputTailSums)
     }
 
     /// The mean input embedding of `tokens`, scaled to unit length, `[hidden]`: the whole-query
@@ -87,16 +95,24 @@ public enum QueryFeatures {
     }
 }
 
-/// Sums the first MoE router's raw logits per original expert over all tokens, and optionally
-/// hands each event on to a `RouterStats`.
+/// Sums the first MoE router's raw logits per original expert, and its input rows over all
+/// tokens and over the last `tailTokens` of a `tokens`-long pass, and optionally hands each event
+/// on to a `RouterStats`.
 final class FirstRouterProbe: RouterObserver {
     let layer: Int
     private(set) var sums: [Double]
+    private(set) var inputSums: [Double]
+    private(set) var inputTailSums: [Double]
+    private let tailStart: Int
+    private var position = 0
     private let forward: RouterStats?
 
-    init(layer: Int, experts: Int, forward: RouterStats?) {
+    init(layer: Int, experts: Int, hidden: Int, tokens: Int, tailTokens: Int, forward: RouterStats?) {
         self.layer = layer
         sums = [Double](repeating: 0, count: experts)
+        inputSums = [Double](repeating: 0, count: hidden)
+        inputTailSums = [Double](repeating: 0, count: hidden)
+        tailStart = max(0, tokens - tailTokens)
         self.forward = forward
     }
 
@@ -106,6 +122,13 @@ final class FirstRouterProbe: RouterObserver {
         for t in 0..<event.tokenCount {
             let z = event.logits + t * event.expertCount
             for (r, e) in event.expertIDs.enumerated() where e < sums.count { sums[e] += Double(z[r]) }
+            let x = event.input + t * event.hiddenSize
+            let tail = position + t >= tailStart
+            for i in 0..<min(event.hiddenSize, inputSums.count) {
+                inputSums[i] += Double(x[i])
+                if tail { inputTailSums[i] += Double(x[i]) }
+            }
         }
+        position += event.tokenCount
     }
 }

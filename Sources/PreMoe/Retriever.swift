@@ -30,7 +30,7 @@ public enum DistanceMetric: String, Sendable, CaseIterable, Codable {
 
 /// How a query is matched to a stored task.
 public enum RetrievalMethod: String, Sendable, CaseIterable, Codable {
-    /// Logistic regression on `QueryFeatures` with a nearest-sample fallback (`TaskClassifier`).
+    /// Logistic regression on `QueryFeatures` with a typicality and a "none"-class fallback (`TaskClassifier`).
     case classifier
     /// The paper's rule: nearest stored TCESS signature of the first MoE layer (METHODS §2.2).
     case centroid
@@ -126,6 +126,7 @@ public struct Retriever: Sendable {
                                      key: String = "") throws -> TaskClassifier? {
         guard !patterns.isEmpty, patterns.allSatisfy({ $0.retrieval != nil }) else { return nil }
         var samples: [RetrievalSample] = []
+        var context: [[Float]] = []
         let sorted = patterns.sorted { $0.task < $1.task }
         for (t, pattern) in sorted.enumerated() {
             let retrieval = pattern.retrieval!
@@ -136,9 +137,10 @@ public struct Retriever: Sendable {
             for (item, vector) in zip(retrieval.items, try retrieval.vectors(file: pattern.task)) {
                 samples.append(RetrievalSample(task: t, item: item, features: vector))
             }
+            context += try retrieval.contextVectors(file: pattern.task)
         }
         return try TaskClassifier.fit(tasks: sorted.map(\.task), samples: samples, features: QueryFeatures.name,
-                                      settings: settings, key: key)
+                                      context: context, settings: settings, key: key)
     }
 
     /// What the backbone says about a query, enough for either method.
@@ -189,6 +191,9 @@ public struct Retriever: Sendable {
                 reason = String(format: "typicality %.3f < %.3f: the query is farther from every stored task than "
                     + "%.1f%% of their own calibration prompts (nearest guess '%@')",
                                 typicality, threshold, 100 * (1 - typicality), tasks[decision.best])
+            } else if let none = decision.noneProbability, none > confidence {
+                reason = String(format: "the query reads like the stored tasks' material without a request "
+                    + "(probability of none %.3f > %.3f of '%@')", none, confidence, tasks[decision.best])
             } else if let minConfidence, confidence < minConfidence {
                 reason = String(format: "probability %.3f < %.3f", confidence, minConfidence)
             }

@@ -40,18 +40,61 @@ public struct TaskPattern: Codable, Equatable, Sendable {
         /// Base64 of little-endian float16 `[items.count, dimension]`: half the bytes of float32
         /// and more than enough for unit-scaled features (relative error 5e-4).
         public var values: String
+        /// The calibration item of each context sample: features of the items' texts that are not
+        /// requests (`TaskQuery.context`: passages alone, long answers alone), the classifier's
+        /// "none of the tasks" examples. Absent in patterns made before them, and empty for
+        /// tasks whose items have no such text.
+        public var contextItems: [Int]?
+        /// Base64 of little-endian float16 `[contextItems.count, dimension]`.
+        public var contextValues: String?
 
         enum CodingKeys: String, CodingKey {
             case features, dimension, items, renderings, values
+            case contextItems = "context_items"
+            case contextValues = "context_values"
         }
 
-        public init(features: String, dimension: Int, items: [Int], renderings: [String], vectors: [[Float]]) {
+        public init(features: String, dimension: Int, items: [Int], renderings: [String], vectors: [[Float]],
+                    contextItems: [Int] = [], contextVectors: [[Float]] = []) {
             self.features = features
             self.dimension = dimension
             self.items = items
             self.renderings = renderings
+            values = Self.encode(vectors)
+            if !contextVectors.isEmpty {
+                self.contextItems = contextItems
+                contextValues = Self.encode(contextVectors)
+            }
+        }
+
+        /// The vectors, `[items.count][dimension]`.
+        /// - Throws: `PreMoeError.invalidPattern` when the data does not hold that many values.
+        public func vectors(file: String) throws -> [[Float]] {
+            try Self.decode(values, rows: items.count, dimension: dimension, field: "retrieval.values", file: file)
+        }
+
+        /// The context vectors, `[contextItems.count][dimension]` (none when absent).
+        /// - Throws: `PreMoeError.invalidPattern` when the data does not hold that many values.
+        public func contextVectors(file: String) throws -> [[Float]] {
+            guard let contextItems, let contextValues else { return [] }
+            return try Self.decode(contextValues, rows: contextItems.count, dimension: dimension,
+                                   field: "retrieval.context_values", file: file)
+        }
+
+        /// Whether `values` (and `context_values`) have the base64 length their counts imply.
+        func sizesMatch() -> Bool {
+            func matches(_ base64: String, _ rows: Int) -> Bool { base64.utf8.count == (rows * dimension * 2 + 2) / 3 * 4 }
+            guard dimension > 0, !items.isEmpty, matches(values, items.count) else { return false }
+            switch (contextItems, contextValues) {
+            case (nil, nil): return true
+            case let (items?, values?): return !items.isEmpty && matches(values, items.count)
+            default: return false
+            }
+        }
+
+        static func encode(_ vectors: [[Float]]) -> String {
             var bytes = [UInt8]()
-            bytes.reserveCapacity(vectors.count * dimension * 2)
+            bytes.reserveCapacity(vectors.reduce(0) { $0 + $1.count } * 2)
             for vector in vectors {
                 for x in vector {
                     let bits = Float16(x).bitPattern
@@ -59,20 +102,15 @@ public struct TaskPattern: Codable, Equatable, Sendable {
                     bytes.append(UInt8(bits >> 8))
                 }
             }
-            values = Data(bytes).base64EncodedString()
+            return Data(bytes).base64EncodedString()
         }
 
-        /// The vectors, `[items.count][dimension]`.
-        /// - Throws: `PreMoeError.invalidPattern` when the data does not hold that many values.
-        public func vectors(file: String) throws -> [[Float]] {
-            guard let data = Data(base64Encoded: values), dimension > 0,
-                  data.count == items.count * dimension * 2
-            else {
-                throw PreMoeError.invalidPattern(
-                    file: file, reason: "retrieval.values does not hold \(items.count) × \(dimension) float16 values")
+        static func decode(_ base64: String, rows: Int, dimension: Int, field: String, file: String) throws -> [[Float]] {
+            guard let data = Data(base64Encoded: base64), dimension > 0, data.count == rows * dimension * 2 else {
+                throw PreMoeError.invalidPattern(file: file, reason: "\(field) does not hold \(rows) × \(dimension) float16 values")
             }
             return data.withUnsafeBytes { raw in
-                (0..<items.count).map { r in
+                (0..<rows).map { r in
                     (0..<dimension).map { i in
                         let o = (r * dimension + i) * 2
                         return Float(Float16(bitPattern: UInt16(raw[o]) | UInt16(raw[o + 1]) << 8))
@@ -174,14 +212,10 @@ public struct TaskPattern: Codable, Equatable, Sendable {
                 throw PreMoeError.invalidPattern(file: file, reason: "layer \(key) has a non-finite score")
             }
         }
-        if let retrieval {
-            guard retrieval.dimension > 0, !retrieval.items.isEmpty,
-                  retrieval.values.utf8.count == (retrieval.items.count * retrieval.dimension * 2 + 2) / 3 * 4
-            else {
-                throw PreMoeError.invalidPattern(
-                    file: file, reason: "retrieval: \(retrieval.items.count) samples × \(retrieval.dimension) values "
-                        + "do not match the size of 'values'")
-            }
+        if let retrieval, !retrieval.sizesMatch() {
+            throw PreMoeError.invalidPattern(
+                file: file, reason: "retrieval: \(retrieval.items.count) samples (\(retrieval.contextItems?.count ?? 0) context) × "
+                    + "\(retrieval.dimension) values do not match the size of 'values' ('context_values')")
         }
         for (name, set) in scorerScores ?? [:] {
             for (key, values) in set {

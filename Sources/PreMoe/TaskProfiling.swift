@@ -157,6 +157,8 @@ public enum TaskProfiling {
         let longest = max(1, min(settings.window, spec.maxPositions))
         var vectors: [[Float]] = []
         var items: [Int] = []
+        var contextVectors: [[Float]] = []
+        var contextItems: [Int] = []
         for (item, query) in calibration.queries.prefix(settings.retrievalQueries).enumerated() {
             for text in TaskQueries.trainingRenderings(query, item: item, chatTemplate: tokenizer.chatTemplate) {
                 let ids = Array(tokenizer.encode(TaskQueries.retrievalText(text, chatTemplate: tokenizer.chatTemplate)).prefix(longest))
@@ -164,10 +166,19 @@ public enum TaskProfiling {
                 vectors.append(try QueryFeatures.compute(model: model, tokens: ids, signatureStats: signatureStats))
                 items.append(item)
             }
+            // The item's material without a request: the classifier's "none" examples. Not part of
+            // the signature, which averages the task's queries.
+            for text in query.context {
+                let ids = Array(tokenizer.encode(text).prefix(longest))
+                guard !ids.isEmpty else { continue }
+                contextVectors.append(try QueryFeatures.compute(model: model, tokens: ids))
+                contextItems.append(item)
+            }
         }
         let samples = vectors.isEmpty ? nil : TaskPattern.RetrievalSamples(
             features: QueryFeatures.name, dimension: dimension, items: items,
-            renderings: QueryStyle.allCases.map(\.rawValue), vectors: vectors)
+            renderings: QueryStyle.allCases.map(\.rawValue), vectors: vectors,
+            contextItems: contextItems, contextVectors: contextVectors)
         let patterns = try makePatterns(scored.stats, signatureStats: vectors.isEmpty ? nil : signatureStats).map { p in
             var pattern = p
             pattern.retrieval = samples

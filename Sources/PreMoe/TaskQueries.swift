@@ -10,12 +10,22 @@ public struct TaskQuery: Sendable, Equatable {
     public var options: [String]
     /// The record's calibration rendering (`CalibrationData`'s context text), when it came from one.
     public var calibration: String?
+    /// Texts of the item that are not a request: its passage alone, and its free-text answer
+    /// (a `completion`, an assistant turn, a worked solution) when that is prose of at least
+    /// `TaskQueries.minimumContextWords` words. (A fill-in-the-blank sentence with its gold option
+    /// filled in was tried as well: WikiText fell back more often, GPL paragraphs and WinoGrande's
+    /// own calibration rendering less.) Retrieval learns from them what the task's
+    /// material looks like when nobody asks anything of it (`TaskClassifier`'s "none" class);
+    /// they are never queries.
+    public var context: [String]
 
-    public init(passage: String? = nil, question: String, options: [String] = [], calibration: String? = nil) {
+    public init(passage: String? = nil, question: String, options: [String] = [], calibration: String? = nil,
+                context: [String] = []) {
         self.passage = passage
         self.question = question
         self.options = options
         self.calibration = calibration
+        self.context = context
     }
 }
 
@@ -62,6 +72,17 @@ public enum TaskQueries {
 
     static func letter(_ i: Int) -> String { String(UnicodeScalar(UInt8(65 + i % 26))) }
 
+    /// Fewest words a free-text answer needs to serve as a context text (`TaskQuery.context`):
+    /// shorter answers ("Paris", "42") carry no prose to learn from.
+    public static let minimumContextWords = 12
+
+    /// `[text]` when `text` has at least `minimumContextWords` words, else `[]`.
+    static func prose(_ text: String?) -> [String] {
+        guard let text else { return [] }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return trimmed.split(whereSeparator: \.isWhitespace).count >= minimumContextWords ? [trimmed] : []
+    }
+
     /// Reads the queries of a JSONL task file (answers never included).
     /// - Parameters:
     ///   - url: the file.
@@ -91,15 +112,17 @@ public enum TaskQueries {
             guard let user = messages.first(where: { $0["role"]?.stringValue == "user" })?["content"]?.stringValue else {
                 throw CalibrationData.RenderError(reason: "'messages' has no user turn with string content")
             }
-            return TaskQuery(question: user)
+            let replies = messages.filter { $0["role"]?.stringValue == "assistant" }.flatMap { prose($0["content"]?.stringValue) }
+            return TaskQuery(question: user, context: replies)
         }
-        if let prompt = string("prompt") { return TaskQuery(question: prompt) }
+        if let prompt = string("prompt") { return TaskQuery(question: prompt, context: prose(string("completion"))) }
         if let text = string("text") {
             let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
             return trimmed.isEmpty ? nil : TaskQuery(question: trimmed)
         }
         if let passage = string("passage"), let question = string("question"), r["answer"]?.boolValue != nil {
-            return TaskQuery(passage: passage, question: question.prefix(1).uppercased() + question.dropFirst() + "?")
+            return TaskQuery(passage: passage, question: question.prefix(1).uppercased() + question.dropFirst() + "?",
+                             context: [passage])
         }
         if let choices = r["choices"], let texts = choices["text"]?.arrayValue?.compactMap(\.stringValue) {
             if let stem = string("question_stem") { return TaskQuery(question: stem, options: texts) }
@@ -111,7 +134,9 @@ public enum TaskQueries {
         if let sentence = string("sentence"), let option1 = string("option1"), let option2 = string("option2") {
             return TaskQuery(question: sentence, options: [option1, option2])
         }
-        if let question = string("question"), string("answer") != nil { return TaskQuery(question: question) }
+        if let question = string("question"), let answer = string("answer") {
+            return TaskQuery(question: question, context: prose(answer))
+        }
         let keys = r.objectValue?.keys.sorted().joined(separator: ", ") ?? ""
         throw CalibrationData.RenderError(reason: "unknown record shape (fields: \(keys))")
     }

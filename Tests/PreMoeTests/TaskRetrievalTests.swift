@@ -22,9 +22,12 @@ import Tokenization
             ["question": "What is 2+2?", "answer": "2+2=4\n#### 4"],
             ["text": ""],
             ["text": " Some prose . "],
+            ["question": "How far did Ann walk?", "answer": "Ann walked three miles in the morning and two more in the evening, so five miles.\n#### 5"],
+            ["messages": [["role": "user", "content": "Tell me about tides."],
+                          ["role": "assistant", "content": "Tides rise and fall twice a day because the moon and the sun pull on the oceans."]]],
         ])
         let queries = try TaskQueries.read(url)
-        #expect(queries.count == 7)
+        #expect(queries.count == 9)
         #expect(queries[0] == TaskQuery(question: "Which is a gas?", options: ["ice", "steam"],
                                         calibration: "Question: Which is a gas?\nAnswer:"))
         #expect(queries[1].options == ["a marsh", "a desert"])
@@ -33,10 +36,17 @@ import Tokenization
         #expect(queries[4].passage == "Water boils at 100 C." && queries[4].question == "Does water boil at 100 c?")
         #expect(queries[5].question == "What is 2+2?" && queries[5].options.isEmpty)
         #expect(queries[6].question == "Some prose .")
+        // Context texts: a passage alone, answers of at least `minimumContextWords` words alone.
+        #expect(queries[4].context == ["Water boils at 100 C."])
+        #expect(queries[5].context.isEmpty && queries[0].context.isEmpty && queries[6].context.isEmpty)
+        #expect(queries[3].context.isEmpty)
+        #expect(queries[7].context.count == 1 && queries[7].context[0].hasPrefix("Ann walked three miles"))
+        #expect(queries[8].question == "Tell me about tides." && queries[8].context.count == 1)
         for q in queries {
             for style in QueryStyle.allCases {
                 let text = TaskQueries.render(q, style: style, chatTemplate: nil)
-                #expect(!text.contains("steam\nAnswer") && !text.contains("#### 4") && !text.contains(" yes"))
+                #expect(!text.contains("steam\nAnswer") && !text.contains("#### 4") && !text.contains(" yes")
+                    && !text.contains("#### 5") && !text.contains("the moon and the sun"))
             }
         }
     }
@@ -153,6 +163,55 @@ import Tokenization
 
     /// Features longer than the covariance's limit are folded by the hashing projection, which
     /// keeps norms close (Johnson–Lindenstrauss-style) and is the same on every call.
+    /// Context samples (the tasks' material without a request) in a region of their own: a query
+    /// there falls back through the "none" class although it is typical enough, and held-out
+    /// in-store queries rarely do.
+    @Test func noneClassLearnsTheTasksMaterialWithoutARequest() throws {
+        let train = clusters(items: 20, seed: 3)
+        var random = TestRandom(seed: 4)
+        func contextPoint() -> [Float] {
+            var x = (0..<6).map { _ in random.float(-0.5, 0.5) }
+            x[0] += 1.5
+            x[3] += 1.5
+            return x
+        }
+        let context = (0..<30).map { _ in contextPoint() }
+        let classifier = try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test", context: context)
+        #expect(classifier.noneWeights?.count == 6 && classifier.noneBias != nil)
+        let plain = try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test")
+        #expect(plain.noneWeights == nil && plain.noneBias == nil)
+        // The typicality model is fitted on the in-store samples alone, with or without context.
+        #expect(classifier.typicality == plain.typicality)
+        var inStoreNone = 0
+        let test = clusters(items: 10, seed: 5)
+        for s in test {
+            let d = try classifier.decide(s.features)
+            let none = try #require(d.noneProbability)
+            #expect(abs(d.probabilities.reduce(0, +) + none - 1) < 1e-9)
+            if none > d.probabilities[d.best] { inStoreNone += 1 }
+            #expect(d.best == s.task)
+        }
+        #expect(inStoreNone <= test.count / 20)
+        var contextNone = 0
+        for _ in 0..<20 {
+            let d = try classifier.decide(contextPoint())
+            if try #require(d.noneProbability) > d.probabilities[d.best] { contextNone += 1 }
+        }
+        #expect(contextNone >= 18, "held-out context points should read as none of the tasks")
+        // Round trip, and a damaged none class is refused.
+        let encoded = try JSONEncoder().encode(classifier)
+        let decoded = try JSONDecoder().decode(TaskClassifier.self, from: encoded)
+        #expect(decoded.noneWeights == classifier.noneWeights && decoded.noneBias == classifier.noneBias)
+        var object = try #require(try JSONSerialization.jsonObject(with: encoded) as? [String: Any])
+        object["none_weights"] = [1.0, 2.0]
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TaskClassifier.self, from: JSONSerialization.data(withJSONObject: object))
+        }
+        #expect(throws: PreMoeError.self) {
+            try TaskClassifier.fit(tasks: ["a", "b", "c"], samples: train, features: "test", context: [[1, 2]])
+        }
+    }
+
     @Test func hashingProjectionIsDeterministicAndKeepsNorms() {
         var random = TestRandom(seed: 3)
         let d = 4096, k = 1024
@@ -189,8 +248,9 @@ import Tokenization
             let pattern = result.patterns[0]
             let samples = try #require(pattern.retrieval)
             #expect(samples.items.count == calibration.queries.count * QueryStyle.allCases.count)
-            #expect(samples.dimension == 64 + 8 + 64)
-            #expect(try samples.vectors(file: "x").allSatisfy { $0.count == 64 + 8 + 64 && $0.allSatisfy(\.isFinite) })
+            #expect(samples.dimension == 4 * 64 + 8)
+            #expect(try samples.vectors(file: "x").allSatisfy { $0.count == 4 * 64 + 8 && $0.allSatisfy(\.isFinite) })
+            #expect(samples.contextItems == nil && samples.contextValues == nil, "these queries have no context texts")
             #expect(pattern.routingMassByLayer.values.allSatisfy { abs($0.reduce(0, +) - 1) < 1e-9 })
             try store.save(pattern)
         }
@@ -217,6 +277,40 @@ import Tokenization
         strict.minConfidence = 1.5
         let none = try strict.retrieve(model: backbone.model, tokens: tokenizer.encode("The sun is hot today."))
         #expect(none.task == nil && none.fallbackReason?.contains("probability") == true)
+    }
+
+    /// Items with a passage store its features as context samples, the classifier gets a none
+    /// class from them, and the retriever names it when it is the reason to fall back.
+    @Test func passagesBecomeContextSamplesAndANoneClass() throws {
+        let loaded = try loadFixture("qwen3_moe")
+        let tokenizer = try #require(loaded.tokenizer)
+        let passages = ["The river floods every spring and the farmers move their sheep to the hills above the valley.",
+                        "Old mills stood along the river, grinding grain for the villages of the valley and the hills.",
+                        "In winter the valley is quiet; snow covers the hills and the river freezes near the mills."]
+        let questions = ["Does the river flood in spring?", "Did mills grind grain?", "Does the river freeze?"]
+        let reading = TaskCalibration(task: "reading", texts: passages,
+                                      queries: zip(passages, questions).map { TaskQuery(passage: $0, question: $1, context: [$0]) })
+        var patterns = [try TaskProfiling.profile(model: loaded.model, tokenizer: tokenizer, fingerprint: "f", calibration: reading,
+                                                  scorers: [TCESSScorer()]).patterns[0]]
+        let samples = try #require(patterns[0].retrieval)
+        #expect(samples.contextItems == [0, 1, 2])
+        #expect(try samples.contextVectors(file: "x").count == 3)
+        try patterns[0].validate(file: "reading")
+        // Sizes that do not match are refused.
+        var damaged = patterns[0]
+        damaged.retrieval?.contextItems = [0, 1]
+        #expect(throws: PreMoeError.self) { try damaged.validate(file: "reading") }
+        patterns.append(try TaskProfiling.profile(model: loaded.model, tokenizer: tokenizer, fingerprint: "f",
+                                                  calibration: calibrations()[1], scorers: [TCESSScorer()]).patterns[0])
+        let classifier = try #require(try Retriever.fitClassifier(patterns))
+        #expect(classifier.noneWeights != nil)
+        var retriever = try Retriever(patterns: patterns, method: .classifier, classifier: classifier, modelTopK: 2)
+        retriever.minTypicality = 0  // only the none class can make it fall back
+        let passage = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(passages[0]))
+        #expect(passage.task == nil && passage.fallbackReason?.contains("without a request") == true,
+                "a calibration passage alone reads as none of the tasks")
+        let query = try retriever.retrieve(model: loaded.model, tokens: tokenizer.encode(passages[0] + "\n\n" + questions[0]))
+        #expect(query.task == "reading", "\(query.fallbackReason ?? "")")
     }
 
     @Test func changedPatternsRefitTheCachedClassifier() throws {

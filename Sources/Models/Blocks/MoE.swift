@@ -20,6 +20,9 @@ public struct RouterEvent {
     /// Routing weights of the chosen rows, `[tokenCount, topK]`.
     public let weights: UnsafePointer<Float>
     public let topK: Int
+    /// The router's input `[tokenCount, hiddenSize]`: the layer's normalised hidden states, f32.
+    public let input: UnsafePointer<Float>
+    public let hiddenSize: Int
 }
 
 /// A routed expert's output for the tokens routed to it (only when an observer asks for it).
@@ -136,7 +139,8 @@ public struct MoEBlock: @unchecked Sendable {
                 }
                 observer?.routerDidRoute(RouterEvent(
                     layer: layer, tokenCount: tokens, expertCount: held, expertIDs: expertIDs,
-                    logits: logits, selected: sel.baseAddress!, weights: w.baseAddress!, topK: k))
+                    logits: logits, selected: sel.baseAddress!, weights: w.baseAddress!, topK: k,
+                    input: x, hiddenSize: router.inFeatures))
             }
         }
         return (selected, weights, k)
