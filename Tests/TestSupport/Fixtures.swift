@@ -48,10 +48,19 @@ public enum Fixtures {
         return dir
     }
 
-    /// A fresh temporary directory, removed by the caller (or left for the OS to clean).
+    /// One directory per test process holding every `temporaryDirectory`, removed when the
+    /// process exits (a crashed run leaves it, named by its pid).
+    static let processRoot: URL = {
+        let root = FileManager.default.temporaryDirectory
+            .appendingPathComponent("premoe-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString)", isDirectory: true)
+        atexit { try? FileManager.default.removeItem(at: Fixtures.processRoot) }
+        return root
+    }()
+
+    /// A fresh temporary directory, removed with the test process's root when it exits (callers
+    /// may remove it earlier).
     public static func temporaryDirectory(_ prefix: String = "premoe-test") throws -> URL {
-        let dir = FileManager.default.temporaryDirectory
-            .appendingPathComponent("\(prefix)-\(UUID().uuidString)", isDirectory: true)
+        let dir = processRoot.appendingPathComponent("\(prefix)-\(UUID().uuidString)", isDirectory: true)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
     }
