@@ -74,6 +74,9 @@ public struct SweepOptions: Sendable {
     /// Choose each task's recipe per keep level on held-out calibration items at profile time
     /// (the `selected` rows).
     public var selectRecipe = true
+    /// Also evaluate every recipe with the dropped experts merged into the kept ones
+    /// (`ExpertMerging`; rows `<method>+merge`).
+    public var merge = false
     public var threads: Int
 
     public init(tasks: [String], keeps: [Double], scorers: [String], dataDirectory: URL, split: String = "test",
@@ -184,16 +187,20 @@ public enum PruningSweep {
 
             // The full model once: every recipe's 100% row is the same model.
             let full = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
-            var runs: [(method: String, scorer: String, pattern: TaskPattern, allocation: LayerAllocation)] = recipes.map {
+            var runs: [(method: String, scorer: String, pattern: TaskPattern, allocation: LayerAllocation, merge: Bool)] = recipes.map {
                 (method(options.scorers[$0.scorer], $0.allocation, topK: options.topK), options.scorers[$0.scorer],
-                 patterns[$0.scorer], $0.allocation)
+                 patterns[$0.scorer], $0.allocation, false)
             }
             if patterns[0].recipeSelection != nil {
-                runs.append((method(defaultScorer, .selected, topK: options.topK), options.scorers[0], patterns[0], .selected))
+                runs.append((method(defaultScorer, .selected, topK: options.topK), options.scorers[0], patterns[0], .selected, false))
             }
-            if let oracle { runs.append(("oracle", oracleScorer, oracle, oracleAllocation)) }
+            if options.merge {
+                runs += runs.map { ($0.method + "+merge", $0.scorer, $0.pattern, $0.allocation, true) }
+            }
+            if let oracle { runs.append(("oracle", oracleScorer, oracle, oracleAllocation, false)) }
             // Recipes that keep the same experts make the same model: evaluate it once.
             var measured: [[Int: [Int]]: (perplexity: Double?, accuracy: Double?, normalizedAccuracy: Double?)] = [:]
+            var measuredMerged = measured
             for keep in options.keeps {
                 for run in runs {
                     var row = SweepRow(task: task, scorer: run.scorer, method: run.method,
@@ -206,8 +213,15 @@ public enum PruningSweep {
                                                         allocation: run.allocation,
                                                         minimumPerLayer: options.minimumPerLayer)
                         let result: (perplexity: Double?, accuracy: Double?, normalizedAccuracy: Double?)
-                        if let known = measured[plan.keptExperts] {
+                        if let known = (run.merge ? measuredMerged : measured)[plan.keptExperts] {
                             result = known
+                        } else if run.merge {
+                            // Merge weights are the recipe's task pattern's (the same task for every scorer).
+                            try loaded.loadExperts(kept: allExperts, copy: false)
+                            try model.pruneMerging(plan.keptExperts, weights: patterns[0].mergeWeightsByLayer)
+                            if let k = options.topK { try model.overrideRoutedTopK(k) }
+                            result = try evaluate(model: model, tokenizer: tokenizer, task: task, texts: split.evaluation, items: items)
+                            measuredMerged[plan.keptExperts] = result
                         } else {
                             try loaded.loadExperts(kept: plan.keptExperts, copy: false)
                             if let k = options.topK { try model.overrideRoutedTopK(k) }

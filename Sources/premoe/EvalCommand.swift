@@ -33,6 +33,9 @@ struct Eval: ParsableCommand {
     @Flag(name: .customLong("select-recipe"), inversion: .prefixedNo,
           help: "Choose each task's recipe per keep level on held-out calibration items (the 'selected' rows, the default recipe).")
     var selectRecipe = true
+    @Flag(name: .customLong("merge"),
+          help: "Also evaluate every recipe with each dropped expert merged into its most similar kept expert (rows '<method>+merge').")
+    var merge = false
     @Option(help: "Directory for report.md, report.json and report.csv.") var out = "eval-results"
     @Flag(help: "Print JSON: {\"rows\": […], \"retrieval\": …}.") var json = false
 
@@ -92,6 +95,7 @@ struct Eval: ParsableCommand {
             oracle: oracle, topK: topK, threads: options.threads)
         sweepOptions.minimumPerLayer = minExpertsPerLayer
         sweepOptions.selectRecipe = selectRecipe
+        sweepOptions.merge = merge
         let report = try PruningSweep.run(modelDirectory: options.url, options: sweepOptions) { printError($0) }
         let outURL = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
