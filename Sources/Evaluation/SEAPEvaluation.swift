@@ -19,6 +19,10 @@ public struct SEAPEvalRow: Codable, Sendable {
     public var weightBytes: Int
     /// Not in the JSON rows (the contract lists the fields); in the markdown report.
     public var prefillTokensPerSecond: Double = 0
+    /// The dense model's speeds timed in alternation with this pruned row's (`SEAPSpeed.interleaved`),
+    /// which the markdown's ratios use; nil on dense rows. Not in the JSON rows either.
+    public var denseDecodeTokensPerSecond: Double?
+    public var densePrefillTokensPerSecond: Double?
 
     enum CodingKeys: String, CodingKey {
         case task, method, sparsity, accuracy, perplexity
@@ -98,25 +102,46 @@ public enum SEAPSpeed {
     public static func measure(_ model: DecoderModel, promptTokens: Int = 128, decodeTokens: Int = 32, repeats: Int = 3)
         throws -> (prefill: Double, decode: Double)
     {
-        let vocab = model.spec.vocabularySize
-        let prompt = (0..<promptTokens).map { ($0 * 7919 + 13) % vocab }
         var prefill: [Double] = [], decode: [Double] = []
         for _ in 0..<max(1, repeats) {
-            let cache = model.makeCache(capacity: promptTokens + decodeTokens)
-            let t0 = Date()
-            var logits = try model.forward(prompt, cache: cache, logits: .last)
-            let t1 = Date()
-            for _ in 0..<decodeTokens {
-                let next = logits.indices.max { logits[$0] < logits[$1] } ?? 0
-                logits = try model.forward([next], cache: cache, logits: .last)
-            }
-            let t2 = Date()
-            prefill.append(Double(promptTokens) / t1.timeIntervalSince(t0))
-            decode.append(Double(decodeTokens) / t2.timeIntervalSince(t1))
+            let one = try once(model, promptTokens: promptTokens, decodeTokens: decodeTokens)
+            prefill.append(one.prefill)
+            decode.append(one.decode)
         }
-        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
         return (median(prefill), median(decode))
     }
+
+    /// The pruned model and the dense one timed in alternation (dense, pruned, dense, …), so that
+    /// both see the same machine: a ratio of two runs minutes apart on a shared machine is noise.
+    /// - Returns: medians of each.
+    public static func interleaved(dense: DecoderModel, pruned: DecoderModel, promptTokens: Int = 128,
+                                   decodeTokens: Int = 32, repeats: Int = 3) throws
+        -> (dense: (prefill: Double, decode: Double), pruned: (prefill: Double, decode: Double))
+    {
+        var d: [(prefill: Double, decode: Double)] = [], p: [(prefill: Double, decode: Double)] = []
+        for _ in 0..<max(1, repeats) {
+            d.append(try once(dense, promptTokens: promptTokens, decodeTokens: decodeTokens))
+            p.append(try once(pruned, promptTokens: promptTokens, decodeTokens: decodeTokens))
+        }
+        return ((median(d.map(\.prefill)), median(d.map(\.decode))), (median(p.map(\.prefill)), median(p.map(\.decode))))
+    }
+
+    static func once(_ model: DecoderModel, promptTokens: Int, decodeTokens: Int) throws -> (prefill: Double, decode: Double) {
+        let vocab = model.spec.vocabularySize
+        let prompt = (0..<promptTokens).map { ($0 * 7919 + 13) % vocab }
+        let cache = model.makeCache(capacity: promptTokens + decodeTokens)
+        let t0 = Date()
+        var logits = try model.forward(prompt, cache: cache, logits: .last)
+        let t1 = Date()
+        for _ in 0..<decodeTokens {
+            let next = logits.indices.max { logits[$0] < logits[$1] } ?? 0
+            logits = try model.forward([next], cache: cache, logits: .last)
+        }
+        let t2 = Date()
+        return (Double(promptTokens) / t1.timeIntervalSince(t0), Double(decodeTokens) / t2.timeIntervalSince(t1))
+    }
+
+    static func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
 }
 
 /// SEAP's evaluation table: profile every task, build each method's mask at each sparsity,
@@ -159,7 +184,7 @@ public enum SEAPEvaluation {
         var rows: [SEAPEvalRow] = []
         let denseSpeed = try SEAPSpeed.measure(model, decodeTokens: options.decodeTokens)
         let denseBytes = bytes(model)
-        var speeds: [String: (prefill: Double, decode: Double)] = [:]
+        var speeds: [String: (dense: (prefill: Double, decode: Double), pruned: (prefill: Double, decode: Double))] = [:]
         var methods = options.scores.map(\.rawValue)
         methods += options.compensatedScores.map { $0.rawValue + compensatedSuffix }
         if options.generic { methods.append("wifv-generic") }
@@ -189,13 +214,16 @@ public enum SEAPEvaluation {
                     // Uniform and logistic schedules fix every layer's widths from the sparsity alone, so
                     // every task's mask of one method and sparsity has the same shapes: timed once.
                     let key = "\(method)|\(sparsity)"
-                    let speed = try options.schedule != .adaptive && speeds[key] != nil
-                        ? speeds[key]! : SEAPSpeed.measure(pruned, decodeTokens: options.decodeTokens)
-                    speeds[key] = speed
+                    let timed = try options.schedule != .adaptive && speeds[key] != nil
+                        ? speeds[key]! : SEAPSpeed.interleaved(dense: model, pruned: pruned, decodeTokens: options.decodeTokens)
+                    speeds[key] = timed
+                    let speed = timed.pruned
                     rows.append(SEAPEvalRow(task: task, method: method, sparsity: sparsity, accuracy: result.accuracy,
                                             normalizedAccuracy: result.normalizedAccuracy, perplexity: result.perplexity,
                                             decodeTokensPerSecond: speed.decode, weightBytes: bytes(pruned),
-                                            prefillTokensPerSecond: speed.prefill))
+                                            prefillTokensPerSecond: speed.prefill,
+                                            denseDecodeTokensPerSecond: timed.dense.decode,
+                                            densePrefillTokensPerSecond: timed.dense.prefill))
                     progress(String(format: "[%@] %@ %.0f%%: ppl %.3f%@, decode %.1f tok/s, prefill %.1f tok/s", task, method,
                                     sparsity * 100, result.perplexity ?? .nan,
                                     result.accuracy.map { String(format: ", acc %.3f, acc_norm %.3f", $0, result.normalizedAccuracy ?? .nan) } ?? "",
@@ -278,7 +306,8 @@ public enum SEAPEvaluation {
 
 extension SEAPEvalReport {
     /// Markdown: per task, dense and every method × sparsity (acc, acc_norm, ppl, ratio to dense,
-    /// decode and prefill tokens/s, weight bytes), then the router.
+    /// decode and prefill tokens/s with their ratio to the dense model timed in alternation with
+    /// the row, weight bytes), then the router.
     public func markdown() -> String {
         var out = "| task | method | sparsity | acc | acc_norm | ppl (× dense) | decode tok/s (× dense) | prefill tok/s (× dense) | weights |\n"
         out += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
@@ -295,8 +324,8 @@ extension SEAPEvalReport {
             }
             out += "| \(r.task) | \(r.sparsity == 0 ? "dense" : r.method) | \(String(format: "%g%%", r.sparsity * 100)) | "
                 + "\(pct(r.accuracy)) | \(pct(r.normalizedAccuracy)) | \(ppl) | "
-                + "\(ratio(r.decodeTokensPerSecond, dense?.decodeTokensPerSecond)) | "
-                + "\(ratio(r.prefillTokensPerSecond, dense?.prefillTokensPerSecond)) | "
+                + "\(ratio(r.decodeTokensPerSecond, r.denseDecodeTokensPerSecond ?? dense?.decodeTokensPerSecond)) | "
+                + "\(ratio(r.prefillTokensPerSecond, r.densePrefillTokensPerSecond ?? dense?.prefillTokensPerSecond)) | "
                 + String(format: "%.1f MiB", Double(r.weightBytes) / 1_048_576) + " |\n"
         }
         if let router {

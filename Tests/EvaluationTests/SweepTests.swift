@@ -1,4 +1,4 @@
-import Evaluation
+@testable import Evaluation
 import Foundation
 import PreMoe
 import Testing
@@ -89,5 +89,25 @@ import TestSupport
         #expect(throws: EvaluationError.self) {
             try PruningSweep.run(modelDirectory: Fixtures.url("models/qwen3_moe"), options: options)
         }
+    }
+}
+
+/// SEAP's speed ratios come from the dense model timed in alternation with each pruned row, not
+/// from the dense rows timed once at the start.
+@Suite struct SEAPSpeedReportTests {
+    @Test func ratiosUseTheDenseTimingTakenBesideTheRow() {
+        let dense = SEAPEvalRow(task: "t", method: "wifv", sparsity: 0, accuracy: nil, normalizedAccuracy: nil, perplexity: 10,
+                                decodeTokensPerSecond: 100, weightBytes: 1000, prefillTokensPerSecond: 400)
+        let pruned = SEAPEvalRow(task: "t", method: "wifv", sparsity: 0.5, accuracy: nil, normalizedAccuracy: nil, perplexity: 12,
+                                 decodeTokensPerSecond: 150, weightBytes: 600, prefillTokensPerSecond: 600,
+                                 denseDecodeTokensPerSecond: 75, densePrefillTokensPerSecond: 200)
+        let markdown = SEAPEvalReport(rows: [dense, pruned], router: nil, notes: []).markdown()
+        #expect(markdown.contains("150.0 (×2.00)") && markdown.contains("600.0 (×3.00)"), "\(markdown)")
+        // Without an adjacent timing, the dense row's.
+        var alone = pruned
+        alone.denseDecodeTokensPerSecond = nil
+        alone.densePrefillTokensPerSecond = nil
+        let fallback = SEAPEvalReport(rows: [dense, alone], router: nil, notes: []).markdown()
+        #expect(fallback.contains("150.0 (×1.50)") && fallback.contains("600.0 (×1.50)"), "\(fallback)")
     }
 }
