@@ -183,7 +183,7 @@ def time_split(t0, t1, wall, tokens):
     return {
         "seconds": {k: round(v, 3) for k, v in parts.items()},
         "ms_per_output_token": {k: round(1000 * v / tokens, 4) for k, v in parts.items()},
-        "prompt_tokens": d["prompt_tokens"], "prompt_tokens_per_second_estimated": round(d["prompt_tokens"] / prefill, 1) if prefill else None,
+        "prompts": d.get("prompts"), "prompt_tokens": d["prompt_tokens"], "prompt_tokens_per_second_estimated": round(d["prompt_tokens"] / prefill, 1) if prefill else None,
         "decode_rows": d["decode_rows"] + d["prompt_step_decode_rows"],
         "decode_ms_per_row_decode_only_steps": round(1000 * per_row, 4),
         "mean_decode_batch": round(d["decode_rows"] / d["decode_steps"], 2) if d["decode_steps"] else None,

@@ -64,10 +64,11 @@ struct EngineSnapshot: Sendable {
 /// sampling (and detokenizing, stop strings, log-probabilities), and handing the tokens to the
 /// streams. Retrieval, admission and expert loading make the rest of the busy time.
 struct EngineTime: Sendable {
-    /// Forward passes that held at least one prompt, their seconds, prompt tokens and the
-    /// one-token rows of decoding sequences they also advanced.
+    /// Forward passes that held at least one prompt, their seconds, the prompts and their
+    /// tokens, and the one-token rows of decoding sequences they also advanced.
     var promptSteps = 0
     var promptStepSeconds = 0.0
+    var prompts = 0
     var promptTokens = 0
     var promptStepDecodeRows = 0
     /// Forward passes of decode rows only, their seconds and rows.
@@ -428,6 +429,7 @@ final class Engine: @unchecked Sendable {
             if promptTokens > 0 {
                 snapshotValue.time.promptSteps += 1
                 snapshotValue.time.promptStepSeconds += seconds
+                snapshotValue.time.prompts += prompts
                 snapshotValue.time.promptTokens += promptTokens
                 snapshotValue.time.promptStepDecodeRows += batch.count - prompts
             } else {

@@ -69,7 +69,7 @@ extension PreMoeServer {
             "largest_batch": s.largestBatch, "resident_set_bytes": ProcessMemory.residentBytes ?? NSNull(), "tasks": taskNames,
             "engine_time": [
                 "prompt_steps": s.time.promptSteps, "prompt_step_seconds": s.time.promptStepSeconds,
-                "prompt_tokens": s.time.promptTokens, "prompt_step_decode_rows": s.time.promptStepDecodeRows,
+                "prompts": s.time.prompts, "prompt_tokens": s.time.promptTokens, "prompt_step_decode_rows": s.time.promptStepDecodeRows,
                 "decode_steps": s.time.decodeSteps, "decode_step_seconds": s.time.decodeStepSeconds,
                 "decode_rows": s.time.decodeRows, "sampling_seconds": s.time.samplingSeconds,
                 "emit_seconds": s.time.emitSeconds, "admission_seconds": s.time.admissionSeconds,
