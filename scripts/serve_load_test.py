@@ -4,8 +4,11 @@ data/tasks/<task>/test.jsonl) for a fixed time, then it stops by itself. Samples
 (/proc/PID/status) and its own accounting (/health) twice a second, and reports errors, p50/p99
 time to first token, aggregate tokens/s, budget overruns and the expert cache hit rate as JSON.
 
-Usage: scripts/serve_load_test.py --port 8080 --pid PID [--streams 16] [--seconds 60]
+Usage: scripts/serve_load_test.py --port 8080 --pid PID [--streams 16 | --streams 1,16 --rounds 3] [--seconds 60]
            [--tasks gsm8k,boolq,ai2_arc,piqa] [--max-tokens 32]
+A list of stream counts runs each in turn against the same server (interleaved rounds on a shared
+machine) and reports each one's tokens/s over the first's. Each run also reports where the
+engine thread's time went (`time_split`: prompt prefill, decode passes, sampling, streaming out).
 Standard library only. The server must be running (premoe serve ... --max-concurrency >= streams).
 """
 import argparse
@@ -84,7 +87,7 @@ def run(port, pid, streams, seconds, tasks, max_tokens, headers):
     pool = [(t, p) for t in tasks for p in prompts(t)]
     random.seed(1)
     results, lock = [], threading.Lock()
-    samples = {"rss": [], "accounted": []}
+    samples = {"rss": [], "accounted": [], "running": [], "queued": []}
     stop_at = time.time() + seconds
     done = threading.Event()
 
@@ -101,11 +104,15 @@ def run(port, pid, streams, seconds, tasks, max_tokens, headers):
         while not done.is_set():
             try:
                 samples["rss"].append(rss(pid))
-                samples["accounted"].append(health(port)["accounted_bytes"])
+                h = health(port)
+                samples["accounted"].append(h["accounted_bytes"])
+                samples["running"].append(h["running"])
+                samples["queued"].append(h["queued"])
             except Exception:  # noqa: BLE001
                 pass
             done.wait(0.5)
 
+    wait_idle(port)
     h0 = health(port)
     s = threading.Thread(target=sampler)
     s.start()
@@ -141,7 +148,46 @@ def run(port, pid, streams, seconds, tasks, max_tokens, headers):
         "budget_overruns": sum(1 for a in samples["accounted"] if budget and a > budget)
         + (1 if budget and h1["peak_accounted_bytes"] > budget else 0),
         "expert_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        "mean_running": round(statistics.mean(samples["running"]), 2) if samples["running"] else None,
+        "mean_queued": round(statistics.mean(samples["queued"]), 2) if samples["queued"] else None,
         "evictions": h1["evictions"] - h0["evictions"], "expert_bytes_loaded": h1["expert_bytes_loaded"] - h0["expert_bytes_loaded"],
+        "time_split": time_split(h0.get("engine_time"), h1.get("engine_time"), wall, tokens),
+    }
+
+
+def wait_idle(port, limit=30):
+    """Waits until the server runs and queues nothing (a previous round's requests are gone)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        h = health(port)
+        if h["running"] == 0 and h["queued"] == 0:
+            return
+        time.sleep(0.1)
+
+
+def time_split(t0, t1, wall, tokens):
+    """The engine thread's time during the run (from /health's engine_time), in seconds and in
+    milliseconds per output token. Forward passes that ran a prompt also advanced the decoding
+    sequences beside it; their prompt share is estimated by charging those decode rows at the
+    decode-only passes' cost per row."""
+    if not t0 or not t1 or not tokens:
+        return None
+    d = {k: t1[k] - t0[k] for k in t1}
+    per_row = d["decode_step_seconds"] / d["decode_rows"] if d["decode_rows"] else 0
+    prefill = max(0.0, d["prompt_step_seconds"] - d["prompt_step_decode_rows"] * per_row)
+    decode = d["decode_step_seconds"] + (d["prompt_step_seconds"] - prefill)
+    parts = {"prefill_estimated": prefill, "decode_steps": decode, "sampling": d["sampling_seconds"],
+             "emit": d["emit_seconds"], "admission": d["admission_seconds"]}
+    busy = sum(parts.values())
+    parts["engine_idle"] = max(0.0, wall - busy)
+    return {
+        "seconds": {k: round(v, 3) for k, v in parts.items()},
+        "ms_per_output_token": {k: round(1000 * v / tokens, 4) for k, v in parts.items()},
+        "prompts": d.get("prompts"), "prompt_tokens": d["prompt_tokens"], "prompt_tokens_per_second_estimated": round(d["prompt_tokens"] / prefill, 1) if prefill else None,
+        "decode_rows": d["decode_rows"] + d["prompt_step_decode_rows"],
+        "decode_ms_per_row_decode_only_steps": round(1000 * per_row, 4),
+        "mean_decode_batch": round(d["decode_rows"] / d["decode_steps"], 2) if d["decode_steps"] else None,
+        "prompt_steps": d["prompt_steps"], "decode_steps": d["decode_steps"],
     }
 
 
@@ -149,15 +195,29 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--pid", type=int, required=True, help="the server's process id (RSS sampling)")
-    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--streams", default="16",
+                        help="concurrent streams; a comma list (1,16) runs each in turn and reports the ratios to the first")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the list of stream counts (interleaved pairs)")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--tasks", default="gsm8k,boolq,ai2_arc,piqa")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--api-key")
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    report = run(args.port, args.pid, args.streams, args.seconds, args.tasks.split(","), args.max_tokens, headers)
-    print(json.dumps(report, indent=1))
+    counts = [int(c) for c in args.streams.split(",")]
+    if len(counts) == 1 and args.rounds == 1:
+        print(json.dumps(run(args.port, args.pid, counts[0], args.seconds, args.tasks.split(","), args.max_tokens, headers),
+                         indent=1))
+        return
+    rounds = []
+    for _ in range(args.rounds):
+        reports = [run(args.port, args.pid, c, args.seconds, args.tasks.split(","), args.max_tokens, headers) for c in counts]
+        base = reports[0]["tokens_per_second"]
+        rounds.append({"reports": reports, "throughput_ratio_to_first": [round(r["tokens_per_second"] / base, 3) if base else None
+                                                                          for r in reports]})
+        print(json.dumps({"streams": counts, "tokens_per_second": [r["tokens_per_second"] for r in reports],
+                          "ratios": rounds[-1]["throughput_ratio_to_first"]}), flush=True)
+    print(json.dumps(rounds, indent=1))
 
 
 if __name__ == "__main__":

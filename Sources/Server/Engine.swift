@@ -55,6 +55,32 @@ struct EngineSnapshot: Sendable {
     var batchedSequences = 0
     /// The most sequences one forward pass advanced.
     var largestBatch = 0
+    /// Where the engine thread's time went (seconds since start, wall clock).
+    var time = EngineTime()
+}
+
+/// The engine thread's time, split the way serving throughput is analysed: forward passes that
+/// ran a prompt (with whatever decode rows rode along), forward passes of decode rows only,
+/// sampling (and detokenizing, stop strings, log-probabilities), and handing the tokens to the
+/// streams. Retrieval, admission and expert loading make the rest of the busy time.
+struct EngineTime: Sendable {
+    /// Forward passes that held at least one prompt, their seconds, the prompts and their
+    /// tokens, and the one-token rows of decoding sequences they also advanced.
+    var promptSteps = 0
+    var promptStepSeconds = 0.0
+    var prompts = 0
+    var promptTokens = 0
+    var promptStepDecodeRows = 0
+    /// Forward passes of decode rows only, their seconds and rows.
+    var decodeSteps = 0
+    var decodeStepSeconds = 0.0
+    var decodeRows = 0
+    /// Sampling every row of a step (the streams in parallel on the model's threads).
+    var samplingSeconds = 0.0
+    /// Emitting tokens and finishing requests.
+    var emitSeconds = 0.0
+    /// Retrieval, the budget check and admission (expert loading included).
+    var admissionSeconds = 0.0
 }
 
 /// One model, many requests: a dedicated thread owns the model and runs, in turn, retrieval for
@@ -262,8 +288,13 @@ final class Engine: @unchecked Sendable {
                 waiting.removeAll { gone.contains($0.id) }
                 running.removeAll { gone.contains($0.id) }
             }
+            let admission = DispatchTime.now().uptimeNanoseconds
             for a in fresh { prepare(a) }
             admit()
+            let seconds = Self.seconds(since: admission)
+            condition.lock()
+            snapshotValue.time.admissionSeconds += seconds
+            condition.unlock()
             stepAll()
             publish()
         }
@@ -321,10 +352,14 @@ final class Engine: @unchecked Sendable {
 
     /// One step of every running request: the prompts of newly admitted requests and the last
     /// token of every decoding one run as one batched forward pass, each sequence through its
-    /// own expert view, then each request samples from its own logits.
+    /// own expert view, then each request samples from its own logits (the requests at the same
+    /// time on the model's threads: each session owns its sampler and text, so the tokens are
+    /// those of one request sampled alone).
     private func stepAll() {
         var batch: [(a: Active, session: GenerationSession, entry: BatchEntry)] = []
         var idle: [(a: Active, session: GenerationSession)] = []
+        var promptTokens = 0
+        var prompts = 0
         for a in running {
             guard let session = a.session else { continue }
             guard let tokens = session.pendingTokens else {
@@ -334,41 +369,48 @@ final class Engine: @unchecked Sendable {
             do {
                 try model.validate(tokens, cache: session.cache)
                 batch.append((a, session, BatchEntry(tokens: tokens, cache: session.cache, moe: a.view, logits: .last)))
+                if session.prefillEnd == nil {
+                    prompts += 1
+                    promptTokens += tokens.count
+                }
             } catch {
                 end(a, with: .failed(APIError(status: 500, message: "generation failed: \(error)", type: "server_error")))
             }
         }
-        var logits: [[Float]] = []
-        var failure: Error?
-        let start = Date()
-        do {
-            logits = try model.forward(batch: batch.map(\.entry))
-        } catch {
-            failure = error
+        let start = DispatchTime.now().uptimeNanoseconds
+        let pass = Result { try model.forward(batch: batch.map(\.entry)) }
+        let seconds = Self.seconds(since: start)
+
+        // Sample every row; a failed pass fails every request in it.
+        let sampleStart = DispatchTime.now().uptimeNanoseconds
+        var work = batch.indices.map { i in (a: batch[i].a, session: batch[i].session, logits: pass.map { $0[i] }) }
+        work += idle.map { (a: $0.a, session: $0.session, logits: .success([Float]())) }
+        var steps = [Result<(GenerationSession.Step, TokenLogprob?), Error>?](repeating: nil, count: work.count)
+        steps.withUnsafeMutableBufferPointer { steps in
+            model.pool.forEachTask(work.count) { i in
+                steps[i] = Result {
+                    let step = try work[i].session.step(logits: try work[i].logits.get(), forwardSeconds: seconds)
+                    let logprob = step.token.flatMap { token in
+                        work[i].a.job.topLogprobs.map { Self.logprob(token: token, logits: step.logits, top: $0, tokenizer: tokenizer) }
+                    }
+                    return (step, logprob)
+                }
+            }
         }
-        let seconds = Date().timeIntervalSince(start)
-        if !batch.isEmpty {
-            condition.lock()
-            snapshotValue.batchedSteps += 1
-            snapshotValue.batchedSequences += batch.count
-            snapshotValue.largestBatch = max(snapshotValue.largestBatch, batch.count)
-            condition.unlock()
-        }
-        var outcomes = batch.indices.map { (batch[$0].a, batch[$0].session, failure == nil ? logits[$0] : nil) }
-        outcomes += idle.map { ($0.a, $0.session, [Float]()) }
+        let sampling = Self.seconds(since: sampleStart)
+
+        let emitStart = DispatchTime.now().uptimeNanoseconds
         var still: [Active] = []
-        for (a, session, rowLogits) in outcomes {
+        for (w, result) in zip(work, steps) {
+            let a = w.a
             do {
-                guard let rowLogits else { throw failure! }
-                let step = try session.step(logits: rowLogits, forwardSeconds: seconds)
-                if let token = step.token {
-                    let logprob = a.job.topLogprobs.map { Self.logprob(token: token, logits: step.logits, top: $0, tokenizer: tokenizer) }
+                guard let result else { throw EngineFailure.notSampled }
+                let (step, logprob) = try result.get()
+                if step.token != nil || !step.text.isEmpty {
                     a.emit(.token(text: step.text, logprob: logprob))
-                } else if !step.text.isEmpty {
-                    a.emit(.token(text: step.text, logprob: nil))
                 }
                 if let reason = step.finishReason {
-                    end(a, with: .finished(reason, promptTokens: a.job.promptIDs.count, completionTokens: session.output.count))
+                    end(a, with: .finished(reason, promptTokens: a.job.promptIDs.count, completionTokens: w.session.output.count))
                 } else {
                     still.append(a)
                 }
@@ -377,6 +419,39 @@ final class Engine: @unchecked Sendable {
             }
         }
         running = still
+        let emitting = Self.seconds(since: emitStart)
+
+        condition.lock()
+        if !batch.isEmpty {
+            snapshotValue.batchedSteps += 1
+            snapshotValue.batchedSequences += batch.count
+            snapshotValue.largestBatch = max(snapshotValue.largestBatch, batch.count)
+            if promptTokens > 0 {
+                snapshotValue.time.promptSteps += 1
+                snapshotValue.time.promptStepSeconds += seconds
+                snapshotValue.time.prompts += prompts
+                snapshotValue.time.promptTokens += promptTokens
+                snapshotValue.time.promptStepDecodeRows += batch.count - prompts
+            } else {
+                snapshotValue.time.decodeSteps += 1
+                snapshotValue.time.decodeStepSeconds += seconds
+                snapshotValue.time.decodeRows += batch.count
+            }
+        }
+        snapshotValue.time.samplingSeconds += sampling
+        snapshotValue.time.emitSeconds += emitting
+        condition.unlock()
+    }
+
+    /// A row `forEachTask` did not reach (it runs every index; this only guards the invariant).
+    private enum EngineFailure: Error, CustomStringConvertible {
+        case notSampled
+
+        var description: String { "a running request was not sampled in its step" }
+    }
+
+    private static func seconds(since start: UInt64) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     /// Ends a request: releases what it holds and closes its events (with `event` last, if any).

@@ -67,6 +67,13 @@ extension PreMoeServer {
             "expert_cache_hits": s.expertHits, "expert_cache_misses": s.expertMisses, "expert_bytes_loaded": s.bytesLoaded,
             "evictions": s.evictions, "batched_steps": s.batchedSteps, "batched_sequences": s.batchedSequences,
             "largest_batch": s.largestBatch, "resident_set_bytes": ProcessMemory.residentBytes ?? NSNull(), "tasks": taskNames,
+            "engine_time": [
+                "prompt_steps": s.time.promptSteps, "prompt_step_seconds": s.time.promptStepSeconds,
+                "prompts": s.time.prompts, "prompt_tokens": s.time.promptTokens, "prompt_step_decode_rows": s.time.promptStepDecodeRows,
+                "decode_steps": s.time.decodeSteps, "decode_step_seconds": s.time.decodeStepSeconds,
+                "decode_rows": s.time.decodeRows, "sampling_seconds": s.time.samplingSeconds,
+                "emit_seconds": s.time.emitSeconds, "admission_seconds": s.time.admissionSeconds,
+            ] as [String: Any],
         ]
         return Self.json(body, status: s.accepting ? .ok : .serviceUnavailable)
     }

@@ -73,6 +73,15 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
         // Several sequences advanced in one forward pass (the streams overlap for 12 tokens each).
         #expect(after.largestBatch > 1, "largest batch \(after.largestBatch)")
         #expect(after.batchedSequences - before.batchedSequences > after.batchedSteps - before.batchedSteps)
+        // The time split accounts for every row: each request's prompt once, every other row a
+        // decode row (in a pass with a prompt or in a decode-only pass).
+        let (t0, t1) = (before.time, after.time)
+        let decodeRows = (t1.decodeRows - t0.decodeRows) + (t1.promptStepDecodeRows - t0.promptStepDecodeRows)
+        #expect(after.batchedSequences - before.batchedSequences == (t1.prompts - t0.prompts) + decodeRows)
+        #expect(t1.prompts - t0.prompts >= cases.count)
+        #expect((t1.promptSteps - t0.promptSteps) + (t1.decodeSteps - t0.decodeSteps) == after.batchedSteps - before.batchedSteps)
+        #expect(t1.promptTokens - t0.promptTokens >= cases.count * 5)
+        #expect(t1.promptStepSeconds > t0.promptStepSeconds && t1.samplingSeconds > t0.samplingSeconds)
         for (i, c) in cases.enumerated() {
             let expected = try reference(task: c.task, prompt: c.prompt, temperature: 0.8, seed: UInt64(c.seed), maxTokens: 12)
             let reply = try #require(replies[i])
