@@ -7,7 +7,7 @@
 // latter through `target` attributes so the file compiles for baseline x86-64 and one binary
 // picks its path at run time (`pm_isa_best`, `__builtin_cpu_supports`). AVX-512 VNNI CPUs run
 // the AVX2 kernels: no AVX-512 variant ships that the AVX2-only development machine cannot test.
-// On AVX2 every format takes four tokens per row in prefill. Q4_0, Q4_1, Q8_0 and Q4_K also
+// On AVX2 every format takes four tokens per row in prefill. Q4_0, Q4_1 and Q4_K also
 // have an interleaved layout (eight rows block by block, one lane per row, one contiguous stream;
 // "Interleaved rows" below) that the engine copies the weights into on first use; eight rows read
 // in place as eight streams had measured 2x faster in cache but 25-30% slower from memory.
@@ -579,18 +579,28 @@ PM_AVX2 static inline float dot_q6_k_avx2(const uint8_t *row, const uint8_t *xq,
 // 4c..4c+3 of each row's codes, row i at offset 4i. One 32-byte load then carries four codes of
 // each of the eight rows, one broadcast of four activation bytes meets all eight, and the int32
 // lane i of `vpmaddwd` ends up holding row i's sum: no horizontal sums, one contiguous stream per
-// group. Same bytes per block as the plain layout (8 × 18, 8 × 20, 8 × 34, 8 × 144 for Q4_K,
-// whose layout is described at its kernel).
+// group. Same bytes per block as the plain layout (8 × 18, 8 × 20, 8 × 144 for Q4_K, whose
+// layout is described at its kernel). Q8_0 has none: an interleaved Q8_0 kernel (|w| · sign(x, w)
+// per 4-byte lane) was faster in cache but measured 0.81-0.85x the plain rows in end-to-end
+// decode of the Q8_0 bench model (shared 2-core Zen 3, interleaved A/B runs).
 
 /// Bytes of one block of a group of eight interleaved rows; 0 for a format not interleaved.
 static inline size_t pm_x8_block_bytes(int format) {
     switch (format) {
     case PM_Q4_0: return 8 * 18;
     case PM_Q4_1: return 8 * 20;
-    case PM_Q8_0: return 8 * 34;
     case PM_Q4_K: return 8 * 144;
     default: return 0;
     }
+}
+
+/// Decode streams one group after another: the bytes of a block, `PM_X8_PREFETCH_BYTES` ahead,
+/// are prefetched as the block is read. Measured single-threaded from memory on Zen 3 (shared
+/// machine): Q8_0 11.9 GB/s against 9.7 with the whole next group prefetched at once and 10.9
+/// for the plain rows; Q4_0 12.0 against 9.1 and 7.2 (2048 and 4096 bytes ahead were slower).
+#define PM_X8_PREFETCH_BYTES 1024
+static inline void pm_x8_prefetch(const uint8_t *blk, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blk + PM_X8_PREFETCH_BYTES + o, 0, 0);
 }
 
 /// T tokens (1–4, a constant after inlining) against one group of eight interleaved rows of
@@ -610,22 +620,10 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int forma
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = g + gb * (size_t)b;
         const uint8_t *qs = blk + codes;
+        if (T == 1) pm_x8_prefetch(blk, gb);
         __m256i s[4];
         for (int k = 0; k < T; k++) s[k] = _mm256_setzero_si256();
-        if (format == PM_Q8_0) {
-            // int8 × int8 through vpmaddubsw: |w| times x with w's sign; pairs reach 2·127² and
-            // are widened to int32 at once.
-            for (int c = 0; c < 8; c++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * c));
-                const __m256i aw = _mm256_sign_epi8(w, w);
-                for (int k = 0; k < T; k++) {
-                    int32_t q;
-                    memcpy(&q, x[k][b].q + 4 * c, 4);
-                    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(q), w));
-                    s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(p, ones));
-                }
-            }
-        } else {
+        {
             // Nibbles (0..15) × int8 (|q| ≤ 127): a pair is at most 3810, eight pairs summed in
             // int16 at most 30480, so the int16 sums are exact and widened once per block.
             for (int c = 0; c < 4; c++) {
@@ -677,6 +675,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
     }
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = g + 1152 * (size_t)b;
+        if (T == 1) pm_x8_prefetch(blk, 1152);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
         // scales and mins as bytes [j][row]
@@ -753,19 +752,13 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_any(int format
 }
 
 /// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows, tokens four at a time.
-/// As in PM_MATMUL, one token (decode) prefetches the group `PM_PREFETCH_BYTES` ahead.
 #define PM_GEMM_X8(NAME, FORMAT)                                                                               \
     PM_AVX2 static void NAME(const uint8_t *w, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, float *y, \
                              size_t ldy) {                                                                     \
         const size_t group = pm_x8_block_bytes(FORMAT) * (size_t)nb;                                           \
-        const size_t ahead = (PM_PREFETCH_BYTES + group - 1) / group;                                          \
         const size_t groups = (size_t)rows / 8;                                                                \
         for (size_t g = 0; g < groups; g++) {                                                                  \
             const uint8_t *grp = w + g * group;                                                                \
-            if (tokens == 1 && g + ahead < groups) {                                                           \
-                const uint8_t *next = grp + ahead * group;                                                     \
-                for (size_t o = 0; o < group; o += 64) __builtin_prefetch(next + o, 0, 0);                      \
-            }                                                                                                  \
             float *yg = y + 8 * g;                                                                             \
             int t = 0;                                                                                         \
             for (; t + 4 <= tokens; t += 4) gemm_x8_any(FORMAT, grp, xq + (size_t)t * xs, xs, nb, 4, yg + (size_t)t * ldy, ldy); \
@@ -854,7 +847,6 @@ static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
 #ifdef PM_X86
 PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0)
 PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1)
-PM_GEMM_X8(gemm_x8_q8_0_avx2, PM_Q8_0)
 PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K)
 #endif
 
@@ -890,7 +882,6 @@ int pm_interleave_rows(int format, const void *w, int rows, int n, void *out) {
     if (gb == 0 || rows <= 0 || rows % 8 != 0 || n <= 0 || n % bs != 0) return 0;
     const size_t bb = gb / 8, nb = (size_t)(n / bs);
     const size_t scales = format == PM_Q4_1 ? 4 : 2;  // bytes of d (and m) per row and block
-    const size_t chunks = format == PM_Q8_0 ? 8 : 4;
     const uint8_t *src = (const uint8_t *)w;
     uint8_t *dst = (uint8_t *)out;
     for (size_t g = 0; g < (size_t)rows / 8; g++) {
@@ -904,7 +895,7 @@ int pm_interleave_rows(int format, const void *w, int rows, int n, void *out) {
                 const uint8_t *blk = src + ((g * 8 + i) * nb + b) * bb;
                 memcpy(o + 2 * i, blk, 2);
                 if (format == PM_Q4_1) memcpy(o + 16 + 2 * i, blk + 2, 2);
-                for (size_t c = 0; c < chunks; c++) memcpy(o + 8 * scales + 32 * c + 4 * i, blk + scales + 4 * c, 4);
+                for (size_t c = 0; c < 4; c++) memcpy(o + 8 * scales + 32 * c + 4 * i, blk + scales + 4 * c, 4);
             }
         }
     }
@@ -919,7 +910,6 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
     switch (format) {
     case PM_Q4_0: gemm_x8_q4_0_avx2(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
     case PM_Q4_1: gemm_x8_q4_1_avx2(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
-    case PM_Q8_0: gemm_x8_q8_0_avx2(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
     case PM_Q4_K: gemm_x8_q4_k_avx2_rows(wp, rows, xp, xq_stride, tokens, n / 256, y, ldy); return 1;
     default: return 0;
     }

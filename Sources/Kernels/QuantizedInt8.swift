@@ -74,7 +74,7 @@ extension QuantizedKernels {
     ///     MLP's gate and up): it shares the one quantization of `x` and the one pass of the threads.
     ///   - isa: instruction set (tests pass each supported one; the engine passes `.best`).
     ///   - owner: the object that keeps `weight` (and `second`'s weight) alive, a `Tensor`'s
-    ///     `owner`. With one, Q4_0/Q4_1/Q8_0 weights of a multiple of 8 rows are multiplied from
+    ///     `owner`. With one, Q4_0/Q4_1/Q4_K weights of a multiple of 8 rows are multiplied from
     ///     an interleaved copy made on first use and kept as long as `owner` lives
     ///     (`InterleavedWeights`); without one, from `weight` as it is. Results agree within
     ///     `int8KernelTolerance` (the same integer sums, f32 steps in another order).
@@ -130,8 +130,8 @@ extension QuantizedKernels {
 /// Interleaved copies of quantized weights for the int8 kernels (QuantDot.c, "Interleaved rows":
 /// eight rows block by block, so one pass reads one contiguous stream and one activation load
 /// serves eight rows. In-cache throughput of one thread over the row-by-row kernels, measured
-/// with the kernels alone on the shared 2-core Zen 3 machine: Q4_0 2.5–3×, Q4_1 ~3×, Q8_0 ~1.5×,
-/// Q4_K ~1.8×, in decode and in 4-token prefill tiles alike).
+/// with the kernels alone on the shared 2-core Zen 3 machine: Q4_0 2.5–3×, Q4_1 ~3×, Q4_K ~1.8×,
+/// in decode and in 4-token prefill tiles alike).
 ///
 /// A copy is made on first use, under a lock, and kept while the weight's storage owner lives
 /// (a weak reference, checked on every look-up, so a freed owner's address reused by a new one

@@ -230,7 +230,7 @@ extension QuantizedInt8Tests {
 }
 
 extension QuantizedInt8Tests {
-    static let interleavedFormats: [QuantizedFormat] = [.q4_0, .q4_1, .q8_0, .q4_K]
+    static let interleavedFormats: [QuantizedFormat] = [.q4_0, .q4_1, .q4_K]
 
     /// `int8` with the weight in an owned buffer passed as `owner`, so the kernels take the
     /// interleaved copy where the format and row count allow it.

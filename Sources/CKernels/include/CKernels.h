@@ -50,7 +50,7 @@ void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows
                   int tokens, int n, float *y, size_t ldy);
 
 /// Whether `rows` rows of `format` can be multiplied in the interleaved layout on `isa`: Q4_0,
-/// Q4_1, Q8_0 and Q4_K, a multiple of 8 rows, AVX2 (see QuantDot.c, "Interleaved rows").
+/// Q4_1 and Q4_K, a multiple of 8 rows, AVX2 (see QuantDot.c, "Interleaved rows").
 int pm_interleaved_supported(int isa, int format, int rows);
 
 /// Rewrites `rows` plain rows of `n` values (`format`, rows back to back) into `out` (as many
