@@ -135,10 +135,12 @@ extension QuantizedKernels {
 ///
 /// A copy is made on first use, under a lock, and kept while the weight's storage owner lives
 /// (a weak reference, checked on every look-up, so a freed owner's address reused by a new one
-/// never finds a stale copy; dead entries are dropped when the next copy is made). For a
-/// read-only file mapping (`ReleasableStorage`) the plain rows' resident pages are dropped once
-/// copied: the copy takes their place in memory, and anything reading the plain rows later
-/// (the exact path, an embedding lookup) reads them back from the file.
+/// never finds a stale copy; dead entries are dropped when the next copy is made). Only weights
+/// of a read-only file mapping (`ReleasableStorage`) are copied, and their plain rows' resident
+/// pages are dropped once copied: the copy takes their place in memory, and anything reading
+/// the plain rows later (the exact path, an embedding lookup) reads them back from the file.
+/// Weights in owned buffers (experts gathered for a pruned model, loaded under a memory budget)
+/// stay on the row-by-row kernels: a second copy would double the memory the budget counts.
 enum InterleavedWeights {
     private struct Key: Hashable {
         let address: UInt
@@ -164,6 +166,7 @@ enum InterleavedWeights {
     /// interleaved layout.
     static func copy(of weight: UnsafeRawPointer, owner: AnyObject, format: QuantizedFormat, rows: Int,
                      cols: Int) -> UnsafeRawPointer? {
+        guard let mapping = owner as? ReleasableStorage else { return nil }
         let key = Key(address: UInt(bitPattern: weight), rows: rows, cols: cols, format: format.cFormat)
         let address: UInt? = table.withLock { table in
             if let entry = table.entries[key], entry.owner === owner { return UInt(bitPattern: entry.buffer.pointer) }
@@ -172,7 +175,7 @@ enum InterleavedWeights {
             guard pm_interleave_rows(format.cFormat, weight, Int32(rows), Int32(cols), buffer.pointer) != 0 else { return nil }
             table.entries = table.entries.filter { $0.value.owner != nil }
             table.entries[key] = Entry(owner: owner, buffer: buffer)
-            (owner as? ReleasableStorage)?.releasePages(from: weight, count: bytes)
+            mapping.releasePages(from: weight, count: bytes)
             return UInt(bitPattern: buffer.pointer)
         }
         return address.flatMap { UnsafeRawPointer(bitPattern: $0) }

@@ -232,9 +232,17 @@ extension QuantizedInt8Tests {
 extension QuantizedInt8Tests {
     static let interleavedFormats: [QuantizedFormat] = [.q4_0, .q4_1, .q4_K]
 
-    /// `int8` with the weight in an owned buffer passed as `owner`, so the kernels take the
+    /// Bytes standing in for a file mapping: the kernels copy only `ReleasableStorage` owners.
+    final class MappedBytes: ReleasableStorage {
+        let storage: TensorBuffer
+        var pointer: UnsafeMutableRawPointer { storage.pointer }
+        init(_ storage: TensorBuffer) { self.storage = storage }
+        func releasePages(from start: UnsafeRawPointer, count: Int) {}
+    }
+
+    /// `int8` with the weight in a mapping-like buffer passed as `owner`, so the kernels take the
     /// interleaved copy where the format and row count allow it.
-    func int8Owned(_ format: QuantizedFormat, _ w: TensorBuffer, _ x: [Float], tokens: Int, rows: Int, cols: Int,
+    func int8Owned(_ format: QuantizedFormat, _ w: MappedBytes, _ x: [Float], tokens: Int, rows: Int, cols: Int,
                    pool: ThreadPool = .serial) -> [Float] {
         var y = [Float](repeating: .nan, count: tokens * rows)
         QuantizedKernels.matmulInt8(x, tokens: tokens, weight: UnsafeRawPointer(w.pointer), into: &y, format: format, rows: rows,
@@ -242,10 +250,10 @@ extension QuantizedInt8Tests {
         return y
     }
 
-    static func buffer(_ bytes: [UInt8]) -> TensorBuffer {
+    static func buffer(_ bytes: [UInt8]) -> MappedBytes {
         let buffer = TensorBuffer(byteCount: bytes.count)
         bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        return buffer
+        return MappedBytes(buffer)
     }
 
     /// The interleaved layout (groups of eight rows) against the plain C kernels within
@@ -296,6 +304,16 @@ extension QuantizedInt8Tests {
                 #expect(InterleavedWeights.holdsCopy(of: UnsafeRawPointer(pair.pointer + w.count), owner: pair), "\(format) rows \(rows)")
             }
             #expect(!InterleavedWeights.holdsCopy(of: UnsafeRawPointer(owned.pointer), owner: other), "\(format) rows \(rows)")
+            // An owned buffer (not a mapping) is never copied: the memory it counts stays the memory it uses.
+            let plainOwner = owned.storage
+            _ = int8Owned(format, owned, Self.activations(cols, seed: 5), tokens: 1, rows: rows, cols: cols)
+            var y = [Float](repeating: .nan, count: rows)
+            let xo = Self.activations(cols, seed: 6)
+            QuantizedKernels.matmulInt8(xo, tokens: 1, weight: UnsafeRawPointer(plainOwner.pointer), into: &y, format: format,
+                                        rows: rows, cols: cols, owner: plainOwner, pool: .serial)
+            #expect(!InterleavedWeights.holdsCopy(of: UnsafeRawPointer(plainOwner.pointer), owner: plainOwner), "\(format) rows \(rows)")
+            expectNear(y, int8(format, w, xo, tokens: 1, rows: rows, cols: cols, isa: .scalar), wf: wf, x: xo, rows: rows, cols: cols,
+                       tolerance: tolerance, "\(format) owned buffer rows \(rows)")
         }
     }
 
@@ -310,7 +328,7 @@ extension QuantizedInt8Tests {
         _ = int8Owned(.q4_0, buffer, x, tokens: 1, rows: rows, cols: cols)
         // Same storage, new contents, a different owner object: must not reuse the first copy.
         b.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: b.count) }
-        final class OtherOwner {}
+        final class OtherOwner: ReleasableStorage { func releasePages(from start: UnsafeRawPointer, count: Int) {} }
         let owner = OtherOwner()
         var second = [Float](repeating: .nan, count: rows)
         QuantizedKernels.matmulInt8(x, tokens: 1, weight: UnsafeRawPointer(buffer.pointer), into: &second, format: .q4_0, rows: rows,
