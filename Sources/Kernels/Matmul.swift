@@ -81,7 +81,7 @@ enum FastMatmul {
             let format = weight.dtype.quantizedFormat!
             if pool.quantizedArithmetic == .int8 {
                 QuantizedKernels.matmulInt8(x, tokens: tokens, weight: w, into: y, format: format, rows: outF, cols: n,
-                                            pool: pool)
+                                            owner: weight.owner, pool: pool)
             } else {
                 QuantizedKernels.matmul(x, tokens: tokens, weight: w, format: format, rows: outF, cols: n, into: y, pool: pool)
             }
@@ -118,7 +118,8 @@ enum FastMatmul {
         if pool.quantizedArithmetic == .int8, let format = a.dtype.quantizedFormat, a.shape.count == 2, a.shape == b.shape,
            a.dtype == b.dtype {
             QuantizedKernels.matmulInt8(x, tokens: tokens, weight: a.data, into: ya, second: (b.data, yb), format: format,
-                                        rows: a.shape[0], cols: a.shape[1], pool: pool)
+                                        rows: a.shape[0], cols: a.shape[1], owner: a.owner === b.owner ? a.owner : nil,
+                                        pool: pool)
             return
         }
         guard tokens == 1, a.shape.count == 2, a.shape == b.shape, a.dtype == b.dtype, a.dtype.quantizedFormat == nil else {

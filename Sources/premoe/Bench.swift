@@ -88,6 +88,11 @@ struct Bench: ParsableCommand {
             throw CLIError(description: "--prompt-tokens \(promptTokens) + --gen-tokens \(genTokens) exceed the model's "
                 + "max_position_embeddings (\(limit))")
         }
+        // A warm-up prefill (llama-bench warms up too): faults the weights in and, with int8
+        // arithmetic, makes the kernels' interleaved weight copies, which would otherwise count
+        // as prefill time.
+        let warmUp = model.makeCache(capacity: promptTokens)
+        _ = try model.forward((0..<promptTokens).map { $0 % model.spec.vocabularySize }, cache: warmUp, logits: .last)
         let first = try measure(model)
         let active = activeBytesPerToken(model)
         let bytes = model.weightBytes

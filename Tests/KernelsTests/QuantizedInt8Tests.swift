@@ -228,3 +228,114 @@ extension QuantizedInt8Tests {
         }
     }
 }
+
+extension QuantizedInt8Tests {
+    static let interleavedFormats: [QuantizedFormat] = [.q4_0, .q4_1, .q4_K]
+
+    /// Bytes standing in for a file mapping: the kernels copy only `ReleasableStorage` owners.
+    final class MappedBytes: ReleasableStorage {
+        let storage: TensorBuffer
+        var pointer: UnsafeMutableRawPointer { storage.pointer }
+        init(_ storage: TensorBuffer) { self.storage = storage }
+        func releasePages(from start: UnsafeRawPointer, count: Int) {}
+    }
+
+    /// `int8` with the weight in a mapping-like buffer passed as `owner`, so the kernels take the
+    /// interleaved copy where the format and row count allow it.
+    func int8Owned(_ format: QuantizedFormat, _ w: MappedBytes, _ x: [Float], tokens: Int, rows: Int, cols: Int,
+                   pool: ThreadPool = .serial) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * rows)
+        QuantizedKernels.matmulInt8(x, tokens: tokens, weight: UnsafeRawPointer(w.pointer), into: &y, format: format, rows: rows,
+                                    cols: cols, owner: w, pool: pool)
+        return y
+    }
+
+    static func buffer(_ bytes: [UInt8]) -> MappedBytes {
+        let buffer = TensorBuffer(byteCount: bytes.count)
+        bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        return MappedBytes(buffer)
+    }
+
+    /// The interleaved layout (groups of eight rows) against the plain C kernels within
+    /// `int8KernelTolerance`, for decode and prefill tiles with tails; a token alone equals the
+    /// same token in any batch; thread splits and the gate/up pair give the same bits; the copy
+    /// is made once per weight and dropped with its owner.
+    @Test(arguments: interleavedFormats)
+    func interleavedRowsMatchScalar(_ format: QuantizedFormat) {
+        let tolerance = int8KernelTolerance[format]!
+        let interleaving = InterleavedWeights.isSupported(format, rows: 8)
+        for (rows, blocks) in format.isKQuant ? [(8, 1), (16, 2), (24, 3), (7, 1)] : [(8, 1), (16, 5), (24, 11), (7, 3)] {
+            let cols = blocks * format.blockSize
+            let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows * 1000 + cols))
+            var wf = [Float](repeating: 0, count: rows * cols)
+            w.withUnsafeBytes { QuantizedReference.dequantize(format, $0.baseAddress!, into: &wf, count: rows * cols) }
+            let owned = Self.buffer(w)
+            let otherBytes = Self.randomRows(format, rows: rows, cols: cols, seed: 99)
+            let other = Self.buffer(otherBytes)
+            let pair = Self.buffer(w + otherBytes)  // gate and up of one owner, back to back
+            for tokens in [1, 3, 4, 6, 9] {
+                let x = Self.activations(tokens * cols, seed: UInt64(tokens * 13 + rows))
+                let scalar = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .scalar)
+                let fast = int8Owned(format, owned, x, tokens: tokens, rows: rows, cols: cols)
+                expectNear(fast, scalar, wf: wf, x: x, rows: rows, cols: cols, tolerance: tolerance,
+                           "\(format) interleaved rows \(rows) tokens \(tokens)")
+                for t in 0..<tokens {
+                    let alone = int8Owned(format, owned, Array(x[(t * cols)..<((t + 1) * cols)]), tokens: 1, rows: rows, cols: cols)
+                    #expect(Array(fast[(t * rows)..<((t + 1) * rows)]) == alone,
+                            "\(format) interleaved rows \(rows): token \(t) alone vs batch of \(tokens)")
+                }
+                for threads in testThreadCounts {
+                    let pool = testPool(threads)
+                    #expect(int8Owned(format, owned, x, tokens: tokens, rows: rows, cols: cols, pool: pool) == fast,
+                            "\(format) interleaved rows \(rows) tokens \(tokens) threads \(threads)")
+                    var ya = [Float](repeating: .nan, count: tokens * rows), yb = ya
+                    yb.withUnsafeMutableBufferPointer { ybp in
+                        QuantizedKernels.matmulInt8(x, tokens: tokens, weight: UnsafeRawPointer(pair.pointer), into: &ya,
+                                                    second: (UnsafeRawPointer(pair.pointer + w.count), ybp.baseAddress!),
+                                                    format: format, rows: rows, cols: cols, owner: pair, pool: pool)
+                    }
+                    #expect(ya == fast, "\(format) pair rows \(rows) tokens \(tokens) threads \(threads)")
+                    #expect(yb == int8Owned(format, other, x, tokens: tokens, rows: rows, cols: cols),
+                            "\(format) pair second rows \(rows) tokens \(tokens) threads \(threads)")
+                }
+            }
+            if interleaving && rows % 8 == 0 {
+                #expect(InterleavedWeights.holdsCopy(of: UnsafeRawPointer(owned.pointer), owner: owned), "\(format) rows \(rows)")
+                #expect(InterleavedWeights.holdsCopy(of: UnsafeRawPointer(pair.pointer + w.count), owner: pair), "\(format) rows \(rows)")
+            }
+            #expect(!InterleavedWeights.holdsCopy(of: UnsafeRawPointer(owned.pointer), owner: other), "\(format) rows \(rows)")
+            // An owned buffer (not a mapping) is never copied: the memory it counts stays the memory it uses.
+            let plainOwner = owned.storage
+            _ = int8Owned(format, owned, Self.activations(cols, seed: 5), tokens: 1, rows: rows, cols: cols)
+            var y = [Float](repeating: .nan, count: rows)
+            let xo = Self.activations(cols, seed: 6)
+            QuantizedKernels.matmulInt8(xo, tokens: 1, weight: UnsafeRawPointer(plainOwner.pointer), into: &y, format: format,
+                                        rows: rows, cols: cols, owner: plainOwner, pool: .serial)
+            #expect(!InterleavedWeights.holdsCopy(of: UnsafeRawPointer(plainOwner.pointer), owner: plainOwner), "\(format) rows \(rows)")
+            expectNear(y, int8(format, w, xo, tokens: 1, rows: rows, cols: cols, isa: .scalar), wf: wf, x: xo, rows: rows, cols: cols,
+                       tolerance: tolerance, "\(format) owned buffer rows \(rows)")
+        }
+    }
+
+    /// A copy belongs to its owner: a new owner at the same address with other bytes gets its
+    /// own copy, never the first one's.
+    @Test func interleavedCopyFollowsItsOwner() {
+        let rows = 8, cols = 64
+        let x = Self.activations(cols, seed: 3)
+        let a = Self.randomRows(.q4_0, rows: rows, cols: cols, seed: 1)
+        let b = Self.randomRows(.q4_0, rows: rows, cols: cols, seed: 2)
+        let buffer = Self.buffer(a)
+        _ = int8Owned(.q4_0, buffer, x, tokens: 1, rows: rows, cols: cols)
+        // Same storage, new contents, a different owner object: must not reuse the first copy.
+        b.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: b.count) }
+        final class OtherOwner: ReleasableStorage { func releasePages(from start: UnsafeRawPointer, count: Int) {} }
+        let owner = OtherOwner()
+        var second = [Float](repeating: .nan, count: rows)
+        QuantizedKernels.matmulInt8(x, tokens: 1, weight: UnsafeRawPointer(buffer.pointer), into: &second, format: .q4_0, rows: rows,
+                                    cols: cols, owner: owner, pool: .serial)
+        let plain = int8(.q4_0, b, x, tokens: 1, rows: rows, cols: cols, isa: .scalar)
+        var wf = [Float](repeating: 0, count: rows * cols)
+        b.withUnsafeBytes { QuantizedReference.dequantize(.q4_0, $0.baseAddress!, into: &wf, count: rows * cols) }
+        expectNear(second, plain, wf: wf, x: x, rows: rows, cols: cols, tolerance: int8KernelTolerance[.q4_0]!, "new owner")
+    }
+}

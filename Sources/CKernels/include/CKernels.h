@@ -49,6 +49,22 @@ void pm_quantize_activations(int isa, int format, const float *x, int rows, int 
 void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows, const void *xq, size_t xq_stride,
                   int tokens, int n, float *y, size_t ldy);
 
+/// Whether `rows` rows of `format` can be multiplied in the interleaved layout on `isa`: Q4_0,
+/// Q4_1 and Q4_K, a multiple of 8 rows, AVX2 (see QuantDot.c, "Interleaved rows").
+int pm_interleaved_supported(int isa, int format, int rows);
+
+/// Rewrites `rows` plain rows of `n` values (`format`, rows back to back) into `out` (as many
+/// bytes) in the interleaved layout: groups of eight rows, block by block. Returns 0 (nothing
+/// written) for a format without that layout, `rows` not a multiple of 8 or `n` not a whole
+/// number of blocks.
+int pm_interleave_rows(int format, const void *w, int rows, int n, void *out);
+
+/// `pm_matmul_q8` on interleaved rows (`pm_interleave_rows`): `rows` a multiple of 8, `w` the
+/// start of a group. Returns 1 when done, 0 when `pm_interleaved_supported` is false or the
+/// arguments are out of range (nothing written).
+int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const void *xq, size_t xq_stride,
+                             int tokens, int n, float *y, size_t ldy);
+
 /// `y[r] = Σ_i W[r, i] · x[i]` for `rows` rows of `n` bf16 (`kind` 0) or f16 (`kind` 1) values,
 /// `row_stride` elements apart, with AVX2+FMA+F16C (HalfGemv.c), in the summation order of
 /// Sources/Kernels/SIMDSupport.swift (bit-identical to the Swift kernels). Returns 1 when done,
