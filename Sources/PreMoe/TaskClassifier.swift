@@ -194,7 +194,7 @@ public struct TaskClassifier: Codable, Sendable {
         if !context.isEmpty { classWeights[tasks.count] = Float(n) / Float(tasks.count) / Float(context.count) }
         var (weights, bias) = classes == 1
             ? ([[Float](repeating: 0, count: d)], [Float(0)])
-            : optimise(x: x, labels: labels, n: labels.count, d: d, classes: classes, classWeights: classWeights, settings: settings)
+            : optimise(x: x, labels: labels, d: d, classes: classes, classWeights: classWeights, settings: settings)
         var noneWeights: [Float]?, noneBias: Float?
         if !context.isEmpty {
             noneWeights = weights.removeLast()
@@ -210,10 +210,12 @@ public struct TaskClassifier: Codable, Sendable {
     }
 
     /// Multinomial logistic regression by full-batch Adam on the weighted mean cross-entropy + L2
-    /// (`classWeights[k]` multiplies the loss of a sample of class `k`).
-    static func optimise(x: [Float], labels: [Int], n: Int, d: Int, classes c: Int, classWeights: [Float],
+    /// (`classWeights[k]` multiplies the loss of a sample of class `k`); `x` holds one row of `d`
+    /// values per label.
+    static func optimise(x: [Float], labels: [Int], d: Int, classes c: Int, classWeights: [Float],
                          settings: Settings) -> ([[Float]], [Float])
     {
+        let n = labels.count
         var w = [Float](repeating: 0, count: c * (d + 1))  // row k: d weights then the bias
         var m = [Float](repeating: 0, count: w.count)
         var v = [Float](repeating: 0, count: w.count)
