@@ -31,16 +31,16 @@ public enum ExpertMerging {
     ///   - kept: original ids kept, in plan order.
     /// - Returns: for each kept expert, the ids merged into it (itself first).
     public static func groups(router: Tensor, kept: [Int]) -> Groups {
-        let experts = router.rows, hidden = router.rowLength
-        let w = router.toFloatArray()
-        func row(_ e: Int) -> ArraySlice<Float> { w[(e * hidden)..<((e + 1) * hidden)] }
+        let hidden = router.rowLength
+        let w = router.toFloatArray().map(Double.init)
+        let rows = (0..<router.rows).map { Array(w[($0 * hidden)..<(($0 + 1) * hidden)]) }
         let keptSet = Set(kept)
         var groups = kept.map { [$0] }
-        for d in 0..<experts where !keptSet.contains(d) {
-            var best = 0, bestSimilarity = -Double.infinity
+        for d in rows.indices where !keptSet.contains(d) {
+            var best = 0, bestDistance = Double.infinity
             for (slot, k) in kept.enumerated() {
-                let s = cosine(row(d), row(k))
-                if s > bestSimilarity { (best, bestSimilarity) = (slot, s) }
+                let distance = DistanceMetric.cosine.distance(rows[d], rows[k])
+                if distance < bestDistance { (best, bestDistance) = (slot, distance) }
             }
             groups[best].append(d)
         }
@@ -117,16 +117,6 @@ public enum ExpertMerging {
             left -= 1
         }
         return match
-    }
-
-    static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
-        var dot = 0.0, na = 0.0, nb = 0.0
-        for (x, y) in zip(a, b) {
-            dot += Double(x) * Double(y)
-            na += Double(x) * Double(x)
-            nb += Double(y) * Double(y)
-        }
-        return na > 0 && nb > 0 ? dot / (na * nb).squareRoot() : 0
     }
 
     /// An expert widened to f32: gate and up `[neurons, hidden]`, down `[hidden, neurons]`, biases.
