@@ -74,9 +74,9 @@ extension QuantizedKernels {
     ///     MLP's gate and up): it shares the one quantization of `x` and the one pass of the threads.
     ///   - isa: instruction set (tests pass each supported one; the engine passes `.best`).
     ///   - owner: the object that keeps `weight` (and `second`'s weight) alive, a `Tensor`'s
-    ///     `owner`. With one, Q4_0/Q4_1/Q4_K weights of a multiple of 8 rows are multiplied from
-    ///     an interleaved copy made on first use and kept as long as `owner` lives
-    ///     (`InterleavedWeights`); without one, from `weight` as it is. Results agree within
+    ///     `owner`. When it is a file mapping (`ReleasableStorage`), Q4_0/Q4_1/Q4_K weights of a
+    ///     multiple of 8 rows are multiplied from an interleaved copy made on first use and kept
+    ///     as long as `owner` lives (`InterleavedWeights`); otherwise from `weight` as it is. Results agree within
     ///     `int8KernelTolerance` (the same integer sums, f32 steps in another order).
     ///   - pool: threads; work is split by output rows, so results do not depend on the split.
     public static func matmulInt8(
@@ -96,7 +96,7 @@ extension QuantizedKernels {
         // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
         let minChunk = max(1, 16_384 / max(1, cols * tokens * (second == nil ? 1 : 2)))
         let source = UnsafeRawPointer(xq)
-        if let owner, pm_interleaved_supported(isa.rawValue, f, Int32(rows)) != 0,
+        if let owner, InterleavedWeights.isSupported(format, rows: rows, isa: isa),
            let first = InterleavedWeights.copy(of: weight, owner: owner, format: format, rows: rows, cols: cols) {
             let other = second.flatMap { InterleavedWeights.copy(of: $0.weight, owner: owner, format: format, rows: rows, cols: cols) }
             if second == nil || other != nil {
@@ -181,7 +181,7 @@ enum InterleavedWeights {
         return address.flatMap { UnsafeRawPointer(bitPattern: $0) }
     }
 
-    /// Whether `rows` rows of `format` are multiplied interleaved on `isa` (given an owner).
+    /// Whether `rows` rows of `format` are multiplied interleaved on `isa` (given a mapping owner).
     static func isSupported(_ format: QuantizedFormat, rows: Int, isa: InstructionSet = .best) -> Bool {
         rows <= Int(Int32.max) && pm_interleaved_supported(isa.rawValue, format.cFormat, Int32(rows)) != 0
     }
