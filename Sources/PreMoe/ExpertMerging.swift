@@ -209,18 +209,47 @@ extension TaskPattern {
     }
 }
 
+extension ExpertMerging {
+    /// Merge weights for a plan over several tasks (a generalist): per layer, the mean of each
+    /// task's weights after scaling them to sum 1, so every task counts alike; one task's as they are.
+    public static func weights(_ patterns: [TaskPattern]) -> [Int: [Double]] {
+        guard patterns.count > 1 else { return patterns.first?.mergeWeightsByLayer ?? [:] }
+        var out: [Int: [Double]] = [:]
+        for pattern in patterns {
+            for (l, w) in pattern.mergeWeightsByLayer {
+                let total = w.reduce(0, +)
+                let share = total > 0 ? w.map { $0 / total } : w.map { _ in 1 / Double(max(1, w.count)) }
+                out[l] = out[l].map { zip($0, share).map { $0 + $1 / Double(patterns.count) } } ?? share.map { $0 / Double(patterns.count) }
+            }
+        }
+        return out
+    }
+
+    /// Per MoE layer of `kept`, the kept experts (in plan order) with the dropped ones merged into
+    /// them. `model` must hold every expert.
+    /// - Throws: `PreMoeError` when a layer is not a full MoE layer or weights are missing.
+    public static func mergedExperts(_ model: DecoderModel, kept: [Int: [Int]], weights: [Int: [Double]]) throws -> [Int: [GatedMLP]] {
+        var out: [Int: [GatedMLP]] = [:]
+        for (l, ids) in kept.sorted(by: { $0.key < $1.key }) {
+            guard model.layers.indices.contains(l), case .moe(let block) = model.layers[l].feedForward else {
+                throw PreMoeError.invalidBudget("layer \(l) of the plan is not a MoE layer of the model")
+            }
+            guard let w = weights[l] else { throw PreMoeError.unsupported("no merge weights for layer \(l)") }
+            out[l] = try merge(block: block, kept: ids, weights: w)
+        }
+        return out
+    }
+}
+
 extension DecoderModel {
     /// Prunes every MoE layer of `kept` to those original experts (in that order) with the dropped
     /// experts merged into them (`ExpertMerging`). Needs every expert held (a full model).
     /// - Throws: `PreMoeError` when a layer is not a full MoE layer or weights are missing.
     public func pruneMerging(_ kept: [Int: [Int]], weights: [Int: [Double]]) throws {
+        let merged = try ExpertMerging.mergedExperts(self, kept: kept, weights: weights)
         for (l, ids) in kept.sorted(by: { $0.key < $1.key }) {
-            guard layers.indices.contains(l), case .moe(let block) = layers[l].feedForward else {
-                throw PreMoeError.invalidBudget("layer \(l) of the plan is not a MoE layer of the model")
-            }
-            guard let w = weights[l] else { throw PreMoeError.unsupported("no merge weights for layer \(l)") }
-            let merged = try ExpertMerging.merge(block: block, kept: ids, weights: w)
-            setFeedForward(.moe(block.keeping(rows: ids, experts: merged)), layer: l)
+            guard let experts = merged[l], case .moe(let block) = layers[l].feedForward else { continue }
+            setFeedForward(.moe(block.keeping(rows: ids, experts: experts)), layer: l)
         }
     }
 }

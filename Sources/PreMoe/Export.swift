@@ -32,7 +32,8 @@ public struct ExportReport: Codable, Sendable {
 ///   `num_local_experts`, `n_routed_experts` it had (and `num_experts_per_tok` lowered to N if
 ///   it was larger), `n_group` / `topk_group` set to 1 (group-limited routing is dropped, as
 ///   in the in-memory pruned model), plus `"premoe": {"kept_experts": {layer: [original indices]},
-///   "source_fingerprint": …, "tasks": […]}`;
+///   "source_fingerprint": …, "tasks": […]}` (and `"merged_experts": true` when the dropped experts
+///   were merged into the kept ones);
 /// - tensors the loader ignores are dropped (DeepSeek's multi-token-prediction layers, with
 ///   `num_nextn_predict_layers` set to 0; rotary `inv_freq` buffers);
 /// - tokenizer and generation files are copied.
@@ -53,11 +54,15 @@ public enum PrunedExport {
     ///   - maxShardBytes: shard size (transformers' default 5 GB).
     ///   - routedTopK: experts per token written as `num_experts_per_tok` (the paper's a/b, e.g.
     ///     4/64); nil keeps the checkpoint's (lowered to N if larger).
-    /// - Throws: `PreMoeError` for a bad plan or a non-empty output directory, `ModelError`,
-    ///   `CheckpointError`.
+    ///   - merged: per MoE layer, the kept experts with the dropped ones merged into them
+    ///     (`ExpertMerging.merge`, plan order); their weights replace the stored ones, converted to
+    ///     each tensor's dtype. Per-expert float layouts only (not fused, FP8 or MXFP4 experts).
+    /// - Throws: `PreMoeError` for a bad plan, a non-empty output directory or merged experts in a
+    ///   layout they cannot be written to, `ModelError`, `CheckpointError`.
     @discardableResult
     public static func write(modelDirectory: URL, keptExperts: [Int: [Int]], sourceFingerprint: String, tasks: [String] = [],
-                             to out: URL, maxShardBytes: Int = 5_000_000_000, routedTopK: Int? = nil) throws -> ExportReport {
+                             to out: URL, maxShardBytes: Int = 5_000_000_000, routedTopK: Int? = nil,
+                             merged: [Int: [GatedMLP]]? = nil) throws -> ExportReport {
         let spec = try ModelLoader.spec(at: modelDirectory)
         let checkpoint = try SafetensorsCheckpoint(directory: modelDirectory)
         let moeLayers = spec.moeLayers
@@ -76,7 +81,12 @@ public enum PrunedExport {
                 let bytes = try checkpoint.readRawRows(name, rows: 0..<(entry.shape.first ?? 1)).bytes
                 return .raw(dtypeName: entry.dtypeName, shape: entry.shape, bytes: bytes)
             }
-            switch ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount }) {
+            let role = ExpertTensorRole.classify(name, shape: entry.shape, expertCount: { spec.moe($0)?.expertCount })
+            if case .stackedExperts(let l) = role, merged?[l] != nil {
+                throw PreMoeError.unsupported("\(name): merged experts are written to per-expert tensors only, not to experts "
+                    + "stacked in one tensor")
+            }
+            switch role {
             case .router(let l), .routerVector(let l), .stackedExperts(let l):
                 if entry.dtype != nil {
                     tensors.append((name, .tensor(gatherRows(try checkpoint.tensor(name), keptExperts[l]!))))
@@ -90,7 +100,16 @@ public enum PrunedExport {
                     tensors.append((name, .raw(dtypeName: entry.dtypeName, shape: shape, bytes: bytes)))
                 }
             case .expert(let l, let e, let prefix, let suffix):
-                if let s = slot[l]?[e] { tensors.append((prefix + String(s) + suffix, try stored())) }
+                guard let s = slot[l]?[e] else { continue }
+                if let experts = merged?[l] {
+                    guard experts.count == kept else {
+                        throw PreMoeError.unsupported("layer \(l): \(experts.count) merged experts for \(kept) kept")
+                    }
+                    tensors.append((prefix + String(s) + suffix, .tensor(try mergedTensor(experts[s], name: name, suffix: suffix,
+                                                                                     entry: entry))))
+                } else {
+                    tensors.append((prefix + String(s) + suffix, try stored()))
+                }
             case .backbone:
                 tensors.append((name, try stored()))
             }
@@ -126,11 +145,13 @@ public enum PrunedExport {
         }
         let keptJSON = Dictionary(uniqueKeysWithValues: keptExperts.filter { moeLayers.contains($0.key) }
             .map { (String($0.key), JSONValue.array($0.value.map { .number(Double($0)) })) })
-        config["premoe"] = .object([
+        var premoe: [String: JSONValue] = [
             "kept_experts": .object(keptJSON),
             "source_fingerprint": .string(sourceFingerprint),
             "tasks": .array(tasks.map { .string($0) }),
-        ])
+        ]
+        if merged != nil { premoe["merged_experts"] = .bool(true) }
+        config["premoe"] = .object(premoe)
         let configOut = out.appendingPathComponent("config.json")
         do {
             try Data((prettyJSON(.object(config)) + "\n").utf8).write(to: configOut, options: .atomic)
@@ -154,6 +175,35 @@ public enum PrunedExport {
         }
         return ExportReport(outputDirectory: out.path, files: files, tensorCount: tensors.count,
                             tensorBytes: tensors.reduce(0) { $0 + $1.payload.byteCount }, expertsPerLayer: kept)
+    }
+
+    /// The merged expert's tensor standing in for the stored `name` (`….experts.{e}{suffix}`),
+    /// in the stored dtype and shape.
+    /// - Throws: `PreMoeError.unsupported` for a tensor that is not a float gate/up/down weight or
+    ///   bias of the expert, or whose shape differs.
+    static func mergedTensor(_ expert: GatedMLP, name: String, suffix: String, entry: SafetensorsEntry) throws -> Tensor {
+        let parts = suffix.split(separator: ".").map(String.init)
+        let projections = ["gate_proj": expert.gate, "w1": expert.gate, "up_proj": expert.up, "w3": expert.up,
+                           "down_proj": expert.down, "w2": expert.down]
+        guard let dtype = entry.dtype, [.float32, .float16, .bfloat16].contains(dtype), parts.count == 2, let linear = projections[parts[0]],
+              ["weight", "bias"].contains(parts[1])
+        else {
+            throw PreMoeError.unsupported("\(name) (\(entry.dtypeName)): merged experts are written as float gate/up/down "
+                + "weights and biases only")
+        }
+        let tensor: Tensor
+        if parts[1] == "weight" {
+            tensor = linear.weight
+        } else {
+            guard let bias = linear.bias else { throw PreMoeError.unsupported("\(name): the merged expert has no bias") }
+            let buffer = TensorBuffer(byteCount: bias.count * 4)
+            bias.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            tensor = Tensor(dtype: .float32, shape: [bias.count], data: buffer.pointer, owner: buffer)
+        }
+        guard tensor.shape == entry.shape else {
+            throw PreMoeError.unsupported("\(name): merged shape \(tensor.shape), stored \(entry.shape)")
+        }
+        return tensor.dtype == dtype ? tensor : tensor.converted(to: dtype)
     }
 
     /// Validates an export plan: every MoE layer listed, distinct valid indices, the same count

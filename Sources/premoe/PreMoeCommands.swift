@@ -535,6 +535,8 @@ struct Prune: ParsableCommand {
     var topK: Int?
     @Option(help: "GGUF tensor type (\(ggufTypeList); --format gguf only; default: the checkpoint's).")
     var type: GGUFOutputType?
+    @Flag(help: "Merge each dropped expert into its most similar kept expert instead of dropping it (safetensors output of a float per-expert checkpoint).")
+    var merge = false
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
@@ -558,6 +560,9 @@ struct Prune: ParsableCommand {
         if ggufInput && format != "gguf" {
             throw ValidationError("--format \(format): a GGUF input is pruned into GGUF only (its tensors keep their "
                 + "GGML types and llama.cpp names); export safetensors from the Hugging Face checkpoint")
+        }
+        if merge && format != "safetensors" {
+            throw ValidationError("--merge writes a safetensors checkpoint (merged experts are new float weights)")
         }
         if ggufInput && type != nil {
             throw ValidationError("--type: a GGUF input is pruned without requantizing (its experts keep their bytes "
@@ -592,6 +597,11 @@ struct Prune: ParsableCommand {
                                         scoreSet: recipe.scores)
         }
         for w in plan.warnings { printError("warning: \(w)") }
+        var merged: [Int: [GatedMLP]]?
+        if merge {
+            let model = try ModelLoader.load(url, options: LoadOptions(threads: options.threads)).model
+            merged = try ExpertMerging.mergedExperts(model, kept: plan.keptExperts, weights: ExpertMerging.weights(patterns))
+        }
         let report = ggufInput
             ? try GGUFExport.prune(gguf: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint, tasks: tasks,
                                    to: URL(fileURLWithPath: out))
@@ -600,7 +610,7 @@ struct Prune: ParsableCommand {
                                    tasks: tasks, type: type, pool: options.threadPool, to: URL(fileURLWithPath: out))
             : try PrunedExport.write(modelDirectory: url, keptExperts: plan.keptExperts, sourceFingerprint: fingerprint,
                                      tasks: tasks, to: URL(fileURLWithPath: out), maxShardBytes: shardBytes,
-                                     routedTopK: topK)
+                                     routedTopK: topK, merged: merged)
         for note in report.notes { printError("note: \(note)") }
         let output = Output(out: out, tasks: tasks, expertsPerLayer: plan.expertsPerLayer, keptExperts: plan.keptExpertsJSON,
                             files: report.files, tensorBytes: report.tensorBytes,

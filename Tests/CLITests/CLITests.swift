@@ -182,6 +182,17 @@ private struct Golden: Decodable {
                                "--out", store.appendingPathComponent("x").path, "--format", "onnx"])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("--format"), "\(bad.stderr)")
+        // --merge: a safetensors checkpoint whose config says its experts were merged.
+        let merged = store.appendingPathComponent("merged")
+        let merge = try CLI.run(["prune", model, "--task", "weather", "--store", store.path, "--keep", "50%",
+                                 "--out", merged.path, "--merge", "--json"])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: merged.appendingPathComponent("config.json"))) as? [String: Any]
+        #expect((config?["premoe"] as? [String: Any])?["merged_experts"] as? Bool == true)
+        let mergeGGUF = try CLI.run(["prune", model, "--task", "weather", "--store", store.path, "--keep", "50%",
+                                     "--out", store.appendingPathComponent("y").path, "--merge", "--format", "gguf"])
+        #expect(mergeGGUF.status != 0)
+        #expect(mergeGGUF.stderr.contains("--merge"), "\(mergeGGUF.stderr)")
     }
 
     @Test func pruneOfAGGUFUsesThePatternProfiledOnItAndWritesGGUF() throws {

@@ -187,6 +187,52 @@ func declaredExpertCount(_ config: JSONValue) -> Int? {
         }
     }
 
+    /// `prune --merge`: the export holds the merged experts, and loaded back it computes what the
+    /// in-memory merged model computes (and not what dropping computes); fused and FP8 experts,
+    /// which cannot take new float weights, are refused.
+    @Test(arguments: ["qwen3_moe", "mixtral"])
+    func mergedExportComputesTheInMemoryMergedModel(_ name: String) throws {
+        let golden = try Fixtures.json(FixtureGolden.self, "models/\(name)/golden.json")
+        let model = try ModelLoader.load(fixtureDirectory(name), options: LoadOptions(threads: 1)).model
+        let spec = model.spec
+        let experts = try #require(spec.moe(spec.moeLayers[0])).expertCount
+        let kept = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { l in (l, [3, 1].map { ($0 + l) % experts }) })
+        let everything = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, Array(0..<experts)) })
+        let weights = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { l in (l, (0..<experts).map { Double(($0 * 7 + l) % 5 + 1) }) })
+        let merged = try ExpertMerging.mergedExperts(model, kept: kept, weights: weights)
+        let expected = try model.withKeptExperts(everything) { () throws -> [Float] in
+            try model.pruneMerging(kept, weights: weights)
+            return try model.forward(golden.input_ids, cache: model.makeCache(), logits: .all)
+        }
+        let out = try Fixtures.temporaryDirectory()
+        try PrunedExport.write(modelDirectory: fixtureDirectory(name), keptExperts: kept, sourceFingerprint: "f", to: out,
+                               merged: merged)
+        let config = try JSONValue(contentsOf: out.appendingPathComponent("config.json"))
+        #expect(config["premoe"]?["merged_experts"] == .bool(true))
+        let exported = try ModelLoader.load(out, options: LoadOptions(threads: 1)).model
+        let a = try exported.forward(golden.input_ids, cache: exported.makeCache(), logits: .all)
+        #expect(maxRelativeError(a, expected) <= 1e-6)
+
+        let plain = try Fixtures.temporaryDirectory()
+        try PrunedExport.write(modelDirectory: fixtureDirectory(name), keptExperts: kept, sourceFingerprint: "f", to: plain)
+        let dropped = try ModelLoader.load(plain, options: LoadOptions(threads: 1)).model
+        #expect(maxRelativeError(try dropped.forward(golden.input_ids, cache: dropped.makeCache(), logits: .all), a) > 1e-3)
+    }
+
+    @Test(arguments: ["qwen3_moe_fused", "deepseek_v3_fp8"])
+    func mergedExportRefusesExpertsItCannotRewrite(_ name: String) throws {
+        let spec = try ModelLoader.spec(at: fixtureDirectory(name))
+        let kept = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { ($0, [0, 1]) })
+        let model = try ModelLoader.load(fixtureDirectory(name), options: LoadOptions(threads: 1)).model
+        let weights = Dictionary(uniqueKeysWithValues: spec.moeLayers.map { l in (l, [Double](repeating: 1, count: spec.moe(l)!.expertCount)) })
+        let merged = try ExpertMerging.mergedExperts(model, kept: kept, weights: weights)
+        let out = try Fixtures.temporaryDirectory()
+        #expect(throws: PreMoeError.self) {
+            try PrunedExport.write(modelDirectory: fixtureDirectory(name), keptExperts: kept, sourceFingerprint: "f", to: out,
+                                   merged: merged)
+        }
+    }
+
     @Test func refusesBadPlansAndNonEmptyOutput() throws {
         let out = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: out) }
