@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates docs/RESULTS.md: the pruning sweep (every task x recipe x keep level, oracle rows)
 # and retrieval (per query rendering and method, out-of-store fallback) on models/demo-moe,
-# with the settings the document states. About 30 minutes on 2 cores before recipe selection;
-# with it (the default since 2026-12-02) each task's profile also runs up to 24 held-out passes,
-# and a shared 2-core machine took about 25 minutes for the first task alone.
+# with the settings the document states. With recipe selection (the default since 2026-12-02)
+# each task's profile also runs up to 24 held-out passes: the whole run took 39 minutes on a
+# 2-core machine shared with two builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product premoe

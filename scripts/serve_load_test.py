@@ -17,6 +17,7 @@ import json
 import random
 import statistics
 import threading
+import sys
 import time
 from pathlib import Path
 
@@ -216,8 +217,8 @@ def main():
         rounds.append({"reports": reports, "throughput_ratio_to_first": [round(r["tokens_per_second"] / base, 3) if base else None
                                                                           for r in reports]})
         print(json.dumps({"streams": counts, "tokens_per_second": [r["tokens_per_second"] for r in reports],
-                          "ratios": rounds[-1]["throughput_ratio_to_first"]}), flush=True)
-    print(json.dumps(rounds, indent=1))
+                          "ratios": rounds[-1]["throughput_ratio_to_first"]}), file=sys.stderr, flush=True)
+    print(json.dumps(rounds, indent=1))  # one JSON document on stdout; the per-round lines went to stderr
 
 
 if __name__ == "__main__":
