@@ -7,8 +7,10 @@
 #   MAX_EXAMPLES (8), CALIBRATION (32), TASKS, SPARSITY, SCORES, SCHEDULE, HEADS (the CLI's
 #   default), STORAGE (the CLI's default) override the settings; GENERIC=0 drops the generic
 #   mask's rows (wifv-generic);
-#   the defaults are what a shared 2-core machine ran in about 50 minutes (METHODS: 200
-#   calibration records per task; use MAX_EXAMPLES=200 CALIBRATION=200 on a free machine).
+#   the defaults are what a shared 2-core machine ran in about 50 minutes at load ~4; at load
+#   7–9 under nice 5 the profiling alone took 20 minutes (METHODS: 200 calibration records per
+#   task; use MAX_EXAMPLES=200 CALIBRATION=200 on a free machine). SKIP_RUN=1 (with the same
+#   settings) only writes docs/RESULTS.md from an existing $OUT/seap-report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GGUF=${PREMOE_SMOLLM2_GGUF:-$(scripts/fetch_smollm2.sh)}
