@@ -66,6 +66,9 @@ public struct SEAPEvalOptions: Sendable {
     public var compensatedScores: [ScoreMethod] = []
     /// How cut quantization blocks are stored.
     public var storage: PrunedStorage = .requantize
+    /// Whether masks prune attention heads (`HeadPruning`; `.keep`, chosen on validation text:
+    /// docs/SEAP.md, "Attention heads").
+    public var heads: HeadPruning = .keep
     /// Held-out router prompts per task (0: no router evaluation).
     public var routerPrompts = 50
     /// Decode steps timed per row.
@@ -208,7 +211,8 @@ public enum SEAPEvaluation {
                         : ScoreMethod(rawValue: compensated ? String(method.dropLast(compensatedSuffix.count)) : method)!
                     let mask = try SEAPMasks.make(method: scoreMethod, task: isGeneric ? SEAPMasks.genericName : task, sparsity: sparsity,
                                                   schedule: options.schedule, profile: profile, model: model, norms: norms,
-                                                  seed: options.seed, biasCompensation: compensated ? true : nil)
+                                                  seed: options.seed, biasCompensation: compensated ? true : nil,
+                                                  heads: options.heads)
                     let pruned = try StructuredPruning.prune(model, mask: mask, storage: options.storage)
                     let result = try score(pruned, tokenizer: tokenizer, material: material)
                     // Uniform and logistic schedules fix every layer's widths from the sparsity alone, so

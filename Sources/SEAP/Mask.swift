@@ -49,8 +49,11 @@ public struct SEAPMask: Codable, Sendable, Equatable {
     public var task: String
     public var score: ScoreMethod
     public var schedule: SparsitySchedule
-    /// Target fraction of heads and channels pruned (over the schedule's layers).
+    /// Target fraction of heads and channels pruned (over the schedule's layers); of the FFN
+    /// channels alone when `headPruning` is `.keep`.
     public var sparsity: Double
+    /// What the mask did to attention heads (absent in files written before the option: `.prune`).
+    public var headPruning: HeadPruning?
     /// The unpruned model's shape, checked when applied.
     public var headCount: Int
     public var kvHeadCount: Int
@@ -64,14 +67,16 @@ public struct SEAPMask: Codable, Sendable, Equatable {
         case kvHeadCount = "kv_head_count"
         case headDim = "head_dim"
         case intermediateSizes = "intermediate_sizes"
+        case headPruning = "head_pruning"
     }
 
     public init(task: String, score: ScoreMethod, schedule: SparsitySchedule, sparsity: Double, headCount: Int,
-                kvHeadCount: Int, headDim: Int, intermediateSizes: [Int], layers: [LayerMask]) {
+                kvHeadCount: Int, headDim: Int, intermediateSizes: [Int], layers: [LayerMask], headPruning: HeadPruning? = nil) {
         self.task = task
         self.score = score
         self.schedule = schedule
         self.sparsity = sparsity
+        self.headPruning = headPruning
         self.headCount = headCount
         self.kvHeadCount = kvHeadCount
         self.headDim = headDim
@@ -94,6 +99,7 @@ public struct SEAPMask: Codable, Sendable, Equatable {
     /// channels pruned (ties: the higher index goes first), at least one of each kept.
     /// - Parameters:
     ///   - scores: per-layer scores (a task's, or a combination for the generic mask).
+    ///   - heads: `.keep` leaves attention whole (the sparsity is then the FFN channels').
     ///   - channelMultiple: kept FFN widths are rounded to a multiple of this (the quantization
     ///     block of down_proj, so its cut rows requantize to whole blocks and llama.cpp accepts them).
     ///   - spec: the unpruned model's spec.
@@ -104,13 +110,14 @@ public struct SEAPMask: Codable, Sendable, Equatable {
     public static func make(task: String, score: ScoreMethod, schedule: SparsitySchedule, sparsity: Double,
                             scores: LayerScores, spec: DecoderSpec, logistic: LogisticSchedule = LogisticSchedule(),
                             biasMeans: (output: [[Double]], down: [[Double]])? = nil, model: DecoderModel? = nil,
-                            channelMultiple: Int = 1) throws -> SEAPMask {
+                            channelMultiple: Int = 1, heads: HeadPruning = .prune) throws -> SEAPMask {
         guard sparsity >= 0, sparsity < 1 else { throw SEAPError.invalidSetting("sparsity \(sparsity) is not in [0, 1)") }
         guard spec.mla == nil, spec.moeLayers.isEmpty else { throw SEAPError.unsupported("SEAP prunes dense grouped-attention models") }
         guard spec.qkNorm != .wholeProjection else {
             throw SEAPError.unsupported("q/k norms over the whole projection (OLMoE) cannot lose heads")
         }
-        let counts = ScheduleAllocation.counts(schedule, sparsity: sparsity, scores: scores, headDim: spec.headDim, logistic: logistic)
+        let counts = ScheduleAllocation.counts(schedule, sparsity: sparsity, scores: scores, headDim: spec.headDim, logistic: logistic,
+                                               heads: heads)
         var layers: [LayerMask] = []
         for l in scores.heads.indices {
             let keptHeads = keep(scores.heads[l], pruning: counts[l].heads)
@@ -127,7 +134,8 @@ public struct SEAPMask: Codable, Sendable, Equatable {
         }
         let sizes = spec.feedForward.map { ff -> Int in if case .dense(let i) = ff { return i } else { return 0 } }
         return SEAPMask(task: task, score: score, schedule: schedule, sparsity: sparsity, headCount: spec.headCount,
-                        kvHeadCount: spec.kvHeadCount, headDim: spec.headDim, intermediateSizes: sizes, layers: layers)
+                        kvHeadCount: spec.kvHeadCount, headDim: spec.headDim, intermediateSizes: sizes, layers: layers,
+                        headPruning: heads)
     }
 
     /// Channels to prune so that the kept width is a multiple of `multiple` (nearest, at least

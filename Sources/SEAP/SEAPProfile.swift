@@ -77,10 +77,12 @@ public enum SEAPMasks {
 
     /// - Parameters:
     ///   - biasCompensation: nil = the method's default (`flap` only); never for the generic mask.
+    ///   - heads: whether attention heads are pruned (`HeadPruning`).
     /// - Throws: `SEAPError` for missing statistics or a bad setting.
     public static func make(method: ScoreMethod, task: String, sparsity: Double, schedule: SparsitySchedule,
                             profile: SEAPProfile, model: DecoderModel, norms: WeightNorms, seed: UInt64 = 42,
-                            biasCompensation: Bool? = nil, logistic: LogisticSchedule = LogisticSchedule()) throws -> SEAPMask {
+                            biasCompensation: Bool? = nil, logistic: LogisticSchedule = LogisticSchedule(),
+                            heads: HeadPruning = .prune) throws -> SEAPMask {
         let score = ChannelScore(method, seed: seed)
         let hd = model.spec.headDim
         let scores: LayerScores
@@ -109,6 +111,7 @@ public enum SEAPMasks {
         var multiple = 1
         if let first = model.layers.first, case .dense(let mlp) = first.feedForward { multiple = mlp.down.weight.dtype.blockSize }
         return try SEAPMask.make(task: task, score: method, schedule: schedule, sparsity: sparsity, scores: scores,
-                                 spec: model.spec, logistic: logistic, biasMeans: means, model: model, channelMultiple: multiple)
+                                 spec: model.spec, logistic: logistic, biasMeans: means, model: model, channelMultiple: multiple,
+                                 heads: heads)
     }
 }

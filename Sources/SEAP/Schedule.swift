@@ -57,6 +57,19 @@ public struct LogisticSchedule: Sendable, Equatable {
     }
 }
 
+/// What a mask does to attention heads (docs/SEAP.md, "Attention heads").
+///
+/// SmolLM2-135M has 9 query heads in 3 KV groups: at 20% a layer loses one or two whole heads,
+/// a coarse cut that costs more quality than the same fraction of FFN channels.
+public enum HeadPruning: String, Sendable, CaseIterable, Codable {
+    /// Query heads pruned at the layer's ratio, as FFN channels are (SEAP on multi-head models;
+    /// the GQA rule of docs/SEAP.md decides which KV heads go).
+    case prune
+    /// Attention untouched; the sparsity is that of the FFN channels alone (the official SEAP
+    /// code on grouped-query models).
+    case keep
+}
+
 /// How many heads and channels each layer prunes.
 public struct LayerPruneCounts: Sendable, Equatable {
     public var heads: Int
@@ -75,12 +88,13 @@ public enum ScheduleAllocation {
     ///   - scores: the layers' head and channel scores (used by `adaptive` only).
     ///   - headDim: a head's width (its cost under `adaptive` is `(4/3) · headDim` channels,
     ///     METHODS §6.3).
+    ///   - heads: `.keep` prunes no head (and `adaptive` then pools channels only).
     /// - Returns: per layer, heads and channels to prune, each leaving at least one.
     public static func counts(_ schedule: SparsitySchedule, sparsity: Double, scores: LayerScores, headDim: Int,
-                              logistic: LogisticSchedule = LogisticSchedule()) -> [LayerPruneCounts] {
+                              logistic: LogisticSchedule = LogisticSchedule(), heads: HeadPruning = .prune) -> [LayerPruneCounts] {
         let layers = scores.heads.count
         func clamp(_ c: LayerPruneCounts, _ l: Int) -> LayerPruneCounts {
-            LayerPruneCounts(heads: min(max(0, c.heads), scores.heads[l].count - 1),
+            LayerPruneCounts(heads: heads == .keep ? 0 : min(max(0, c.heads), scores.heads[l].count - 1),
                              channels: min(max(0, c.channels), scores.channels[l].count - 1))
         }
         let ratios: [Double]
@@ -90,7 +104,8 @@ public enum ScheduleAllocation {
         case .logistic:
             ratios = logistic.ratios(layers: layers, sparsity: sparsity).ratios
         case .adaptive:
-            return adaptive(sparsity: sparsity, scores: scores, headDim: headDim).enumerated().map { clamp($1, $0) }
+            let pooled = heads == .keep ? LayerScores(heads: scores.heads.map { _ in [] }, channels: scores.channels) : scores
+            return adaptive(sparsity: sparsity, scores: pooled, headDim: headDim).enumerated().map { clamp($1, $0) }
         }
         return (0..<layers).map { l in
             clamp(LayerPruneCounts(heads: Int((ratios[l] * Double(scores.heads[l].count)).rounded(.down)),

@@ -10,6 +10,9 @@ public enum PrunedStorage: String, Sendable, CaseIterable, Codable {
     /// Dequantize, keep the columns, quantize again to the source type (rows padded to a whole
     /// number of blocks are refused: falls back to f16). Smallest and fastest; adds rounding.
     case requantize
+    /// Dequantize, keep the columns, quantize to Q8_0 (8.5 bits a value: a finer grid than a
+    /// 4-bit source, so the added rounding is small; rows that are not whole blocks fall back to f16).
+    case q8_0
     /// Dequantize and store f16.
     case float16
     /// Dequantize and store f32 (exact).
@@ -123,6 +126,7 @@ public enum StructuredPruning {
         switch storage {
         case .float32: target = .float32
         case .float16: target = .float16
+        case .q8_0: target = plain.canConvert(to: .q8_0) ? .q8_0 : .float16
         case .requantize:
             target = weight.dtype == .float32 || weight.dtype == .bfloat16 ? weight.dtype
                 : plain.canConvert(to: weight.dtype) ? weight.dtype : .float16

@@ -9,6 +9,7 @@ import SEAP
 extension ScoreMethod: ExpressibleByArgument {}
 extension SparsitySchedule: ExpressibleByArgument {}
 extension PrunedStorage: ExpressibleByArgument {}
+extension HeadPruning: ExpressibleByArgument {}
 
 /// `premoe seap …`: SEAP's task-aware channel and head pruning for dense models.
 struct SEAPCommand: ParsableCommand {
@@ -43,8 +44,10 @@ struct SEAPMaskOptions: ParsableArguments {
     @Flag(name: .customLong("bias-compensation"), inversion: .prefixedNo,
           help: "FLAP's bias compensation (default: on for flap only; never for the generic mask).")
     var biasCompensation: Bool?
-    @Option(help: "Down projections whose quantization blocks are cut: requantize (default), float16, float32.")
+    @Option(help: "Down projections whose quantization blocks are cut: requantize (default), q8_0, float16, float32.")
     var storage: PrunedStorage = .requantize
+    @Option(help: "Attention heads: keep (FFN channels only, the sparsity is theirs; the official code on GQA models) or prune (at the layer's ratio, like channels).")
+    var heads: HeadPruning = .keep
 
     func validate() throws { _ = try parseSparsity(sparsity, option: "--sparsity") }
 
@@ -53,7 +56,7 @@ struct SEAPMaskOptions: ParsableArguments {
         let p = try SEAPProfile.read(URL(fileURLWithPath: profile), spec: model.spec)
         return try SEAPMasks.make(method: score, task: task, sparsity: try parseSparsity(sparsity, option: "--sparsity"),
                                   schedule: schedule, profile: p, model: model, norms: try WeightNorms(model), seed: seed,
-                                  biasCompensation: biasCompensation)
+                                  biasCompensation: biasCompensation, heads: heads)
     }
 }
 
@@ -220,8 +223,10 @@ struct SEAPEvalCommand: ParsableCommand {
     @Option(name: .customLong("calibration-count"), help: "Calibration records per task.") var calibrationCount = SEAPData.defaultCount
     @Option(help: "Seed of the calibration draw and the random score.") var seed: UInt64 = SEAPData.defaultSeed
     @Flag(help: "Add rows for SEAP's generic mask (method wifv-generic).") var generic = false
-    @Option(help: "Down projections whose quantization blocks are cut: requantize, float16, float32.")
+    @Option(help: "Down projections whose quantization blocks are cut: requantize, q8_0, float16, float32.")
     var storage: PrunedStorage = .requantize
+    @Option(help: "Attention heads: keep (FFN channels only, the sparsity is theirs; the official code on GQA models) or prune (at the layer's ratio, like channels).")
+    var heads: HeadPruning = .keep
     @Option(name: .customLong("router-prompts"), help: "Held-out prompts per task for the router's accuracy (0: skip).")
     var routerPrompts = 50
     @Option(help: "Directory for seap-report.md and seap-report.json (optional).") var out: String?
@@ -265,6 +270,7 @@ struct SEAPEvalCommand: ParsableCommand {
         o.generic = generic
         o.compensatedScores = try parseScores().compensated
         o.storage = storage
+        o.heads = heads
         o.routerPrompts = routerPrompts
         o.threads = options.threads
         let report = try SEAPEvaluation.run(model: options.url, options: o) { printError($0) }

@@ -48,6 +48,23 @@ import TestSupport
         #expect(Set(counts.map(\.channels)).count > 1, "the adaptive schedule should not be uniform on random scores")
     }
 
+    /// `.keep` prunes no head under every schedule and the channels as `.prune` would (uniform,
+    /// logistic), or the whole budget from channels (adaptive).
+    @Test(arguments: SparsitySchedule.allCases)
+    func keepingHeadsPrunesChannelsOnly(schedule: SparsitySchedule) {
+        let s = Self.scores(layers: 8, heads: 9, channels: 96, seed: 3)
+        let pruning = ScheduleAllocation.counts(schedule, sparsity: 0.4, scores: s, headDim: 8)
+        let keeping = ScheduleAllocation.counts(schedule, sparsity: 0.4, scores: s, headDim: 8, heads: .keep)
+        #expect(pruning.contains { $0.heads > 0 }, "the default prunes heads")
+        #expect(keeping.allSatisfy { $0.heads == 0 })
+        if schedule == .adaptive {
+            let fraction = Double(keeping.reduce(0) { $0 + $1.channels }) / Double(8 * 96)
+            #expect(abs(fraction - 0.4) < 0.01, "channels carry the whole budget: \(fraction)")
+        } else {
+            #expect(keeping.map(\.channels) == pruning.map(\.channels))
+        }
+    }
+
     @Test func everyLayerKeepsOneHeadAndChannel() {
         let counts = ScheduleAllocation.counts(.uniform, sparsity: 0.99, scores: Self.scores(layers: 2, heads: 2, channels: 3, seed: 5), headDim: 4)
         #expect(counts.allSatisfy { $0.heads == 1 && $0.channels == 2 })

@@ -144,6 +144,26 @@ func gqaMask(_ spec: DecoderSpec, seed: UInt64 = 9, shifts: Bool = false) -> SEA
         #expect(try logitsTrace(pruned).allSatisfy(\.isFinite))
     }
 
+    @Test func keepingHeadsLeavesAttentionWhole() throws {
+        let model = try ModelLoader.load(Fixtures.url("models/llama")).model
+        let stats = try SEAPProfiler.collect(model: model, sequences: [[1, 2, 3, 4, 5, 6], [9, 8, 7]])
+        var profile = SEAPProfile(spec: model.spec)
+        profile.tasks = ["t": stats]
+        let norms = try WeightNorms(model)
+        let heads = try SEAPMasks.make(method: .wifv, task: "t", sparsity: 0.5, schedule: .uniform, profile: profile,
+                                       model: model, norms: norms)
+        let channels = try SEAPMasks.make(method: .wifv, task: "t", sparsity: 0.5, schedule: .uniform, profile: profile,
+                                          model: model, norms: norms, heads: .keep)
+        #expect(heads.prunedFractions.heads > 0)
+        #expect(channels.prunedFractions.heads == 0 && channels.headPruning == .keep)
+        #expect(channels.layers.map(\.keptChannels) == heads.layers.map(\.keptChannels))
+        let decoded = try JSONDecoder().decode(SEAPMask.self, from: JSONEncoder().encode(channels))
+        #expect(decoded == channels)
+        let pruned = try StructuredPruning.prune(model, mask: channels)
+        #expect(pruned.weightBytes.backbone < model.weightBytes.backbone)
+        #expect(pruned.weightBytes.backbone > (try StructuredPruning.prune(model, mask: heads)).weightBytes.backbone)
+    }
+
     @Test func wifvKeepsTheHighestFluctuationChannels() throws {
         let model = try ModelLoader.load(Fixtures.url("models/llama")).model
         let stats = try SEAPProfiler.collect(model: model, sequences: [[1, 2, 3, 4, 5, 6, 100, 200]])
@@ -178,6 +198,27 @@ func gqaMask(_ spec: DecoderSpec, seed: UInt64 = 9, shifts: Bool = false) -> SEA
 }
 
 @Suite struct QuantizedRowTests {
+    /// Every column is cut out of its block (even columns of a Q4_1 matrix): each storage gives
+    /// its type, f32 the exact values, and Q8_0 a smaller error than requantizing to Q4_1.
+    @Test func cutColumnsAreStoredAsAsked() throws {
+        var rng = TestRandom(seed: 9)
+        let q = Tensor.owned(rng.floats(8 * 128), shape: [8, 128]).converted(to: .q4_1)
+        let kept = (0..<128).filter { $0 % 2 == 0 }
+        let full = q.toFloatArray()
+        let exact = (0..<8).flatMap { r in kept.map { full[r * 128 + $0] } }
+        func maxError(_ t: Tensor) -> Float { zip(t.toFloatArray(), exact).map { abs($0 - $1) }.max()! }
+        let types: [(PrunedStorage, DType)] = [(.requantize, .q4_1), (.q8_0, .q8_0), (.float16, .float16), (.float32, .float32)]
+        var errors: [PrunedStorage: Float] = [:]
+        for (storage, dtype) in types {
+            let t = try StructuredPruning.gatherColumns(q, kept, storage: storage)
+            #expect(t.dtype == dtype && t.shape == [8, 64], "\(storage)")
+            errors[storage] = maxError(t)
+        }
+        #expect(errors[.float32] == 0)
+        #expect(errors[.q8_0]! < errors[.requantize]! / 4, "\(errors)")
+        #expect(errors[.requantize]! > 0)
+    }
+
     @Test func quantizedRowsAreGatheredWhole() {
         var rng = TestRandom(seed: 8)
         let plain = Tensor.owned(rng.floats(4 * 64), shape: [4, 64])
