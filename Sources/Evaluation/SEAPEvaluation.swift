@@ -66,9 +66,8 @@ public struct SEAPEvalOptions: Sendable {
     public var compensatedScores: [ScoreMethod] = []
     /// How cut quantization blocks are stored.
     public var storage: PrunedStorage = .requantize
-    /// Whether masks prune attention heads (`HeadPruning`; `.keep`, chosen on validation text:
-    /// docs/SEAP.md, "Attention heads").
-    public var heads: HeadPruning = .keep
+    /// Whether masks prune attention heads (`HeadPruning`; docs/SEAP.md, "Attention heads").
+    public var heads: HeadPruning = .prune
     /// Held-out router prompts per task (0: no router evaluation).
     public var routerPrompts = 50
     /// Decode steps timed per row.

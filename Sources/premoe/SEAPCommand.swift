@@ -46,8 +46,8 @@ struct SEAPMaskOptions: ParsableArguments {
     var biasCompensation: Bool?
     @Option(help: "Down projections whose quantization blocks are cut: requantize (default), q8_0, float16, float32.")
     var storage: PrunedStorage = .requantize
-    @Option(help: "Attention heads: keep (FFN channels only, the sparsity is theirs; the official code on GQA models) or prune (at the layer's ratio, like channels).")
-    var heads: HeadPruning = .keep
+    @Option(help: "Attention heads: prune (default: query heads at the layer's ratio under the GQA rule, like channels) or keep (FFN channels only, the sparsity is theirs; the official code on GQA models).")
+    var heads: HeadPruning = .prune
 
     func validate() throws { _ = try parseSparsity(sparsity, option: "--sparsity") }
 
@@ -225,8 +225,8 @@ struct SEAPEvalCommand: ParsableCommand {
     @Flag(help: "Add rows for SEAP's generic mask (method wifv-generic).") var generic = false
     @Option(help: "Down projections whose quantization blocks are cut: requantize, q8_0, float16, float32.")
     var storage: PrunedStorage = .requantize
-    @Option(help: "Attention heads: keep (FFN channels only, the sparsity is theirs; the official code on GQA models) or prune (at the layer's ratio, like channels).")
-    var heads: HeadPruning = .keep
+    @Option(help: "Attention heads: prune (default: query heads at the layer's ratio under the GQA rule, like channels) or keep (FFN channels only, the sparsity is theirs; the official code on GQA models).")
+    var heads: HeadPruning = .prune
     @Option(name: .customLong("router-prompts"), help: "Held-out prompts per task for the router's accuracy (0: skip).")
     var routerPrompts = 50
     @Option(help: "Directory for seap-report.md and seap-report.json (optional).") var out: String?
