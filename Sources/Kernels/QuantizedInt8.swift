@@ -304,9 +304,11 @@ enum InterleavedWeights {
 ///
 /// Why: decode streams every active expert's copy once per token, 4 KiB page after 4 KiB page
 /// where each page costs a TLB walk and the hardware prefetchers stop at its edge. Copies of
-/// a few hundred KiB, each its own heap block, never got huge pages; packed into 2 MiB pages the
-/// Q4_0 bench model's decode token measured 20–22 ms against 28–32 ms (`premoe bench --profile`,
-/// shared 2-core Zen 3 at load ~7.7, interleaved runs).
+/// a few hundred KiB, each its own heap block, never got huge pages. Measured on the shared 2-core
+/// Zen 3 (`premoe bench --profile`, interleaved runs): at load ~8, arenas alone against heap
+/// blocks gave a Q4_0 bench-model decode token of 17–24 ms (one run of 58 ms left out) against
+/// 24–34 ms; at load 0.1–0.5, with the read-lock look-ups and the fused q/k/v hand-off,
+/// 9.1–9.8 ms against 10.3–11.4 ms before them.
 final class CopyArena: @unchecked Sendable {
     /// Size of a new arena (a copy larger than this gets an arena of its own size).
     static let chunkBytes = 32 << 20
