@@ -42,6 +42,20 @@ public func matmulPair(
     FastMatmul.matmulPair(x, tokens: tokens, first, second, into: ya, yb, pool: pool)
 }
 
+/// Several linear layers over the same activations (an attention layer's q, k and v):
+/// `ys[i] = x · weights[i]ᵀ`. Results are bit-identical to one `matmul` call per weight; where the
+/// weights allow it (see `FastMatmul.matmulGroup`) their rows are split over the threads in one
+/// pass, so the pool is entered once instead of once per weight.
+/// - Parameters:
+///   - x: activations `[tokens, in]`, row-major; every weight is `[out_i, in]`.
+///   - ys: one output `[tokens, out_i]` per weight, overwritten; none may overlap `x` or another.
+///   - pool: threads; work is split by output rows.
+public func matmulGroup(
+    _ x: UnsafePointer<Float>, tokens: Int, weights: [Tensor], into ys: [UnsafeMutablePointer<Float>], pool: ThreadPool
+) {
+    FastMatmul.matmulGroup(x, tokens: tokens, weights, into: ys, pool: pool)
+}
+
 /// RMSNorm over rows: `out[r, i] = x[r, i] / sqrt(mean_i(x[r]²) + eps) · weight[i]`.
 /// `out` may equal `x`.
 public func rmsNorm(

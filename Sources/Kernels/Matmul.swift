@@ -108,6 +108,60 @@ enum FastMatmul {
         }
     }
 
+    /// Several matmuls over the same activations (an attention layer's q, k and v projections);
+    /// results equal one `matmul` call per weight. Where every weight takes the int8 path, or
+    /// for one token over f32/f16/bf16 weights of one dtype, all their rows are split over the
+    /// threads in one pass: one hand-off to the pool instead of one per weight (and one
+    /// quantization of `x` per format). Otherwise one `matmul` per weight.
+    static func matmulGroup(
+        _ x: UnsafePointer<Float>, tokens: Int, _ weights: [Tensor], into ys: [UnsafeMutablePointer<Float>], pool: ThreadPool
+    ) {
+        precondition(weights.count == ys.count, "one output per weight")
+        guard let first = weights.first else { return }
+        let n = first.shape.count == 2 ? first.shape[1] : -1
+        let sameWidth = weights.allSatisfy { $0.shape.count == 2 && $0.shape[1] == n && $0.shape[0] > 0 }
+        if sameWidth, weights.count > 1, pool.threadCount > 1, tokens > 0 {
+            if pool.quantizedArithmetic == .int8, weights.allSatisfy({ $0.dtype.quantizedFormat != nil }) {
+                let parts = zip(weights, ys).map { w, y in
+                    Int8Rows(weight: w.data, format: w.dtype.quantizedFormat!, rows: w.shape[0], cols: n, isa: .best,
+                             owner: w.owner, y: y)
+                }
+                QuantizedKernels.matmulInt8(x, tokens: tokens, parts, pool: pool)
+                return
+            }
+            if tokens == 1, weights.allSatisfy({ $0.dtype == first.dtype }) {
+                let data = weights.map(\.data), rows = weights.map { $0.shape[0] }
+                switch first.dtype {
+                case .float32: return runGroup(F32Row.self, x, data, rows: rows, n: n, ys, pool)
+                case .bfloat16: return runGroup(BF16Row.self, x, data, rows: rows, n: n, ys, pool)
+                case .float16: return runGroup(F16Row.self, x, data, rows: rows, n: n, ys, pool)
+                case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // exact quantized path: one call each
+                }
+            }
+        }
+        for (w, y) in zip(weights, ys) { matmul(x, tokens: tokens, weight: w, into: y, pool: pool) }
+    }
+
+    /// GEMV of one token over several weights of one row format, groups of `tileRows` rows of
+    /// all of them split over the threads in one pass.
+    static func runGroup<W: WeightRowFormat>(
+        _: W.Type, _ x: UnsafePointer<Float>, _ weights: [UnsafeRawPointer], rows: [Int], n: Int,
+        _ ys: [UnsafeMutablePointer<Float>], _ pool: ThreadPool
+    ) {
+        var firstGroup = [0]
+        for r in rows { firstGroup.append(firstGroup[firstGroup.count - 1] + (r + tileRows - 1) / tileRows) }
+        let groups = firstGroup[rows.count]
+        let minChunk = max(1, 65_536 / max(1, tileRows * n))
+        pool.parallelFor(groups, minChunk: minChunk) { range in
+            for p in 0..<rows.count {
+                let lo = max(range.lowerBound, firstGroup[p]), hi = min(range.upperBound, firstGroup[p + 1])
+                guard lo < hi else { continue }
+                gemvRows(W.self, x, weights[p], r0: (lo - firstGroup[p]) * tileRows,
+                         r1: min(rows[p], (hi - firstGroup[p]) * tileRows), n: n, ys[p])
+            }
+        }
+    }
+
     /// Two matmuls over the same activations (an expert's gate and up projections). For one
     /// token both weights are streamed in one pass over `x`, eight rows in flight; each output
     /// element is still the canonical dot product, so results equal two `matmul` calls.

@@ -168,6 +168,32 @@ func matmulPairEqualsTwoMatmuls(_ dtype: DType, _ cols: Int) {
     }
 }
 
+/// `matmulGroup` (an attention layer's q, k and v in one hand-off) is bit-identical to one
+/// `matmul` per weight: one-token groups split rows of all weights in one pass (chunk
+/// boundaries move across weights with the thread count), batches take one call each.
+@Test(arguments: DType.allCases, [32, 1024])
+func matmulGroupEqualsSeparateMatmuls(_ dtype: DType, _ cols: Int) {
+    var rng = TestRandom(seed: UInt64(cols) &* 7_919)
+    let rows = [13, 4, 1, 8]
+    let weights = rows.map { Tensor.owned(rng.floats($0 * cols), shape: [$0, cols], dtype: dtype) }
+    for tokens in [1, 3] {
+        let x = rng.floats(tokens * cols)
+        for threads in testThreadCounts {
+            var ys = rows.map { [Float](repeating: .nan, count: tokens * $0) }
+            let outputs = ys.indices.map { i in UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows[i]) }
+            defer { outputs.forEach { $0.deallocate() } }
+            x.withUnsafeBufferPointer { x in
+                matmulGroup(x.baseAddress!, tokens: tokens, weights: weights, into: outputs, pool: testPool(threads))
+            }
+            for i in ys.indices {
+                ys[i] = Array(UnsafeBufferPointer(start: outputs[i], count: tokens * rows[i]))
+                #expect(ys[i].bitwiseEqual(runMatmul(x, tokens: tokens, weight: weights[i], threads: 1)),
+                        "\(dtype) weight \(i) (\(rows[i])x\(cols)) t=\(tokens) threads \(threads)")
+            }
+        }
+    }
+}
+
 /// The AVX2 bf16/f16 GEMV (`pm_gemv_half`, used for one token) runs on an AVX2 CPU and gives
 /// each row bit for bit the canonical dot product of SIMDSupport.swift, over 8-row groups with
 /// prefetch (40 rows), the 4-row and 1-row tails, and lengths with 8- and 1-value tails.

@@ -317,6 +317,37 @@ extension QuantizedInt8Tests {
         }
     }
 
+    /// With int8 arithmetic `matmulGroup` quantizes x once per format and splits the rows of all
+    /// weights over the threads in one pass; each weight's result is bit for bit its own
+    /// `matmul` (interleaved copies where the owner is a mapping, plain rows otherwise, and
+    /// weights of two formats in one group, as a Q4_K_M file's q, k and v).
+    @Test(arguments: QuantizedFormat.allCases)
+    func groupEqualsOneCallPerWeight(_ format: QuantizedFormat) {
+        let cols = 256
+        let other: QuantizedFormat = format == .q6_K ? .q4_K : .q6_K
+        let shapes: [(QuantizedFormat, Int)] = [(format, 16), (format, 8), (other, 8)]
+        let tensors = shapes.enumerated().map { i, shape in
+            let owner = Self.buffer(Self.randomRows(shape.0, rows: shape.1, cols: cols, seed: 40 + UInt64(i)))
+            return Tensor(dtype: DType(rawValue: shape.0.rawValue)!, shape: [shape.1, cols], data: UnsafeRawPointer(owner.pointer), owner: owner)
+        }
+        for tokens in [1, 5] {
+            let x = Self.activations(tokens * cols, seed: 50 + UInt64(tokens))
+            for threads in testThreadCounts {
+                let pool = ThreadPool(threads: threads, ignoringMinChunk: true, persistentWorkers: threads == 3,
+                                      quantizedArithmetic: .int8)
+                let outputs = shapes.map { UnsafeMutablePointer<Float>.allocate(capacity: tokens * $0.1) }
+                defer { outputs.forEach { $0.deallocate() } }
+                matmulGroup(x, tokens: tokens, weights: tensors, into: outputs, pool: pool)
+                for (i, tensor) in tensors.enumerated() {
+                    var alone = [Float](repeating: .nan, count: tokens * shapes[i].1)
+                    matmul(x, tokens: tokens, weight: tensor, into: &alone, pool: pool)
+                    let grouped = Array(UnsafeBufferPointer(start: outputs[i], count: alone.count))
+                    #expect(grouped.bitwiseEqual(alone), "\(shapes[i].0) weight \(i) tokens \(tokens) threads \(threads)")
+                }
+            }
+        }
+    }
+
     /// A copy belongs to its owner: a new owner at the same address with other bytes gets its
     /// own copy, never the first one's.
     @Test func interleavedCopyFollowsItsOwner() {

@@ -80,9 +80,7 @@ public struct Attention: @unchecked Sendable {
         let kDst = only.map { $0.keys[layer] + $0.count * kvWidth } ?? workspace.buffer(.attentionK, tokens * kvWidth)
         let vDst = only.map { $0.values[layer] + $0.count * kvWidth } ?? workspace.buffer(.attentionV, tokens * kvWidth)
 
-        q.apply(x, tokens: tokens, into: qBuf, pool: pool)
-        k.apply(x, tokens: tokens, into: kDst, pool: pool)
-        v.apply(x, tokens: tokens, into: vDst, pool: pool)
+        Linear.apply([q, k, v], x, tokens: tokens, into: [qBuf, kDst, vDst], pool: pool)
 
         if let clip = spec.clipQKV {
             for (p, n) in [(qBuf, tokens * qWidth), (kDst, tokens * kvWidth), (vDst, tokens * kvWidth)] {

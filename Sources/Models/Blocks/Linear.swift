@@ -29,15 +29,30 @@ public struct Linear: @unchecked Sendable {
     ///   - y: `[tokens, out]`, overwritten.
     func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         matmul(x, tokens: tokens, weight: weight, into: y, pool: pool)
-        if let bias {
-            let n = outFeatures
-            bias.withUnsafeBufferPointer { b in
-                for t in 0..<tokens {
-                    let row = y + t * n
-                    for o in 0..<n { row[o] += b[o] }
-                }
+        addBias(to: y, tokens: tokens)
+    }
+
+    /// Adds the bias, if any, to `tokens` output rows.
+    private func addBias(to y: UnsafeMutablePointer<Float>, tokens: Int) {
+        guard let bias else { return }
+        let n = outFeatures
+        bias.withUnsafeBufferPointer { b in
+            for t in 0..<tokens {
+                let row = y + t * n
+                for o in 0..<n { row[o] += b[o] }
             }
         }
+    }
+}
+
+extension Linear {
+    /// `ys[i] = layers[i](x)` for layers reading the same `x` (q, k and v): one hand-off to the
+    /// pool for all of them where the kernels allow it (`matmulGroup`), the same results as one
+    /// `apply` per layer.
+    static func apply(_ layers: [Linear], _ x: UnsafePointer<Float>, tokens: Int, into ys: [UnsafeMutablePointer<Float>],
+                      pool: ThreadPool) {
+        matmulGroup(x, tokens: tokens, weights: layers.map(\.weight), into: ys, pool: pool)
+        for (layer, y) in zip(layers, ys) { layer.addBias(to: y, tokens: tokens) }
     }
 }
 
