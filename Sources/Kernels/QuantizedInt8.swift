@@ -107,11 +107,9 @@ extension QuantizedKernels {
         precondition(parts.allSatisfy { $0.cols == cols }, "int8 matmuls over one x must share its row length")
         precondition(cols <= Int(Int32.max) && tokens <= Int(Int32.max), "matrix too large")
         let n = parts.count
-        // Threads take whole groups of eight rows where every part allows it (the interleaved
-        // layout needs them), single rows otherwise.
-        let unit = parts.allSatisfy { $0.rows % 8 == 0 } ? 8 : 1
-        // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
-        let minChunk = max(1, 16_384 / max(1, cols * tokens * unit))
+        // Threads take a part's rows in whole groups of eight where its row count allows it (the
+        // interleaved layout needs them, and only such parts have it), single rows otherwise.
+        func unit(_ p: Int) -> Int { parts[p].rows % 8 == 0 ? 8 : 1 }
         // Per part: the byte offset of its quantized x in this thread's scratch (one copy per
         // distinct format, side by side), its stride, and its first unit (n + 1 entries).
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 3 * n + 1) { table in
@@ -126,8 +124,11 @@ extension QuantizedKernels {
                     offset[p] = bytes
                     bytes += (tokens * stride[p] + 31) / 32 * 32
                 }
-                firstUnit[p + 1] = firstUnit[p] + parts[p].rows / unit
+                firstUnit[p + 1] = firstUnit[p] + parts[p].rows / unit(p)
             }
+            // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
+            let rowsPerUnit = max(1, parts.reduce(0) { $0 + $1.rows } / max(1, firstUnit[n]))
+            let minChunk = max(1, 16_384 / max(1, cols * tokens * rowsPerUnit))
             let xq = ThreadScratch.bytes(bytes)
             for p in 0..<n where !(0..<p).contains(where: { parts[$0].format == parts[p].format }) {
                 pm_quantize_activations(isa.rawValue, parts[p].format, x, Int32(tokens), Int32(cols), xq + offset[p])
@@ -137,8 +138,9 @@ extension QuantizedKernels {
                 for p in 0..<n {
                     let lo = max(range.lowerBound, firstUnit[p]), hi = min(range.upperBound, firstUnit[p + 1])
                     guard lo < hi else { continue }
-                    parts[p].run((lo - firstUnit[p]) * unit..<(hi - firstUnit[p]) * unit, xq: source + offset[p],
-                                 stride: stride[p], tokens: tokens)
+                    let u = unit(p)
+                    parts[p].run((lo - firstUnit[p]) * u..<(hi - firstUnit[p]) * u, xq: source + offset[p], stride: stride[p],
+                                 tokens: tokens)
                 }
             }
         }

@@ -320,12 +320,13 @@ extension QuantizedInt8Tests {
     /// With int8 arithmetic `matmulGroup` quantizes x once per format and splits the rows of all
     /// weights over the threads in one pass; each weight's result is bit for bit its own
     /// `matmul` (interleaved copies where the owner is a mapping, plain rows otherwise, and
-    /// weights of two formats in one group, as a Q4_K_M file's q, k and v).
+    /// weights of two formats in one group, as a Q4_K_M file's q, k and v; a weight whose row
+    /// count is not a multiple of eight beside interleaved ones).
     @Test(arguments: QuantizedFormat.allCases)
     func groupEqualsOneCallPerWeight(_ format: QuantizedFormat) {
         let cols = 256
         let other: QuantizedFormat = format == .q6_K ? .q4_K : .q6_K
-        let shapes: [(QuantizedFormat, Int)] = [(format, 16), (format, 8), (other, 8)]
+        let shapes: [(QuantizedFormat, Int)] = [(format, 16), (format, 8), (other, 8), (format, 5)]
         let tensors = shapes.enumerated().map { i, shape in
             let owner = Self.buffer(Self.randomRows(shape.0, rows: shape.1, cols: cols, seed: 40 + UInt64(i)))
             return Tensor(dtype: DType(rawValue: shape.0.rawValue)!, shape: [shape.1, cols], data: UnsafeRawPointer(owner.pointer), owner: owner)
