@@ -32,9 +32,10 @@ public struct RetrievalSample: Sendable {
 ///     probable than every task, the query reads like the stored tasks' material without their
 ///     request. Typicality alone cannot see that: a paragraph of Wikipedia lies as close to BoolQ's
 ///     passage-plus-question queries as those queries lie to each other. Measured on the demo
-///     model (held-out queries as typed), adding it moved WikiText paragraphs falling back from
-///     56% to about 90% and the GPL's paragraphs from 16% to about 80%, for 1–2 points more false
-///     fallbacks on in-store queries; neither text is in any calibration set.
+///     model (held-out queries as typed; docs/RESULTS.md), with the router-input features it
+///     moved WikiText paragraphs falling back from 56% to 80% and the GPL's paragraphs to 74%
+///     (16% in a replica of the rule before), for 1–2 points more false fallbacks on in-store
+///     queries; neither text is in any calibration set.
 public struct TaskClassifier: Codable, Sendable {
     public static let currentVersion = 3
 
