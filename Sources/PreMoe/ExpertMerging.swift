@@ -187,16 +187,10 @@ public enum ExpertMerging {
         }
 
         func expert(activation: GatedActivation) -> GatedMLP {
-            GatedMLP(gate: Linear(weight: Self.tensor(gate, [count, hidden]), bias: gateBias),
-                     up: Linear(weight: Self.tensor(up, [count, hidden]), bias: upBias),
-                     down: Linear(weight: Self.tensor(down, [hidden, count]), bias: downBias),
+            GatedMLP(gate: Linear(weight: Tensor.owned(gate, shape: [count, hidden]), bias: gateBias),
+                     up: Linear(weight: Tensor.owned(up, shape: [count, hidden]), bias: upBias),
+                     down: Linear(weight: Tensor.owned(down, shape: [hidden, count]), bias: downBias),
                      activation: activation)
-        }
-
-        static func tensor(_ values: [Float], _ shape: [Int]) -> Tensor {
-            let buffer = TensorBuffer(byteCount: values.count * 4)
-            values.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            return Tensor(dtype: .float32, shape: shape, data: buffer.pointer, owner: buffer)
         }
     }
 }

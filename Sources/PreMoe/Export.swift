@@ -196,9 +196,7 @@ public enum PrunedExport {
             tensor = linear.weight
         } else {
             guard let bias = linear.bias else { throw PreMoeError.unsupported("\(name): the merged expert has no bias") }
-            let buffer = TensorBuffer(byteCount: bias.count * 4)
-            bias.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            tensor = Tensor(dtype: .float32, shape: [bias.count], data: buffer.pointer, owner: buffer)
+            tensor = Tensor.owned(bias, shape: [bias.count])
         }
         guard tensor.shape == entry.shape else {
             throw PreMoeError.unsupported("\(name): merged shape \(tensor.shape), stored \(entry.shape)")

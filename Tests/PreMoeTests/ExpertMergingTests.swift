@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 
 @Suite struct ExpertMergingTests {
-    func tensor(_ values: [Float], _ shape: [Int]) -> Tensor { ExpertMerging.Neurons.tensor(values, shape) }
+    func tensor(_ values: [Float], _ shape: [Int]) -> Tensor { Tensor.owned(values, shape: shape) }
 
     /// A random expert with `neurons` intermediate neurons over `hidden` inputs.
     func expert(neurons: Int, hidden: Int, random: inout TestRandom) -> GatedMLP {
