@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the SEAP section of docs/RESULTS.md (between the `seap generated` markers, above
 # the PreMoe part that scripts/regenerate_results.sh rewrites): `premoe seap eval` on
-# SmolLM2-135M-Instruct Q4_1 (scripts/fetch_smollm2.sh), dense vs SEAP (wifv), SEAP with FLAP's
-# bias compensation (wifv+bc) and the WandA, FLAP and random baselines at 20% and 50%, logistic
+# SmolLM2-135M-Instruct Q4_1 (scripts/fetch_smollm2.sh), dense vs SEAP (wifv, with FLAP's bias
+# compensation by default), the paper's SEAP without it (wifv-bc) and the WandA, FLAP and random
+# baselines at 20% and 50%, logistic
 # schedule.
 #   MAX_EXAMPLES (8), CALIBRATION (32), TASKS, SPARSITY, SCORES, SCHEDULE, HEADS (the CLI's
 #   default), STORAGE (the CLI's default) override the settings; GENERIC=0 drops the generic
@@ -18,7 +19,7 @@ MAX_EXAMPLES=${MAX_EXAMPLES:-8}
 CALIBRATION=${CALIBRATION:-32}
 TASKS=${TASKS:-ai2_arc,obqa,piqa,wikitext2}
 SPARSITY=${SPARSITY:-20%,50%}
-SCORES=${SCORES:-wifv,wifv+bc,wanda,flap,random}
+SCORES=${SCORES:-wifv,wifv-bc,wanda,flap,random}
 SCHEDULE=${SCHEDULE:-logistic}
 OUT=${OUT:-seap-results}
 EXTRA=()

@@ -45,11 +45,40 @@ public struct SEAPEvalRow: Codable, Sendable {
     }
 }
 
+/// A row's pruning method: a score with its default bias compensation (`wifv`; see
+/// `ScoreMethod.compensatesBias`), or with FLAP's bias compensation (METHODS §6.4) forced on
+/// (`wifv+bc`, `wanda+bc`) or off (`wifv-bc`: the paper's SEAP, no bias shifts).
+public struct SEAPMethod: Hashable, Sendable, CustomStringConvertible {
+    public var score: ScoreMethod
+    /// nil: the score's default.
+    public var biasCompensation: Bool?
+
+    public init(_ score: ScoreMethod, biasCompensation: Bool? = nil) {
+        self.score = score
+        self.biasCompensation = biasCompensation
+    }
+
+    /// Parses `NAME`, `NAME+bc` or `NAME-bc`; nil for anything else.
+    public init?(_ name: String) {
+        for (suffix, forced) in [("+bc", true), ("-bc", false)] where name.hasSuffix(suffix) {
+            guard let score = ScoreMethod(rawValue: String(name.dropLast(suffix.count))) else { return nil }
+            self.init(score, biasCompensation: forced)
+            return
+        }
+        guard let score = ScoreMethod(rawValue: name) else { return nil }
+        self.init(score)
+    }
+
+    /// The row's `method`.
+    public var description: String { score.rawValue + (biasCompensation.map { $0 ? "+bc" : "-bc" } ?? "") }
+}
+
 /// Settings of a SEAP evaluation.
 public struct SEAPEvalOptions: Sendable {
     public var tasks: [String]
     public var sparsities: [Double]
-    public var scores: [ScoreMethod]
+    /// The pruned rows' methods, in order (`wifv`, `wifv-bc`, `wanda+bc`, …).
+    public var scores: [SEAPMethod]
     public var schedule: SparsitySchedule = .logistic
     public var dataDirectory: URL
     public var split = "test"
@@ -61,9 +90,6 @@ public struct SEAPEvalOptions: Sendable {
     public var seed = SEAPData.defaultSeed
     /// Add `wifv-generic` rows (the generic mask, METHODS §6.5).
     public var generic = false
-    /// Scores also evaluated with FLAP's bias compensation (METHODS §6.4), as rows of method
-    /// `<score>+bc` (e.g. `wifv+bc`: SEAP's task mask plus the task's mean-input bias shifts).
-    public var compensatedScores: [ScoreMethod] = []
     /// How cut quantization blocks are stored.
     public var storage: PrunedStorage = .requantize
     /// Whether masks prune attention heads (`HeadPruning`; docs/SEAP.md, "Attention heads").
@@ -74,7 +100,7 @@ public struct SEAPEvalOptions: Sendable {
     public var decodeTokens = 32
     public var threads = 0
 
-    public init(tasks: [String], sparsities: [Double], scores: [ScoreMethod], dataDirectory: URL) {
+    public init(tasks: [String], sparsities: [Double], scores: [SEAPMethod], dataDirectory: URL) {
         self.tasks = tasks
         self.sparsities = sparsities
         self.scores = scores
@@ -149,9 +175,6 @@ public enum SEAPSpeed {
 /// SEAP's evaluation table: profile every task, build each method's mask at each sparsity,
 /// prune for real, and score zero-shot log-likelihood (acc, acc_norm), perplexity and speed.
 public enum SEAPEvaluation {
-    /// Suffix of the method name of a row pruned with bias compensation (`wifv+bc`).
-    public static let compensatedSuffix = "+bc"
-
     /// Runs the evaluation on a model directory or GGUF file.
     /// - Parameter progress: status lines (stderr material).
     /// - Throws: `EvaluationError`, `SEAPError`, `ModelError`, `PreMoeError`.
@@ -162,7 +185,7 @@ public enum SEAPEvaluation {
         var notes: [String] = []
         // Tasks profiled: the evaluated ones, plus generic text for the baselines and the generic mask.
         var profiled = options.tasks
-        if (options.generic || (options.scores + options.compensatedScores).contains(where: \.isTaskAgnostic)) && !profiled.contains(SEAPData.genericTask) {
+        if (options.generic || options.scores.contains(where: \.score.isTaskAgnostic)) && !profiled.contains(SEAPData.genericTask) {
             profiled.append(SEAPData.genericTask)
         }
         var data: [String: SEAPTaskData] = [:]
@@ -187,30 +210,26 @@ public enum SEAPEvaluation {
         let denseSpeed = try SEAPSpeed.measure(model, decodeTokens: options.decodeTokens)
         let denseBytes = bytes(model)
         var speeds: [String: (dense: (prefill: Double, decode: Double), pruned: (prefill: Double, decode: Double))] = [:]
-        var methods = options.scores.map(\.rawValue)
-        methods += options.compensatedScores.map { $0.rawValue + compensatedSuffix }
-        if options.generic { methods.append("wifv-generic") }
+        // Rows: each method by name, and the generic mask (SEAP's score, its default compensation).
+        var methods = options.scores.map { (name: $0.description, method: $0, generic: false) }
+        if options.generic { methods.append((name: "wifv-generic", method: SEAPMethod(.wifv), generic: true)) }
         for task in options.tasks {
             guard let d = data[task] else { continue }
             let material = try evaluationMaterial(task: task, data: d)
             let dense = try score(model, tokenizer: tokenizer, material: material)
             progress(String(format: "[%@] dense: ppl %.3f%@", task, dense.perplexity ?? .nan,
                             dense.accuracy.map { String(format: ", acc %.3f, acc_norm %.3f", $0, dense.normalizedAccuracy ?? .nan) } ?? ""))
-            for method in methods {
+            for (method, _, _) in methods {
                 rows.append(SEAPEvalRow(task: task, method: method, sparsity: 0, accuracy: dense.accuracy,
                                         normalizedAccuracy: dense.normalizedAccuracy, perplexity: dense.perplexity,
                                         decodeTokensPerSecond: denseSpeed.decode, weightBytes: denseBytes,
                                         prefillTokensPerSecond: denseSpeed.prefill))
             }
             for sparsity in options.sparsities where sparsity > 0 {
-                for method in methods {
-                    let isGeneric = method == "wifv-generic"
-                    let compensated = method.hasSuffix(compensatedSuffix)
-                    let scoreMethod = isGeneric ? ScoreMethod.wifv
-                        : ScoreMethod(rawValue: compensated ? String(method.dropLast(compensatedSuffix.count)) : method)!
-                    let mask = try SEAPMasks.make(method: scoreMethod, task: isGeneric ? SEAPMasks.genericName : task, sparsity: sparsity,
-                                                  schedule: options.schedule, profile: profile, model: model, norms: norms,
-                                                  seed: options.seed, biasCompensation: compensated ? true : nil,
+                for (method, pruning, isGeneric) in methods {
+                    let mask = try SEAPMasks.make(method: pruning.score, task: isGeneric ? SEAPMasks.genericName : task,
+                                                  sparsity: sparsity, schedule: options.schedule, profile: profile, model: model,
+                                                  norms: norms, seed: options.seed, biasCompensation: pruning.biasCompensation,
                                                   heads: options.heads)
                     let pruned = try StructuredPruning.prune(model, mask: mask, storage: options.storage)
                     let result = try score(pruned, tokenizer: tokenizer, material: material)

@@ -76,7 +76,8 @@ public enum SEAPMasks {
     public static let genericName = "generic"
 
     /// - Parameters:
-    ///   - biasCompensation: nil = the method's default (`flap` only); never for the generic mask.
+    ///   - biasCompensation: nil = the method's default (`ScoreMethod.compensatesBias`: SEAP's scores
+    ///     and FLAP). The generic mask compensates with its tasks' means, weighted as its scores are.
     ///   - heads: whether attention heads are pruned (`HeadPruning`).
     /// - Throws: `SEAPError` for missing statistics or a bad setting.
     public static func make(method: ScoreMethod, task: String, sparsity: Double, schedule: SparsitySchedule,
@@ -86,11 +87,16 @@ public enum SEAPMasks {
         let score = ChannelScore(method, seed: seed)
         let hd = model.spec.headDim
         let scores: LayerScores
-        var statsForBias: ActivationStats?
+        // The statistics the mask was scored on, with their weights: bias compensation shifts by
+        // their means, so the generic mask compensates with the mixture it was chosen for.
+        var sources: [(weight: Double, stats: ActivationStats)] = []
         if task == genericName && !method.isTaskAgnostic {
             var parts: [(Double, LayerScores)] = []
             for name in profile.tasks.keys.sorted() {
-                parts.append((name == SEAPData.genericTask ? 3 : 2, try score.scores(norms: norms, stats: profile.stats(name), headDim: hd)))
+                let weight: Double = name == SEAPData.genericTask ? 3 : 2
+                let stats = try profile.stats(name)
+                parts.append((weight, try score.scores(norms: norms, stats: stats, headDim: hd)))
+                sources.append((weight, stats))
             }
             guard !parts.isEmpty else { throw SEAPError.missingStatistics("the profile holds no task") }
             scores = LayerScores.weightedSum(parts)
@@ -100,12 +106,22 @@ public enum SEAPMasks {
                 : task
             let stats = try profile.stats(source)
             scores = try score.scores(norms: norms, stats: stats, headDim: hd)
-            statsForBias = stats
+            sources = [(1, stats)]
         }
         var means: (output: [[Double]], down: [[Double]])?
-        if biasCompensation ?? method.compensatesBias, task != genericName || method.isTaskAgnostic, let stats = statsForBias {
-            means = (try (0..<model.spec.layerCount).map { try stats.require(.attentionOutputInput, layer: $0).mean },
-                     try (0..<model.spec.layerCount).map { try stats.require(.downInput, layer: $0).mean })
+        if biasCompensation ?? method.compensatesBias {
+            let total = sources.reduce(0) { $0 + $1.weight }
+            func mixture(_ site: ActivationSite, _ l: Int) throws -> [Double] {
+                var out: [Double] = []
+                for (weight, stats) in sources {
+                    let mean = try stats.require(site, layer: l).mean
+                    if out.isEmpty { out = [Double](repeating: 0, count: mean.count) }
+                    for j in out.indices { out[j] += weight / total * mean[j] }
+                }
+                return out
+            }
+            means = (try (0..<model.spec.layerCount).map { try mixture(.attentionOutputInput, $0) },
+                     try (0..<model.spec.layerCount).map { try mixture(.downInput, $0) })
         }
         // Kept widths in whole quantization blocks of down_proj (1 for float weights).
         var multiple = 1

@@ -48,8 +48,10 @@ public enum ScoreMethod: String, Sendable, CaseIterable, Codable {
     /// Whether the baseline is task-agnostic (calibrated on generic text rather than the task).
     public var isTaskAgnostic: Bool { self == .wanda || self == .flap || self == .random }
 
-    /// Whether pruning adds FLAP's bias compensation by default.
-    public var compensatesBias: Bool { self == .flap }
+    /// Whether pruning adds FLAP's bias compensation by default: FLAP by definition, and SEAP's
+    /// own scores, where it lowered perplexity on validation text at 20% and 50% (docs/SEAP.md,
+    /// "Bias compensation"). WandA and random stay as their definitions have them.
+    public var compensatesBias: Bool { self == .flap || self == .wifv || self == .wifn }
 }
 
 /// An importance score for the input channels of one projection: one value per channel, higher

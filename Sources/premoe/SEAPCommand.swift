@@ -42,7 +42,7 @@ struct SEAPMaskOptions: ParsableArguments {
     @Option(help: "Importance score: wifv (SEAP), wifn, wanda, flap, random.") var score: ScoreMethod = .wifv
     @Option(help: "Seed of the random score.") var seed: UInt64 = SEAPData.defaultSeed
     @Flag(name: .customLong("bias-compensation"), inversion: .prefixedNo,
-          help: "FLAP's bias compensation (default: on for flap only; never for the generic mask).")
+          help: "FLAP's bias compensation: shift the output projections' biases by the pruned channels' mean contribution (default: on for wifv, wifn and flap, off for wanda and random).")
     var biasCompensation: Bool?
     @Option(help: "Down projections whose quantization blocks are cut: requantize (default), q8_0, float16, float32.")
     var storage: PrunedStorage = .requantize
@@ -213,7 +213,7 @@ struct SEAPEvalCommand: ParsableCommand {
     @OptionGroup var options: ModelOptions
     @Option(help: "Comma-separated tasks (folders of --data-dir).") var tasks = "ai2_arc,obqa,piqa,winogrande,boolq"
     @Option(help: "Comma-separated sparsities, e.g. 20%,50%.") var sparsity = "20%,50%"
-    @Option(help: "Comma-separated scores: wifv (SEAP), wifn, wanda, flap, random; NAME+bc adds bias compensation (e.g. wifv+bc).")
+    @Option(help: "Comma-separated scores: wifv (SEAP), wifn, wanda, flap, random; NAME+bc forces bias compensation on, NAME-bc off (e.g. wifv-bc, the paper's SEAP).")
     var scores = "wifv,wanda,flap,random"
     @Option(help: "Layer schedule: logistic (SEAP), uniform, adaptive.") var schedule: SparsitySchedule = .logistic
     @Option(name: .customLong("data-dir"), help: "Task data laid out as <task>/<split>.jsonl.") var dataDir: String?
@@ -240,26 +240,22 @@ struct SEAPEvalCommand: ParsableCommand {
         for s in parseList(sparsity) { _ = try parseSparsity(s, option: "--sparsity") }
     }
 
-    /// The plain scores and those with `+bc` (bias compensation), in the order given.
-    func parseScores() throws -> (plain: [ScoreMethod], compensated: [ScoreMethod]) {
-        var plain: [ScoreMethod] = [], compensated: [ScoreMethod] = []
-        let suffix = SEAPEvaluation.compensatedSuffix
-        for name in parseList(scores) {
-            let base = name.hasSuffix(suffix) ? String(name.dropLast(suffix.count)) : name
-            guard let m = ScoreMethod(rawValue: base) else {
+    /// The rows' methods, in the order given.
+    func parseScores() throws -> [SEAPMethod] {
+        try parseList(scores).map { name in
+            guard let m = SEAPMethod(name) else {
                 throw ValidationError("--scores: '\(name)' is not one of \(ScoreMethod.allCases.map(\.rawValue).joined(separator: ", "))"
-                                      + " (optionally with \(suffix))")
+                                      + " (optionally with +bc or -bc)")
             }
-            if name.hasSuffix(suffix) { compensated.append(m) } else { plain.append(m) }
+            return m
         }
-        return (plain, compensated)
     }
 
     struct Rows: Encodable { let rows: [SEAPEvalRow] }
 
     func run() throws {
         var o = SEAPEvalOptions(tasks: parseList(tasks), sparsities: try parseList(sparsity).map { try parseSparsity($0, option: "--sparsity") },
-                                scores: try parseScores().plain,
+                                scores: try parseScores(),
                                 dataDirectory: dataDir.map { URL(fileURLWithPath: $0) } ?? Eval.defaultDataDirectory())
         o.schedule = schedule
         o.split = split
@@ -268,7 +264,6 @@ struct SEAPEvalCommand: ParsableCommand {
         o.calibrationCount = calibrationCount
         o.seed = seed
         o.generic = generic
-        o.compensatedScores = try parseScores().compensated
         o.storage = storage
         o.heads = heads
         o.routerPrompts = routerPrompts

@@ -44,14 +44,15 @@ import TestSupport
         #expect(wikiRows.allSatisfy { Set($0.keys) == Self.fields && $0["accuracy"] is NSNull })
     }
 
-    /// `NAME+bc` rows: the same mask with FLAP's bias compensation, so the pruned model differs.
+    /// `NAME+bc` / `NAME-bc` rows: the same mask with FLAP's bias compensation forced on or off.
+    /// SEAP's `wifv` compensates by default (it equals `wifv+bc`), `wanda` does not (`wanda-bc`).
     @Test func compensatedScoresAddRows() throws {
         let data = try Fixtures.taskDataDirectory([
             "wikitext2": ["test": (0..<8).map { ["text": " line \($0) of some prose about rivers and hills .\n"] }],
         ])
         let result = try CLI.run([
             "seap", "eval", Fixtures.url("models/llama").path, "--tasks", "wikitext2", "--sparsity", "50%",
-            "--scores", "wifv,wifv+bc", "--data-dir", data.path, "--max-examples", "2", "--calibration-count", "2",
+            "--scores", "wifv,wifv+bc,wifv-bc,wanda,wanda-bc,wanda+bc", "--data-dir", data.path, "--max-examples", "2", "--calibration-count", "2",
             "--router-prompts", "0", "--json",
         ])
         #expect(result.status == 0, "\(result.stderr)")
@@ -59,9 +60,14 @@ import TestSupport
         func perplexity(_ method: String) -> Double? {
             rows.first { $0["method"] as? String == method && ($0["sparsity"] as? Double) == 0.5 }?["perplexity"] as? Double
         }
-        let plain = try #require(perplexity("wifv")), compensated = try #require(perplexity("wifv+bc"))
+        let seap = try #require(perplexity("wifv")), compensated = try #require(perplexity("wifv+bc"))
+        let plain = try #require(perplexity("wifv-bc"))
+        #expect(seap == compensated)
         #expect(plain != compensated)
-        #expect(rows.contains { $0["method"] as? String == "wifv+bc" && ($0["sparsity"] as? Double) == 0 })
+        let wanda = try #require(perplexity("wanda"))
+        #expect(wanda == (try #require(perplexity("wanda-bc"))))
+        #expect(wanda != (try #require(perplexity("wanda+bc"))))
+        #expect(rows.contains { $0["method"] as? String == "wifv-bc" && ($0["sparsity"] as? Double) == 0 })
 
         let bad = try CLI.run(["seap", "eval", Fixtures.url("models/llama").path, "--scores", "wifv+xy"])
         #expect(bad.status != 0)

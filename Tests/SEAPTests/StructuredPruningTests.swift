@@ -139,7 +139,8 @@ func gqaMask(_ spec: DecoderSpec, seed: UInt64 = 9, shifts: Bool = false) -> SEA
         let mask = try SEAPMasks.make(method: method, task: "t", sparsity: 0.5, schedule: .uniform, profile: profile,
                                       model: model, norms: try WeightNorms(model))
         #expect(mask.layers.allSatisfy { $0.keptHeads.count == 2 && $0.keptChannels.count == 64 })
-        #expect((mask.layers[0].outputBiasShift != nil) == (method == .flap))
+        // Compensated by default: FLAP, and SEAP's own scores (wifv, wifn); not WandA or random.
+        #expect((mask.layers[0].outputBiasShift != nil) == [.flap, .wifv, .wifn].contains(method))
         let pruned = try StructuredPruning.prune(model, mask: mask)
         #expect(try logitsTrace(pruned).allSatisfy(\.isFinite))
     }
@@ -193,7 +194,16 @@ func gqaMask(_ spec: DecoderSpec, seed: UInt64 = 9, shifts: Bool = false) -> SEA
         let sb = try ChannelScore(.wifv).scores(norms: norms, stats: b, headDim: 16)
         let combined = LayerScores.weightedSum([(3, sa), (2, sb)])
         #expect(generic.layers[0].keptChannels == SEAPMask.keep(combined.channels[0], pruning: 64))
-        #expect(generic.layers[0].outputBiasShift == nil)
+        // SEAP compensates by default; the generic mask with its tasks' means, weighted 3 : 2.
+        guard case .dense(let mlp) = model.layers[0].feedForward else { Issue.record("a dense layer"); return }
+        let mean = zip(try a.require(.downInput, layer: 0).mean, try b.require(.downInput, layer: 0).mean).map { 0.6 * $0 + 0.4 * $1 }
+        let expected = SEAPMask.biasShift(mlp.down.weight, means: mean, kept: Set(generic.layers[0].keptChannels))
+        let shift = try #require(generic.layers[0].downBiasShift)
+        #expect(zip(shift, expected).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) })
+        let plain = try SEAPMasks.make(method: .wifv, task: "generic", sparsity: 0.5, schedule: .uniform, profile: profile,
+                                       model: model, norms: norms, biasCompensation: false)
+        #expect(plain.layers[0].downBiasShift == nil && plain.layers[0].outputBiasShift == nil)
+        #expect(plain.layers[0].keptChannels == generic.layers[0].keptChannels)
     }
 }
 
