@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "Kernels", "TestSupport"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Kernels", "TestSupport"]),
         .testTarget(name: "PreMoeTests", dependencies: ["PreMoe", "Models", "Formats", "Kernels", "Tokenization", "TestSupport"]),
         .testTarget(name: "SEAPTests", dependencies: ["SEAP", "Evaluation", "Models", "PreMoe", "Formats", "Kernels", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Models", "PreMoe", "Runtime", "TestSupport"]),

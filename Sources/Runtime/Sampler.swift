@@ -40,41 +40,99 @@ public struct Sampler: Sendable {
         return best
     }
 
+    /// Natural-log weight, relative to the best candidate, below which a token is left out of
+    /// the first ranking: e^-16 ≈ 1e-7, so the vocabulary's tail rarely holds a draw. (Tests
+    /// raise it to send draws past the head.)
+    var headLogWeight: Float = -16
+
     /// The next token for `logits` (`[vocab]`), nil when every logit is NaN (there is no
     /// candidate to choose from).
+    ///
+    /// The candidates are the tokens in ranking order (larger logit first, ties to the lower id,
+    /// NaN never), the `topK` best when set; each weighs `exp((logit − max) / temperature)`;
+    /// top-p keeps the shortest prefix whose share of the total weight reaches `topP`; one
+    /// uniform draw over the kept weight walks the prefix. Without `topK`, one pass computes the
+    /// weights and collects the head of the ranking (tokens within `headLogWeight` of the best),
+    /// and only that head is sorted; the whole vocabulary is ranked only when the walk or the cut
+    /// goes past it. Every token of the head outranks every token outside it, so the walk is the
+    /// one a full ranking gives.
     public mutating func sample(_ logits: [Float]) -> Int? {
         guard temperature > 0 else { return Self.argmax(logits) }
-        // Candidates sorted by logit, descending (ties to the lower id), the `topK` best when set:
-        // the routers' ranking, which puts NaN last, so those are dropped from the tail.
         guard !logits.isEmpty else { return nil }
-        var order = logits.withUnsafeBufferPointer { values in
-            Kernels.topK(values.baseAddress!, count: values.count, k: topK > 0 ? topK : values.count)
-        }
-        while let last = order.last, logits[last].isNaN { order.removeLast() }
-        guard !order.isEmpty else { return nil }
-        let maxLogit = logits[order[0]]
-        var probs = order.map { Double(exp((logits[$0] - maxLogit) / temperature)) }
-        var total = probs.reduce(0, +)
-        if topP < 1 {
-            var cumulative = 0.0
-            var keep = probs.count
-            for (i, p) in probs.enumerated() {
-                cumulative += p / total
-                if cumulative >= Double(topP) {
-                    keep = i + 1
-                    break
+        return logits.withUnsafeBufferPointer { values in
+            let base = values.baseAddress!
+            let count = values.count
+            let temperature = temperature
+            var order: [Int] = []
+            var total = 0.0
+            var maxLogit = -Float.infinity
+            var ranked = false  // every candidate is in `order`
+            @inline(__always) func weight(_ i: Int) -> Double { Double(exp((values[i] - maxLogit) / temperature)) }
+            func rankAll() {
+                order = Kernels.topK(base, count: count, k: count)
+                while let last = order.last, values[last].isNaN { order.removeLast() }
+                ranked = true
+            }
+            if topK > 0 && topK < count {
+                order = Kernels.topK(base, count: count, k: topK)
+                while let last = order.last, values[last].isNaN { order.removeLast() }
+                guard let first = order.first else { return nil }
+                maxLogit = values[first]
+                for i in order { total += Double(exp((values[i] - maxLogit) / temperature)) }
+                ranked = true
+            } else {
+                var any = false
+                for i in 0..<count where !values[i].isNaN {
+                    any = true
+                    if values[i] > maxLogit { maxLogit = values[i] }
+                }
+                guard any else { return nil }
+                let threshold = maxLogit + temperature * headLogWeight
+                order = []
+                for i in 0..<count where !values[i].isNaN {
+                    total += Double(exp((values[i] - maxLogit) / temperature))
+                    if values[i] >= threshold { order.append(i) }
+                }
+                ranked = false
+                if order.count > 1024 {
+                    rankAll()  // a flat distribution: the radix ranking is faster than a sort
+                } else {
+                    order.sort { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
                 }
             }
-            probs.removeSubrange(keep...)
-            order.removeSubrange(keep...)
-            total = probs.reduce(0, +)
+            if topP < 1 {
+                // The shortest prefix reaching topP of the weight, and the weight it keeps.
+                var cumulative = 0.0, kept = 0.0, keep = -1
+                var i = 0
+                while keep < 0 {
+                    if i == order.count {
+                        if ranked { keep = order.count; break }
+                        rankAll()
+                        continue
+                    }
+                    let w = weight(order[i])
+                    cumulative += w / total
+                    kept += w
+                    i += 1
+                    if cumulative >= Double(topP) { keep = i }
+                }
+                order.removeSubrange(keep...)
+                total = kept
+                ranked = true
+            }
+            let r = rng.nextUnit() * total
+            var acc = 0.0
+            var i = 0
+            while true {
+                if i == order.count {
+                    if ranked { return order[order.count - 1] }
+                    rankAll()
+                    continue
+                }
+                acc += weight(order[i])
+                if r < acc { return order[i] }
+                i += 1
+            }
         }
-        let r = rng.nextUnit() * total
-        var acc = 0.0
-        for (i, p) in probs.enumerated() {
-            acc += p
-            if r < acc { return order[i] }
-        }
-        return order[order.count - 1]
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
+import Kernels
 import Models
-import Runtime
+@testable import Runtime
 import Testing
 import TestSupport
 
@@ -44,6 +45,57 @@ private struct GreedyGolden: Decodable {
         for _ in 0..<20 {
             #expect(k1.sample(logits) == 1)
             #expect(p0.sample(logits) == 1)
+        }
+    }
+
+    /// The sampler ranks only the head of the distribution unless the draw or the top-p cut goes
+    /// past it: it must pick what ranking the whole vocabulary picks, draw for draw. The reference
+    /// below ranks everything (a plain sort), sums the weights in id order as the sampler does,
+    /// and walks the ranking. A narrow head (`headLogWeight` -1) sends most draws past it.
+    @Test func partialRankingPicksWhatAFullRankingPicks() {
+        func reference(_ logits: [Float], temperature: Float, topP: Float, rng: inout SplitMix64) -> Int {
+            let order = logits.indices.filter { !logits[$0].isNaN }
+                .sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+            let maxLogit = logits[order[0]]
+            func weight(_ i: Int) -> Double { Double(exp((logits[i] - maxLogit) / temperature)) }
+            var total = logits.indices.filter { !logits[$0].isNaN }.reduce(0.0) { $0 + weight($1) }
+            var kept = order
+            if topP < 1 {
+                var cumulative = 0.0, keep = order.count
+                for (i, id) in order.enumerated() {
+                    cumulative += weight(id) / total
+                    if cumulative >= Double(topP) { keep = i + 1; break }
+                }
+                kept = Array(order.prefix(keep))
+                total = kept.reduce(0.0) { $0 + weight($1) }
+            }
+            let r = rng.nextUnit() * total
+            var acc = 0.0
+            for id in kept {
+                acc += weight(id)
+                if r < acc { return id }
+            }
+            return kept[kept.count - 1]
+        }
+        var data = SplitMix64(seed: 5)
+        let settings: [(Float, Float, Float)] = [(0.7, 1, -16), (1, 0.9, -16), (5, 1, -16), (50, 0.999, -16), (0.3, 0.5, -16),
+                                                 (1, 1, -1), (2, 0.95, -1), (1, 0.999, -0.5)]
+        for (temperature, topP, head) in settings {
+            var logits = (0..<3000).map { _ in Float(data.nextUnit() * 12 - 6) }
+            logits[17] = .nan
+            logits[400] = logits[3]  // a tie
+            var sampler = Sampler(temperature: temperature, topP: topP, seed: 11)
+            sampler.headLogWeight = head
+            var rng = SplitMix64(seed: 11)
+            var picks: Set<Int> = []
+            for _ in 0..<300 {
+                let pick = sampler.sample(logits)
+                #expect(pick == reference(logits, temperature: temperature, topP: topP, rng: &rng),
+                        "T \(temperature) top-p \(topP) head \(head)")
+                picks.insert(pick ?? -1)
+            }
+            let threshold = logits.filter { !$0.isNaN }.max()! + temperature * head
+            if head > -2 { #expect(picks.contains { logits[$0] < threshold }, "the draws should reach past the head") }
         }
     }
 
