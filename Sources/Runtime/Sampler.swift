@@ -40,10 +40,11 @@ public struct Sampler: Sendable {
         return best
     }
 
-    /// Natural-log weight, relative to the best candidate, below which a token is left out of
-    /// the first ranking: e^-16 ≈ 1e-7, so the vocabulary's tail rarely holds a draw. (Tests
-    /// raise it to send draws past the head.)
-    var headLogWeight: Float = -16
+    /// Candidates ranked before the whole vocabulary is: most draws (and top-p cuts) end among
+    /// the best few dozen tokens. (Tests lower it to send draws past the head.) A head defined
+    /// by weight instead (tokens within e^-16 of the best) measured slower on the demo model,
+    /// whose flat distributions put thousands of tokens in it.
+    var headCount = 64
 
     /// The next token for `logits` (`[vocab]`), nil when every logit is NaN (there is no
     /// candidate to choose from).
@@ -51,11 +52,10 @@ public struct Sampler: Sendable {
     /// The candidates are the tokens in ranking order (larger logit first, ties to the lower id,
     /// NaN never), the `topK` best when set; each weighs `exp((logit − max) / temperature)`;
     /// top-p keeps the shortest prefix whose share of the total weight reaches `topP`; one
-    /// uniform draw over the kept weight walks the prefix. Without `topK`, one pass computes the
-    /// weights and collects the head of the ranking (tokens within `headLogWeight` of the best),
-    /// and only that head is sorted; the whole vocabulary is ranked only when the walk or the cut
-    /// goes past it. Every token of the head outranks every token outside it, so the walk is the
-    /// one a full ranking gives.
+    /// uniform draw over the kept weight walks the prefix. Without `topK`, only the first
+    /// `headCount` candidates are ranked (one selection pass) and one pass of `exp` sums the
+    /// weights; the whole vocabulary is ranked only when the walk or the cut goes past the head,
+    /// which is the full ranking's prefix, so the walk is the one a full ranking gives.
     public mutating func sample(_ logits: [Float]) -> Int? {
         guard temperature > 0 else { return Self.argmax(logits) }
         guard !logits.isEmpty else { return nil }
@@ -78,27 +78,16 @@ public struct Sampler: Sendable {
                 while let last = order.last, values[last].isNaN { order.removeLast() }
                 guard let first = order.first else { return nil }
                 maxLogit = values[first]
-                for i in order { total += Double(exp((values[i] - maxLogit) / temperature)) }
+                for i in order { total += weight(i) }
                 ranked = true
             } else {
-                var any = false
-                for i in 0..<count where !values[i].isNaN {
-                    any = true
-                    if values[i] > maxLogit { maxLogit = values[i] }
-                }
-                guard any else { return nil }
-                let threshold = maxLogit + temperature * headLogWeight
-                order = []
-                for i in 0..<count where !values[i].isNaN {
-                    total += Double(exp((values[i] - maxLogit) / temperature))
-                    if values[i] >= threshold { order.append(i) }
-                }
-                ranked = false
-                if order.count > 1024 {
-                    rankAll()  // a flat distribution: the radix ranking is faster than a sort
-                } else {
-                    order.sort { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
-                }
+                order = Kernels.topK(base, count: count, k: min(count, headCount))
+                while let last = order.last, values[last].isNaN { order.removeLast() }
+                guard let first = order.first else { return nil }
+                maxLogit = values[first]
+                for i in 0..<count where !values[i].isNaN { total += weight(i) }
+                ranked = order.count < min(count, headCount)  // NaNs dropped: every number is in the head
+                if count <= headCount { ranked = true }
             }
             if topP < 1 {
                 // The shortest prefix reaching topP of the weight, and the weight it keeps.

@@ -51,7 +51,7 @@ private struct GreedyGolden: Decodable {
     /// The sampler ranks only the head of the distribution unless the draw or the top-p cut goes
     /// past it: it must pick what ranking the whole vocabulary picks, draw for draw. The reference
     /// below ranks everything (a plain sort), sums the weights in id order as the sampler does,
-    /// and walks the ranking. A narrow head (`headLogWeight` -1) sends most draws past it.
+    /// and walks the ranking. A short head (`headCount` 4) sends most draws past it.
     @Test func partialRankingPicksWhatAFullRankingPicks() {
         func reference(_ logits: [Float], temperature: Float, topP: Float, rng: inout SplitMix64) -> Int {
             let order = logits.indices.filter { !logits[$0].isNaN }
@@ -78,14 +78,14 @@ private struct GreedyGolden: Decodable {
             return kept[kept.count - 1]
         }
         var data = SplitMix64(seed: 5)
-        let settings: [(Float, Float, Float)] = [(0.7, 1, -16), (1, 0.9, -16), (5, 1, -16), (50, 0.999, -16), (0.3, 0.5, -16),
-                                                 (1, 1, -1), (2, 0.95, -1), (1, 0.999, -0.5)]
+        let settings: [(Float, Float, Int)] = [(0.7, 1, 64), (1, 0.9, 64), (5, 1, 64), (50, 0.999, 64), (0.3, 0.5, 64),
+                                               (1, 1, 4), (2, 0.95, 4), (1, 0.999, 1)]
         for (temperature, topP, head) in settings {
             var logits = (0..<3000).map { _ in Float(data.nextUnit() * 12 - 6) }
             logits[17] = .nan
             logits[400] = logits[3]  // a tie
             var sampler = Sampler(temperature: temperature, topP: topP, seed: 11)
-            sampler.headLogWeight = head
+            sampler.headCount = head
             var rng = SplitMix64(seed: 11)
             var picks: Set<Int> = []
             for _ in 0..<300 {
@@ -94,8 +94,8 @@ private struct GreedyGolden: Decodable {
                         "T \(temperature) top-p \(topP) head \(head)")
                 picks.insert(pick ?? -1)
             }
-            let threshold = logits.filter { !$0.isNaN }.max()! + temperature * head
-            if head > -2 { #expect(picks.contains { logits[$0] < threshold }, "the draws should reach past the head") }
+            let ranked = logits.indices.filter { !logits[$0].isNaN }.sorted { logits[$0] > logits[$1] }
+            if temperature >= 1 { #expect(!picks.isSubset(of: ranked.prefix(head)), "the draws should reach past the head") }
         }
     }
 
