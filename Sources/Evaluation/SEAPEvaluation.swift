@@ -6,7 +6,8 @@ import Tokenization
 
 /// One row of `premoe seap eval --json` (a contract used outside this repository: keep the
 /// field names). `method` is the score name (`wifv` is SEAP; `wifv-generic` the generic mask when
-/// asked for); `sparsity` a fraction, 0 for the dense model (every method gets its dense row).
+/// asked for; a `+bc` / `-bc` suffix when bias compensation was forced on or off, `SEAPMethod`);
+/// `sparsity` a fraction, 0 for the dense model (every method gets its dense row).
 public struct SEAPEvalRow: Codable, Sendable {
     public var task: String
     public var method: String
