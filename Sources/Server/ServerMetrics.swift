@@ -24,43 +24,56 @@ final class ServerMetrics: Sendable {
 
     private static let latencyBuckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
+    /// swift-prometheus's descriptor for a metric named whole (no namespace or unit split off).
+    private static func named(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
     init() {
-        promptTokens = registry.makeCounter(name: "premoe_prompt_tokens_total", help: "Prompt tokens of admitted requests.")
-        completionTokens = registry.makeCounter(name: "premoe_completion_tokens_total", help: "Tokens generated.")
-        timeToFirstToken = registry.makeValueHistogram(
-            name: "premoe_time_to_first_token_seconds", buckets: Self.latencyBuckets,
-            help: "From the request's arrival to its first generated token.")
-        perToken = registry.makeValueHistogram(
-            name: "premoe_inter_token_latency_seconds", buckets: Self.latencyBuckets,
-            help: "Between consecutive generated tokens of one request.")
-        residentExperts = registry.makeGauge(name: "premoe_experts_resident", help: "Routed experts held in memory.")
-        accountedBytes = registry.makeGauge(
-            name: "premoe_accounted_bytes", help: "Backbone + resident experts + reserved KV caches (never above the budget).")
-        budgetBytes = registry.makeGauge(name: "premoe_budget_bytes", help: "--budget (0: none).")
-        residentSetBytes = registry.makeGauge(name: "premoe_process_resident_bytes", help: "The process's RSS (VmRSS).")
-        bytesLoaded = registry.makeCounter(name: "premoe_expert_bytes_loaded_total", help: "Expert bytes read (delta loads).")
-        expertHits = registry.makeCounter(name: "premoe_expert_cache_hits_total", help: "Experts a request needed that were resident.")
-        expertMisses = registry.makeCounter(name: "premoe_expert_cache_misses_total", help: "Experts a request needed that had to be loaded.")
-        cancellations = registry.makeCounter(name: "premoe_requests_cancelled_total", help: "Requests whose client went away.")
-        running = registry.makeGauge(name: "premoe_requests_running", help: "Requests generating now.")
-        queued = registry.makeGauge(name: "premoe_requests_queued", help: "Requests waiting for a slot or memory.")
+        promptTokens = registry.makeCounter(descriptor: Self.named("premoe_prompt_tokens_total",
+            "Prompt tokens of admitted requests."))
+        completionTokens = registry.makeCounter(descriptor: Self.named("premoe_completion_tokens_total",
+            "Tokens generated."))
+        timeToFirstToken = registry.makeValueHistogram(descriptor: Self.named("premoe_time_to_first_token_seconds",
+            "From the request's arrival to its first generated token."), buckets: Self.latencyBuckets)
+        perToken = registry.makeValueHistogram(descriptor: Self.named("premoe_inter_token_latency_seconds",
+            "Between consecutive generated tokens of one request."), buckets: Self.latencyBuckets)
+        residentExperts = registry.makeGauge(descriptor: Self.named("premoe_experts_resident",
+            "Routed experts held in memory."))
+        accountedBytes = registry.makeGauge(descriptor: Self.named("premoe_accounted_bytes",
+            "Backbone + resident experts + reserved KV caches (never above the budget)."))
+        budgetBytes = registry.makeGauge(descriptor: Self.named("premoe_budget_bytes", "--budget (0: none)."))
+        residentSetBytes = registry.makeGauge(descriptor: Self.named("premoe_process_resident_bytes",
+            "The process's RSS (VmRSS)."))
+        bytesLoaded = registry.makeCounter(descriptor: Self.named("premoe_expert_bytes_loaded_total",
+            "Expert bytes read (delta loads)."))
+        expertHits = registry.makeCounter(descriptor: Self.named("premoe_expert_cache_hits_total",
+            "Experts a request needed that were resident."))
+        expertMisses = registry.makeCounter(descriptor: Self.named("premoe_expert_cache_misses_total",
+            "Experts a request needed that had to be loaded."))
+        cancellations = registry.makeCounter(descriptor: Self.named("premoe_requests_cancelled_total",
+            "Requests whose client went away."))
+        running = registry.makeGauge(descriptor: Self.named("premoe_requests_running", "Requests generating now."))
+        queued = registry.makeGauge(descriptor: Self.named("premoe_requests_queued",
+            "Requests waiting for a slot or memory."))
     }
 
     /// Counts a finished HTTP request by route and status.
     func request(route: String, status: Int) {
-        registry.makeCounter(name: "premoe_requests_total", labels: [("route", route), ("status", String(status))],
-                             help: "HTTP requests answered.").increment()
+        registry.makeCounter(descriptor: Self.named("premoe_requests_total",
+            "HTTP requests answered."), labels: [("route", route), ("status", String(status))]).increment()
     }
 
     /// Counts a refused request by reason (`queue_full`, `over_budget`, `unauthorized`, `invalid`, `too_large`).
     func rejected(_ reason: String) {
-        registry.makeCounter(name: "premoe_rejections_total", labels: [("reason", reason)], help: "Requests refused.").increment()
+        registry.makeCounter(descriptor: Self.named("premoe_rejections_total",
+            "Requests refused."), labels: [("reason", reason)]).increment()
     }
 
     /// Counts a retrieval decision.
     func decision(task: String, decision: String) {
-        registry.makeCounter(name: "premoe_retrieval_decisions_total", labels: [("task", task), ("decision", decision)],
-                             help: "Task chosen per request (retrieved, forced or fallback).").increment()
+        registry.makeCounter(descriptor: Self.named("premoe_retrieval_decisions_total",
+            "Task chosen per request (retrieved, forced or fallback)."), labels: [("task", task), ("decision", decision)]).increment()
     }
 
     func tokens(prompt: Int, completion: Int) {
