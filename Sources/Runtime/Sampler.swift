@@ -63,31 +63,29 @@ public struct Sampler: Sendable {
             let base = values.baseAddress!
             let count = values.count
             let temperature = temperature
-            var order: [Int] = []
-            var total = 0.0
-            var maxLogit = -Float.infinity
-            var ranked = false  // every candidate is in `order`
-            @inline(__always) func weight(_ i: Int) -> Double { Double(exp((values[i] - maxLogit) / temperature)) }
-            func rankAll() {
-                order = Kernels.topK(base, count: count, k: count)
+            // The `k` best candidates in ranking order (NaN ranks last and is dropped).
+            func best(_ k: Int) -> [Int] {
+                var order = Kernels.topK(base, count: count, k: k)
                 while let last = order.last, values[last].isNaN { order.removeLast() }
-                ranked = true
+                return order
             }
-            if topK > 0 && topK < count {
-                order = Kernels.topK(base, count: count, k: topK)
-                while let last = order.last, values[last].isNaN { order.removeLast() }
-                guard let first = order.first else { return nil }
-                maxLogit = values[first]
+            let restricted = topK > 0 && topK < count
+            var order = best(restricted ? topK : min(count, headCount))
+            guard let first = order.first else { return nil }
+            let maxLogit = values[first]
+            @inline(__always) func weight(_ i: Int) -> Double { Double(exp((values[i] - maxLogit) / temperature)) }
+            var total = 0.0
+            if restricted {
                 for i in order { total += weight(i) }
-                ranked = true
             } else {
-                order = Kernels.topK(base, count: count, k: min(count, headCount))
-                while let last = order.last, values[last].isNaN { order.removeLast() }
-                guard let first = order.first else { return nil }
-                maxLogit = values[first]
                 for i in 0..<count where !values[i].isNaN { total += weight(i) }
-                ranked = order.count < min(count, headCount)  // NaNs dropped: every number is in the head
-                if count <= headCount { ranked = true }
+            }
+            // Every candidate is in `order`: topK's set, the whole of a small vocabulary, or a head
+            // that NaNs cut short.
+            var ranked = restricted || count <= headCount || order.count < headCount
+            func rankAll() {
+                order = best(count)
+                ranked = true
             }
             if topP < 1 {
                 // The shortest prefix reaching topP of the weight, and the weight it keeps.
