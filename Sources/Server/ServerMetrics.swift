@@ -60,20 +60,21 @@ final class ServerMetrics: Sendable {
 
     /// Counts a finished HTTP request by route and status.
     func request(route: String, status: Int) {
-        registry.makeCounter(descriptor: Self.named("premoe_requests_total",
-            "HTTP requests answered."), labels: [("route", route), ("status", String(status))]).increment()
+        registry.makeCounter(descriptor: Self.named("premoe_requests_total", "HTTP requests answered."),
+                             labels: [("route", route), ("status", String(status))]).increment()
     }
 
     /// Counts a refused request by reason (`queue_full`, `over_budget`, `unauthorized`, `invalid`, `too_large`).
     func rejected(_ reason: String) {
-        registry.makeCounter(descriptor: Self.named("premoe_rejections_total",
-            "Requests refused."), labels: [("reason", reason)]).increment()
+        registry.makeCounter(descriptor: Self.named("premoe_rejections_total", "Requests refused."),
+                             labels: [("reason", reason)]).increment()
     }
 
     /// Counts a retrieval decision.
     func decision(task: String, decision: String) {
         registry.makeCounter(descriptor: Self.named("premoe_retrieval_decisions_total",
-            "Task chosen per request (retrieved, forced or fallback)."), labels: [("task", task), ("decision", decision)]).increment()
+                                                    "Task chosen per request (retrieved, forced or fallback)."),
+                             labels: [("task", task), ("decision", decision)]).increment()
     }
 
     func tokens(prompt: Int, completion: Int) {
