@@ -10,17 +10,19 @@ import Synchronization
 /// never depend on it.
 ///
 /// Two backends, same chunks, same results:
-/// - default: `DispatchQueue.concurrentPerform`. Safe to call from several threads at once and
-///   from inside a body.
-/// - `persistentWorkers: true` (Linux only; ignored elsewhere): `threads - 1` dedicated worker
-///   threads that spin briefly after each job, then sleep on a condition variable; the caller
-///   works too and chunks go to whichever thread claims them first, so a descheduled worker never
-///   stalls a job. Meant to cut the hand-off cost of the hundreds of small kernel calls of one
-///   decode step. It is opt-in because on the shared 2-core dev machine (load 5–9 from other
-///   builds) no A/B measurement could show it beating `concurrentPerform`; compare both with
-///   `KernelBenchmark.decodeSequence` on a quiet machine before switching. One such pool runs one
-///   job at a time: a `parallelFor` that finds it busy (another thread, or a nested call from a
-///   body) runs its whole job on the calling thread — safe and identical, but serial.
+/// - persistent workers (Linux; the default there): `threads - 1` dedicated worker threads that
+///   spin briefly after each job, then sleep on a condition variable; the caller works too and
+///   chunks go to whichever thread claims them first, so a descheduled worker never stalls a job.
+///   A decode step is hundreds of small kernel calls, and a worker woken for each one starts it
+///   late. Measured on the shared 2-core Zen 3, paired interleaved runs of `premoe bench` (odd
+///   rounds one backend first, even rounds the other): demo-model decode 1.29× (13 of 16 pairs
+///   faster), the 1.3B bf16 bench GGUF 1.025–1.045× (22 of 32 pairs); `premoe serve` under the
+///   load test 1.14× with one stream and 1.13× with 16. One such pool runs one job at a time: a
+///   `parallelFor` that finds it busy (another thread, or a nested call from a body) runs its
+///   whole job on the calling thread — safe and identical, but serial.
+/// - `DispatchQueue.concurrentPerform` (elsewhere, or with `PREMOE_THREAD_POOL=dispatch` in the
+///   environment, or `persistentWorkers: false`). Safe to call from several threads at once and
+///   from inside a body; a job's second half waits for a libdispatch worker to wake.
 public final class ThreadPool: @unchecked Sendable {
     /// Number of threads used by `parallelFor`.
     public let threadCount: Int
@@ -50,10 +52,11 @@ public final class ThreadPool: @unchecked Sendable {
     /// - Parameters:
     ///   - ignoringMinChunk: split even tiny jobs (testing only; slower).
     ///   - persistentWorkers: use dedicated spinning/sleeping worker threads instead of
-    ///     `concurrentPerform` (Linux only). Their threads start on the first parallel job.
+    ///     `concurrentPerform` (Linux only; default `persistentWorkersByDefault`). Their threads
+    ///     start on the first parallel job.
     ///   - quantizedArithmetic: `.int8` quantizes activations for quantized weights (faster,
     ///     approximate); `.exact` keeps the f32 reference order.
-    public init(threads: Int, ignoringMinChunk: Bool = false, persistentWorkers: Bool = false,
+    public init(threads: Int, ignoringMinChunk: Bool = false, persistentWorkers: Bool = ThreadPool.persistentWorkersByDefault,
                 quantizedArithmetic: QuantizedArithmetic = .exact) {
         threadCount = max(1, threads)
         ignoresMinChunk = ignoringMinChunk
@@ -68,6 +71,15 @@ public final class ThreadPool: @unchecked Sendable {
         state?.shutdown()
         #endif
     }
+
+    /// Whether pools use persistent workers unless told: yes, unless the environment sets
+    /// `PREMOE_THREAD_POOL=dispatch` (the escape hatch where spinning workers cost more than
+    /// they save, e.g. more busy processes than cores). Read once per process.
+    public static let persistentWorkersByDefault: Bool =
+        ProcessInfo.processInfo.environment["PREMOE_THREAD_POOL"]?.lowercased() != "dispatch"
+
+    /// The backend's name, for benchmark reports: "persistent" or "dispatch".
+    public var backendName: String { usesPersistentWorkers ? "persistent" : "dispatch" }
 
     /// A single-threaded pool: runs everything on the caller's thread.
     public static let serial = ThreadPool(threads: 1)

@@ -43,6 +43,8 @@ struct Bench: ParsableCommand {
     struct Report: Encodable {
         let model: String, threads: Int, promptTokens: Int, genTokens: Int
         let arithmetic: String, instructionSet: String
+        /// The kernel thread pool's backend: "persistent" workers or "dispatch".
+        let threadPool: String
         let loadSeconds: Double, prefillSeconds: Double, prefillTokensPerSecond: Double
         let decodeSeconds: Double, decodeTokensPerSecond: Double
         /// Weight bytes a decode step reads: every dense weight, one embedding row, top-k experts per MoE layer.
@@ -98,7 +100,7 @@ struct Bench: ParsableCommand {
         let bytes = model.weightBytes
         var report = Report(
             model: options.model, threads: model.pool.threadCount, promptTokens: promptTokens, genTokens: genTokens,
-            arithmetic: arithmetic.rawValue, instructionSet: InstructionSet.best.name,
+            arithmetic: arithmetic.rawValue, instructionSet: InstructionSet.best.name, threadPool: model.pool.backendName,
             loadSeconds: loadSeconds, prefillSeconds: first.prefillSeconds,
             prefillTokensPerSecond: Double(promptTokens) / first.prefillSeconds, decodeSeconds: first.decodeSeconds,
             decodeTokensPerSecond: Double(genTokens) / first.decodeSeconds, activeWeightBytesPerToken: active,
@@ -109,7 +111,7 @@ struct Bench: ParsableCommand {
         if let perplexity { report.perplexity = try perplexityChange(loaded, file: perplexity) }
         if json { return try printJSON(report) }
         print(String(format: "load      %.2f s", loadSeconds))
-        print("kernels   \(arithmetic.rawValue) arithmetic, \(InstructionSet.best.name), \(report.threads) threads")
+        print("kernels   \(arithmetic.rawValue) arithmetic, \(InstructionSet.best.name), \(report.threads) threads (\(report.threadPool) pool)")
         print(String(format: "prefill   %d tokens in %.3f s: %.1f tok/s", promptTokens, report.prefillSeconds, report.prefillTokensPerSecond))
         print(String(format: "decode    %d tokens in %.3f s: %.2f tok/s, %.2f GB/s of weights", genTokens, report.decodeSeconds,
                      report.decodeTokensPerSecond, report.decodeBandwidthGBPerSecond))
