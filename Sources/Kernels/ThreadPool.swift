@@ -16,8 +16,9 @@ import Synchronization
 ///   A decode step is hundreds of small kernel calls, and a worker woken for each one starts it
 ///   late. Measured on the shared 2-core Zen 3, paired interleaved runs of `premoe bench` (odd
 ///   rounds one backend first, even rounds the other): demo-model decode 1.29× (13 of 16 pairs
-///   faster), the 1.3B bf16 bench GGUF 1.025–1.045× (22 of 32 pairs); `premoe serve` under the
-///   load test 1.14× with one stream and 1.13× with 16. One such pool runs one job at a time: a
+///   faster), the 1.3B bf16 bench GGUF 1.00–1.045× (29 of 44 pairs; memory-bound there);
+///   `premoe serve` at 16 streams, where HTTP threads share the cores, within noise (six pairs
+///   from 0.90× to 1.13×). One such pool runs one job at a time: a
 ///   `parallelFor` that finds it busy (another thread, or a nested call from a body) runs its
 ///   whole job on the calling thread — safe and identical, but serial.
 /// - `DispatchQueue.concurrentPerform` (elsewhere, or with `PREMOE_THREAD_POOL=dispatch` in the
