@@ -105,40 +105,33 @@ public enum JSONValue: Sendable, Equatable {
 
     /// Compact JSON text with object keys sorted, so equal values always print the same.
     public var jsonString: String {
-        var out = ""
+        var out: [UInt8] = []
         write(into: &out)
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
-    private func write(into out: inout String) {
+    private func write(into out: inout [UInt8]) {
         switch self {
-        case .null: out += "null"
-        case .bool(let value): out += value ? "true" : "false"
-        case .number(let value):
-            if value.isFinite, value.rounded(.towardZero) == value, abs(value) < 1e15 {
-                out += String(Int(value))
-            } else if value.isFinite {
-                out += "\(value)"
-            } else {
-                out += "null"  // JSON has no NaN or infinity
-            }
-        case .string(let value): out += jsonQuoted(value)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
+        case .number(let value): JSONText.appendNumber(value, to: &out)
+        case .string(let value): JSONText.appendQuoted(value, to: &out)
         case .array(let elements):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, element) in elements.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 element.write(into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             for (i, key) in members.keys.sorted().enumerated() {
-                if i > 0 { out += "," }
-                out += jsonQuoted(key)
-                out += ":"
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONText.appendQuoted(key, to: &out)
+                out.append(UInt8(ascii: ":"))
                 members[key]?.write(into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 }
@@ -192,29 +185,52 @@ public struct JSONParseError: Error, CustomStringConvertible, Sendable, Equatabl
     public var description: String { "JSON error at byte \(offset): \(reason)" }
 }
 
-/// Quotes a string the way serde_json does (the safetensors reference writer): escapes `"`,
-/// `\` and control characters, leaves `/` and non-ASCII as they are. Matching it byte for byte
-/// lets our writer produce files identical to the reference's.
-func jsonQuoted(_ string: String) -> String {
-    var out = "\""
-    for scalar in string.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
+/// The leaves of JSON text, written as UTF-8 bytes: one definition for every JSON this project
+/// writes (`JSONValue.jsonString`, safetensors headers, the server's responses).
+public enum JSONText {
+    /// Appends `string` quoted the way serde_json does (the safetensors reference writer):
+    /// `"` and `\` escaped, control characters as `\n`-style or `\u00xx` escapes, `/` and
+    /// non-ASCII left as they are. Matching it byte for byte lets our writer produce files
+    /// identical to the reference's.
+    public static func appendQuoted(_ string: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+            case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+            case 0..<0x20:
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hexDigit(byte >> 4), hexDigit(byte & 15)])
+            default: out.append(byte)
             }
         }
+        out.append(UInt8(ascii: "\""))
     }
-    out += "\""
-    return out
+
+    /// Appends `value`: a whole number below 10^15 as an integer, any other finite number in
+    /// Swift's shortest round-trip form (valid JSON: "0.25", "-1.5e-07"), `null` for NaN and
+    /// infinities, which JSON lacks.
+    public static func appendNumber(_ value: Double, to out: inout [UInt8]) {
+        guard value.isFinite else { return out.append(contentsOf: "null".utf8) }
+        if value.rounded(.towardZero) == value, abs(value) < 1e15 {
+            out.append(contentsOf: String(Int64(value)).utf8)
+        } else {
+            out.append(contentsOf: value.description.utf8)
+        }
+    }
+
+    private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? 0x30 + nibble : UInt8(ascii: "a") + nibble - 10
+    }
+}
+
+/// `string` quoted as `JSONText.appendQuoted` writes it.
+func jsonQuoted(_ string: String) -> String {
+    var out: [UInt8] = []
+    JSONText.appendQuoted(string, to: &out)
+    return String(decoding: out, as: UTF8.self)
 }

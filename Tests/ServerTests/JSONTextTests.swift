@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import Server
 
-/// `JSONText` writes every response body and stream chunk: exact bytes for the shapes the
+/// `ResponseJSON` (with Formats' `JSONText` for strings and numbers) writes every response body and stream chunk: exact bytes for the shapes the
 /// server sends, and valid JSON that reads back to the same values for any string.
 @Suite struct JSONTextTests {
     private func text(_ object: [String: Any]) -> String { String(decoding: APIResponses.encode(object), as: UTF8.self) }
