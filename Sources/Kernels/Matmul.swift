@@ -11,7 +11,8 @@ import CKernels
 //   registers; each row streamed once, eight streams in flight (measured 5–10% more GB/s than
 //   four on 512- and 1024-column bf16 rows). `matmulPair` streams 4 rows of each of two weights.
 //   On AVX2 CPUs bf16/f16 rows go to the C kernel `pm_gemv_half` instead (CKernels/HalfGemv.c:
-//   same order, bit-identical, with software prefetch of the next eight rows).
+//   same order, bit-identical, four rows a quarter of the matrix apart read side by side: four
+//   sequential streams, 1.5-1.6x the decode speed of eight neighbouring rows).
 // - tokens > 1 (prefill, compute-bound): each thread widens a block of its rows to f32 scratch
 //   (one reused buffer per thread, see `ThreadScratch`) once, then runs a 4-row × 3-token
 //   register tile over all tokens, so a converted weight vector is reused by three tokens from a

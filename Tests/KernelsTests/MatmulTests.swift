@@ -196,12 +196,13 @@ func matmulGroupEqualsSeparateMatmuls(_ dtype: DType, _ cols: Int) {
 }
 
 /// The AVX2 bf16/f16 GEMV (`pm_gemv_half`, used for one token) runs on an AVX2 CPU and gives
-/// each row bit for bit the canonical dot product of SIMDSupport.swift, over 8-row groups with
-/// prefetch (40 rows), the 4-row and 1-row tails, and lengths with 8- and 1-value tails.
+/// each row bit for bit the canonical dot product of SIMDSupport.swift, with its rows read as four
+/// streams (1 to 128 rows per stream: 5, 13, 40, 514 rows), the 1- to 3-row tails (1, 3, 5, 6, 13,
+/// 514 rows), and lengths with 8- and 1-value tails.
 @Test(arguments: [DType.bfloat16, .float16], [1, 7, 33, 64, 1025])
 func halfGemvEqualsCanonicalDot(_ dtype: DType, _ cols: Int) {
     var rng = TestRandom(seed: UInt64(cols) &* 31 + (dtype == .bfloat16 ? 1 : 2))
-    for rows in [1, 5, 13, 40] {
+    for rows in [1, 3, 5, 6, 13, 40, 514] {
         let weight = Tensor.owned(rng.floats(rows * cols), shape: [rows, cols], dtype: dtype)
         let wide = weight.toFloatArray()
         let x = rng.floats(cols)

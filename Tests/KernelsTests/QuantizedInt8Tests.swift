@@ -196,8 +196,9 @@ let int8KernelTolerance: [QuantizedFormat: Float] = [
 ]
 
 extension QuantizedInt8Tests {
-    /// Row counts that leave short tails, and token tiles of four with
-    /// tails, against the scalar kernels; a token alone equals the same token in any batch, and a
+    /// Row counts that leave short tails (one token reads rows as four streams: 7 to 40 rows give
+    /// 1 to 10 rows per stream and 0 to 3 left over), and token tiles of four with tails, against
+    /// the scalar kernels; a token alone equals the same token in any batch, and a
     /// row computed in a slice starting mid-group (another thread split) equals the full pass.
     @Test(arguments: QuantizedFormat.allCases)
     func rowGroupsAndTokenTilesMatchScalar(_ format: QuantizedFormat) {
@@ -264,7 +265,10 @@ extension QuantizedInt8Tests {
     func interleavedRowsMatchScalar(_ format: QuantizedFormat) {
         let tolerance = int8KernelTolerance[format]!
         let interleaving = InterleavedWeights.isSupported(format, rows: 8)
-        for (rows, blocks) in format.isKQuant ? [(8, 1), (16, 2), (24, 3), (7, 1)] : [(8, 1), (16, 5), (24, 11), (7, 3)] {
+        // 40 and 72 rows: five and nine groups, so one-token passes read groups as four streams
+        // (one and two groups each) with a one-group tail.
+        for (rows, blocks) in format.isKQuant ? [(8, 1), (16, 2), (24, 3), (7, 1), (40, 1)]
+            : [(8, 1), (16, 5), (24, 11), (7, 3), (40, 2), (72, 3)] {
             let cols = blocks * format.blockSize
             let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows * 1000 + cols))
             var wf = [Float](repeating: 0, count: rows * cols)
