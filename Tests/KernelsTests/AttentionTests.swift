@@ -1,4 +1,4 @@
-import Kernels
+@testable import Kernels
 import Testing
 import TestSupport
 
@@ -164,5 +164,31 @@ func attentionBatchEqualsOneCallPerSequence(_ sinks: Bool) {
             outs[i] = Array(UnsafeBufferPointer(start: os[i], count: outs[i].count))
             #expect(outs[i].bitwiseEqual(alone[i]), "threads \(threads) sequence \(i)")
         }
+    }
+}
+
+/// The score loop's four-row chains give each score bit for bit the canonical dot product (the
+/// one-row path's), for head sizes with and without a scalar tail and counts with 0 to 3 rows left.
+@Test(arguments: [5, 64, 67, 128])
+func scoreRowsEqualOneDotPerRow(_ dim: Int) {
+    var rng = TestRandom(seed: UInt64(dim))
+    let stride = dim + 3
+    let q = rng.floats(dim, -2, 2)
+    let k = rng.floats(11 * stride, -2, 2)
+    let scale: Float = 0.125
+    for count in 0...11 {
+        var scores = [Float](repeating: .nan, count: count + 1)
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                scores.withUnsafeMutableBufferPointer { sp in
+                    FastAttention.scoreRows(qp.baseAddress!, kp.baseAddress!, stride, count, dim, scale, sp.baseAddress!)
+                    for p in 0..<count {
+                        let one = FastElementwise.dot(qp.baseAddress!, kp.baseAddress! + p * stride, count: dim) * scale
+                        #expect(sp[p].bitPattern == one.bitPattern, "dim \(dim) count \(count) row \(p)")
+                    }
+                }
+            }
+        }
+        #expect(scores[count].isNaN, "dim \(dim) count \(count): nothing written past the last row")
     }
 }
