@@ -385,6 +385,17 @@ PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq,
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
+/// A 32-value block's codes as 32 bytes (`kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0) and their dot product
+/// with 32 activation bytes, as eight int32 lanes.
+PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_unpack_q32(int kind, const uint8_t *blk) {
+    if (kind == 2) return _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+    return nibbles32(blk + (kind == 0 ? 2 : 4));
+}
+
+PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_dot_q32(int kind, __m256i w, __m256i x) {
+    return kind == 2 ? dot_s8s8_avx2(w, x) : dot_u8s8_avx2(w, x);
+}
+
 /// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
 /// and meets four activation rows. Per token the same operations in the same order as the
 /// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
@@ -396,18 +407,15 @@ PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind
     __m256 a0[4], a1[4];
     float off[4] = {0, 0, 0, 0};
     for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
-#define PM_UNPACK(P) (kind == 0 ? nibbles32((P) + 2) : kind == 1 ? nibbles32((P) + 4) \
-                                : _mm256_loadu_si256((const __m256i *)(const void *)((P) + 2)))
-#define PM_DOT(W, XQ) (kind == 2 ? dot_s8s8_avx2((W), (XQ)) : dot_u8s8_avx2((W), (XQ)))
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
         const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
         const float d0 = half_avx2(p0), d1 = half_avx2(p1);
         const float m0 = kind == 1 ? half_avx2(p0 + 2) : d0, m1 = kind == 1 ? half_avx2(p1 + 2) : d1;
-        const __m256i w0 = PM_UNPACK(p0), w1 = PM_UNPACK(p1);
+        const __m256i w0 = pm_unpack_q32(kind, p0), w1 = pm_unpack_q32(kind, p1);
         for (int k = 0; k < 4; k++) {
-            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-            const __m256i s1 = PM_DOT(w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
+            const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            const __m256i s1 = pm_dot_q32(kind, w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
             a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
             a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
             if (kind != 2) off[k] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
@@ -416,15 +424,13 @@ PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind
     for (; b < nb; b++) {
         const uint8_t *p0 = row + bb * b;
         const float d0 = half_avx2(p0), m0 = kind == 1 ? half_avx2(p0 + 2) : d0;
-        const __m256i w0 = PM_UNPACK(p0);
+        const __m256i w0 = pm_unpack_q32(kind, p0);
         for (int k = 0; k < 4; k++) {
-            const __m256i s0 = PM_DOT(w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
             a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
             if (kind != 2) off[k] += m0 * x[k][b].s;
         }
     }
-#undef PM_UNPACK
-#undef PM_DOT
     for (int k = 0; k < 4; k++) {
         const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
         out[k] = kind == 0 ? sum - 8 * off[k] : sum + off[k];
@@ -453,9 +459,6 @@ PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kin
     __m256 a0[4], a1[4];
     float off[4] = {0, 0, 0, 0};
     for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
-#define PM_UNPACK(P) (kind == 0 ? nibbles32((P) + 2) : kind == 1 ? nibbles32((P) + 4) \
-                                : _mm256_loadu_si256((const __m256i *)(const void *)((P) + 2)))
-#define PM_DOT(W, XQ) (kind == 2 ? dot_s8s8_avx2((W), (XQ)) : dot_u8s8_avx2((W), (XQ)))
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
@@ -463,7 +466,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kin
         for (int k = 0; k < 4; k++) {
             const uint8_t *p0 = row + (size_t)k * rs + bb * b, *p1 = p0 + bb;
             const float d0 = half_avx2(p0), d1 = half_avx2(p1);
-            const __m256i s0 = PM_DOT(PM_UNPACK(p0), x0), s1 = PM_DOT(PM_UNPACK(p1), x1);
+            const __m256i s0 = pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0), s1 = pm_dot_q32(kind, pm_unpack_q32(kind, p1), x1);
             a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), a0[k]);
             a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
             if (kind == 0) off[k] += d0 * x[b].s + d1 * x[b + 1].s;
@@ -475,13 +478,11 @@ PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kin
         for (int k = 0; k < 4; k++) {
             const uint8_t *p0 = row + (size_t)k * rs + bb * b;
             const float d0 = half_avx2(p0);
-            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(PM_DOT(PM_UNPACK(p0), x0)), a0[k]);
+            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0)), a0[k]);
             if (kind == 0) off[k] += d0 * x[b].s;
             if (kind == 1) off[k] += half_avx2(p0 + 2) * x[b].s;
         }
     }
-#undef PM_UNPACK
-#undef PM_DOT
     for (int k = 0; k < 4; k++) {
         const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
         y[(size_t)k * ys] = kind == 0 ? sum - 8 * off[k] : kind == 1 ? sum + off[k] : sum;
