@@ -14,6 +14,7 @@
    The Swift tests compare logits on these files with the committed HF golden.json.
 2. quant_reference.json: random rows quantized with gguf-py (Q4_0, Q4_1, Q8_0: the bytes our
    quantizer must reproduce) and random Q4_K / Q6_K blocks dequantized by gguf-py.
+   q5_reference.json: the same for Q5_0 and Q5_1 (`--q5` writes only this file and its checksum).
 3. gguf_py_written.gguf: a small file with every metadata value type, written by gguf-py, that
    the Swift reader must parse (see GGUFInteropTests for the expected values).
 4. interop.json: the result of reading swift_written.gguf (written by our GGUFWriter, committed
@@ -271,9 +272,41 @@ def read_swift_written() -> str | None:
     return path
 
 
+def q5_reference() -> str:
+    """Q5_0 and Q5_1 (what llama-quantize picks where a K-quant does not fit a row): gguf-py's
+    quantized bytes and dequantized values, in quant_reference.json's shape."""
+    rng = np.random.default_rng(5050)
+    cases = []
+    for qt in ["Q5_0", "Q5_1"]:
+        for n in [32, 96, 320]:
+            x = (rng.standard_normal(n) * rng.uniform(0.01, 3)).astype(np.float32)
+            if n == 96:
+                x[:32] = 0  # an all-zero block: d = 0
+                x[32:64] = -0.75  # a constant block
+            q = gguf.quants.quantize(x, getattr(gguf.GGMLQuantizationType, qt))
+            deq = gguf.quants.dequantize(q, getattr(gguf.GGMLQuantizationType, qt))
+            cases.append({"type": qt, "values": x.tolist(), "bytes": q.tobytes().hex(), "dequantized": deq.tolist()})
+    path = os.path.join(OUT, "q5_reference.json")
+    json.dump({"reference": f"gguf-py {gguf.__version__ if hasattr(gguf, '__version__') else '0.19.0'}",
+               "cases": cases}, open(path, "w"))
+    return path
+
+
+def update_checksum(path: str) -> None:
+    """Replaces (or adds) one file's line in CHECKSUMS.sha256."""
+    sums = os.path.join(OUT, "CHECKSUMS.sha256")
+    name = os.path.basename(path)
+    lines = [l for l in open(sums).read().splitlines() if l and not l.endswith("  " + name)]
+    lines.append(f"{hashlib.sha256(open(path, 'rb').read()).hexdigest()}  {name}")
+    open(sums, "w").write("\n".join(sorted(lines, key=lambda l: l.split("  ")[1])) + "\n")
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
-    written = [quant_reference(), gguf_py_written()]
+    if "--q5" in sys.argv:  # only q5_reference.json (the other fixtures stay as committed)
+        update_checksum(q5_reference())
+        return
+    written = [quant_reference(), q5_reference(), gguf_py_written()]
     for name, types in FIXTURES.items():
         for t in types:
             written.append(convert(name, t))

@@ -88,10 +88,13 @@ static inline void pm_scales_k4(const uint8_t *packed, uint8_t sc[8], uint8_t mn
     memcpy(mn, u + 2, 8);
 }
 
-static inline int pm_block_size(int format) { return format >= PM_Q4_K ? 256 : 32; }
+/// Whether `format` is a 256-value K-quant (Q4_K, Q5_K, Q6_K).
+static inline int pm_is_k(int format) { return format == PM_Q4_K || format == PM_Q5_K || format == PM_Q6_K; }
+
+static inline int pm_block_size(int format) { return pm_is_k(format) ? 256 : 32; }
 
 size_t pm_activation_bytes(int format, int n) {
-    return format >= PM_Q4_K ? (size_t)(n / 256) * sizeof(pm_q8k) : (size_t)(n / 32) * sizeof(pm_q8);
+    return pm_is_k(format) ? (size_t)(n / 256) * sizeof(pm_q8k) : (size_t)(n / 32) * sizeof(pm_q8);
 }
 
 // MARK: - Scalar kernels (any CPU; also the integer definition the SIMD ones must match)
@@ -105,7 +108,7 @@ static void quantize_scalar(int format, const float *x, int n, uint8_t *out) {
         const float d = amax / 127;
         const float id = d != 0 ? 1 / d : 0;
         int8_t *q;
-        if (format >= PM_Q4_K) {
+        if (pm_is_k(format)) {
             pm_q8k *blk = (pm_q8k *)(void *)out + b;
             blk->d = d;
             q = blk->q;
@@ -162,6 +165,43 @@ static float dot_q8_0_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
         int s = 0;
         for (int j = 0; j < 32; j++) s += (int8_t)blk[2 + j] * x[b].q[j];
         acc += pm_half(pm_u16(blk)) * x[b].d * (float)s;
+    }
+    return acc;
+}
+
+/// The 32 five-bit codes of a Q5_0/Q5_1 block: low nibbles of `qs` are values 0..15, high
+/// nibbles 16..31, bit j of the little-endian `qh` is value j's fifth bit.
+static inline void pm_codes_q5(const uint8_t *qh, const uint8_t *qs, int c[32]) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        c[j] = (qs[j] & 0xF) | (int)((h >> j) & 1) << 4;
+        c[j + 16] = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4;
+    }
+}
+
+static float dot_q5_0_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 22 * b;
+        int c[32], s = 0;
+        pm_codes_q5(blk + 2, blk + 6, c);
+        for (int j = 0; j < 32; j++) s += (c[j] - 16) * x[b].q[j];
+        acc += pm_half(pm_u16(blk)) * x[b].d * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q5_1_scalar(const uint8_t *row, const uint8_t *xq, int nb) {
+    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 24 * b;
+        int c[32], s = 0;
+        pm_codes_q5(blk + 4, blk + 8, c);
+        for (int j = 0; j < 32; j++) s += c[j] * x[b].q[j];
+        acc += pm_half(pm_u16(blk)) * x[b].d * (float)s + pm_half(pm_u16(blk + 2)) * x[b].s;
     }
     return acc;
 }
@@ -282,7 +322,7 @@ PM_AVX2 static inline float absmax_avx2(const float *v, int count) {
 }
 
 PM_AVX2 static void quantize_avx2(int format, const float *x, int n, uint8_t *out) {
-    if (format >= PM_Q4_K) {
+    if (pm_is_k(format)) {
         for (int b = 0; b < n / 256; b++) {
             const float *v = x + b * 256;
             pm_q8k *blk = (pm_q8k *)(void *)out + b;
@@ -385,11 +425,44 @@ PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq,
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
-/// A 32-value block's codes as 32 bytes (`kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0) and their dot product
-/// with 32 activation bytes, as eight int32 lanes.
+/// The fifth bits of a Q5_0/Q5_1 block as 32 bytes in value order: 0x10 where bit j of the
+/// little-endian `qh` is set.
+PM_AVX2 static inline __m256i pm_fifth_bits(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                               _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+/// A 32-value block's codes as 32 bytes (`kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0, 3 Q5_0, 4 Q5_1; the
+/// codes of all but Q8_0 are unsigned) and their dot product with 32 activation bytes, as eight
+/// int32 lanes.
 PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_unpack_q32(int kind, const uint8_t *blk) {
-    if (kind == 2) return _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
-    return nibbles32(blk + (kind == 0 ? 2 : 4));
+    switch (kind) {
+    case 2: return _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+    case 3: return _mm256_or_si256(nibbles32(blk + 6), pm_fifth_bits(blk + 2));
+    case 4: return _mm256_or_si256(nibbles32(blk + 8), pm_fifth_bits(blk + 4));
+    default: return nibbles32(blk + (kind == 0 ? 2 : 4));
+    }
+}
+
+/// Bytes of a block of kind `kind` (see `pm_unpack_q32`).
+static inline size_t pm_q32_bytes(int kind) {
+    static const size_t bytes[5] = {18, 20, 34, 22, 24};
+    return bytes[kind];
+}
+
+/// Whether a kind's block offset is `m` (Q4_1, Q5_1) rather than a multiple of `d` (Q4_0: -8d,
+/// Q5_0: -16d; Q8_0 has none).
+static inline int pm_q32_has_min(int kind) { return kind == 1 || kind == 4; }
+
+/// A block's result from its scaled integer sum and its summed offsets.
+static inline float pm_q32_finish(int kind, float sum, float off) {
+    return kind == 0 ? sum - 8 * off : kind == 3 ? sum - 16 * off : sum + off;
 }
 
 PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_dot_q32(int kind, __m256i w, __m256i x) {
@@ -399,9 +472,9 @@ PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_dot_q32(int kind
 /// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
 /// and meets four activation rows. Per token the same operations in the same order as the
 /// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
-/// token's result does not depend on the batch it is in. `kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0.
+/// token's result does not depend on the batch it is in. `kind` as in `pm_unpack_q32`.
 PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind, const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float out[4]) {
-    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+    const size_t bb = pm_q32_bytes(kind);
     const pm_q8 *x[4];
     for (int k = 0; k < 4; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
     __m256 a0[4], a1[4];
@@ -411,7 +484,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind
     for (; b + 2 <= nb; b += 2) {
         const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
         const float d0 = half_avx2(p0), d1 = half_avx2(p1);
-        const float m0 = kind == 1 ? half_avx2(p0 + 2) : d0, m1 = kind == 1 ? half_avx2(p1 + 2) : d1;
+        const float m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0, m1 = pm_q32_has_min(kind) ? half_avx2(p1 + 2) : d1;
         const __m256i w0 = pm_unpack_q32(kind, p0), w1 = pm_unpack_q32(kind, p1);
         for (int k = 0; k < 4; k++) {
             const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
@@ -423,7 +496,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind
     }
     for (; b < nb; b++) {
         const uint8_t *p0 = row + bb * b;
-        const float d0 = half_avx2(p0), m0 = kind == 1 ? half_avx2(p0 + 2) : d0;
+        const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
         const __m256i w0 = pm_unpack_q32(kind, p0);
         for (int k = 0; k < 4; k++) {
             const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
@@ -433,13 +506,16 @@ PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind
     }
     for (int k = 0; k < 4; k++) {
         const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
-        out[k] = kind == 0 ? sum - 8 * off[k] : sum + off[k];
+        out[k] = pm_q32_finish(kind, sum, off[k]);
     }
 }
 
 PM_AVX2 static inline void dot4_q4_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(0, r, x, xs, nb, o); }
 PM_AVX2 static inline void dot4_q4_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(1, r, x, xs, nb, o); }
 PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(2, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q5_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(3, r, x, xs, nb, o); }
+PM_AVX2 static inline void dot4_q5_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(4, r, x, xs, nb, o); }
+
 
 /// Decode (one token) reads a matrix as this many sequential streams side by side, one per equal
 /// share of its rows (rows i, i + q, i + 2q, i + 3q together, q = rows / 4): more cache lines in
@@ -448,45 +524,64 @@ PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, si
 /// their four-row Q4_K/Q6_K kernels (a block of each row in turn) measured 0.88x in decode.
 #define PM_DECODE_STREAMS 4
 
-/// One token against four rows of a 32-value format, `rs` bytes apart (decode): the four rows are
+/// One token against `R` (1 or 4) rows of a 32-value format, `rs` bytes apart (decode): four rows are
 /// read block by block side by side, four sequential streams (see `PM_DECODE_STREAMS`). Per row
 /// the same operations in the same order as the one-row kernels above, so each result equals
-/// theirs bit for bit. `kind`: 0 Q4_0, 1 Q4_1, 2 Q8_0.
-PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kind, const uint8_t *row, size_t rs, const uint8_t *xq,
+/// theirs bit for bit. `kind` as in `pm_unpack_q32`.
+PM_AVX2 __attribute__((always_inline)) static inline void rowsn_q32_avx2(int kind, int R, const uint8_t *row, size_t rs, const uint8_t *xq,
                                                                         int nb, float *y, size_t ys) {
-    const size_t bb = kind == 0 ? 18 : kind == 1 ? 20 : 34;
+    const size_t bb = pm_q32_bytes(kind);
     const pm_q8 *x = (const pm_q8 *)(const void *)xq;
     __m256 a0[4], a1[4];
     float off[4] = {0, 0, 0, 0};
-    for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
+    for (int k = 0; k < R; k++) a0[k] = a1[k] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
         const __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q);
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < R; k++) {
             const uint8_t *p0 = row + (size_t)k * rs + bb * b, *p1 = p0 + bb;
             const float d0 = half_avx2(p0), d1 = half_avx2(p1);
             const __m256i s0 = pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0), s1 = pm_dot_q32(kind, pm_unpack_q32(kind, p1), x1);
             a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), a0[k]);
             a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
-            if (kind == 0) off[k] += d0 * x[b].s + d1 * x[b + 1].s;
-            if (kind == 1) off[k] += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
+            if (kind == 0 || kind == 3) off[k] += d0 * x[b].s + d1 * x[b + 1].s;
+            if (pm_q32_has_min(kind)) off[k] += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
         }
     }
     for (; b < nb; b++) {
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < R; k++) {
             const uint8_t *p0 = row + (size_t)k * rs + bb * b;
             const float d0 = half_avx2(p0);
             a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0)), a0[k]);
-            if (kind == 0) off[k] += d0 * x[b].s;
-            if (kind == 1) off[k] += half_avx2(p0 + 2) * x[b].s;
+            if (kind == 0 || kind == 3) off[k] += d0 * x[b].s;
+            if (pm_q32_has_min(kind)) off[k] += half_avx2(p0 + 2) * x[b].s;
         }
     }
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < R; k++) {
         const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
-        y[(size_t)k * ys] = kind == 0 ? sum - 8 * off[k] : kind == 1 ? sum + off[k] : sum;
+        y[(size_t)k * ys] = kind == 2 ? sum : pm_q32_finish(kind, sum, off[k]);
     }
+}
+
+PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kind, const uint8_t *row, size_t rs, const uint8_t *xq,
+                                                                        int nb, float *y, size_t ys) {
+    rowsn_q32_avx2(kind, 4, row, rs, xq, nb, y, ys);
+}
+
+/// One token against one Q5_0/Q5_1 row: the four-row decode kernel's operations for one row (the
+/// Q4/Q8 kernels above predate it and spell theirs out).
+PM_AVX2 static inline float dot_q5_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    float y;
+    rowsn_q32_avx2(3, 1, row, 0, xq, nb, &y, 1);
+    return y;
+}
+
+PM_AVX2 static inline float dot_q5_1_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
+    float y;
+    rowsn_q32_avx2(4, 1, row, 0, xq, nb, &y, 1);
+    return y;
 }
 
 /// `T` tokens (1 in decode, 4 in prefill) against one Q4_K (fifth = 0) or Q5_K (fifth = 1) row:
@@ -942,14 +1037,19 @@ PM_MATMUL(mm_q8_0_scalar, dot_q8_0_scalar, PM_NOATTR)
 PM_MATMUL(mm_q4_k_scalar, dot_q4_k_scalar, PM_NOATTR)
 PM_MATMUL(mm_q5_k_scalar, dot_q5_k_scalar, PM_NOATTR)
 PM_MATMUL(mm_q6_k_scalar, dot_q6_k_scalar, PM_NOATTR)
+PM_MATMUL(mm_q5_0_scalar, dot_q5_0_scalar, PM_NOATTR)
+PM_MATMUL(mm_q5_1_scalar, dot_q5_1_scalar, PM_NOATTR)
 
 static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
-    mm_q4_0_scalar, mm_q4_1_scalar, mm_q8_0_scalar, mm_q4_k_scalar, mm_q5_k_scalar, mm_q6_k_scalar};
+    mm_q4_0_scalar, mm_q4_1_scalar, mm_q8_0_scalar, mm_q4_k_scalar, mm_q5_k_scalar, mm_q6_k_scalar,
+    mm_q5_0_scalar, mm_q5_1_scalar};
 
 #ifdef PM_X86
 PM_MATMUL4_Q32(mm_q4_0_avx2, dot_q4_0_avx2, dot4_q4_0_avx2, 0)
 PM_MATMUL4_Q32(mm_q4_1_avx2, dot_q4_1_avx2, dot4_q4_1_avx2, 1)
 PM_MATMUL4_Q32(mm_q8_0_avx2, dot_q8_0_avx2, dot4_q8_0_avx2, 2)
+PM_MATMUL4_Q32(mm_q5_0_avx2, dot_q5_0_avx2, dot4_q5_0_avx2, 3)
+PM_MATMUL4_Q32(mm_q5_1_avx2, dot_q5_1_avx2, dot4_q5_1_avx2, 4)
 PM_MATMUL4(mm_q4_k_avx2, dot_q4_k_avx2, dot4_q4_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q5_k_avx2, dot_q5_k_avx2, dot4_q5_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
@@ -957,7 +1057,7 @@ PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
 /// Also what AVX-512 VNNI CPUs run: this machine generation (AVX2 only) could not test AVX-512
 /// variants, and one set of kernels gives the same results on both generations.
 static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
-    mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2};
+    mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx2, mm_q5_1_avx2};
 #endif
 
 // MARK: - Interleaved rows: packing and dispatch

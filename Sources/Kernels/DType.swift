@@ -7,6 +7,8 @@ public enum DType: String, Sendable, CaseIterable, Codable {
     /// quantized matrix is a whole number of blocks.
     case q4_0 = "Q4_0"
     case q4_1 = "Q4_1"
+    case q5_0 = "Q5_0"
+    case q5_1 = "Q5_1"
     case q8_0 = "Q8_0"
     case q4_K = "Q4_K"
     case q5_K = "Q5_K"
@@ -17,7 +19,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
         switch self {
         case .float32: 4
         case .float16, .bfloat16: 2
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: quantizedFormat!.blockBytes
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: quantizedFormat!.blockBytes
         }
     }
 
@@ -25,7 +27,7 @@ public enum DType: String, Sendable, CaseIterable, Codable {
     /// over "every dtype" means. The GGML block types are `blockQuantized`.
     public static let allCases: [DType] = [.float32, .float16, .bfloat16]
     /// The GGML block-quantized types.
-    public static let blockQuantized: [DType] = [.q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K]
+    public static let blockQuantized: [DType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
 
     /// The block format of a quantized type, nil for f32/f16/bf16.
     public var quantizedFormat: QuantizedFormat? { QuantizedFormat(rawValue: rawValue) }

@@ -12,7 +12,7 @@ enum FastElementwise {
             FastMatmul.widenRow(F16Row.self, tensor.data + offset * 2, into: out, count)
         case .bfloat16:
             FastMatmul.widenRow(BF16Row.self, tensor.data + offset * 2, into: out, count)
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
             QuantizedKernels.dequantize(tensor.dtype.quantizedFormat!, tensor.data, offset: offset, into: out, count: count)
         }
     }

@@ -86,7 +86,7 @@ enum FastMatmul {
         case .float32: run(F32Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .bfloat16: run(BF16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
         case .float16: run(F16Row.self, x, tokens: tokens, w, outF: outF, n: n, y, pool)
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
             let format = weight.dtype.quantizedFormat!
             if pool.quantizedArithmetic == .int8 {
                 QuantizedKernels.matmulInt8(x, tokens: tokens, weight: w, into: y, format: format, rows: outF, cols: n,
@@ -144,7 +144,7 @@ enum FastMatmul {
                 case .float32: return runGroup(F32Row.self, x, data, rows: rows, n: n, ys, pool)
                 case .bfloat16: return runGroup(BF16Row.self, x, data, rows: rows, n: n, ys, pool)
                 case .float16: return runGroup(F16Row.self, x, data, rows: rows, n: n, ys, pool)
-                case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // exact quantized path: one call each
+                case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // exact quantized path: one call each
                 }
             }
         }
@@ -197,7 +197,7 @@ enum FastMatmul {
         case .float32: runPair(F32Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .bfloat16: runPair(BF16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
         case .float16: runPair(F16Row.self, x, a.data, b.data, outF: outF, n: n, ya, yb, pool)
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // sent to `matmul` by the guard
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: break  // sent to `matmul` by the guard
         }
     }
 

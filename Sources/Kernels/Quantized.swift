@@ -1,5 +1,5 @@
-// GGML block-quantized weights (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K): scalar reference dequantize,
-// reference quantize (Q4_0/Q4_1/Q8_0 by the format's one rounding rule; K-quants by premoe's own
+// GGML block-quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): scalar reference
+// dequantize, reference quantize (the 32-value formats by their one rounding rule; K-quants by premoe's own
 // fitting in QuantizeKQuants.swift), and fast dot / matmul that compute straight
 // from the blocks: each block of a weight row is widened in registers and multiplied with f32
 // activations. Nothing is dequantized to a second f32 copy of the weights.
@@ -8,6 +8,9 @@
 //   Q4_0 (32 values, 18 B): d, qs[16]; value j = (nibble - 8)·d, low nibbles of qs are values
 //        0..15, high nibbles values 16..31.
 //   Q4_1 (32 values, 20 B): d, m, qs[16]; value = nibble·d + m, same nibble order.
+//   Q5_0 (32 values, 22 B): d, qh[4], qs[16]; code j = nibble j (Q4_0's order) + 16 · bit j of
+//        the little-endian qh; value = (code - 16)·d.
+//   Q5_1 (32 values, 24 B): d, m, qh[4], qs[16]; value = code·d + m.
 //   Q8_0 (32 values, 34 B): d, qs[32] int8; value = q·d.
 //   Q4_K (256 values, 144 B): d, dmin, scales[12] (8 six-bit scale/min pairs), qs[128].
 //   Q5_K (256 values, 176 B): d, dmin, scales[12] (as Q4_K), qh[32] (fifth bits), qs[128].
@@ -16,7 +19,8 @@
 // Summation order of `QuantizedKernels.dot` (the contract every matmul path follows, so results
 // do not depend on threads or batch size): for each block b, a SIMD8 chain
 // `s = q0·x0; s = fma(q1, x1, s); …` over the block's integer codes `q` (widened to Float) and
-// the activations, then `acc = fma(s, d_b, acc)`; the block offsets (`m`, or `-8·d` for Q4_0)
+// the activations, then `acc = fma(s, d_b, acc)`; the block offsets (`m`, or `-8·d` for Q4_0, `-16·d`
+// for Q5_0)
 // are added as `off += m_b · Σx_b` with Σx_b the activations' block sum; result
 // `hsum8(acc) + off`. K-quant blocks are dequantized to a 256-float stack buffer and dotted with
 // one SIMD8 chain per block.
@@ -29,11 +33,13 @@ public enum QuantizedFormat: String, Sendable, CaseIterable {
     case q4_K = "Q4_K"
     case q5_K = "Q5_K"
     case q6_K = "Q6_K"
+    case q5_0 = "Q5_0"
+    case q5_1 = "Q5_1"
 
     /// Values per block.
     public var blockSize: Int {
         switch self {
-        case .q4_0, .q4_1, .q8_0: 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: 32
         case .q4_K, .q5_K, .q6_K: 256
         }
     }
@@ -43,6 +49,8 @@ public enum QuantizedFormat: String, Sendable, CaseIterable {
         switch self {
         case .q4_0: 18
         case .q4_1: 20
+        case .q5_0: 22
+        case .q5_1: 24
         case .q8_0: 34
         case .q4_K: 144
         case .q5_K: 176
@@ -98,6 +106,22 @@ public enum QuantizedReference {
             for j in 0..<16 {
                 y[j] = Float(u8(4 + j) & 0xF) * d + m
                 y[j + 16] = Float(u8(4 + j) >> 4) * d + m
+            }
+        case .q5_0, .q5_1:
+            let hasMin = format == .q5_1
+            let d = half(p, 0), m = hasMin ? half(p, 2) : 0
+            let qh = p.loadUnaligned(fromByteOffset: hasMin ? 4 : 2, as: UInt32.self).littleEndian
+            let qs = hasMin ? 8 : 6
+            for j in 0..<16 {
+                let c0 = Int(u8(qs + j) & 0xF) | Int((qh >> UInt32(j)) & 1) << 4
+                let c1 = Int(u8(qs + j) >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+                if hasMin {
+                    y[j] = Float(c0) * d + m
+                    y[j + 16] = Float(c1) * d + m
+                } else {
+                    y[j] = Float(c0 - 16) * d
+                    y[j + 16] = Float(c1 - 16) * d
+                }
             }
         case .q8_0:
             let d = half(p, 0)
@@ -205,6 +229,38 @@ public enum QuantizedReference {
                     let q1 = min(15, Int8(truncatingIfNeeded: Int((v[j + 16] - lo) * id + 0.5)))
                     p.storeBytes(of: UInt8(q0) | UInt8(q1) << 4, toByteOffset: 4 + j, as: UInt8.self)
                 }
+            case .q5_0, .q5_1:
+                // ggml's quantize_row_q5_0_ref / q5_1_ref: Q4_0's (Q4_1's) rule with 32 levels.
+                var codes = [UInt8](repeating: 0, count: 32)
+                if format == .q5_0 {
+                    var amax: Float = 0, maxValue: Float = 0
+                    for j in 0..<32 where abs(v[j]) > amax {
+                        amax = abs(v[j])
+                        maxValue = v[j]
+                    }
+                    let d = maxValue / -16
+                    let id: Float = d != 0 ? 1 / d : 0
+                    storeHalf(d, p)
+                    for j in 0..<32 { codes[j] = UInt8(min(31, Int8(truncatingIfNeeded: Int(v[j] * id + 16.5)))) }
+                } else {
+                    var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+                    for j in 0..<32 {
+                        lo = min(lo, v[j])
+                        hi = max(hi, v[j])
+                    }
+                    let d = (hi - lo) / 31
+                    let id: Float = d != 0 ? 1 / d : 0
+                    storeHalf(d, p)
+                    storeHalf(lo, p + 2)
+                    for j in 0..<32 { codes[j] = UInt8(truncatingIfNeeded: Int((v[j] - lo) * id + 0.5)) }
+                }
+                let qs = format == .q5_0 ? 6 : 8
+                var qh: UInt32 = 0
+                for j in 0..<16 {
+                    p.storeBytes(of: (codes[j] & 0xF) | (codes[j + 16] & 0xF) << 4, toByteOffset: qs + j, as: UInt8.self)
+                    qh |= UInt32((codes[j] & 0x10) >> 4) << UInt32(j) | UInt32((codes[j + 16] & 0x10) >> 4) << UInt32(j + 16)
+                }
+                p.storeBytes(of: qh.littleEndian, toByteOffset: qs - 4, as: UInt32.self)
             case .q4_K, .q5_K, .q6_K:
                 preconditionFailure("unreachable: K-quants are quantized by KQuantizer")
             }
@@ -255,6 +311,17 @@ private func codes32(_ format: QuantizedFormat, _ block: UnsafeRawPointer) -> (S
         // int8 lanes sign-extended to Int32 and shifted by +128 into the unsigned range (32-bit lane
         // ops only: byte-vector arithmetic on SIMD32 was scalarized, measured 10x slower).
         return (signed8(block + 2), signed8(block + 10), signed8(block + 18), signed8(block + 26))
+    case .q5_0, .q5_1:
+        // The nibbles as for Q4_0, each lane OR'ed with its fifth bit (bit j of qh, as 16).
+        let hasMin = format == .q5_1
+        let raw = block.loadUnaligned(fromByteOffset: hasMin ? 8 : 6, as: SIMD16<UInt8>.self)
+        let qh = SIMD8<UInt32>(repeating: block.loadUnaligned(fromByteOffset: hasMin ? 4 : 2, as: UInt32.self).littleEndian)
+        let lane = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7)
+        func fifth(_ first: UInt32) -> SIMD8<UInt32> { ((qh &>> (lane &+ first)) & 1) &<< 4 }
+        let lo = raw & SIMD16(repeating: 0x0F)
+        let hi = raw &>> 4
+        return (toFloat(widen8(lo.lowHalf) | fifth(0), minus: 0), toFloat(widen8(lo.highHalf) | fifth(8), minus: 0),
+                toFloat(widen8(hi.lowHalf) | fifth(16), minus: 0), toFloat(widen8(hi.highHalf) | fifth(24), minus: 0))
     default:
         let raw = block.loadUnaligned(fromByteOffset: format == .q4_1 ? 4 : 2, as: SIMD16<UInt8>.self)
         let lo = raw & SIMD16(repeating: 0x0F)
@@ -270,7 +337,8 @@ private func scaleOffset(_ format: QuantizedFormat, _ block: UnsafeRawPointer) -
     let d = half(block, 0)
     switch format {
     case .q4_0: return (d, -8 * d)
-    case .q4_1: return (d, half(block, 2))
+    case .q5_0: return (d, -16 * d)
+    case .q4_1, .q5_1: return (d, half(block, 2))
     default: return (d, 0)
     }
 }

@@ -51,6 +51,8 @@ extension QuantizedFormat {
         case .q4_K: Int32(PM_Q4_K.rawValue)
         case .q5_K: Int32(PM_Q5_K.rawValue)
         case .q6_K: Int32(PM_Q6_K.rawValue)
+        case .q5_0: Int32(PM_Q5_0.rawValue)
+        case .q5_1: Int32(PM_Q5_1.rawValue)
         }
     }
 }

@@ -54,7 +54,7 @@ public struct Tensor: @unchecked Sendable {
         case .float32: return data.load(fromByteOffset: index * 4, as: Float.self)
         case .float16: return f16ToFloat(data.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
         case .bfloat16: return bf16ToFloat(data.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
             let format = dtype.quantizedFormat!
             return withUnsafeTemporaryAllocation(of: Float.self, capacity: format.blockSize) { block in
                 QuantizedReference.dequantizeBlock(format, data + index / format.blockSize * format.blockBytes, into: block.baseAddress!)
@@ -114,7 +114,7 @@ extension Tensor {
         case .bfloat16:
             let p = buffer.pointer.bindMemory(to: UInt16.self, capacity: values.count)
             for i in 0..<values.count { p[i] = floatToBF16(values[i]) }
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
             values.withUnsafeBufferPointer {
                 QuantizedReference.quantize(dtype.quantizedFormat!, $0.baseAddress!, count: values.count, into: buffer.pointer)
             }

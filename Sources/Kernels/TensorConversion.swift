@@ -54,7 +54,7 @@ extension Tensor {
         case .bfloat16:
             let p = out.bindMemory(to: UInt16.self, capacity: count)
             for i in 0..<count { p[i] = floatToBF16(src[i]) }
-        case .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
             if let format = target.quantizedFormat { QuantizedReference.quantize(format, src, count: count, into: out) }
         }
     }

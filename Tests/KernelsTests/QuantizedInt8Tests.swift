@@ -192,7 +192,7 @@ let int8CrossISATolerance: Float = 1e-6
 /// K-quants the 4-token tiles repeat the one-token arithmetic. f32 reordering of ≤ 64 scaled
 /// block sums stays far below 1e-6 (observed ≲ 1e-7).
 let int8KernelTolerance: [QuantizedFormat: Float] = [
-    .q4_0: 1e-6, .q4_1: 1e-6, .q8_0: 1e-6, .q4_K: 1e-6, .q5_K: 1e-6, .q6_K: 1e-6,
+    .q4_0: 1e-6, .q4_1: 1e-6, .q5_0: 1e-6, .q5_1: 1e-6, .q8_0: 1e-6, .q4_K: 1e-6, .q5_K: 1e-6, .q6_K: 1e-6,
 ]
 
 extension QuantizedInt8Tests {

@@ -128,6 +128,18 @@ let quantizedDequantizeTolerance: Float = 1e-6
     @Test func matchesGGUFPyQuantizeAndDequantize() throws {
         let reference = try Fixtures.json(Reference.self, "gguf/quant_reference.json")
         #expect(reference.cases.count == 11)
+        try expectMatches(reference)
+    }
+
+    /// Q5_0 and Q5_1 (llama-quantize's fallback where a K-quant does not fit a row): gguf-py's bytes
+    /// from the same values, and its dequantized values from those bytes.
+    @Test func matchesGGUFPyQ5() throws {
+        let reference = try Fixtures.json(Reference.self, "gguf/q5_reference.json")
+        #expect(reference.cases.map(\.type) == ["Q5_0", "Q5_0", "Q5_0", "Q5_1", "Q5_1", "Q5_1"])
+        try expectMatches(reference)
+    }
+
+    private func expectMatches(_ reference: Reference) throws {
         for c in reference.cases {
             let format = try #require(QuantizedFormat(rawValue: c.type))
             let bytes = Self.hexBytes(c.bytes)

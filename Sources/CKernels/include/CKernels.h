@@ -23,7 +23,8 @@ typedef enum {
 
 /// Weight formats, numbered as `QuantizedFormat.allCases` in Swift.
 typedef enum {
-    PM_Q4_0 = 0, PM_Q4_1 = 1, PM_Q8_0 = 2, PM_Q4_K = 3, PM_Q5_K = 4, PM_Q6_K = 5, PM_FORMAT_COUNT = 6
+    PM_Q4_0 = 0, PM_Q4_1 = 1, PM_Q8_0 = 2, PM_Q4_K = 3, PM_Q5_K = 4, PM_Q6_K = 5, PM_Q5_0 = 6, PM_Q5_1 = 7,
+    PM_FORMAT_COUNT = 8
 } pm_format;
 
 /// Whether this CPU (and this build) can run kernels of `isa`.
@@ -34,7 +35,7 @@ int pm_isa_best(void);
 const char *pm_isa_name(int isa);
 
 /// Bytes of the quantized activations of one row of `n` values for weight `format`:
-/// 40-byte blocks of 32 (`float d, float s = d·Σq, int8 q[32]`) for Q4_0/Q4_1/Q8_0, 292-byte
+/// 40-byte blocks of 32 (`float d, float s = d·Σq, int8 q[32]`) for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, 292-byte
 /// blocks of 256 (`float d, int16 bsums[16], int8 q[256]`, bsums over 16 values) for K-quants.
 size_t pm_activation_bytes(int format, int n);
 
