@@ -189,6 +189,29 @@ public enum QuantizedReference {
         if format.isKQuant { return KQuantizer.quantize(format, x, count: count, into: out) }
         precondition(count % 32 == 0, "\(count) values is not a whole number of blocks")
         func storeHalf(_ v: Float, _ p: UnsafeMutableRawPointer) { p.storeBytes(of: Float16(v).bitPattern, as: UInt16.self) }
+        /// Q4_0/Q5_0: d = the block's value of largest magnitude / -levels, stored at `p`; returns 1/d (0 for d = 0).
+        func symmetricScale(_ v: UnsafePointer<Float>, levels: Float, _ p: UnsafeMutableRawPointer) -> Float {
+            var amax: Float = 0, maxValue: Float = 0
+            for j in 0..<32 where abs(v[j]) > amax {
+                amax = abs(v[j])
+                maxValue = v[j]
+            }
+            let d = maxValue / -levels
+            storeHalf(d, p)
+            return d != 0 ? 1 / d : 0
+        }
+        /// Q4_1/Q5_1: d = (max - min) / steps and m = min, stored at `p` and `p + 2`; returns (min, 1/d).
+        func rangeScale(_ v: UnsafePointer<Float>, steps: Float, _ p: UnsafeMutableRawPointer) -> (Float, Float) {
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for j in 0..<32 {
+                lo = min(lo, v[j])
+                hi = max(hi, v[j])
+            }
+            let d = (hi - lo) / steps
+            storeHalf(d, p)
+            storeHalf(lo, p + 2)
+            return (lo, d != 0 ? 1 / d : 0)
+        }
         for b in 0..<(count / 32) {
             let v = x + b * 32
             let p = out + b * format.blockBytes
@@ -201,29 +224,14 @@ public enum QuantizedReference {
                 storeHalf(d, p)
                 for j in 0..<32 { p.storeBytes(of: Int8((v[j] * id).rounded(.toNearestOrAwayFromZero)), toByteOffset: 2 + j, as: Int8.self) }
             case .q4_0:
-                var amax: Float = 0, maxValue: Float = 0
-                for j in 0..<32 where abs(v[j]) > amax {
-                    amax = abs(v[j])
-                    maxValue = v[j]
-                }
-                let d = maxValue / -8
-                let id: Float = d != 0 ? 1 / d : 0
-                storeHalf(d, p)
+                let id = symmetricScale(v, levels: 8, p)
                 for j in 0..<16 {
                     let q0 = min(15, Int8(truncatingIfNeeded: Int(v[j] * id + 8.5)))
                     let q1 = min(15, Int8(truncatingIfNeeded: Int(v[j + 16] * id + 8.5)))
                     p.storeBytes(of: UInt8(q0) | UInt8(q1) << 4, toByteOffset: 2 + j, as: UInt8.self)
                 }
             case .q4_1:
-                var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-                for j in 0..<32 {
-                    lo = min(lo, v[j])
-                    hi = max(hi, v[j])
-                }
-                let d = (hi - lo) / 15
-                let id: Float = d != 0 ? 1 / d : 0
-                storeHalf(d, p)
-                storeHalf(lo, p + 2)
+                let (lo, id) = rangeScale(v, steps: 15, p)
                 for j in 0..<16 {
                     let q0 = min(15, Int8(truncatingIfNeeded: Int((v[j] - lo) * id + 0.5)))
                     let q1 = min(15, Int8(truncatingIfNeeded: Int((v[j + 16] - lo) * id + 0.5)))
@@ -233,25 +241,10 @@ public enum QuantizedReference {
                 // ggml's quantize_row_q5_0_ref / q5_1_ref: Q4_0's (Q4_1's) rule with 32 levels.
                 var codes = [UInt8](repeating: 0, count: 32)
                 if format == .q5_0 {
-                    var amax: Float = 0, maxValue: Float = 0
-                    for j in 0..<32 where abs(v[j]) > amax {
-                        amax = abs(v[j])
-                        maxValue = v[j]
-                    }
-                    let d = maxValue / -16
-                    let id: Float = d != 0 ? 1 / d : 0
-                    storeHalf(d, p)
+                    let id = symmetricScale(v, levels: 16, p)
                     for j in 0..<32 { codes[j] = UInt8(min(31, Int8(truncatingIfNeeded: Int(v[j] * id + 16.5)))) }
                 } else {
-                    var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-                    for j in 0..<32 {
-                        lo = min(lo, v[j])
-                        hi = max(hi, v[j])
-                    }
-                    let d = (hi - lo) / 31
-                    let id: Float = d != 0 ? 1 / d : 0
-                    storeHalf(d, p)
-                    storeHalf(lo, p + 2)
+                    let (lo, id) = rangeScale(v, steps: 31, p)
                     for j in 0..<32 { codes[j] = UInt8(truncatingIfNeeded: Int((v[j] - lo) * id + 0.5)) }
                 }
                 let qs = format == .q5_0 ? 6 : 8
