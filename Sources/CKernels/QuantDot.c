@@ -353,76 +353,8 @@ PM_AVX2 static void quantize_avx2(int format, const float *x, int n, uint8_t *ou
     }
 }
 
-PM_AVX2 static inline float dot_q4_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float off = 0;
-    int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *p0 = row + 18 * b, *p1 = p0 + 18;
-        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
-        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
-        off += d0 * x[b].s + d1 * x[b + 1].s;
-    }
-    for (; b < nb; b++) {
-        const uint8_t *p0 = row + 18 * b;
-        const float d0 = half_avx2(p0);
-        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 2), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-        off += d0 * x[b].s;
-    }
-    return hsum256(_mm256_add_ps(acc0, acc1)) - 8 * off;
-}
-
-PM_AVX2 static inline float dot_q4_1_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float off = 0;
-    int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *p0 = row + 20 * b, *p1 = p0 + 20;
-        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        const __m256i s1 = dot_u8s8_avx2(nibbles32(p1 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
-        off += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
-    }
-    for (; b < nb; b++) {
-        const uint8_t *p0 = row + 20 * b;
-        const __m256i s0 = dot_u8s8_avx2(nibbles32(p0 + 4), _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-        off += half_avx2(p0 + 2) * x[b].s;
-    }
-    return hsum256(_mm256_add_ps(acc0, acc1)) + off;
-}
-
 PM_AVX2 static inline __m256i dot_s8s8_avx2(__m256i w, __m256i x) {
     return dot_u8s8_avx2(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-}
-
-PM_AVX2 static inline float dot_q8_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *p0 = row + 34 * b, *p1 = p0 + 34;
-        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
-                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        const __m256i s1 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p1 + 2)),
-                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p1) * x[b + 1].d), _mm256_cvtepi32_ps(s1), acc1);
-    }
-    for (; b < nb; b++) {
-        const uint8_t *p0 = row + 34 * b;
-        const __m256i s0 = dot_s8s8_avx2(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2)),
-                                         _mm256_loadu_si256((const __m256i *)(const void *)x[b].q));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(p0) * x[b].d), _mm256_cvtepi32_ps(s0), acc0);
-    }
-    return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
 /// The fifth bits of a Q5_0/Q5_1 block as 32 bytes in value order: 0x10 where bit j of the
@@ -460,62 +392,14 @@ static inline size_t pm_q32_bytes(int kind) {
 /// Q5_0: -16d; Q8_0 has none).
 static inline int pm_q32_has_min(int kind) { return kind == 1 || kind == 4; }
 
-/// A block's result from its scaled integer sum and its summed offsets.
+/// A row's result from its scaled integer sum and its summed block offsets (Q8_0 has none).
 static inline float pm_q32_finish(int kind, float sum, float off) {
-    return kind == 0 ? sum - 8 * off : kind == 3 ? sum - 16 * off : sum + off;
+    return kind == 0 ? sum - 8 * off : kind == 3 ? sum - 16 * off : kind == 2 ? sum : sum + off;
 }
 
 PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_dot_q32(int kind, __m256i w, __m256i x) {
     return kind == 2 ? dot_s8s8_avx2(w, x) : dot_u8s8_avx2(w, x);
 }
-
-/// Four tokens against one row of a 32-value format (prefill): each weight block is unpacked once
-/// and meets four activation rows. Per token the same operations in the same order as the
-/// one-token kernel (even and odd blocks in two accumulators, offsets summed in pairs), so a
-/// token's result does not depend on the batch it is in. `kind` as in `pm_unpack_q32`.
-PM_AVX2 __attribute__((always_inline)) static inline void dot4_q32_avx2(int kind, const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float out[4]) {
-    const size_t bb = pm_q32_bytes(kind);
-    const pm_q8 *x[4];
-    for (int k = 0; k < 4; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
-    __m256 a0[4], a1[4];
-    float off[4] = {0, 0, 0, 0};
-    for (int k = 0; k < 4; k++) a0[k] = a1[k] = _mm256_setzero_ps();
-    int b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        const uint8_t *p0 = row + bb * b, *p1 = p0 + bb;
-        const float d0 = half_avx2(p0), d1 = half_avx2(p1);
-        const float m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0, m1 = pm_q32_has_min(kind) ? half_avx2(p1 + 2) : d1;
-        const __m256i w0 = pm_unpack_q32(kind, p0), w1 = pm_unpack_q32(kind, p1);
-        for (int k = 0; k < 4; k++) {
-            const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-            const __m256i s1 = pm_dot_q32(kind, w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
-            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
-            a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
-            if (kind != 2) off[k] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
-        }
-    }
-    for (; b < nb; b++) {
-        const uint8_t *p0 = row + bb * b;
-        const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
-        const __m256i w0 = pm_unpack_q32(kind, p0);
-        for (int k = 0; k < 4; k++) {
-            const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[k]);
-            if (kind != 2) off[k] += m0 * x[k][b].s;
-        }
-    }
-    for (int k = 0; k < 4; k++) {
-        const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
-        out[k] = pm_q32_finish(kind, sum, off[k]);
-    }
-}
-
-PM_AVX2 static inline void dot4_q4_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(0, r, x, xs, nb, o); }
-PM_AVX2 static inline void dot4_q4_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(1, r, x, xs, nb, o); }
-PM_AVX2 static inline void dot4_q8_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(2, r, x, xs, nb, o); }
-PM_AVX2 static inline void dot4_q5_0_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(3, r, x, xs, nb, o); }
-PM_AVX2 static inline void dot4_q5_1_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dot4_q32_avx2(4, r, x, xs, nb, o); }
-
 
 /// Decode (one token) reads a matrix as this many sequential streams side by side, one per equal
 /// share of its rows (rows i, i + q, i + 2q, i + 3q together, q = rows / 4): more cache lines in
@@ -524,65 +408,79 @@ PM_AVX2 static inline void dot4_q5_1_avx2(const uint8_t *r, const uint8_t *x, si
 /// their four-row Q4_K/Q6_K kernels (a block of each row in turn) measured 0.88x in decode.
 #define PM_DECODE_STREAMS 4
 
-/// One token against `R` (1 or 4) rows of a 32-value format, `rs` bytes apart (decode): four rows are
-/// read block by block side by side, four sequential streams (see `PM_DECODE_STREAMS`). Per row
-/// the same operations in the same order as the one-row kernels above, so each result equals
-/// theirs bit for bit. `kind` as in `pm_unpack_q32`.
-PM_AVX2 __attribute__((always_inline)) static inline void rowsn_q32_avx2(int kind, int R, const uint8_t *row, size_t rs, const uint8_t *xq,
-                                                                        int nb, float *y, size_t ys) {
+/// `R` rows (`rs` bytes apart) of a 32-value format against `T` tokens (`xs` bytes apart),
+/// R·T ≤ 4: one row and four tokens in prefill (each weight block unpacked once, met by four
+/// activation rows), four rows and one token in decode (four streams, see `PM_DECODE_STREAMS`),
+/// or one of each. Row r and token k's result goes to `y[r * yr + k * yt]`. Every (row, token)
+/// pair runs the same operations in the same order (even and odd blocks in two accumulators,
+/// offsets summed in pairs), so a result depends neither on its batch nor on the rows beside it.
+/// `kind` as in `pm_unpack_q32`.
+PM_AVX2 __attribute__((always_inline)) static inline void q32_avx2(int kind, int R, int T, const uint8_t *row, size_t rs,
+                                                                  const uint8_t *xq, size_t xs, int nb, float *y, size_t yr,
+                                                                  size_t yt) {
     const size_t bb = pm_q32_bytes(kind);
-    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
+    const pm_q8 *x[4];
+    for (int k = 0; k < T; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
     __m256 a0[4], a1[4];
     float off[4] = {0, 0, 0, 0};
-    for (int k = 0; k < R; k++) a0[k] = a1[k] = _mm256_setzero_ps();
+    for (int i = 0; i < R * T; i++) a0[i] = a1[i] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
-        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
-        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)x[b + 1].q);
-        for (int k = 0; k < R; k++) {
-            const uint8_t *p0 = row + (size_t)k * rs + bb * b, *p1 = p0 + bb;
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p0 = row + (size_t)r * rs + bb * b, *p1 = p0 + bb;
             const float d0 = half_avx2(p0), d1 = half_avx2(p1);
-            const __m256i s0 = pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0), s1 = pm_dot_q32(kind, pm_unpack_q32(kind, p1), x1);
-            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(s0), a0[k]);
-            a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[b + 1].d), _mm256_cvtepi32_ps(s1), a1[k]);
-            if (kind == 0 || kind == 3) off[k] += d0 * x[b].s + d1 * x[b + 1].s;
-            if (pm_q32_has_min(kind)) off[k] += half_avx2(p0 + 2) * x[b].s + half_avx2(p1 + 2) * x[b + 1].s;
+            const float m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0, m1 = pm_q32_has_min(kind) ? half_avx2(p1 + 2) : d1;
+            const __m256i w0 = pm_unpack_q32(kind, p0), w1 = pm_unpack_q32(kind, p1);
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+                const __m256i s1 = pm_dot_q32(kind, w1, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q));
+                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
+                a1[i] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[k][b + 1].d), _mm256_cvtepi32_ps(s1), a1[i]);
+                if (kind != 2) off[i] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
+            }
         }
     }
     for (; b < nb; b++) {
-        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)x[b].q);
-        for (int k = 0; k < R; k++) {
-            const uint8_t *p0 = row + (size_t)k * rs + bb * b;
-            const float d0 = half_avx2(p0);
-            a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[b].d), _mm256_cvtepi32_ps(pm_dot_q32(kind, pm_unpack_q32(kind, p0), x0)), a0[k]);
-            if (kind == 0 || kind == 3) off[k] += d0 * x[b].s;
-            if (pm_q32_has_min(kind)) off[k] += half_avx2(p0 + 2) * x[b].s;
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p0 = row + (size_t)r * rs + bb * b;
+            const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
+            const __m256i w0 = pm_unpack_q32(kind, p0);
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
+                if (kind != 2) off[i] += m0 * x[k][b].s;
+            }
         }
     }
-    for (int k = 0; k < R; k++) {
-        const float sum = hsum256(_mm256_add_ps(a0[k], a1[k]));
-        y[(size_t)k * ys] = kind == 2 ? sum : pm_q32_finish(kind, sum, off[k]);
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < T; k++) {
+            const int i = r * T + k;
+            y[(size_t)r * yr + (size_t)k * yt] = pm_q32_finish(kind, hsum256(_mm256_add_ps(a0[i], a1[i])), off[i]);
+        }
     }
 }
 
-PM_AVX2 __attribute__((always_inline)) static inline void rows4_q32_avx2(int kind, const uint8_t *row, size_t rs, const uint8_t *xq,
-                                                                        int nb, float *y, size_t ys) {
-    rowsn_q32_avx2(kind, 4, row, rs, xq, nb, y, ys);
-}
-
-/// One token against one Q5_0/Q5_1 row: the four-row decode kernel's operations for one row (the
-/// Q4/Q8 kernels above predate it and spell theirs out).
-PM_AVX2 static inline float dot_q5_0_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    float y;
-    rowsn_q32_avx2(3, 1, row, 0, xq, nb, &y, 1);
-    return y;
-}
-
-PM_AVX2 static inline float dot_q5_1_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    float y;
-    rowsn_q32_avx2(4, 1, row, 0, xq, nb, &y, 1);
-    return y;
-}
+/// The one-token (`dot_*`), four-token (`dot4_*`) and four-row (`rows4_*`) kernels of a 32-value format.
+#define PM_Q32_KERNELS(NAME, KIND)                                                                              \
+    PM_AVX2 static inline float dot_##NAME##_avx2(const uint8_t *row, const uint8_t *xq, int nb) {               \
+        float y;                                                                                                \
+        q32_avx2(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                      \
+        return y;                                                                                               \
+    }                                                                                                           \
+    PM_AVX2 static inline void dot4_##NAME##_avx2(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
+        q32_avx2(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                      \
+    }                                                                                                           \
+    PM_AVX2 static inline void rows4_##NAME##_avx2(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
+                                                 size_t ys) {                                                   \
+        q32_avx2(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                     \
+    }
+PM_Q32_KERNELS(q4_0, 0)
+PM_Q32_KERNELS(q4_1, 1)
+PM_Q32_KERNELS(q8_0, 2)
+PM_Q32_KERNELS(q5_0, 3)
+PM_Q32_KERNELS(q5_1, 4)
 
 /// `T` tokens (1 in decode, 4 in prefill) against one Q4_K (fifth = 0) or Q5_K (fifth = 1) row:
 /// each block's scales and codes are unpacked once and meet the T activation rows (`xs` bytes
@@ -1015,19 +913,18 @@ typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_
         }                                                                                                       \
     }
 
-/// As PM_MATMUL4 for a 32-value format (`KIND` of `rows4_q32_avx2`), one token reading the rows as
-/// `PM_DECODE_STREAMS` streams.
-#define PM_MATMUL4_Q32(NAME, DOT, DOT4, KIND)                                                                 \
-    PM_MATMUL4(NAME##_rows, DOT, DOT4, PM_AVX2)                                                                 \
-    PM_AVX2 static void NAME(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens,    \
-                             int nb, float *y, size_t ldy) {                                                    \
+/// As PM_MATMUL4 for a 32-value format, one token reading the rows as `PM_DECODE_STREAMS` streams.
+#define PM_MATMUL4_Q32(NAME)                                                                                   \
+    PM_MATMUL4(mm_##NAME##_avx2_rows, dot_##NAME##_avx2, dot4_##NAME##_avx2, PM_AVX2)                          \
+    PM_AVX2 static void mm_##NAME##_avx2(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs,   \
+                                         int tokens, int nb, float *y, size_t ldy) {                            \
         if (tokens != 1 || rows < PM_DECODE_STREAMS) {                                                          \
-            NAME##_rows(w, rb, rows, xq, xs, tokens, nb, y, ldy);                                               \
+            mm_##NAME##_avx2_rows(w, rb, rows, xq, xs, tokens, nb, y, ldy);                                     \
             return;                                                                                             \
         }                                                                                                       \
         const int q = rows / PM_DECODE_STREAMS;                                                                 \
-        for (int i = 0; i < q; i++) rows4_q32_avx2(KIND, w + (size_t)i * rb, (size_t)q * rb, xq, nb, y + i, (size_t)q); \
-        for (int r = PM_DECODE_STREAMS * q; r < rows; r++) y[r] = DOT(w + (size_t)r * rb, xq, nb);              \
+        for (int i = 0; i < q; i++) rows4_##NAME##_avx2(w + (size_t)i * rb, (size_t)q * rb, xq, nb, y + i, (size_t)q); \
+        for (int r = PM_DECODE_STREAMS * q; r < rows; r++) y[r] = dot_##NAME##_avx2(w + (size_t)r * rb, xq, nb);  \
     }
 
 #define PM_NOATTR
@@ -1045,11 +942,11 @@ static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
     mm_q5_0_scalar, mm_q5_1_scalar};
 
 #ifdef PM_X86
-PM_MATMUL4_Q32(mm_q4_0_avx2, dot_q4_0_avx2, dot4_q4_0_avx2, 0)
-PM_MATMUL4_Q32(mm_q4_1_avx2, dot_q4_1_avx2, dot4_q4_1_avx2, 1)
-PM_MATMUL4_Q32(mm_q8_0_avx2, dot_q8_0_avx2, dot4_q8_0_avx2, 2)
-PM_MATMUL4_Q32(mm_q5_0_avx2, dot_q5_0_avx2, dot4_q5_0_avx2, 3)
-PM_MATMUL4_Q32(mm_q5_1_avx2, dot_q5_1_avx2, dot4_q5_1_avx2, 4)
+PM_MATMUL4_Q32(q4_0)
+PM_MATMUL4_Q32(q4_1)
+PM_MATMUL4_Q32(q8_0)
+PM_MATMUL4_Q32(q5_0)
+PM_MATMUL4_Q32(q5_1)
 PM_MATMUL4(mm_q4_k_avx2, dot_q4_k_avx2, dot4_q4_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q5_k_avx2, dot_q5_k_avx2, dot4_q5_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
