@@ -651,101 +651,65 @@ static inline void pm_x8_prefetch(const uint8_t *blk, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blk + PM_X8_PREFETCH_BYTES + o, 0, 0);
 }
 
-/// T tokens (1–4, a constant after inlining) against one group of eight interleaved rows of
-/// `nb` blocks; token k's eight results go to `y + k * ldy`. Per token the integer sums are exact
-/// and the float operations the same whatever T, so a token's result does not depend on its batch.
-PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int format, const uint8_t *g, const uint8_t *xq,
-                                                                      size_t xs, int nb, int T, float *y, size_t ldy) {
+/// `G` groups of eight interleaved rows (`gs` bytes apart) of `nb` blocks against `T` tokens,
+/// G·T ≤ 4 (constants after inlining): one group and up to four tokens in prefill, four groups and
+/// one token in decode (four streams, see `PM_DECODE_STREAMS`). Group r and token k's eight
+/// results go to `y + r * ys + k * ldy`. Per (group, token) the integer sums are exact and the
+/// float operations the same whatever G and T, so a result depends neither on its batch nor on
+/// the groups beside it. One group and one token prefetches ahead (`pm_x8_prefetch`).
+PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int format, int G, int T, const uint8_t *g, size_t gs,
+                                                                      const uint8_t *xq, size_t xs, int nb, float *y,
+                                                                      size_t ys, size_t ldy) {
     const size_t gb = pm_x8_block_bytes(format);
     const size_t codes = format == PM_Q4_1 ? 32 : 16;
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const pm_q8 *x[4];
     __m256 acc[4];
-    for (int k = 0; k < T; k++) {
-        x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
-        acc[k] = _mm256_setzero_ps();
-    }
+    for (int k = 0; k < T; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    for (int i = 0; i < G * T; i++) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = g + gb * (size_t)b;
-        const uint8_t *qs = blk + codes;
-        if (T == 1) pm_x8_prefetch(blk, gb);
+        if (G == 1 && T == 1) pm_x8_prefetch(g + gb * (size_t)b, gb);
         __m256i s[4];
-        for (int k = 0; k < T; k++) s[k] = _mm256_setzero_si256();
-        {
-            // Nibbles (0..15) × int8 (|q| ≤ 127): a pair is at most 3810, eight pairs summed in
-            // int16 at most 30480, so the int16 sums are exact and widened once per block.
-            for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < G * T; i++) s[i] = _mm256_setzero_si256();
+        // Nibbles (0..15) × int8 (|q| ≤ 127): a pair is at most 3810, eight pairs summed in int16
+        // at most 30480, so the int16 sums are exact and widened once per block.
+        for (int c = 0; c < 4; c++) {
+            for (int r = 0; r < G; r++) {
+                const uint8_t *qs = g + (size_t)r * gs + gb * (size_t)b + codes;
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * c));
                 const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
                 for (int k = 0; k < T; k++) {
+                    const int i = r * T + k;
                     int32_t ql, qh;
                     memcpy(&ql, x[k][b].q + 4 * c, 4);
                     memcpy(&qh, x[k][b].q + 16 + 4 * c, 4);
-                    s[k] = _mm256_add_epi16(s[k], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(ql)),
+                    s[i] = _mm256_add_epi16(s[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(ql)),
                                                                    _mm256_maddubs_epi16(hi, _mm256_set1_epi32(qh))));
                 }
             }
-            for (int k = 0; k < T; k++) s[k] = _mm256_madd_epi16(s[k], ones);
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
-        for (int k = 0; k < T; k++) {
-            const __m256 f = _mm256_cvtepi32_ps(s[k]);
-            if (format == PM_Q4_0) {
-                // d_w · (d_x · Σ n·q − 8 · d_x · Σ q)
-                const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[k][b].d), _mm256_set1_ps(8 * x[k][b].s));
-                acc[k] = _mm256_fmadd_ps(t, d, acc[k]);
-            } else {
-                acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[k][b].d)), d, acc[k]);
-                if (format == PM_Q4_1) {
-                    const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-                    acc[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[k][b].s), acc[k]);
+        for (int r = 0; r < G; r++) {
+            const uint8_t *blk = g + (size_t)r * gs + gb * (size_t)b;
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[i], ones));
+                if (format == PM_Q4_0) {
+                    // d_w · (d_x · Σ n·q − 8 · d_x · Σ q)
+                    const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[k][b].d), _mm256_set1_ps(8 * x[k][b].s));
+                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
+                } else {
+                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[k][b].d)), d, acc[i]);
+                    if (format == PM_Q4_1) {
+                        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
+                        acc[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[k][b].s), acc[i]);
+                    }
                 }
             }
         }
     }
-    for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
-}
-
-/// One token against four groups of eight interleaved rows, `gs` bytes apart (decode): the groups
-/// are read block by block side by side, four sequential streams (see `PM_DECODE_STREAMS`). Per
-/// group the operations of `gemm_x8_avx2` with T = 1, so each result equals its bit for bit.
-PM_AVX2 __attribute__((always_inline)) static inline void streams4_x8_avx2(int format, const uint8_t *g, size_t gs,
-                                                                          const uint8_t *xq, int nb, float *y, size_t ys) {
-    const size_t gb = pm_x8_block_bytes(format);
-    const size_t codes = format == PM_Q4_1 ? 32 : 16;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    const pm_q8 *x = (const pm_q8 *)(const void *)xq;
-    __m256 acc[4];
-    for (int k = 0; k < 4; k++) acc[k] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m256i s[4];
-        for (int k = 0; k < 4; k++) s[k] = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            int32_t ql, qh;
-            memcpy(&ql, x[b].q + 4 * c, 4);
-            memcpy(&qh, x[b].q + 16 + 4 * c, 4);
-            const __m256i xl = _mm256_set1_epi32(ql), xh = _mm256_set1_epi32(qh);
-            for (int k = 0; k < 4; k++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(g + (size_t)k * gs + gb * (size_t)b + codes + 32 * c));
-                const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
-                s[k] = _mm256_add_epi16(s[k], _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)));
-            }
-        }
-        for (int k = 0; k < 4; k++) {
-            const uint8_t *blk = g + (size_t)k * gs + gb * (size_t)b;
-            const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[k], ones));
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
-            if (format == PM_Q4_0) {
-                const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[b].d), _mm256_set1_ps(8 * x[b].s));
-                acc[k] = _mm256_fmadd_ps(t, d, acc[k]);
-            } else {
-                acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[b].d)), d, acc[k]);
-                const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-                acc[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[b].s), acc[k]);
-            }
-        }
-    }
-    for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + (size_t)k * ys, acc[k]);
+    for (int r = 0; r < G; r++)
+        for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)r * ys + (size_t)k * ldy, acc[r * T + k]);
 }
 
 /// Q4_K interleaved: per group of eight rows and block of 256 values, 1152 bytes (8 × 144):
@@ -837,7 +801,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_any(int format
     if (format == PM_Q4_K) {
         gemm_x8_q4_k_avx2(g, xq, xs, nb, T, y, ldy);
     } else {
-        gemm_x8_avx2(format, g, xq, xs, nb, T, y, ldy);
+        gemm_x8_avx2(format, 1, T, g, 0, xq, xs, nb, y, 0, ldy);
     }
 }
 
@@ -850,7 +814,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_any(int format
         size_t g = 0;                                                                                          \
         if (tokens == 1 && FORMAT != PM_Q4_K) { /* decode: four streams of groups */                            \
             const size_t q = groups / PM_DECODE_STREAMS;                                                       \
-            for (; g < q; g++) streams4_x8_avx2(FORMAT, w + g * group, q * group, xq, nb, y + 8 * g, 8 * q);    \
+            for (; g < q; g++) gemm_x8_avx2(FORMAT, 4, 1, w + g * group, q * group, xq, 0, nb, y + 8 * g, 8 * q, 0); \
             g = PM_DECODE_STREAMS * q;                                                                         \
         }                                                                                                      \
         for (; g < groups; g++) {                                                                              \
