@@ -3,10 +3,11 @@
 // 16-value sums for K-quants), then each block's integer dot product is exact in 32-bit
 // integers and scaled once by d_w · d_x in float.
 //
-// Two builds of every kernel live in this one file: plain C (any CPU) and AVX2+FMA+F16C, the
-// latter through `target` attributes so the file compiles for baseline x86-64 and one binary
-// picks its path at run time (`pm_isa_best`, `__builtin_cpu_supports`). AVX-512 VNNI CPUs run
-// the AVX2 kernels: no AVX-512 variant ships that the AVX2-only development machine cannot test.
+// Three builds of the kernels live in this one file: plain C (any CPU), AVX2+FMA+F16C, and
+// AVX-512 VNNI for the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, plain and interleaved;
+// the K-quants run their AVX2 kernels there), the SIMD ones through `target` attributes so the
+// file compiles for baseline x86-64 and one binary picks its path at run time (`pm_isa_best`,
+// `__builtin_cpu_supports`). The AVX-512 kernels give the AVX2 kernels' results bit for bit.
 // On AVX2 every format takes four tokens per row in prefill. Q4_0, Q4_1 and Q4_K also
 // have an interleaved layout (eight rows block by block, one lane per row, one contiguous stream;
 // "Interleaved rows" below) that the engine copies the weights into on first use; eight rows read
@@ -16,6 +17,7 @@
 #include "CKernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -795,37 +797,203 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
     for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
 }
 
-/// The interleaved kernel of `format` (a constant after inlining).
-PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_any(int format, const uint8_t *g, const uint8_t *xq, size_t xs,
-                                                                     int nb, int T, float *y, size_t ldy) {
-    if (format == PM_Q4_K) {
-        gemm_x8_q4_k_avx2(g, xq, xs, nb, T, y, ldy);
-    } else {
-        gemm_x8_avx2(format, 1, T, g, 0, xq, xs, nb, y, 0, ldy);
+// MARK: - AVX-512 VNNI kernels
+//
+// Compiled for every x86-64 build through a `target` attribute and run only where the CPU reports
+// AVX-512 F/BW/VL/DQ and VNNI (`pm_isa_supported`). Each zmm holds two 32-value blocks (or two
+// 32-byte chunks of an interleaved block): its low half is what the AVX2 kernel's even-block
+// accumulator holds, its high half the odd one, and `vpdpbusd` forms the same exact int32 sums
+// of four byte products as `vpmaddubsw` + `vpmaddwd`. So every float operation, and its order,
+// is the AVX2 kernel's: the two instruction sets give bit-identical results (tested).
+
+#define PM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+/// Two blocks' codes (`pm_unpack_q32`) side by side: block `p0` in the low half.
+PM_AVX512 __attribute__((always_inline)) static inline __m512i pm_unpack2_q32(int kind, const uint8_t *p0, const uint8_t *p1) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(pm_unpack_q32(kind, p0)), pm_unpack_q32(kind, p1), 1);
+}
+
+/// Σ over 4-byte groups of codes `w` × activations `x` as 16 int32 lanes: unsigned codes directly,
+/// Q8_0's signed ones as |w| × (x with w's sign), as `dot_s8s8_avx2` does.
+PM_AVX512 __attribute__((always_inline)) static inline __m512i pm_dot2_q32(int kind, __m512i w, __m512i x) {
+    if (kind != 2) return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
+}
+
+/// `q32_avx2` with two blocks per zmm (even block low, odd block high); the odd last block, if
+/// any, goes through the low half alone. Same results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void q32_avx512(int kind, int R, int T, const uint8_t *row, size_t rs,
+                                                                      const uint8_t *xq, size_t xs, int nb, float *y, size_t yr,
+                                                                      size_t yt) {
+    const size_t bb = pm_q32_bytes(kind);
+    const pm_q8 *x[4];
+    for (int k = 0; k < T; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    __m512 acc[4];
+    float off[4] = {0, 0, 0, 0};
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m512i xv[4];
+        for (int k = 0; k < T; k++)
+            xv[k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q)),
+                                       _mm256_loadu_si256((const __m256i *)(const void *)x[k][b + 1].q), 1);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p0 = row + (size_t)r * rs + bb * b, *p1 = p0 + bb;
+            const float d0 = half_avx2(p0), d1 = half_avx2(p1);
+            const float m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0, m1 = pm_q32_has_min(kind) ? half_avx2(p1 + 2) : d1;
+            const __m512i w = pm_unpack2_q32(kind, p0, p1);
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0 * x[k][b].d), _mm512_set1_ps(d1 * x[k][b + 1].d));
+                acc[i] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pm_dot2_q32(kind, w, xv[k])), acc[i]);
+                if (kind != 2) off[i] += m0 * x[k][b].s + m1 * x[k][b + 1].s;
+            }
+        }
+    }
+    __m256 a0[4], a1[4];
+    for (int i = 0; i < R * T; i++) {
+        a0[i] = _mm512_castps512_ps256(acc[i]);
+        a1[i] = _mm512_extractf32x8_ps(acc[i], 1);
+    }
+    for (; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p0 = row + (size_t)r * rs + bb * b;
+            const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
+            const __m256i w0 = pm_unpack_q32(kind, p0);
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
+                if (kind != 2) off[i] += m0 * x[k][b].s;
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < T; k++) {
+            const int i = r * T + k;
+            y[(size_t)r * yr + (size_t)k * yt] = pm_q32_finish(kind, hsum256(_mm256_add_ps(a0[i], a1[i])), off[i]);
+        }
     }
 }
 
-/// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows, tokens four at a time.
-#define PM_GEMM_X8(NAME, FORMAT)                                                                               \
-    PM_AVX2 static void NAME(const uint8_t *w, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, float *y, \
-                             size_t ldy) {                                                                     \
+#define PM_Q32_KERNELS_512(NAME, KIND)                                                                          \
+    PM_AVX512 static inline float dot_##NAME##_avx512(const uint8_t *row, const uint8_t *xq, int nb) {          \
+        float y;                                                                                                \
+        q32_avx512(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                    \
+        return y;                                                                                               \
+    }                                                                                                           \
+    PM_AVX512 static inline void dot4_##NAME##_avx512(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
+        q32_avx512(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                    \
+    }                                                                                                           \
+    PM_AVX512 static inline void rows4_##NAME##_avx512(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
+                                                   size_t ys) {                                                 \
+        q32_avx512(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                   \
+    }
+PM_Q32_KERNELS_512(q4_0, 0)
+PM_Q32_KERNELS_512(q4_1, 1)
+PM_Q32_KERNELS_512(q8_0, 2)
+PM_Q32_KERNELS_512(q5_0, 3)
+PM_Q32_KERNELS_512(q5_1, 4)
+
+/// `gemm_x8_avx2` with the integer sums in zmm: chunks c and c + 1 of a block side by side, each
+/// row's four-byte products summed by `vpdpbusd` in the int32 lane of its row, the two halves
+/// added at the end of the block: the same exact sums, then the same float operations. Same
+/// results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int format, int G, int T, const uint8_t *g, size_t gs,
+                                                                          const uint8_t *xq, size_t xs, int nb, float *y,
+                                                                          size_t ys, size_t ldy) {
+    const size_t gb = pm_x8_block_bytes(format);
+    const size_t codes = format == PM_Q4_1 ? 32 : 16;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    // int32 lanes of the activations' 32 code bytes broadcast per half: chunk pairs (0, 1) and
+    // (2, 3) of the low nibbles (bytes 0-15), then of the high ones (bytes 16-31)
+    const __m512i pick[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
+    };
+    const pm_q8 *x[4];
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
+    for (int i = 0; i < G * T; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        if (G == 1 && T == 1) pm_x8_prefetch(g + gb * (size_t)b, gb);
+        __m512i xv[4][4];
+        for (int k = 0; k < T; k++) {
+            const __m512i q = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+            for (int h = 0; h < 4; h++) xv[k][h] = _mm512_permutexvar_epi32(pick[h], q);
+        }
+        __m512i s[4];
+        for (int i = 0; i < G * T; i++) s[i] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            for (int r = 0; r < G; r++) {
+                const uint8_t *qs = g + (size_t)r * gs + gb * (size_t)b + codes;
+                const __m512i w = _mm512_loadu_si512((const void *)(qs + 64 * h));
+                const __m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+                for (int k = 0; k < T; k++) {
+                    const int i = r * T + k;
+                    s[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s[i], lo, xv[k][h]), hi, xv[k][2 + h]);
+                }
+            }
+        }
+        for (int r = 0; r < G; r++) {
+            const uint8_t *blk = g + (size_t)r * gs + gb * (size_t)b;
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm512_castsi512_si256(s[i]), _mm512_extracti64x4_epi64(s[i], 1)));
+                if (format == PM_Q4_0) {
+                    const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[k][b].d), _mm256_set1_ps(8 * x[k][b].s));
+                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
+                } else {
+                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[k][b].d)), d, acc[i]);
+                    if (format == PM_Q4_1) {
+                        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
+                        acc[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[k][b].s), acc[i]);
+                    }
+                }
+            }
+        }
+    }
+    for (int r = 0; r < G; r++)
+        for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)r * ys + (size_t)k * ldy, acc[r * T + k]);
+}
+
+// MARK: - Interleaved drivers
+
+/// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows of FORMAT with KERNEL
+/// (`gemm_x8_avx2` or `gemm_x8_avx512`; Q4_K has its own AVX2 kernel): tokens four at a time, one
+/// token as `PM_DECODE_STREAMS` streams of groups (not Q4_K, see there).
+#define PM_GEMM_X8(NAME, FORMAT, KERNEL, ATTR)                                                                  \
+    ATTR __attribute__((always_inline)) static inline void NAME##_tile(const uint8_t *grp, const uint8_t *xq, size_t xs, \
+                                                                       int nb, int T, float *y, size_t ldy) {   \
+        if (FORMAT == PM_Q4_K) {                                                                               \
+            gemm_x8_q4_k_avx2(grp, xq, xs, nb, T, y, ldy);                                                     \
+        } else {                                                                                               \
+            KERNEL(FORMAT, 1, T, grp, 0, xq, xs, nb, y, 0, ldy);                                               \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void NAME(const uint8_t *w, int rows, const uint8_t *xq, size_t xs, int tokens, int nb, float *y, \
+                          size_t ldy) {                                                                        \
         const size_t group = pm_x8_block_bytes(FORMAT) * (size_t)nb;                                           \
         const size_t groups = (size_t)rows / 8;                                                                \
         size_t g = 0;                                                                                          \
         if (tokens == 1 && FORMAT != PM_Q4_K) { /* decode: four streams of groups */                            \
             const size_t q = groups / PM_DECODE_STREAMS;                                                       \
-            for (; g < q; g++) gemm_x8_avx2(FORMAT, 4, 1, w + g * group, q * group, xq, 0, nb, y + 8 * g, 8 * q, 0); \
+            for (; g < q; g++) KERNEL(FORMAT, 4, 1, w + g * group, q * group, xq, 0, nb, y + 8 * g, 8 * q, 0); \
             g = PM_DECODE_STREAMS * q;                                                                         \
         }                                                                                                      \
         for (; g < groups; g++) {                                                                              \
             const uint8_t *grp = w + g * group;                                                                \
             float *yg = y + 8 * g;                                                                             \
             int t = 0;                                                                                         \
-            for (; t + 4 <= tokens; t += 4) gemm_x8_any(FORMAT, grp, xq + (size_t)t * xs, xs, nb, 4, yg + (size_t)t * ldy, ldy); \
+            for (; t + 4 <= tokens; t += 4) NAME##_tile(grp, xq + (size_t)t * xs, xs, nb, 4, yg + (size_t)t * ldy, ldy); \
             switch (tokens - t) {                                                                              \
-            case 3: gemm_x8_any(FORMAT, grp, xq + (size_t)t * xs, xs, nb, 3, yg + (size_t)t * ldy, ldy); break; \
-            case 2: gemm_x8_any(FORMAT, grp, xq + (size_t)t * xs, xs, nb, 2, yg + (size_t)t * ldy, ldy); break; \
-            case 1: gemm_x8_any(FORMAT, grp, xq + (size_t)t * xs, xs, nb, 1, yg + (size_t)t * ldy, ldy); break; \
+            case 3: NAME##_tile(grp, xq + (size_t)t * xs, xs, nb, 3, yg + (size_t)t * ldy, ldy); break;        \
+            case 2: NAME##_tile(grp, xq + (size_t)t * xs, xs, nb, 2, yg + (size_t)t * ldy, ldy); break;        \
+            case 1: NAME##_tile(grp, xq + (size_t)t * xs, xs, nb, 1, yg + (size_t)t * ldy, ldy); break;        \
             default: break;                                                                                    \
             }                                                                                                  \
         }                                                                                                      \
@@ -877,18 +1045,19 @@ typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_
         }                                                                                                       \
     }
 
-/// As PM_MATMUL4 for a 32-value format, one token reading the rows as `PM_DECODE_STREAMS` streams.
-#define PM_MATMUL4_Q32(NAME)                                                                                   \
-    PM_MATMUL4(mm_##NAME##_avx2_rows, dot_##NAME##_avx2, dot4_##NAME##_avx2, PM_AVX2)                          \
-    PM_AVX2 static void mm_##NAME##_avx2(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs,   \
-                                         int tokens, int nb, float *y, size_t ldy) {                            \
+/// As PM_MATMUL4 for a 32-value format with the kernels of ISA (`avx2`, `avx512`), one token
+/// reading the rows as `PM_DECODE_STREAMS` streams.
+#define PM_MATMUL4_Q32(NAME, ISA, ATTR)                                                                        \
+    PM_MATMUL4(mm_##NAME##_##ISA##_rows, dot_##NAME##_##ISA, dot4_##NAME##_##ISA, ATTR)                        \
+    ATTR static void mm_##NAME##_##ISA(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs,      \
+                                       int tokens, int nb, float *y, size_t ldy) {                              \
         if (tokens != 1 || rows < PM_DECODE_STREAMS) {                                                          \
-            mm_##NAME##_avx2_rows(w, rb, rows, xq, xs, tokens, nb, y, ldy);                                     \
+            mm_##NAME##_##ISA##_rows(w, rb, rows, xq, xs, tokens, nb, y, ldy);                                  \
             return;                                                                                             \
         }                                                                                                       \
         const int q = rows / PM_DECODE_STREAMS;                                                                 \
-        for (int i = 0; i < q; i++) rows4_##NAME##_avx2(w + (size_t)i * rb, (size_t)q * rb, xq, nb, y + i, (size_t)q); \
-        for (int r = PM_DECODE_STREAMS * q; r < rows; r++) y[r] = dot_##NAME##_avx2(w + (size_t)r * rb, xq, nb);  \
+        for (int i = 0; i < q; i++) rows4_##NAME##_##ISA(w + (size_t)i * rb, (size_t)q * rb, xq, nb, y + i, (size_t)q); \
+        for (int r = PM_DECODE_STREAMS * q; r < rows; r++) y[r] = dot_##NAME##_##ISA(w + (size_t)r * rb, xq, nb); \
     }
 
 #define PM_NOATTR
@@ -906,27 +1075,37 @@ static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
     mm_q5_0_scalar, mm_q5_1_scalar};
 
 #ifdef PM_X86
-PM_MATMUL4_Q32(q4_0)
-PM_MATMUL4_Q32(q4_1)
-PM_MATMUL4_Q32(q8_0)
-PM_MATMUL4_Q32(q5_0)
-PM_MATMUL4_Q32(q5_1)
+PM_MATMUL4_Q32(q4_0, avx2, PM_AVX2)
+PM_MATMUL4_Q32(q4_1, avx2, PM_AVX2)
+PM_MATMUL4_Q32(q8_0, avx2, PM_AVX2)
+PM_MATMUL4_Q32(q5_0, avx2, PM_AVX2)
+PM_MATMUL4_Q32(q5_1, avx2, PM_AVX2)
 PM_MATMUL4(mm_q4_k_avx2, dot_q4_k_avx2, dot4_q4_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q5_k_avx2, dot_q5_k_avx2, dot4_q5_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
 
-/// Also what AVX-512 VNNI CPUs run: this machine generation (AVX2 only) could not test AVX-512
-/// variants, and one set of kernels gives the same results on both generations.
 static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
     mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx2, mm_q5_1_avx2};
+
+PM_MATMUL4_Q32(q4_0, avx512, PM_AVX512)
+PM_MATMUL4_Q32(q4_1, avx512, PM_AVX512)
+PM_MATMUL4_Q32(q8_0, avx512, PM_AVX512)
+PM_MATMUL4_Q32(q5_0, avx512, PM_AVX512)
+PM_MATMUL4_Q32(q5_1, avx512, PM_AVX512)
+
+/// The K-quants run their AVX2 kernels on AVX-512 CPUs too.
+static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
+    mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx512, mm_q5_1_avx512};
 #endif
 
 // MARK: - Interleaved rows: packing and dispatch
 
 #ifdef PM_X86
-PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0)
-PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1)
-PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K)
+PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0, gemm_x8_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1, gemm_x8_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K, gemm_x8_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_0_avx512, PM_Q4_0, gemm_x8_avx512, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_1_avx512, PM_Q4_1, gemm_x8_avx512, PM_AVX512)
 #endif
 
 int pm_interleaved_supported(int isa, int format, int rows) {
@@ -986,6 +1165,13 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
     if (!pm_interleaved_supported(isa, format, rows) || tokens <= 0 || n <= 0 || n % pm_block_size(format) != 0) return 0;
 #ifdef PM_X86
     const uint8_t *wp = (const uint8_t *)w, *xp = (const uint8_t *)xq;
+    if (isa >= PM_ISA_AVX512VNNI && pm_isa_supported(PM_ISA_AVX512VNNI)) {
+        switch (format) {
+        case PM_Q4_0: gemm_x8_q4_0_avx512(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
+        case PM_Q4_1: gemm_x8_q4_1_avx512(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
+        default: break;
+        }
+    }
     switch (format) {
     case PM_Q4_0: gemm_x8_q4_0_avx2(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
     case PM_Q4_1: gemm_x8_q4_1_avx2(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
@@ -1006,7 +1192,8 @@ static int pm_detect(int isa) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case PM_ISA_AVX512VNNI:
         return pm_detect(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vnni");
 #endif
     default: return 0;
     }
@@ -1024,11 +1211,30 @@ int pm_isa_supported(int isa) {
     return v;
 }
 
-int pm_isa_best(void) {
-    for (int isa = PM_ISA_COUNT - 1; isa > PM_ISA_SCALAR; isa--) {
-        if (pm_isa_supported(isa)) return isa;
+/// The cap `PREMOE_ISA` sets (an instruction set's name, e.g. `avx2` to run an AVX-512 CPU's
+/// AVX2 kernels for comparison); no cap when unset or unknown.
+static int pm_isa_cap(void) {
+    const char *name = getenv("PREMOE_ISA");
+    if (name == NULL) return PM_ISA_COUNT - 1;
+    for (int isa = 0; isa < PM_ISA_COUNT; isa++) {
+        if (strcmp(name, pm_isa_name(isa)) == 0) return isa;
     }
-    return PM_ISA_SCALAR;
+    return PM_ISA_COUNT - 1;
+}
+
+int pm_isa_best(void) {
+    static int best = -1;
+    int v = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (v >= 0) return v;
+    v = PM_ISA_SCALAR;
+    for (int isa = pm_isa_cap(); isa > PM_ISA_SCALAR; isa--) {
+        if (pm_isa_supported(isa)) {
+            v = isa;
+            break;
+        }
+    }
+    __atomic_store_n(&best, v, __ATOMIC_RELAXED);
+    return v;
 }
 
 const char *pm_isa_name(int isa) {
@@ -1043,6 +1249,7 @@ const char *pm_isa_name(int isa) {
 /// The kernel for (isa, format); falls back to scalar for an ISA this CPU or build lacks.
 static pm_matmul_fn pm_kernel(int isa, int format) {
 #ifdef PM_X86
+    if (isa >= PM_ISA_AVX512VNNI && pm_isa_supported(PM_ISA_AVX512VNNI)) return table_avx512[format];
     if (isa >= PM_ISA_AVX2 && pm_isa_supported(PM_ISA_AVX2)) return table_avx2[format];
 #else
     (void)isa;

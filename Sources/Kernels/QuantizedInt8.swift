@@ -28,7 +28,8 @@ public enum QuantizedArithmetic: String, Sendable, CaseIterable {
 public enum InstructionSet: Int32, Sendable, CaseIterable {
     case scalar = 0
     case avx2 = 1
-    /// Detected and reported; its CPUs run the AVX2 kernels (no untested AVX-512 code ships).
+    /// AVX-512 F/BW/VL/DQ + VNNI: kernels of their own for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (two
+    /// blocks per zmm, `vpdpbusd`), results bit-identical to the AVX2 kernels'; K-quants run AVX2's.
     case avx512VNNI = 2
 
     /// Whether this CPU can run kernels built for `self`.

@@ -375,3 +375,38 @@ extension QuantizedInt8Tests {
         expectNear(second, plain, wf: wf, x: x, rows: rows, cols: cols, tolerance: int8KernelTolerance[.q4_0]!, "new owner")
     }
 }
+
+extension QuantizedInt8Tests {
+    /// The AVX-512 VNNI kernels hold two blocks (or two interleaved chunks) per zmm in the places
+    /// of the AVX2 kernels' even and odd accumulators, and `vpdpbusd` forms the same exact int32
+    /// sums: their results equal the AVX2 kernels' bit for bit, for plain rows (one token: four
+    /// streams and their tails; prefill: four-token tiles and tails; odd block counts: the last
+    /// block alone) and the interleaved layout. Runs only where the CPU has AVX-512 VNNI.
+    @Test(.enabled(if: InstructionSet.avx512VNNI.isSupported, "this CPU lacks AVX-512 VNNI"),
+          arguments: QuantizedFormat.allCases)
+    func avx512EqualsAVX2BitForBit(_ format: QuantizedFormat) {
+        for (rows, blocks) in [(1, 1), (5, 2), (8, 3), (13, 7), (40, 4), (72, 11)] {
+            let cols = (format.isKQuant ? (blocks + 1) / 2 : blocks) * format.blockSize
+            let w = Self.randomRows(format, rows: rows, cols: cols, seed: UInt64(rows * 7 + blocks))
+            let owned = Self.buffer(w)
+            for tokens in [1, 2, 4, 7] {
+                let x = Self.activations(tokens * cols, seed: UInt64(tokens + 31 * rows))
+                let avx2 = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .avx2)
+                let avx512 = int8(format, w, x, tokens: tokens, rows: rows, cols: cols, isa: .avx512VNNI)
+                #expect(avx512.bitwiseEqual(avx2), "\(format) rows \(rows) cols \(cols) tokens \(tokens)")
+                guard InterleavedWeights.isSupported(format, rows: rows, isa: .avx2) else { continue }
+                let y2 = interleaved(format, owned, x, tokens: tokens, rows: rows, cols: cols, isa: .avx2)
+                let y512 = interleaved(format, owned, x, tokens: tokens, rows: rows, cols: cols, isa: .avx512VNNI)
+                #expect(y512.bitwiseEqual(y2), "\(format) interleaved rows \(rows) cols \(cols) tokens \(tokens)")
+            }
+        }
+    }
+
+    func interleaved(_ format: QuantizedFormat, _ w: MappedBytes, _ x: [Float], tokens: Int, rows: Int, cols: Int,
+                     isa: InstructionSet) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * rows)
+        QuantizedKernels.matmulInt8(x, tokens: tokens, weight: UnsafeRawPointer(w.pointer), into: &y, format: format, rows: rows,
+                                    cols: cols, isa: isa, owner: w, pool: .serial)
+        return y
+    }
+}

@@ -16,7 +16,8 @@ typedef enum {
     PM_ISA_SCALAR = 0,
     /// AVX2 + FMA + F16C (Haswell, Zen 1–3).
     PM_ISA_AVX2 = 1,
-    /// AVX-512 F/BW/VL + VNNI (Ice Lake, Zen 4): detected and reported; runs the AVX2 kernels.
+    /// AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Zen 4, Zen 5): its own kernels for the 32-value formats
+    /// (bit-identical to AVX2's), the AVX2 ones for the K-quants.
     PM_ISA_AVX512VNNI = 2,
     PM_ISA_COUNT = 3
 } pm_isa;
@@ -29,7 +30,8 @@ typedef enum {
 
 /// Whether this CPU (and this build) can run kernels of `isa`.
 int pm_isa_supported(int isa);
-/// The best instruction set this CPU supports (what the engine uses).
+/// The best instruction set this CPU supports (what the engine uses), at most the one named by
+/// the environment variable `PREMOE_ISA` (`scalar`, `avx2`, `avx512vnni`) when set.
 int pm_isa_best(void);
 /// A short name of `isa` ("scalar", "avx2", "avx512vnni").
 const char *pm_isa_name(int isa);
