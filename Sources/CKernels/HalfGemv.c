@@ -13,6 +13,7 @@
 #include "CKernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -99,10 +100,169 @@ int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const flo
     return 1;
 }
 
+// MARK: - Prefill tiles with AVX-512 (two tokens per zmm)
+//
+// y[t, r] for many tokens keeps each output's canonical chain by giving each token its own
+// 256-bit half: a zmm holds tokens 2p (low half) and 2p + 1 (high half) of the same eight
+// positions, the eight weights of a row are broadcast to both halves, and one 16-lane FMA
+// advances two chains by one step each. The halves are summed canonically at the end, then the
+// scalar tail, in order. So results equal the AVX2 and Swift paths bit for bit, at twice the
+// multiply-adds per instruction. The activations are first packed pair by pair
+// (`pm_pack_token_pairs`) so that one aligned-or-not 64-byte load feeds a pair.
+
+#define PM_HG_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+
+/// Eight weights at element `i` of `row` widened to float in both halves: bf16 (kind 0), f16 (1), f32 (2).
+PM_HG_AVX512 __attribute__((always_inline)) static inline __m512 pm_hg_load8x2(int kind, const void *row, int i) {
+    if (kind == 2) return _mm512_broadcast_f32x8(_mm256_loadu_ps((const float *)row + i));
+    const __m256i h = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)row + i)));
+    if (kind == 0) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+PM_HG_AVX512 static inline float pm_hg_load1k(int kind, const void *row, int i) {
+    if (kind == 2) return ((const float *)row)[i];
+    return pm_hg_load1(kind, (const uint16_t *)row + i);
+}
+
+size_t pm_token_pairs_floats(int tokens, int n) { return (size_t)((tokens + 1) / 2) * (size_t)(n / 8) * 16; }
+
+void pm_pack_token_pairs(const float *x, int tokens, int n, float *xp) {
+    const int n8 = n / 8;
+    for (int p = 0; p < (tokens + 1) / 2; p++) {
+        for (int h = 0; h < 2; h++) {
+            const int t = 2 * p + h;
+            for (int j = 0; j < n8; j++) {
+                float *o = xp + ((size_t)p * (size_t)n8 + (size_t)j) * 16 + 8 * h;
+                if (t < tokens) {
+                    memcpy(o, x + (size_t)t * (size_t)n + 8 * (size_t)j, 32);
+                } else {
+                    memset(o, 0, 32);
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows (`rb` bytes apart) × `P` token pairs (`P` ≤ 4) starting at pair `p0`; only tokens
+/// below `tokens` are stored, token t's row r to `y[t * ldy + r]`.
+PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_tile512(int kind, int R, int P, const uint8_t *w, size_t rb,
+                                                                            const float *x, const float *xp, int p0, int tokens,
+                                                                            int n, float *y, size_t ldy) {
+    const int n8 = n & ~7;
+    const size_t ps = (size_t)(n / 8) * 16;  // floats per packed pair
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < P; p++) acc[r][p] = _mm512_setzero_ps();
+    const float *xpp = xp + (size_t)p0 * ps;
+    for (int i = 0; i < n8; i += 8) {
+        __m512 xv[4];
+        for (int p = 0; p < P; p++) xv[p] = _mm512_loadu_ps(xpp + (size_t)p * ps + 2 * (size_t)i);
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = pm_hg_load8x2(kind, w + (size_t)r * rb, i);
+            for (int p = 0; p < P; p++) acc[r][p] = _mm512_fmadd_ps(xv[p], wv, acc[r][p]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        for (int p = 0; p < P; p++) {
+            for (int h = 0; h < 2; h++) {
+                const int t = 2 * (p0 + p) + h;
+                if (t >= tokens) break;
+                const __m256 half = h == 0 ? _mm512_castps512_ps256(acc[r][p]) : _mm512_extractf32x8_ps(acc[r][p], 1);
+                float s = pm_hg_hsum(half);
+                const float *xt = x + (size_t)t * (size_t)n;
+                for (int j = n8; j < n; j++) s = fmaf(xt[j], pm_hg_load1k(kind, row, j), s);
+                y[(size_t)t * ldy + (size_t)r] = s;
+            }
+        }
+    }
+}
+
+/// All `tokens` × `rows`: four pairs (eight tokens) at a time over every row, four rows per tile.
+PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_gemm512(int kind, const uint8_t *w, size_t rb, int rows,
+                                                                            const float *x, const float *xp, int tokens, int n,
+                                                                            float *y, size_t ldy) {
+    const int pairs = (tokens + 1) / 2;
+    for (int p = 0; p < pairs; p += 4) {
+        const int P = pairs - p < 4 ? pairs - p : 4;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const uint8_t *wr = w + (size_t)r * rb;
+            switch (P) {
+            case 4: pm_hg_tile512(kind, 4, 4, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            case 3: pm_hg_tile512(kind, 4, 3, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            case 2: pm_hg_tile512(kind, 4, 2, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            default: pm_hg_tile512(kind, 4, 1, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            }
+        }
+        for (; r < rows; r++) {
+            const uint8_t *wr = w + (size_t)r * rb;
+            switch (P) {
+            case 4: pm_hg_tile512(kind, 1, 4, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            case 3: pm_hg_tile512(kind, 1, 3, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            case 2: pm_hg_tile512(kind, 1, 2, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            default: pm_hg_tile512(kind, 1, 1, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
+            }
+        }
+    }
+}
+
+PM_HG_AVX512 static void pm_hg_gemm512_bf16(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
+                                            int n, float *y, size_t ldy) {
+    pm_hg_gemm512(0, w, rb, rows, x, xp, tokens, n, y, ldy);
+}
+PM_HG_AVX512 static void pm_hg_gemm512_f16(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
+                                           int n, float *y, size_t ldy) {
+    pm_hg_gemm512(1, w, rb, rows, x, xp, tokens, n, y, ldy);
+}
+PM_HG_AVX512 static void pm_hg_gemm512_f32(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
+                                           int n, float *y, size_t ldy) {
+    pm_hg_gemm512(2, w, rb, rows, x, xp, tokens, n, y, ldy);
+}
+
+int pm_gemm_tiles_avx512(int kind, const void *w, size_t row_bytes, int rows, const float *x, const float *xp, int tokens,
+                         int n, float *y, size_t ldy) {
+    if (!pm_tiles_avx512_supported() || kind < 0 || kind > 2 || rows <= 0 || tokens <= 0 || n < 0) return 0;
+    const uint8_t *wp = (const uint8_t *)w;
+    switch (kind) {
+    case 0: pm_hg_gemm512_bf16(wp, row_bytes, rows, x, xp, tokens, n, y, ldy); break;
+    case 1: pm_hg_gemm512_f16(wp, row_bytes, rows, x, xp, tokens, n, y, ldy); break;
+    default: pm_hg_gemm512_f32(wp, row_bytes, rows, x, xp, tokens, n, y, ldy); break;
+    }
+    return 1;
+}
+
+int pm_tiles_avx512_supported(void) {
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = pm_isa_supported(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+        const char *cap = getenv("PREMOE_ISA");
+        if (cap != NULL && (strcmp(cap, "avx2") == 0 || strcmp(cap, "scalar") == 0)) v = 0;
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 #else
 
 int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const float *x, int n, float *y) {
     (void)kind, (void)w, (void)row_stride, (void)rows, (void)x, (void)n, (void)y;
+    return 0;
+}
+
+int pm_tiles_avx512_supported(void) { return 0; }
+
+size_t pm_token_pairs_floats(int tokens, int n) { return (size_t)((tokens + 1) / 2) * (size_t)(n / 8) * 16; }
+
+void pm_pack_token_pairs(const float *x, int tokens, int n, float *xp) { (void)x, (void)tokens, (void)n, (void)xp; }
+
+int pm_gemm_tiles_avx512(int kind, const void *w, size_t row_bytes, int rows, const float *x, const float *xp, int tokens,
+                         int n, float *y, size_t ldy) {
+    (void)kind, (void)w, (void)row_bytes, (void)rows, (void)x, (void)xp, (void)tokens, (void)n, (void)y, (void)ldy;
     return 0;
 }
 

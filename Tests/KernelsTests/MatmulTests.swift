@@ -57,7 +57,8 @@ func matmulMatchesReference(_ c: MatmulCase) {
 /// Every output element is exactly `dot(x[t], W[o] widened)`, whichever path computed it (GEMV
 /// tile, 4x1/4x2/4x3 prefill tile, 1-row tail; f16/bf16 rows read in place for a few tokens, in
 /// place through 2x6 tiles and a remainder for up to 16 (6 and 11: an odd row and five tokens
-/// left over), or widened to scratch for many): batch invariance, and the documented order.
+/// left over), or widened to scratch for many; on AVX-512 CPUs the C tiles with two tokens per
+/// register, odd counts leaving a half empty): batch invariance, and the documented order.
 @Test(arguments: DType.allCases, [1, 7, 17, 1025])
 func matmulElementsEqualCanonicalDot(_ dtype: DType, _ cols: Int) {
     for tokens in [3, 6, 11, 37] {

@@ -74,6 +74,26 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
 /// 0 when this CPU or build lacks AVX2 or the arguments are out of range (nothing written).
 int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const float *x, int n, float *y);
 
+/// Whether `pm_gemm_tiles_avx512` runs on this CPU (AVX-512 F/BW/VL/DQ; off when `PREMOE_ISA`
+/// names `avx2` or `scalar`).
+int pm_tiles_avx512_supported(void);
+
+/// Floats `pm_pack_token_pairs` writes for `tokens` rows of `n` values.
+size_t pm_token_pairs_floats(int tokens, int n);
+
+/// Packs the whole multiples of 8 of `tokens` activation rows (`n` floats each, back to back)
+/// pair by pair: for pair p and position block j, 16 floats `x[2p][8j..<8j+8]`,
+/// `x[2p+1][8j..<8j+8]` (zeros for a missing last token).
+void pm_pack_token_pairs(const float *x, int tokens, int n, float *xp);
+
+/// `y[t * ldy + r] = Σ_i W[r, i] · x[t, i]` for `rows` rows (`row_bytes` apart) of bf16 (`kind`
+/// 0), f16 (1) or f32 (2) values and `tokens` rows of `x` (`n` floats each; `xp` their
+/// `pm_pack_token_pairs`), two tokens per AVX-512 register, in the summation order of
+/// Sources/Kernels/SIMDSupport.swift (bit-identical to the other paths). Returns 1 when done, 0
+/// when `pm_tiles_avx512_supported` is false or the arguments are out of range (nothing written).
+int pm_gemm_tiles_avx512(int kind, const void *w, size_t row_bytes, int rows, const float *x, const float *xp, int tokens,
+                         int n, float *y, size_t ldy);
+
 #ifdef __cplusplus
 }
 #endif
