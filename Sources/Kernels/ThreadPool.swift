@@ -201,8 +201,13 @@ private final class PoolState: @unchecked Sendable {
     var cond = pthread_cond_t()
     var sleepers = 0
 
-    /// Spin iterations before a worker goes to sleep (roughly 50–100 µs).
-    static let spinLimit = 4_000
+    /// How long an idle worker spins before it sleeps (`PREMOE_SPIN_US` overrides, in µs). Timed
+    /// rather than counted: the earlier 4,000 spins lasted 50-100 µs on Zen 3 but far less on
+    /// Zen 5, where workers then slept between a decode step's jobs and paid a futex wake-up
+    /// each time. Bench model decode on Zen 5 (2 threads, 5-7 interleaved runs, medians): Q8_0
+    /// 153-164 tok/s with the count, 166-177 spinning 200 or 1,000 µs; Q4_0 211 against 235-250.
+    static let spinNanoseconds: UInt64 =
+        (ProcessInfo.processInfo.environment["PREMOE_SPIN_US"].flatMap { UInt64($0) } ?? 1_000) * 1_000
 
     init(workers: Int) {
         self.workers = workers
@@ -285,10 +290,12 @@ private final class PoolState: @unchecked Sendable {
         while true {
             var word = claim.load(ordering: .acquiring)
             var spins = 0
+            let spinStart = DispatchTime.now().uptimeNanoseconds
             while Self.generation(word) == seen {
                 if stopping.load(ordering: .relaxed) { return }
                 spins += 1
-                if spins > Self.spinLimit {
+                // The clock is read once per 64 spins.
+                if spins & 63 == 0, DispatchTime.now().uptimeNanoseconds &- spinStart > Self.spinNanoseconds {
                     pthread_mutex_lock(&mutex)
                     sleepers += 1
                     while Self.generation(claim.load(ordering: .acquiring)) == seen
