@@ -4,8 +4,8 @@
 // integers and scaled once by d_w · d_x in float.
 //
 // Three builds of the kernels live in this one file: plain C (any CPU), AVX2+FMA+F16C, and
-// AVX-512 VNNI for the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, plain and interleaved;
-// the K-quants run their AVX2 kernels there), the SIMD ones through `target` attributes so the
+// AVX-512 VNNI for the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, plain and interleaved)
+// and interleaved Q4_K (plain Q4_K, Q5_K and Q6_K rows run their AVX2 kernels there), the SIMD ones through `target` attributes so the
 // file compiles for baseline x86-64 and one binary picks its path at run time (`pm_isa_best`,
 // `__builtin_cpu_supports`). The AVX-512 kernels give the AVX2 kernels' results bit for bit.
 // On AVX2 every format takes four tokens per row in prefill. Q4_0, Q4_1 and Q4_K also
@@ -720,9 +720,57 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int forma
 /// of the mins' bits 2–5, nibble (low for even j, high for odd) of byte 8(j/2)+i; then the codes,
 /// 256 bytes per pair of sub-blocks p (0..3): 32-byte chunk c holding bytes 4c..4c+3 of each
 /// row's 32 code bytes of the pair (low nibbles sub-block 2p, high 2p+1), row i at offset 4i.
+/// A Q4_K interleaved block's sub-block scales, as int32 lanes (one per row) holding the scale
+/// in both 16-bit halves (`vpmaddwd` against a row's int16 pair sums), and its mins in pairs,
+/// lane i holding row i's (min 2p, min 2p + 1) as int16.
+PM_AVX2 __attribute__((always_inline)) static inline void pm_q4k_x8_scales(const uint8_t *blk, __m256i scale[8], __m256i minp[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m3 = _mm256_set1_epi8(0x03);
+    // scales and mins as bytes [j][row]
+    uint8_t sc[64], mn[64];
+    const __m256i s0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 32));
+    const __m256i s1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64));
+    const __m256i hi = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 96));
+    _mm256_storeu_si256((__m256i *)(void *)sc, _mm256_and_si256(s0, m6));
+    _mm256_storeu_si256((__m256i *)(void *)(sc + 32), _mm256_and_si256(s1, m6));
+    // byte 8(j/2)+i of `hi`: low nibble j even, high nibble j odd. Split into [j][row] order.
+    const __m256i hlo = _mm256_and_si256(hi, m4), hhi = _mm256_and_si256(_mm256_srli_epi16(hi, 4), m4);
+    // interleave 8-byte groups: j even from hlo, j odd from hhi
+    const __m256i e0 = _mm256_unpacklo_epi64(hlo, hhi), e1 = _mm256_unpackhi_epi64(hlo, hhi);
+    // e0 = [hlo q0, hhi q0 | hlo q2, hhi q2], e1 = [hlo q1, hhi q1 | hlo q3, hhi q3] (q = 8-byte group)
+    const __m256i j0 = _mm256_permute2x128_si256(e0, e1, 0x20), j1 = _mm256_permute2x128_si256(e0, e1, 0x31);
+    const __m256i low0 = _mm256_and_si256(_mm256_srli_epi16(s0, 6), m3), low1 = _mm256_and_si256(_mm256_srli_epi16(s1, 6), m3);
+    _mm256_storeu_si256((__m256i *)(void *)mn, _mm256_or_si256(low0, _mm256_slli_epi16(j0, 2)));
+    _mm256_storeu_si256((__m256i *)(void *)(mn + 32), _mm256_or_si256(low1, _mm256_slli_epi16(j1, 2)));
+    for (int j = 0; j < 8; j++) {
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(sc + 8 * j)));
+        scale[j] = _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+    }
+    for (int p = 0; p < 4; p++) {
+        const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(mn + 16 * p)));
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(mn + 16 * p + 8)));
+        minp[p] = _mm256_or_si256(a, _mm256_slli_epi32(c, 16));
+    }
+}
+
+/// Pair p's mins term of one token (`bs`: its block's 16-value sums): Σ over the pair's two
+/// sub-blocks of min × (sum of the sub-block's activations), per row.
+PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_q4k_x8_mins(const int16_t *bsums, __m256i minp, int p) {
+    const int16_t *bs = bsums + 4 * p;
+    const int32_t pair = (int32_t)(uint16_t)(int16_t)(bs[0] + bs[1]) | ((int32_t)(int16_t)(bs[2] + bs[3]) << 16);
+    return _mm256_madd_epi16(minp, _mm256_set1_epi32(pair));
+}
+
+/// A block's scaled sums into a token's eight row accumulators.
+PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_q4k_x8_accumulate(__m256 acc, __m256i s32, __m256i m32, __m256 d,
+                                                                                __m256 dmin, float dx) {
+    const __m256 dxv = _mm256_set1_ps(dx);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, dxv), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(dmin, dxv), acc);
+}
+
 PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(const uint8_t *g, const uint8_t *xq, size_t xs,
                                                                            int nb, int T, float *y, size_t ldy) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m3 = _mm256_set1_epi8(0x03);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const pm_q8k *x[4];
     __m256 acc[4];
     for (int k = 0; k < T; k++) {
@@ -734,35 +782,8 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
         if (T == 1) pm_x8_prefetch(blk, 1152);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-        // scales and mins as bytes [j][row]
-        uint8_t sc[64], mn[64];
-        {
-            const __m256i s0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 32));
-            const __m256i s1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64));
-            const __m256i hi = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 96));
-            _mm256_storeu_si256((__m256i *)(void *)sc, _mm256_and_si256(s0, m6));
-            _mm256_storeu_si256((__m256i *)(void *)(sc + 32), _mm256_and_si256(s1, m6));
-            // byte 8(j/2)+i of `hi`: low nibble j even, high nibble j odd. Split into [j][row] order.
-            const __m256i hlo = _mm256_and_si256(hi, m4), hhi = _mm256_and_si256(_mm256_srli_epi16(hi, 4), m4);
-            // interleave 8-byte groups: j even from hlo, j odd from hhi
-            const __m256i e0 = _mm256_unpacklo_epi64(hlo, hhi), e1 = _mm256_unpackhi_epi64(hlo, hhi);
-            // e0 = [hlo q0, hhi q0 | hlo q2, hhi q2], e1 = [hlo q1, hhi q1 | hlo q3, hhi q3] (q = 8-byte group)
-            const __m256i j0 = _mm256_permute2x128_si256(e0, e1, 0x20), j1 = _mm256_permute2x128_si256(e0, e1, 0x31);
-            const __m256i low0 = _mm256_and_si256(_mm256_srli_epi16(s0, 6), m3), low1 = _mm256_and_si256(_mm256_srli_epi16(s1, 6), m3);
-            _mm256_storeu_si256((__m256i *)(void *)mn, _mm256_or_si256(low0, _mm256_slli_epi16(j0, 2)));
-            _mm256_storeu_si256((__m256i *)(void *)(mn + 32), _mm256_or_si256(low1, _mm256_slli_epi16(j1, 2)));
-        }
-        __m256i scale[8];
-        for (int j = 0; j < 8; j++) {
-            const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(sc + 8 * j)));
-            scale[j] = _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
-        }
-        __m256i minp[4];  // rows' (min 2p, min 2p+1) as int16 pairs
-        for (int p = 0; p < 4; p++) {
-            const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(mn + 16 * p)));
-            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(mn + 16 * p + 8)));
-            minp[p] = _mm256_or_si256(a, _mm256_slli_epi32(c, 16));
-        }
+        __m256i scale[8], minp[4];
+        pm_q4k_x8_scales(blk, scale, minp);
         const uint8_t *qs = blk + 128;
         __m256i s32[4], m32[4];
         for (int k = 0; k < T; k++) s32[k] = m32[k] = _mm256_setzero_si256();
@@ -783,16 +804,10 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
             for (int k = 0; k < T; k++) {
                 s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_madd_epi16(lo16[k], scale[2 * p]),
                                                                    _mm256_madd_epi16(hi16[k], scale[2 * p + 1])));
-                const int16_t *bs = x[k][b].bsums + 4 * p;
-                const int32_t pair = (int32_t)(uint16_t)(int16_t)(bs[0] + bs[1]) | ((int32_t)(int16_t)(bs[2] + bs[3]) << 16);
-                m32[k] = _mm256_add_epi32(m32[k], _mm256_madd_epi16(minp[p], _mm256_set1_epi32(pair)));
+                m32[k] = _mm256_add_epi32(m32[k], pm_q4k_x8_mins(x[k][b].bsums, minp[p], p));
             }
         }
-        for (int k = 0; k < T; k++) {
-            const __m256 dx = _mm256_set1_ps(x[k][b].d);
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k]), _mm256_mul_ps(d, dx), acc[k]);
-            acc[k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32[k]), _mm256_mul_ps(dmin, dx), acc[k]);
-        }
+        for (int k = 0; k < T; k++) acc[k] = pm_q4k_x8_accumulate(acc[k], s32[k], m32[k], d, dmin, x[k][b].d);
     }
     for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
 }
@@ -961,16 +976,74 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int f
         for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)r * ys + (size_t)k * ldy, acc[r * T + k]);
 }
 
+/// `gemm_x8_q4_k_avx2` with each pair's code sums in zmm: chunks c and c + 1 side by side,
+/// `vpdpbusd` summing a row's four-byte products in its int32 lane, the halves added at the end
+/// of the pair; a sub-block's sum times its scale is then the same integer `vpmaddwd` forms from
+/// the AVX2 kernel's int16 sums. Same results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(const uint8_t *g, const uint8_t *xq, size_t xs,
+                                                                               int nb, int T, float *y, size_t ldy) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+    // int32 lanes of a pair's 32 activation bytes of one sub-block: chunks (0, 1), (2, 3), (4, 5), (6, 7) per half
+    const __m512i pick[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
+    };
+    const pm_q8k *x[4];
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) {
+        x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);
+        acc[k] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = g + 1152 * (size_t)b;
+        if (T == 1) pm_x8_prefetch(blk, 1152);
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
+        __m256i scale[8], minp[4];
+        pm_q4k_x8_scales(blk, scale, minp);
+        const uint8_t *qs = blk + 128;
+        __m256i s32[4], m32[4];
+        for (int k = 0; k < T; k++) s32[k] = m32[k] = _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            __m512i lo32[4], hi32[4];
+            for (int k = 0; k < T; k++) lo32[k] = hi32[k] = _mm512_setzero_si512();
+            for (int c = 0; c < 4; c++) {
+                const __m512i w = _mm512_loadu_si512((const void *)(qs + 256 * p + 64 * c));
+                const __m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+                for (int k = 0; k < T; k++) {
+                    const int8_t *q8 = x[k][b].q + 64 * p;
+                    const __m512i ql = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)q8));
+                    const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(q8 + 32)));
+                    lo32[k] = _mm512_dpbusd_epi32(lo32[k], lo, _mm512_permutexvar_epi32(pick[c], ql));
+                    hi32[k] = _mm512_dpbusd_epi32(hi32[k], hi, _mm512_permutexvar_epi32(pick[c], qh));
+                }
+            }
+            const __m256i sl = _mm256_and_si256(scale[2 * p], low16), sh = _mm256_and_si256(scale[2 * p + 1], low16);
+            for (int k = 0; k < T; k++) {
+                const __m256i l = _mm256_add_epi32(_mm512_castsi512_si256(lo32[k]), _mm512_extracti64x4_epi64(lo32[k], 1));
+                const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(hi32[k]), _mm512_extracti64x4_epi64(hi32[k], 1));
+                s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_mullo_epi32(l, sl), _mm256_mullo_epi32(h, sh)));
+                m32[k] = _mm256_add_epi32(m32[k], pm_q4k_x8_mins(x[k][b].bsums, minp[p], p));
+            }
+        }
+        for (int k = 0; k < T; k++) acc[k] = pm_q4k_x8_accumulate(acc[k], s32[k], m32[k], d, dmin, x[k][b].d);
+    }
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
+}
+
 // MARK: - Interleaved drivers
 
 /// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows of FORMAT with KERNEL
 /// (`gemm_x8_avx2` or `gemm_x8_avx512`; Q4_K has its own AVX2 kernel): tokens four at a time, one
 /// token as `PM_DECODE_STREAMS` streams of groups (not Q4_K, see there).
-#define PM_GEMM_X8(NAME, FORMAT, KERNEL, ATTR)                                                                  \
+#define PM_GEMM_X8(NAME, FORMAT, KERNEL, KERNEL_Q4_K, ATTR)                                                     \
     ATTR __attribute__((always_inline)) static inline void NAME##_tile(const uint8_t *grp, const uint8_t *xq, size_t xs, \
                                                                        int nb, int T, float *y, size_t ldy) {   \
         if (FORMAT == PM_Q4_K) {                                                                               \
-            gemm_x8_q4_k_avx2(grp, xq, xs, nb, T, y, ldy);                                                     \
+            KERNEL_Q4_K(grp, xq, xs, nb, T, y, ldy);                                                           \
         } else {                                                                                               \
             KERNEL(FORMAT, 1, T, grp, 0, xq, xs, nb, y, 0, ldy);                                               \
         }                                                                                                      \
@@ -1093,7 +1166,7 @@ PM_MATMUL4_Q32(q8_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_1, avx512, PM_AVX512)
 
-/// The K-quants run their AVX2 kernels on AVX-512 CPUs too.
+/// Plain K-quant rows run their AVX2 kernels on AVX-512 CPUs too (interleaved Q4_K has its own).
 static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
     mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx512, mm_q5_1_avx512};
 #endif
@@ -1101,11 +1174,12 @@ static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
 // MARK: - Interleaved rows: packing and dispatch
 
 #ifdef PM_X86
-PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0, gemm_x8_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1, gemm_x8_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K, gemm_x8_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_0_avx512, PM_Q4_0, gemm_x8_avx512, PM_AVX512)
-PM_GEMM_X8(gemm_x8_q4_1_avx512, PM_Q4_1, gemm_x8_avx512, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_0_avx512, PM_Q4_0, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_1_avx512, PM_Q4_1, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_k_avx512_rows, PM_Q4_K, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
 #endif
 
 int pm_interleaved_supported(int isa, int format, int rows) {
@@ -1169,6 +1243,7 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
         switch (format) {
         case PM_Q4_0: gemm_x8_q4_0_avx512(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
         case PM_Q4_1: gemm_x8_q4_1_avx512(wp, rows, xp, xq_stride, tokens, n / 32, y, ldy); return 1;
+        case PM_Q4_K: gemm_x8_q4_k_avx512_rows(wp, rows, xp, xq_stride, tokens, n / 256, y, ldy); return 1;
         default: break;
         }
     }
