@@ -557,6 +557,16 @@ PM_AVX2 static inline float dot_q5_k_avx2(const uint8_t *row, const uint8_t *xq,
     return o[0];
 }
 
+/// A Q6_K block's integer sums start from -32 · Σ_k scale_k · Σ q8 over group k (the -32 offset
+/// of every code, done once), in lane 0; `scw` holds the 16 scales as int16.
+PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_q6k_offset(const int16_t *bsums, __m256i scw) {
+    const __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)bsums), scw);
+    __m128i o = _mm_add_epi32(_mm256_castsi256_si128(off), _mm256_extracti128_si256(off, 1));
+    o = _mm_hadd_epi32(o, o);
+    o = _mm_hadd_epi32(o, o);
+    return _mm256_setr_epi32(-32 * _mm_cvtsi128_si32(o), 0, 0, 0, 0, 0, 0, 0);
+}
+
 /// `T` tokens (1 in decode, 4 in prefill) against one Q6_K row: each block's codes and scales
 /// are unpacked once and meet the T activation rows (`xs` bytes apart). Per token the integer
 /// sums are exact and the float operations the same whatever T (batch-independent results).
@@ -574,15 +584,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void dotn_q6_k_avx2(const u
         const int8_t *sc = (const int8_t *)blk + 192;
         const __m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)sc));
         __m256i sumi[4];
-        for (int t = 0; t < T; t++) {
-            // 32 · Σ_k scale_k · Σ q8 over group k: the -32 offset of every code, done once
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)x[t][b].bsums);
-            const __m256i off = _mm256_madd_epi16(bs, scw);
-            __m128i o = _mm_add_epi32(_mm256_castsi256_si128(off), _mm256_extracti128_si256(off, 1));
-            o = _mm_hadd_epi32(o, o);
-            o = _mm_hadd_epi32(o, o);
-            sumi[t] = _mm256_setr_epi32(-32 * _mm_cvtsi128_si32(o), 0, 0, 0, 0, 0, 0, 0);
-        }
+        for (int t = 0; t < T; t++) sumi[t] = pm_q6k_offset(x[t][b].bsums, scw);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
             const int8_t *s = sc + 8 * h;
@@ -1034,6 +1036,69 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(
     for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
 }
 
+/// `dotn_q6_k_avx2` with two 32-code chunks per zmm (chunks k and k + 1 of a half block side by
+/// side, each 16-byte lane with its own scale): every int32 lane of the two zmm halves adds to the
+/// AVX2 kernel's lane of the same position, so the block sums are the same integers and the
+/// float operations the same. Same results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void dotn_q6_k_avx512(const uint8_t *row, const uint8_t *xq, size_t xs,
+                                                                            int nb, float out[4], int T) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    // 16-bit shifts of the high bits: chunk pair (0, 1) takes bits 0-1 and 2-3, pair (2, 3) bits 4-5 and 6-7
+    const __m512i shift01 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i shift23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    // int16 lanes picking scale j of a half block for 16-byte lane j (pair 01) or j + 4 (pair 23)
+    const __m512i pick01 = _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                            0x0001000100010001LL, 0x0001000100010001LL, 0, 0);
+    const __m512i pick23 = _mm512_add_epi16(pick01, _mm512_set1_epi16(4));
+    const pm_q8k *x[4];
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) {
+        x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);
+        acc[k] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 210 * b;
+        const int8_t *sc = (const int8_t *)blk + 192;
+        const __m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)sc));
+        __m256i sumi[4];
+        __m512i wide[4];
+        for (int t = 0; t < T; t++) {
+            sumi[t] = pm_q6k_offset(x[t][b].bsums, scw);
+            wide[t] = _mm512_setzero_si512();
+        }
+        for (int h = 0; h < 2; h++) {
+            const __m512i bits = _mm512_loadu_si512((const void *)(blk + 64 * h));
+            const __m512i bh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * h)));
+            const __m512i v01 = _mm512_or_si512(_mm512_and_si512(bits, m4),
+                                                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(bh, shift01), m2), 4));
+            const __m512i v23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(bits, 4), m4),
+                                                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(bh, shift23), m2), 4));
+            const __m512i s16 = _mm512_castsi128_si512(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(sc + 8 * h))));
+            const __m512i scale01 = _mm512_permutexvar_epi16(pick01, s16), scale23 = _mm512_permutexvar_epi16(pick23, s16);
+            for (int t = 0; t < T; t++) {
+                const int8_t *q8 = x[t][b].q + 128 * h;
+                const __m512i p01 = _mm512_maddubs_epi16(v01, _mm512_loadu_si512((const void *)q8));
+                const __m512i p23 = _mm512_maddubs_epi16(v23, _mm512_loadu_si512((const void *)(q8 + 64)));
+                wide[t] = _mm512_add_epi32(wide[t], _mm512_add_epi32(_mm512_madd_epi16(p01, scale01), _mm512_madd_epi16(p23, scale23)));
+            }
+        }
+        const float d = half_avx2(blk + 208);
+        for (int t = 0; t < T; t++) {
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm512_castsi512_si256(wide[t]), _mm512_extracti64x4_epi64(wide[t], 1)));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(x[t][b].d * d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = hsum256(acc[t]);
+}
+
+PM_AVX512 static inline void dot4_q6_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q6_k_avx512(r, x, xs, nb, o, 4); }
+
+PM_AVX512 static inline float dot_q6_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
+    float o[4];
+    dotn_q6_k_avx512(row, xq, 0, nb, o, 1);
+    return o[0];
+}
+
 // MARK: - Interleaved drivers
 
 /// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows of FORMAT with KERNEL
@@ -1166,9 +1231,11 @@ PM_MATMUL4_Q32(q8_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_1, avx512, PM_AVX512)
 
-/// Plain K-quant rows run their AVX2 kernels on AVX-512 CPUs too (interleaved Q4_K has its own).
+PM_MATMUL4(mm_q6_k_avx512, dot_q6_k_avx512, dot4_q6_k_avx512, PM_AVX512)
+
+/// Plain Q4_K and Q5_K rows run their AVX2 kernels on AVX-512 CPUs too (interleaved Q4_K has its own).
 static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
-    mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx512, mm_q5_1_avx512};
+    mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx512, mm_q5_0_avx512, mm_q5_1_avx512};
 #endif
 
 // MARK: - Interleaved rows: packing and dispatch
