@@ -3,9 +3,8 @@
 // 16-value sums for K-quants), then each block's integer dot product is exact in 32-bit
 // integers and scaled once by d_w · d_x in float.
 //
-// Three builds of the kernels live in this one file: plain C (any CPU), AVX2+FMA+F16C, and
-// AVX-512 VNNI for the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, plain and interleaved)
-// and interleaved Q4_K (plain Q4_K, Q5_K and Q6_K rows run their AVX2 kernels there), the SIMD ones through `target` attributes so the
+// Three builds of every kernel live in this one file: plain C (any CPU), AVX2+FMA+F16C, and
+// AVX-512 (F/BW/VL/DQ + VNNI), the SIMD ones through `target` attributes so the
 // file compiles for baseline x86-64 and one binary picks its path at run time (`pm_isa_best`,
 // `__builtin_cpu_supports`). The AVX-512 kernels give the AVX2 kernels' results bit for bit.
 // On AVX2 every format takes four tokens per row in prefill. Q4_0, Q4_1 and Q4_K also
@@ -484,6 +483,17 @@ PM_Q32_KERNELS(q8_0, 2)
 PM_Q32_KERNELS(q5_0, 3)
 PM_Q32_KERNELS(q5_1, 4)
 
+/// Σ over a Q4_K/Q5_K block's eight sub-blocks of min × (sum of the sub-block's 32 activations),
+/// `mins` the eight mins as int16.
+PM_AVX2 __attribute__((always_inline)) static inline int pm_q45k_mins(const int16_t *bsums, __m128i mins) {
+    const __m128i bs = _mm_loadu_si128((const __m128i *)(const void *)bsums);
+    const __m128i bs2 = _mm_loadu_si128((const __m128i *)(const void *)(bsums + 8));
+    __m128i prod = _mm_madd_epi16(_mm_hadd_epi16(bs, bs2), mins);
+    prod = _mm_hadd_epi32(prod, prod);
+    prod = _mm_hadd_epi32(prod, prod);
+    return _mm_cvtsi128_si32(prod);
+}
+
 /// `T` tokens (1 in decode, 4 in prefill) against one Q4_K (fifth = 0) or Q5_K (fifth = 1) row:
 /// each block's scales and codes are unpacked once and meet the T activation rows (`xs` bytes
 /// apart). Per token the integer sums are exact and the float operations the same whatever T,
@@ -530,14 +540,8 @@ PM_AVX2 __attribute__((always_inline)) static inline void dotn_q45_k_avx2(const 
             }
         }
         for (int k = 0; k < T; k++) {
-            const __m128i bs = _mm_loadu_si128((const __m128i *)(const void *)x[k][b].bsums);
-            const __m128i bs2 = _mm_loadu_si128((const __m128i *)(const void *)(x[k][b].bsums + 8));
-            __m128i prod = _mm_madd_epi16(_mm_hadd_epi16(bs, bs2), mins);
-            prod = _mm_hadd_epi32(prod, prod);
-            prod = _mm_hadd_epi32(prod, prod);
-            const int summ = _mm_cvtsi128_si32(prod);
             acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(x[k][b].d * d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
-            accm[k] += x[k][b].d * dmin * (float)summ;
+            accm[k] += x[k][b].d * dmin * (float)pm_q45k_mins(x[k][b].bsums, mins);
         }
     }
     for (int k = 0; k < T; k++) out[k] = hsum256(acc[k]) - accm[k];
@@ -817,11 +821,14 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
 // MARK: - AVX-512 VNNI kernels
 //
 // Compiled for every x86-64 build through a `target` attribute and run only where the CPU reports
-// AVX-512 F/BW/VL/DQ and VNNI (`pm_isa_supported`). Each zmm holds two 32-value blocks (or two
-// 32-byte chunks of an interleaved block): its low half is what the AVX2 kernel's even-block
-// accumulator holds, its high half the odd one, and `vpdpbusd` forms the same exact int32 sums
-// of four byte products as `vpmaddubsw` + `vpmaddwd`. So every float operation, and its order,
-// is the AVX2 kernel's: the two instruction sets give bit-identical results (tested).
+// AVX-512 F/BW/VL/DQ and VNNI (`pm_isa_supported`). Each zmm holds what two AVX2 registers held:
+// two 32-value blocks (low half: the AVX2 kernel's even-block accumulator, high half: the odd
+// one), two 32-byte chunks of an interleaved block, or two K-quant sub-blocks; `vpdpbusd` forms
+// the same exact int32 sums of four byte products as `vpmaddubsw` + `vpmaddwd`, and the halves
+// are added where the AVX2 kernel adds its registers' lanes. So every float operation, and its
+// order, is the AVX2 kernel's: the two instruction sets give bit-identical results (tested).
+// One thread on Zen 5 against the AVX2 kernels: prefill tiles 1.35-1.45x in cache; decode from
+// memory Q6_K 1.5x, Q4_K/Q5_K plain rows 1.2-1.3x, the others within 10% (bandwidth-bound).
 
 #define PM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
@@ -1036,6 +1043,71 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(
     for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
 }
 
+/// `dotn_q45_k_avx2` with a pair of sub-blocks per zmm (low nibbles of 32 code bytes in the low
+/// half, high nibbles in the high half, each half with its sub-block's scale): the int32 lanes of
+/// the two halves add to the AVX2 kernel's lanes of the same positions, so the block sums are the
+/// same integers and the float operations the same. Same results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void dotn_q45_k_avx512(const uint8_t *row, const uint8_t *xq, size_t xs,
+                                                                             int nb, float out[4], int fifth, int T) {
+    const size_t bb = fifth ? 176 : 144;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi8(1);
+    const __m512i nibble = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(4), 1);  // low half bits 0-3, high 4-7
+    const __m512i fifthShift = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(1), 1);
+    const pm_q8k *x[4];
+    for (int k = 0; k < T; k++) x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);
+    __m256 acc[4];
+    float accm[4] = {0, 0, 0, 0};
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + bb * b;
+        uint8_t sc[8], mn[8];
+        pm_scales_k4(blk + 4, sc, mn);
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)mn));
+        const __m512i scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)sc)));
+        const float d = half_avx2(blk), dmin = half_avx2(blk + 2);
+        const uint8_t *qs = blk + (fifth ? 48 : 16);
+        __m512i hb = fifth ? _mm512_srlv_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16))), fifthShift)
+                           : _mm512_setzero_si512();
+        __m512i sumi[4];
+        for (int k = 0; k < T; k++) sumi[k] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) {
+            const __m512i bits = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * j)));
+            __m512i v = _mm512_and_si512(_mm512_srlv_epi16(bits, nibble), m4);
+            if (fifth) {
+                v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(hb, one), 4));
+                hb = _mm512_srli_epi16(hb, 2);
+            }
+            // sub-block 2j's scale in the low half, 2j + 1's in the high half
+            const __m512i s = _mm512_permutexvar_epi16(
+                _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1)), 1), scales);
+            for (int k = 0; k < T; k++) {
+                const __m512i p = _mm512_maddubs_epi16(v, _mm512_loadu_si512((const void *)(x[k][b].q + 64 * j)));
+                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p, s));
+            }
+        }
+        for (int k = 0; k < T; k++) {
+            const __m256i s32 = _mm256_add_epi32(_mm512_castsi512_si256(sumi[k]), _mm512_extracti64x4_epi64(sumi[k], 1));
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(x[k][b].d * d), _mm256_cvtepi32_ps(s32), acc[k]);
+            accm[k] += x[k][b].d * dmin * (float)pm_q45k_mins(x[k][b].bsums, mins);
+        }
+    }
+    for (int k = 0; k < T; k++) out[k] = hsum256(acc[k]) - accm[k];
+}
+
+PM_AVX512 static inline void dot4_q4_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx512(r, x, xs, nb, o, 0, 4); }
+PM_AVX512 static inline void dot4_q5_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx512(r, x, xs, nb, o, 1, 4); }
+
+PM_AVX512 static inline float dot_q4_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
+    float o[4];
+    dotn_q45_k_avx512(row, xq, 0, nb, o, 0, 1);
+    return o[0];
+}
+PM_AVX512 static inline float dot_q5_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
+    float o[4];
+    dotn_q45_k_avx512(row, xq, 0, nb, o, 1, 1);
+    return o[0];
+}
+
 /// `dotn_q6_k_avx2` with two 32-code chunks per zmm (chunks k and k + 1 of a half block side by
 /// side, each 16-byte lane with its own scale): every int32 lane of the two zmm halves adds to the
 /// AVX2 kernel's lane of the same position, so the block sums are the same integers and the
@@ -1231,11 +1303,12 @@ PM_MATMUL4_Q32(q8_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_0, avx512, PM_AVX512)
 PM_MATMUL4_Q32(q5_1, avx512, PM_AVX512)
 
+PM_MATMUL4(mm_q4_k_avx512, dot_q4_k_avx512, dot4_q4_k_avx512, PM_AVX512)
+PM_MATMUL4(mm_q5_k_avx512, dot_q5_k_avx512, dot4_q5_k_avx512, PM_AVX512)
 PM_MATMUL4(mm_q6_k_avx512, dot_q6_k_avx512, dot4_q6_k_avx512, PM_AVX512)
 
-/// Plain Q4_K and Q5_K rows run their AVX2 kernels on AVX-512 CPUs too (interleaved Q4_K has its own).
 static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
-    mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx512, mm_q5_0_avx512, mm_q5_1_avx512};
+    mm_q4_0_avx512, mm_q4_1_avx512, mm_q8_0_avx512, mm_q4_k_avx512, mm_q5_k_avx512, mm_q6_k_avx512, mm_q5_0_avx512, mm_q5_1_avx512};
 #endif
 
 // MARK: - Interleaved rows: packing and dispatch

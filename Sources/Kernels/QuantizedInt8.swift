@@ -28,9 +28,9 @@ public enum QuantizedArithmetic: String, Sendable, CaseIterable {
 public enum InstructionSet: Int32, Sendable, CaseIterable {
     case scalar = 0
     case avx2 = 1
-    /// AVX-512 F/BW/VL/DQ + VNNI: kernels of their own for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
-    /// interleaved Q4_K (two blocks or chunks per zmm, `vpdpbusd`), results bit-identical to the
-    /// AVX2 kernels'; plain K-quant rows run AVX2's.
+    /// AVX-512 F/BW/VL/DQ + VNNI: kernels of their own for every format, plain rows and
+    /// interleaved (two blocks, chunks or sub-blocks per zmm; `vpdpbusd` where codes are
+    /// unsigned), results bit-identical to the AVX2 kernels'.
     case avx512VNNI = 2
 
     /// Whether this CPU can run kernels built for `self`.

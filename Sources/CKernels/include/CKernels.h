@@ -16,8 +16,8 @@ typedef enum {
     PM_ISA_SCALAR = 0,
     /// AVX2 + FMA + F16C (Haswell, Zen 1–3).
     PM_ISA_AVX2 = 1,
-    /// AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Zen 4, Zen 5): its own kernels for the 32-value formats
-    /// and interleaved Q4_K (bit-identical to AVX2's), the AVX2 ones for plain K-quant rows.
+    /// AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Zen 4, Zen 5): kernels of its own for every format,
+    /// bit-identical to the AVX2 ones.
     PM_ISA_AVX512VNNI = 2,
     PM_ISA_COUNT = 3
 } pm_isa;
