@@ -1209,6 +1209,152 @@ PM_AVX512 static inline float dot_q6_k_avx512(const uint8_t *row, const uint8_t 
         }                                                                                                      \
     }
 
+// MARK: - Exact f32 path (AVX2)
+//
+// f32 activations times the codes widened to f32, in the summation order of
+// `QuantizedKernels.dot` (Sources/Kernels/Quantized.swift): per block b an 8-lane chain
+// `s = q0·x0; s = fma(q1, x1, s); s = fma(q2, x2, s); s = fma(q3, x3, s)`, then
+// `acc = fma(s, d_b, acc)` and `off = fma(m_b, Σx_b, off)`; result `hsum(acc) + off`. Codes are
+// small integers, exact in float whichever way they are widened, so every operation is the Swift
+// kernel's and the results equal it bit for bit. `R` rows × `T` tokens (R·T ≤ 4), as `q32_avx2`.
+
+/// The block offset m of `QuantizedKernels`' `scaleOffset`: -8d (Q4_0), -16d (Q5_0), m (Q4_1,
+/// Q5_1), 0 (Q8_0).
+PM_AVX2 static inline float pm_exact_offset(int kind, const uint8_t *blk, float d) {
+    switch (kind) {
+    case 0: return -8.0f * d;
+    case 3: return -16.0f * d;
+    case 1: case 4: return half_avx2(blk + 2);
+    default: return 0;
+    }
+}
+
+/// Eight codes (bytes 8k..8k+7 of `pm_unpack_q32`'s 32) as float: signed for Q8_0.
+PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_exact_codes8(int kind, __m256i c, int k) {
+    const __m128i half = k < 2 ? _mm256_castsi256_si128(c) : _mm256_extracti128_si256(c, 1);
+    const __m128i eight = (k & 1) ? _mm_srli_si128(half, 8) : half;
+    return _mm256_cvtepi32_ps(kind == 2 ? _mm256_cvtepi8_epi32(eight) : _mm256_cvtepu8_epi32(eight));
+}
+
+PM_AVX2 __attribute__((always_inline)) static inline void exact_q32_avx2(int kind, int R, int T, const uint8_t *row, size_t rs,
+                                                                        const float *x, size_t xs, const float *sums, size_t ss,
+                                                                        int nb, float *y, size_t yr, size_t yt) {
+    const size_t bb = pm_q32_bytes(kind);
+    __m256 acc[4];
+    float off[4] = {0, 0, 0, 0};
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = row + (size_t)r * rs + bb * (size_t)b;
+            const float d = half_avx2(blk), m = pm_exact_offset(kind, blk, d);
+            const __m256i c = pm_unpack_q32(kind, blk);
+            const __m256 q0 = pm_exact_codes8(kind, c, 0), q1 = pm_exact_codes8(kind, c, 1);
+            const __m256 q2 = pm_exact_codes8(kind, c, 2), q3 = pm_exact_codes8(kind, c, 3);
+            const __m256 dv = _mm256_set1_ps(d);
+            for (int t = 0; t < T; t++) {
+                const int i = r * T + t;
+                const float *xb = x + (size_t)t * xs + 32 * (size_t)b;
+                __m256 sv = _mm256_mul_ps(q0, _mm256_loadu_ps(xb));
+                sv = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xb + 8), sv);
+                sv = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xb + 16), sv);
+                sv = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xb + 24), sv);
+                acc[i] = _mm256_fmadd_ps(sv, dv, acc[i]);
+                off[i] = fmaf(m, sums[(size_t)t * ss + (size_t)b], off[i]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)r * yr + (size_t)t * yt] = hsum256(acc[r * T + t]) + off[r * T + t];
+}
+
+/// `rows` rows (`rb` bytes apart) × `tokens`: one token reads four streams (`PM_DECODE_STREAMS`),
+/// several take four tokens per unpacked block.
+PM_AVX2 __attribute__((always_inline)) static inline void exact_q32_matmul_avx2(int kind, const uint8_t *w, size_t rb, int rows,
+                                                                               const float *x, size_t xs, const float *sums,
+                                                                               size_t ss, int tokens, int nb, float *y, size_t ldy) {
+    int r = 0;
+    if (tokens == 1) {
+        const int q = rows / PM_DECODE_STREAMS;
+        for (int i = 0; i < q; i++) exact_q32_avx2(kind, 4, 1, w + (size_t)i * rb, (size_t)q * rb, x, 0, sums, 0, nb, y + i, (size_t)q, 0);
+        r = PM_DECODE_STREAMS * q;
+    }
+    for (; r < rows; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 4 <= tokens; t += 4)
+            exact_q32_avx2(kind, 1, 4, row, 0, x + (size_t)t * xs, xs, sums + (size_t)t * ss, ss, nb, y + (size_t)t * ldy + r, 0, ldy);
+        for (; t < tokens; t++)
+            exact_q32_avx2(kind, 1, 1, row, 0, x + (size_t)t * xs, 0, sums + (size_t)t * ss, 0, nb, y + (size_t)t * ldy + r, 0, 0);
+    }
+}
+
+#define PM_EXACT_Q32(NAME, KIND)                                                                                \
+    PM_AVX2 static void exact_##NAME##_avx2(const uint8_t *w, size_t rb, int rows, const float *x, size_t xs,      \
+                                            const float *sums, size_t ss, int tokens, int nb, float *y, size_t ldy) { \
+        exact_q32_matmul_avx2(KIND, w, rb, rows, x, xs, sums, ss, tokens, nb, y, ldy);                          \
+    }
+PM_EXACT_Q32(q4_0, 0)
+PM_EXACT_Q32(q4_1, 1)
+PM_EXACT_Q32(q8_0, 2)
+PM_EXACT_Q32(q5_0, 3)
+PM_EXACT_Q32(q5_1, 4)
+
+/// One Q4_K/Q5_K (`fifth`) block dequantized into 256 floats as `QuantizedReference.dequantizeBlock`
+/// computes them (value = d·scale · code − dmin·min, a multiply then a subtract), bit for bit.
+PM_AVX2 static void dequantize_q45_k_avx2(const uint8_t *blk, int fifth, float *y) {
+    uint8_t sc[8], mn[8];
+    pm_scales_k4(blk + 4, sc, mn);
+    const float d = half_avx2(blk), dmin = half_avx2(blk + 2);
+    const uint8_t *qs = blk + (fifth ? 48 : 16);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
+    const __m256i hb = fifth ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)) : _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * j));
+        __m256i c[2] = {_mm256_and_si256(bits, m4), _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4)};
+        for (int h = 0; h < 2; h++) {
+            if (fifth) {
+                const __m256i u = _mm256_set1_epi8((char)(1 << (2 * j + h)));
+                c[h] = _mm256_add_epi8(c[h], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, u), u), sixteen));
+            }
+            const __m256 scale = _mm256_set1_ps(d * (float)sc[2 * j + h]), min = _mm256_set1_ps(dmin * (float)mn[2 * j + h]);
+            for (int k = 0; k < 4; k++) {
+                const __m128i half = k < 2 ? _mm256_castsi256_si128(c[h]) : _mm256_extracti128_si256(c[h], 1);
+                const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32((k & 1) ? _mm_srli_si128(half, 8) : half));
+                _mm256_storeu_ps(y + 64 * j + 32 * h + 8 * k, _mm256_sub_ps(_mm256_mul_ps(scale, v), min));
+            }
+        }
+    }
+}
+
+/// One Q6_K block dequantized as `QuantizedReference.dequantizeBlock` does ((d·scale)·(code − 32)).
+PM_AVX2 static void dequantize_q6_k_avx2(const uint8_t *blk, float *y) {
+    const float d = half_avx2(blk + 208);
+    const int8_t *sc = (const int8_t *)blk + 192;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), off = _mm256_set1_epi32(32);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)ql);
+        const __m256i b2 = _mm256_loadu_si256((const __m256i *)(const void *)(ql + 32));
+        const __m256i bh = _mm256_loadu_si256((const __m256i *)(const void *)qh);
+        __m256i v[4];
+        v[0] = _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4));
+        v[1] = _mm256_or_si256(_mm256_and_si256(b2, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4));
+        v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4));
+        v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4));
+        for (int q = 0; q < 4; q++) {
+            for (int k = 0; k < 4; k++) {
+                // values 32q + 8k ..< +8 of this half; their scale is sc[8h + 2q + (k >= 2)]
+                const __m128i half = k < 2 ? _mm256_castsi256_si128(v[q]) : _mm256_extracti128_si256(v[q], 1);
+                const __m256i codes = _mm256_sub_epi32(_mm256_cvtepu8_epi32((k & 1) ? _mm_srli_si128(half, 8) : half), off);
+                const __m256 scale = _mm256_set1_ps(d * (float)sc[8 * h + 2 * q + (k >= 2)]);
+                _mm256_storeu_ps(y + 128 * h + 32 * q + 8 * k, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(codes)));
+            }
+        }
+    }
+}
+
 #endif  // PM_X86
 
 // MARK: - Matmul drivers and dispatch
@@ -1492,4 +1638,42 @@ void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows
     if (format < 0 || format >= PM_FORMAT_COUNT || rows <= 0 || tokens <= 0) return;
     pm_kernel(isa, format)((const uint8_t *)w, row_bytes, rows, (const uint8_t *)xq, xq_stride, tokens,
                            n / pm_block_size(format), y, ldy);
+}
+
+int pm_matmul_exact(int format, const void *w, size_t row_bytes, int rows, const float *x, int tokens, int n,
+                    const float *sums, float *y, size_t ldy) {
+#ifdef PM_X86
+    if (!pm_isa_supported(PM_ISA_AVX2) || pm_is_k(format) || format < 0 || format >= PM_FORMAT_COUNT || rows <= 0
+        || tokens <= 0 || n <= 0 || n % 32 != 0)
+        return 0;
+    const uint8_t *wp = (const uint8_t *)w;
+    const size_t xs = (size_t)n, ss = (size_t)(n / 32);
+    const int nb = n / 32;
+    switch (format) {
+    case PM_Q4_0: exact_q4_0_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
+    case PM_Q4_1: exact_q4_1_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
+    case PM_Q8_0: exact_q8_0_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
+    case PM_Q5_0: exact_q5_0_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
+    case PM_Q5_1: exact_q5_1_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
+    default: return 0;
+    }
+#else
+    (void)format, (void)w, (void)row_bytes, (void)rows, (void)x, (void)tokens, (void)n, (void)sums, (void)y, (void)ldy;
+    return 0;
+#endif
+}
+
+int pm_dequantize_k_block(int format, const void *block, float *y) {
+#ifdef PM_X86
+    if (!pm_isa_supported(PM_ISA_AVX2)) return 0;
+    switch (format) {
+    case PM_Q4_K: dequantize_q45_k_avx2((const uint8_t *)block, 0, y); return 1;
+    case PM_Q5_K: dequantize_q45_k_avx2((const uint8_t *)block, 1, y); return 1;
+    case PM_Q6_K: dequantize_q6_k_avx2((const uint8_t *)block, y); return 1;
+    default: return 0;
+    }
+#else
+    (void)format, (void)block, (void)y;
+    return 0;
+#endif
 }

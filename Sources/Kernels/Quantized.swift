@@ -1,3 +1,4 @@
+import CKernels
 // GGML block-quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): scalar reference
 // dequantize, reference quantize (the 32-value formats by their one rounding rule; K-quants by premoe's own
 // fitting in QuantizeKQuants.swift), and fast dot / matmul that compute straight
@@ -364,13 +365,26 @@ public enum QuantizedKernels {
         }
     }
 
+    /// One K-quant block as `QuantizedReference.dequantizeBlock` gives it: the AVX2 C version
+    /// (same floats, bit for bit) where the CPU has it.
+    @inline(__always)
+    static func dequantizeKBlock(_ format: QuantizedFormat, _ block: UnsafeRawPointer, into w: UnsafeMutablePointer<Float>) {
+        if !dequantizeKBlockAVX2(format, block, into: w) { QuantizedReference.dequantizeBlock(format, block, into: w) }
+    }
+
+    /// The AVX2 C dequantizer alone: false (nothing written) where the CPU lacks AVX2.
+    @inline(__always)
+    static func dequantizeKBlockAVX2(_ format: QuantizedFormat, _ block: UnsafeRawPointer, into w: UnsafeMutablePointer<Float>) -> Bool {
+        pm_dequantize_k_block(format.cFormat, block, w) != 0
+    }
+
     /// K-quants: each 256-value block is dequantized into a stack buffer, then one SIMD8 chain.
     static func dotK(_ format: QuantizedFormat, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 256) { buffer in
             let w = buffer.baseAddress!
             var acc = SIMD8<Float>()
             for b in 0..<(count / 256) {
-                QuantizedReference.dequantizeBlock(format, row + b * format.blockBytes, into: w)
+                dequantizeKBlock(format, row + b * format.blockBytes, into: w)
                 let xb = x + b * 256
                 var s = load8(w) * load8(xb)
                 var i = 8
@@ -381,6 +395,32 @@ public enum QuantizedKernels {
                 acc += s
             }
             return hsum8(acc)
+        }
+    }
+
+    /// `dotK` of one K-quant row with `tokens` activation rows (`cols` apart), each block
+    /// dequantized once for all of them (prefill); token t's result to `out[t * stride]`, the
+    /// same operations per token as `dotK`, so the same bits.
+    static func dotKRow(_ format: QuantizedFormat, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, tokens: Int, cols: Int,
+                        into out: UnsafeMutablePointer<Float>, stride: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 256) { buffer in
+            let w = buffer.baseAddress!
+            let acc = ThreadScratch.floats(tokens * 8)
+            acc.initialize(repeating: 0, count: tokens * 8)
+            for b in 0..<(cols / 256) {
+                dequantizeKBlock(format, row + b * format.blockBytes, into: w)
+                for t in 0..<tokens {
+                    let xb = x + (t &* cols &+ b &* 256)
+                    var s = load8(w) * load8(xb)
+                    var i = 8
+                    while i < 256 {
+                        s = s.addingProduct(load8(w + i), load8(xb + i))
+                        i &+= 8
+                    }
+                    store8(load8(acc + t &* 8) + s, acc + t &* 8)
+                }
+            }
+            for t in 0..<tokens { out[t &* stride] = hsum8(load8(acc + t &* 8)) }
         }
     }
 
@@ -440,6 +480,22 @@ public enum QuantizedKernels {
         // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
         let minChunk = max(1, 16_384 / max(1, cols * tokens))
         let sumsPointer = UnsafePointer(sums)
+        if !isK, InstructionSet.avx2.isSupported, cols <= Int(Int32.max), tokens <= Int(Int32.max), rows <= Int(Int32.max) {
+            // The C kernel (AVX2: four row streams in decode, four tokens per unpacked block in
+            // prefill), bit-identical to `dotRows`.
+            pool.parallelFor(rows, minChunk: minChunk) { range in
+                let done = pm_matmul_exact(format.cFormat, weight + range.lowerBound &* rowBytes, rowBytes, Int32(range.count), x,
+                                           Int32(tokens), Int32(cols), sumsPointer, y + range.lowerBound, rows)
+                precondition(done != 0, "the exact C kernel refused \(format) \(range.count)x\(cols), \(tokens) tokens")
+            }
+            return
+        }
+        if isK && tokens > 1 {
+            pool.parallelFor(rows, minChunk: minChunk) { range in
+                for r in range { dotKRow(format, weight + r &* rowBytes, x, tokens: tokens, cols: cols, into: y + r, stride: rows) }
+            }
+            return
+        }
         pool.parallelFor(rows, minChunk: minChunk) { range in
             // Rows in the outer loop: a quantized row (a few hundred bytes) stays in L1 while
             // every token reads it.

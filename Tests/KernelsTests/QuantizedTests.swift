@@ -72,13 +72,33 @@ let quantizedDequantizeTolerance: Float = 1e-6
         }
     }
 
-    /// Every output is the single-row dot, whatever the thread count or batch size.
-    @Test(arguments: QuantizedFormat.allCases)
-    func matmulEqualsPerRowDotForAnyThreadsAndBatch(_ format: QuantizedFormat) {
-        let rows = 13, cols = 2 * format.blockSize
+    /// The AVX2 dequantizer of K-quant blocks (what the exact path dots with) gives the
+    /// reference's floats bit for bit: 64 blocks of random codes, scales, mins and fifth bits.
+    @Test(.enabled(if: InstructionSet.avx2.isSupported, "this CPU lacks AVX2"), arguments: [QuantizedFormat.q4_K, .q5_K, .q6_K])
+    func kBlockDequantizerEqualsReference(_ format: QuantizedFormat) {
+        var rng = TestRandom(seed: 21)
+        let bytes = (0..<(64 * format.blockBytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        bytes.withUnsafeBytes { raw in
+            var fast = [Float](repeating: .nan, count: 256), reference = fast
+            for b in 0..<64 {
+                let block = raw.baseAddress! + b * format.blockBytes
+                QuantizedReference.dequantizeBlock(format, block, into: &reference)
+                #expect(QuantizedKernels.dequantizeKBlockAVX2(format, block, into: &fast))
+                // Random halves include NaN and infinity: compare bit patterns.
+                #expect(fast.map(\.bitPattern) == reference.map(\.bitPattern), "\(format) block \(b)")
+            }
+        }
+    }
+
+    /// Every output is the single-row dot (the Swift kernel), whatever the thread count or batch
+    /// size: for the 32-value formats on AVX2 CPUs the matmul is the C kernel (four row streams
+    /// for one token, 13 rows leaving a tail; four tokens per block and tails in prefill).
+    @Test(arguments: QuantizedFormat.allCases, [2, 7])
+    func matmulEqualsPerRowDotForAnyThreadsAndBatch(_ format: QuantizedFormat, _ blocks: Int) {
+        let rows = 13, cols = blocks * format.blockSize
         let w = Self.randomRows(format, rows: rows, cols: cols, seed: 11)
         var rng = TestRandom(seed: 3)
-        for tokens in [1, 2, 5] {
+        for tokens in [1, 2, 5, 9] {
             let x = rng.floats(tokens * cols)
             var expected = [Float](repeating: 0, count: tokens * rows)
             w.withUnsafeBytes { wb in
