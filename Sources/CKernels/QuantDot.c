@@ -1355,6 +1355,72 @@ PM_AVX2 static void dequantize_q6_k_avx2(const uint8_t *blk, float *y) {
     }
 }
 
+/// A K-quant block dequantized as the reference does (see the two functions above).
+PM_AVX2 __attribute__((always_inline)) static inline void dequantize_k_avx2(int format, const uint8_t *blk, float *y) {
+    if (format == PM_Q6_K) {
+        dequantize_q6_k_avx2(blk, y);
+    } else {
+        dequantize_q45_k_avx2(blk, format == PM_Q5_K, y);
+    }
+}
+
+/// The exact path for K-quants in `QuantizedKernels.dotK`'s order: per block the dequantized
+/// values (the reference's floats) meet x in one 8-lane chain `s = w0·x0; s = fma(w_i, x_i, s)`,
+/// then `acc += s`; result `hsum(acc)`. One chain is 32 dependent FMAs per block, so `R` rows ×
+/// `T` tokens (R·T ≤ 4) run their chains side by side; each (row, token) still sees the same
+/// operations in the same order.
+PM_AVX2 __attribute__((always_inline)) static inline void exact_k_avx2(int format, int R, int T, const uint8_t *row, size_t rs,
+                                                                      const float *x, size_t xs, int nb, float *y, size_t yr,
+                                                                      size_t yt) {
+    const size_t bb = format == PM_Q4_K ? 144 : format == PM_Q5_K ? 176 : 210;
+    float w[4][256] __attribute__((aligned(32)));
+    __m256 acc[4];
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < R; r++) dequantize_k_avx2(format, row + (size_t)r * rs + bb * (size_t)b, w[r]);
+        __m256 sv[4];
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) sv[r * T + t] = _mm256_mul_ps(_mm256_load_ps(w[r]), _mm256_loadu_ps(x + (size_t)t * xs + 256 * (size_t)b));
+        for (int i = 8; i < 256; i += 8) {
+            for (int r = 0; r < R; r++) {
+                const __m256 wv = _mm256_load_ps(w[r] + i);
+                for (int t = 0; t < T; t++)
+                    sv[r * T + t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)t * xs + 256 * (size_t)b + i), sv[r * T + t]);
+            }
+        }
+        for (int i = 0; i < R * T; i++) acc[i] = _mm256_add_ps(acc[i], sv[i]);
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)r * yr + (size_t)t * yt] = hsum256(acc[r * T + t]);
+}
+
+/// `rows` K-quant rows × `tokens`: one token takes four neighbouring rows at a time (four chains;
+/// rows a quarter of the matrix apart, as the 32-value formats read them, measured 0.6-0.8x on the
+/// Q4_K_M bench model, Zen 5), several tokens four per row.
+PM_AVX2 __attribute__((always_inline)) static inline void exact_k_matmul_avx2(int format, const uint8_t *w, size_t rb, int rows,
+                                                                             const float *x, size_t xs, int tokens, int nb, float *y,
+                                                                             size_t ldy) {
+    int r = 0;
+    if (tokens == 1) {
+        for (; r + 4 <= rows; r += 4) exact_k_avx2(format, 4, 1, w + (size_t)r * rb, rb, x, 0, nb, y + r, 1, 0);
+    }
+    for (; r < rows; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 4 <= tokens; t += 4) exact_k_avx2(format, 1, 4, row, 0, x + (size_t)t * xs, xs, nb, y + (size_t)t * ldy + r, 0, ldy);
+        for (; t < tokens; t++) exact_k_avx2(format, 1, 1, row, 0, x + (size_t)t * xs, 0, nb, y + (size_t)t * ldy + r, 0, 0);
+    }
+}
+
+#define PM_EXACT_K(NAME, FORMAT)                                                                                \
+    PM_AVX2 static void exact_##NAME##_avx2(const uint8_t *w, size_t rb, int rows, const float *x, size_t xs, int tokens, \
+                                            int nb, float *y, size_t ldy) {                                     \
+        exact_k_matmul_avx2(FORMAT, w, rb, rows, x, xs, tokens, nb, y, ldy);                                    \
+    }
+PM_EXACT_K(q4_k, PM_Q4_K)
+PM_EXACT_K(q5_k, PM_Q5_K)
+PM_EXACT_K(q6_k, PM_Q6_K)
+
 #endif  // PM_X86
 
 // MARK: - Matmul drivers and dispatch
@@ -1643,13 +1709,16 @@ void pm_matmul_q8(int isa, int format, const void *w, size_t row_bytes, int rows
 int pm_matmul_exact(int format, const void *w, size_t row_bytes, int rows, const float *x, int tokens, int n,
                     const float *sums, float *y, size_t ldy) {
 #ifdef PM_X86
-    if (!pm_isa_supported(PM_ISA_AVX2) || pm_is_k(format) || format < 0 || format >= PM_FORMAT_COUNT || rows <= 0
-        || tokens <= 0 || n <= 0 || n % 32 != 0)
+    if (!pm_isa_supported(PM_ISA_AVX2) || format < 0 || format >= PM_FORMAT_COUNT || rows <= 0 || tokens <= 0 || n <= 0
+        || n % pm_block_size(format) != 0 || (!pm_is_k(format) && sums == NULL))
         return 0;
     const uint8_t *wp = (const uint8_t *)w;
     const size_t xs = (size_t)n, ss = (size_t)(n / 32);
     const int nb = n / 32;
     switch (format) {
+    case PM_Q4_K: exact_q4_k_avx2(wp, row_bytes, rows, x, xs, tokens, n / 256, y, ldy); return 1;
+    case PM_Q5_K: exact_q5_k_avx2(wp, row_bytes, rows, x, xs, tokens, n / 256, y, ldy); return 1;
+    case PM_Q6_K: exact_q6_k_avx2(wp, row_bytes, rows, x, xs, tokens, n / 256, y, ldy); return 1;
     case PM_Q4_0: exact_q4_0_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
     case PM_Q4_1: exact_q4_1_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;
     case PM_Q8_0: exact_q8_0_avx2(wp, row_bytes, rows, x, xs, sums, ss, tokens, nb, y, ldy); return 1;

@@ -480,9 +480,9 @@ public enum QuantizedKernels {
         // Rows of ~16K values per chunk at least: below that the hand-off costs more than it saves.
         let minChunk = max(1, 16_384 / max(1, cols * tokens))
         let sumsPointer = UnsafePointer(sums)
-        if !isK, InstructionSet.avx2.isSupported, cols <= Int(Int32.max), tokens <= Int(Int32.max), rows <= Int(Int32.max) {
-            // The C kernel (AVX2: four row streams in decode, four tokens per unpacked block in
-            // prefill), bit-identical to `dotRows`.
+        if InstructionSet.avx2.isSupported, cols <= Int(Int32.max), tokens <= Int(Int32.max), rows <= Int(Int32.max) {
+            // The C kernels (AVX2: four row streams in decode, four tokens per unpacked block in
+            // prefill), bit-identical to `dotRows` and `dotK`.
             pool.parallelFor(rows, minChunk: minChunk) { range in
                 let done = pm_matmul_exact(format.cFormat, weight + range.lowerBound &* rowBytes, rowBytes, Int32(range.count), x,
                                            Int32(tokens), Int32(cols), sumsPointer, y + range.lowerBound, rows)

@@ -74,12 +74,12 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
 /// 0 when this CPU or build lacks AVX2 or the arguments are out of range (nothing written).
 int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const float *x, int n, float *y);
 
-/// The exact path for a 32-value format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with AVX2+FMA+F16C:
-/// `y[t * ldy + r] = Σ_i W[r, i] · x[t, i]` for `rows` rows (`row_bytes` apart) and `tokens` rows
-/// of `x` (`n` floats each, `n` a multiple of 32), `sums` holding each token's `n / 32` block sums
-/// of `x` (`QuantizedKernels.blockSums`), in the summation order of `QuantizedKernels.dot`
-/// (bit-identical to the Swift kernel). Returns 1 when done, 0 for a K-quant, a CPU or build
-/// without AVX2 or arguments out of range (nothing written).
+/// The exact path with AVX2+FMA+F16C: `y[t * ldy + r] = Σ_i W[r, i] · x[t, i]` for `rows` rows
+/// (`row_bytes` apart) of `format` and `tokens` rows of `x` (`n` floats each, `n` a multiple of
+/// the block size), in the summation order of `QuantizedKernels.dot` (bit-identical to the
+/// Swift kernels). For the 32-value formats `sums` holds each token's `n / 32` block sums of `x`
+/// (`QuantizedKernels.blockSums`); K-quants ignore it. Returns 1 when done, 0 for a CPU or
+/// build without AVX2 or arguments out of range (nothing written).
 int pm_matmul_exact(int format, const void *w, size_t row_bytes, int rows, const float *x, int tokens, int n,
                     const float *sums, float *y, size_t ldy);
 
