@@ -1174,9 +1174,12 @@ PM_AVX512 static inline float dot_q6_k_avx512(const uint8_t *row, const uint8_t 
 // MARK: - Interleaved drivers
 
 /// `rows` (a multiple of 8) interleaved rows × `tokens` activation rows of FORMAT with KERNEL
-/// (`gemm_x8_avx2` or `gemm_x8_avx512`; Q4_K has its own AVX2 kernel): tokens four at a time, one
-/// token as `PM_DECODE_STREAMS` streams of groups (not Q4_K, see there).
-#define PM_GEMM_X8(NAME, FORMAT, KERNEL, KERNEL_Q4_K, ATTR)                                                     \
+/// (`gemm_x8_avx2` or `gemm_x8_avx512`) and KERNEL_Q4_K: tokens four at a time; one token as
+/// `PM_DECODE_STREAMS` streams of groups if STREAMS (not Q4_K, see there), else group after
+/// group with prefetch. The AVX2 build streams (Zen 3: Q4_0 decode 1.06-1.10x group after group),
+/// the AVX-512 one does not (Zen 5, Q4_0 bench model decode, five interleaved pairs: medians 308
+/// tok/s group after group against 263 with four streams).
+#define PM_GEMM_X8(NAME, FORMAT, KERNEL, KERNEL_Q4_K, STREAMS, ATTR)                                            \
     ATTR __attribute__((always_inline)) static inline void NAME##_tile(const uint8_t *grp, const uint8_t *xq, size_t xs, \
                                                                        int nb, int T, float *y, size_t ldy) {   \
         if (FORMAT == PM_Q4_K) {                                                                               \
@@ -1190,7 +1193,7 @@ PM_AVX512 static inline float dot_q6_k_avx512(const uint8_t *row, const uint8_t 
         const size_t group = pm_x8_block_bytes(FORMAT) * (size_t)nb;                                           \
         const size_t groups = (size_t)rows / 8;                                                                \
         size_t g = 0;                                                                                          \
-        if (tokens == 1 && FORMAT != PM_Q4_K) { /* decode: four streams of groups */                            \
+        if (tokens == 1 && FORMAT != PM_Q4_K && STREAMS) { /* decode: four streams of groups */              \
             const size_t q = groups / PM_DECODE_STREAMS;                                                       \
             for (; g < q; g++) KERNEL(FORMAT, 4, 1, w + g * group, q * group, xq, 0, nb, y + 8 * g, 8 * q, 0); \
             g = PM_DECODE_STREAMS * q;                                                                         \
@@ -1526,12 +1529,12 @@ static const pm_matmul_fn table_avx512[PM_FORMAT_COUNT] = {
 // MARK: - Interleaved rows: packing and dispatch
 
 #ifdef PM_X86
-PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K, gemm_x8_avx2, gemm_x8_q4_k_avx2, PM_AVX2)
-PM_GEMM_X8(gemm_x8_q4_0_avx512, PM_Q4_0, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
-PM_GEMM_X8(gemm_x8_q4_1_avx512, PM_Q4_1, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
-PM_GEMM_X8(gemm_x8_q4_k_avx512_rows, PM_Q4_K, gemm_x8_avx512, gemm_x8_q4_k_avx512, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_0_avx2, PM_Q4_0, gemm_x8_avx2, gemm_x8_q4_k_avx2, 1, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_1_avx2, PM_Q4_1, gemm_x8_avx2, gemm_x8_q4_k_avx2, 1, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_k_avx2_rows, PM_Q4_K, gemm_x8_avx2, gemm_x8_q4_k_avx2, 1, PM_AVX2)
+PM_GEMM_X8(gemm_x8_q4_0_avx512, PM_Q4_0, gemm_x8_avx512, gemm_x8_q4_k_avx512, 0, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_1_avx512, PM_Q4_1, gemm_x8_avx512, gemm_x8_q4_k_avx512, 0, PM_AVX512)
+PM_GEMM_X8(gemm_x8_q4_k_avx512_rows, PM_Q4_K, gemm_x8_avx512, gemm_x8_q4_k_avx512, 0, PM_AVX512)
 #endif
 
 int pm_interleaved_supported(int isa, int format, int rows) {
