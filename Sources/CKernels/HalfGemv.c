@@ -179,6 +179,18 @@ PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_tile512(int
     }
 }
 
+/// `pm_hg_tile512` with the pair count `P` (1 to 4) made a constant for each case.
+PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_tile512_pairs(int kind, int R, int P, const uint8_t *w, size_t rb,
+                                                                                  const float *x, const float *xp, int p0,
+                                                                                  int tokens, int n, float *y, size_t ldy) {
+    switch (P) {
+    case 4: pm_hg_tile512(kind, R, 4, w, rb, x, xp, p0, tokens, n, y, ldy); break;
+    case 3: pm_hg_tile512(kind, R, 3, w, rb, x, xp, p0, tokens, n, y, ldy); break;
+    case 2: pm_hg_tile512(kind, R, 2, w, rb, x, xp, p0, tokens, n, y, ldy); break;
+    default: pm_hg_tile512(kind, R, 1, w, rb, x, xp, p0, tokens, n, y, ldy); break;
+    }
+}
+
 /// All `tokens` × `rows`: four pairs (eight tokens) at a time over every row, four rows per tile.
 PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_gemm512(int kind, const uint8_t *w, size_t rb, int rows,
                                                                             const float *x, const float *xp, int tokens, int n,
@@ -187,39 +199,19 @@ PM_HG_AVX512 __attribute__((always_inline)) static inline void pm_hg_gemm512(int
     for (int p = 0; p < pairs; p += 4) {
         const int P = pairs - p < 4 ? pairs - p : 4;
         int r = 0;
-        for (; r + 4 <= rows; r += 4) {
-            const uint8_t *wr = w + (size_t)r * rb;
-            switch (P) {
-            case 4: pm_hg_tile512(kind, 4, 4, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            case 3: pm_hg_tile512(kind, 4, 3, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            case 2: pm_hg_tile512(kind, 4, 2, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            default: pm_hg_tile512(kind, 4, 1, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            }
-        }
-        for (; r < rows; r++) {
-            const uint8_t *wr = w + (size_t)r * rb;
-            switch (P) {
-            case 4: pm_hg_tile512(kind, 1, 4, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            case 3: pm_hg_tile512(kind, 1, 3, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            case 2: pm_hg_tile512(kind, 1, 2, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            default: pm_hg_tile512(kind, 1, 1, wr, rb, x, xp, p, tokens, n, y + r, ldy); break;
-            }
-        }
+        for (; r + 4 <= rows; r += 4) pm_hg_tile512_pairs(kind, 4, P, w + (size_t)r * rb, rb, x, xp, p, tokens, n, y + r, ldy);
+        for (; r < rows; r++) pm_hg_tile512_pairs(kind, 1, P, w + (size_t)r * rb, rb, x, xp, p, tokens, n, y + r, ldy);
     }
 }
 
-PM_HG_AVX512 static void pm_hg_gemm512_bf16(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
-                                            int n, float *y, size_t ldy) {
-    pm_hg_gemm512(0, w, rb, rows, x, xp, tokens, n, y, ldy);
-}
-PM_HG_AVX512 static void pm_hg_gemm512_f16(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
-                                           int n, float *y, size_t ldy) {
-    pm_hg_gemm512(1, w, rb, rows, x, xp, tokens, n, y, ldy);
-}
-PM_HG_AVX512 static void pm_hg_gemm512_f32(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens,
-                                           int n, float *y, size_t ldy) {
-    pm_hg_gemm512(2, w, rb, rows, x, xp, tokens, n, y, ldy);
-}
+#define PM_HG_GEMM512(NAME, KIND)                                                                               \
+    PM_HG_AVX512 static void NAME(const uint8_t *w, size_t rb, int rows, const float *x, const float *xp, int tokens, int n, \
+                                  float *y, size_t ldy) {                                                        \
+        pm_hg_gemm512(KIND, w, rb, rows, x, xp, tokens, n, y, ldy);                                             \
+    }
+PM_HG_GEMM512(pm_hg_gemm512_bf16, 0)
+PM_HG_GEMM512(pm_hg_gemm512_f16, 1)
+PM_HG_GEMM512(pm_hg_gemm512_f32, 2)
 
 int pm_gemm_tiles_avx512(int kind, const void *w, size_t row_bytes, int rows, const float *x, const float *xp, int tokens,
                          int n, float *y, size_t ldy) {

@@ -409,6 +409,34 @@ PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_dot_q32(int kind
 /// their four-row Q4_K/Q6_K kernels (a block of each row in turn) measured 0.88x in decode.
 #define PM_DECODE_STREAMS 4
 
+/// The end of `q32_avx2` (and of `q32_avx512`): the odd last block, if any (`b` = nb - 1), into the
+/// even accumulators `a0`, then each (row, token)'s result from both accumulators and its offsets.
+PM_AVX2 __attribute__((always_inline)) static inline void q32_tail_avx2(int kind, int R, int T, const uint8_t *row, size_t rs,
+                                                                       const pm_q8 *const x[4], int b, int nb, __m256 a0[4],
+                                                                       const __m256 a1[4], float off[4], float *y, size_t yr,
+                                                                       size_t yt) {
+    const size_t bb = pm_q32_bytes(kind);
+    for (; b < nb; b++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p0 = row + (size_t)r * rs + bb * b;
+            const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
+            const __m256i w0 = pm_unpack_q32(kind, p0);
+            for (int k = 0; k < T; k++) {
+                const int i = r * T + k;
+                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
+                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
+                if (kind != 2) off[i] += m0 * x[k][b].s;
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < T; k++) {
+            const int i = r * T + k;
+            y[(size_t)r * yr + (size_t)k * yt] = pm_q32_finish(kind, hsum256(_mm256_add_ps(a0[i], a1[i])), off[i]);
+        }
+    }
+}
+
 /// `R` rows (`rs` bytes apart) of a 32-value format against `T` tokens (`xs` bytes apart),
 /// R·T ≤ 4: one row and four tokens in prefill (each weight block unpacked once, met by four
 /// activation rows), four rows and one token in decode (four streams, see `PM_DECODE_STREAMS`),
@@ -442,46 +470,29 @@ PM_AVX2 __attribute__((always_inline)) static inline void q32_avx2(int kind, int
             }
         }
     }
-    for (; b < nb; b++) {
-        for (int r = 0; r < R; r++) {
-            const uint8_t *p0 = row + (size_t)r * rs + bb * b;
-            const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
-            const __m256i w0 = pm_unpack_q32(kind, p0);
-            for (int k = 0; k < T; k++) {
-                const int i = r * T + k;
-                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
-                if (kind != 2) off[i] += m0 * x[k][b].s;
-            }
-        }
-    }
-    for (int r = 0; r < R; r++) {
-        for (int k = 0; k < T; k++) {
-            const int i = r * T + k;
-            y[(size_t)r * yr + (size_t)k * yt] = pm_q32_finish(kind, hsum256(_mm256_add_ps(a0[i], a1[i])), off[i]);
-        }
-    }
+    q32_tail_avx2(kind, R, T, row, rs, x, b, nb, a0, a1, off, y, yr, yt);
 }
 
-/// The one-token (`dot_*`), four-token (`dot4_*`) and four-row (`rows4_*`) kernels of a 32-value format.
-#define PM_Q32_KERNELS(NAME, KIND)                                                                              \
-    PM_AVX2 static inline float dot_##NAME##_avx2(const uint8_t *row, const uint8_t *xq, int nb) {               \
+/// The one-token (`dot_*`), four-token (`dot4_*`) and four-row (`rows4_*`) kernels of a 32-value
+/// format, from `q32_<ISA>`.
+#define PM_Q32_KERNELS(NAME, KIND, ISA, ATTR)                                                                   \
+    ATTR static inline float dot_##NAME##_##ISA(const uint8_t *row, const uint8_t *xq, int nb) {                \
         float y;                                                                                                \
-        q32_avx2(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                      \
+        q32_##ISA(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                     \
         return y;                                                                                               \
     }                                                                                                           \
-    PM_AVX2 static inline void dot4_##NAME##_avx2(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
-        q32_avx2(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                      \
+    ATTR static inline void dot4_##NAME##_##ISA(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
+        q32_##ISA(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                     \
     }                                                                                                           \
-    PM_AVX2 static inline void rows4_##NAME##_avx2(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
+    ATTR static inline void rows4_##NAME##_##ISA(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
                                                  size_t ys) {                                                   \
-        q32_avx2(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                     \
+        q32_##ISA(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                    \
     }
-PM_Q32_KERNELS(q4_0, 0)
-PM_Q32_KERNELS(q4_1, 1)
-PM_Q32_KERNELS(q8_0, 2)
-PM_Q32_KERNELS(q5_0, 3)
-PM_Q32_KERNELS(q5_1, 4)
+PM_Q32_KERNELS(q4_0, 0, avx2, PM_AVX2)
+PM_Q32_KERNELS(q4_1, 1, avx2, PM_AVX2)
+PM_Q32_KERNELS(q8_0, 2, avx2, PM_AVX2)
+PM_Q32_KERNELS(q5_0, 3, avx2, PM_AVX2)
+PM_Q32_KERNELS(q5_1, 4, avx2, PM_AVX2)
 
 /// Σ over a Q4_K/Q5_K block's eight sub-blocks of min × (sum of the sub-block's 32 activations),
 /// `mins` the eight mins as int16.
@@ -880,45 +891,14 @@ PM_AVX512 __attribute__((always_inline)) static inline void q32_avx512(int kind,
         a0[i] = _mm512_castps512_ps256(acc[i]);
         a1[i] = _mm512_extractf32x8_ps(acc[i], 1);
     }
-    for (; b < nb; b++) {
-        for (int r = 0; r < R; r++) {
-            const uint8_t *p0 = row + (size_t)r * rs + bb * b;
-            const float d0 = half_avx2(p0), m0 = pm_q32_has_min(kind) ? half_avx2(p0 + 2) : d0;
-            const __m256i w0 = pm_unpack_q32(kind, p0);
-            for (int k = 0; k < T; k++) {
-                const int i = r * T + k;
-                const __m256i s0 = pm_dot_q32(kind, w0, _mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-                a0[i] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[k][b].d), _mm256_cvtepi32_ps(s0), a0[i]);
-                if (kind != 2) off[i] += m0 * x[k][b].s;
-            }
-        }
-    }
-    for (int r = 0; r < R; r++) {
-        for (int k = 0; k < T; k++) {
-            const int i = r * T + k;
-            y[(size_t)r * yr + (size_t)k * yt] = pm_q32_finish(kind, hsum256(_mm256_add_ps(a0[i], a1[i])), off[i]);
-        }
-    }
+    q32_tail_avx2(kind, R, T, row, rs, x, b, nb, a0, a1, off, y, yr, yt);
 }
 
-#define PM_Q32_KERNELS_512(NAME, KIND)                                                                          \
-    PM_AVX512 static inline float dot_##NAME##_avx512(const uint8_t *row, const uint8_t *xq, int nb) {          \
-        float y;                                                                                                \
-        q32_avx512(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                    \
-        return y;                                                                                               \
-    }                                                                                                           \
-    PM_AVX512 static inline void dot4_##NAME##_avx512(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
-        q32_avx512(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                    \
-    }                                                                                                           \
-    PM_AVX512 static inline void rows4_##NAME##_avx512(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
-                                                   size_t ys) {                                                 \
-        q32_avx512(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                   \
-    }
-PM_Q32_KERNELS_512(q4_0, 0)
-PM_Q32_KERNELS_512(q4_1, 1)
-PM_Q32_KERNELS_512(q8_0, 2)
-PM_Q32_KERNELS_512(q5_0, 3)
-PM_Q32_KERNELS_512(q5_1, 4)
+PM_Q32_KERNELS(q4_0, 0, avx512, PM_AVX512)
+PM_Q32_KERNELS(q4_1, 1, avx512, PM_AVX512)
+PM_Q32_KERNELS(q8_0, 2, avx512, PM_AVX512)
+PM_Q32_KERNELS(q5_0, 3, avx512, PM_AVX512)
+PM_Q32_KERNELS(q5_1, 4, avx512, PM_AVX512)
 
 /// `gemm_x8_avx2` with the integer sums in zmm: chunks c and c + 1 of a block side by side, each
 /// row's four-byte products summed by `vpdpbusd` in the int32 lane of its row, the two halves
