@@ -843,9 +843,28 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(cons
 
 #define PM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
-/// Two blocks' codes (`pm_unpack_q32`) side by side: block `p0` in the low half.
+/// Two blocks' codes (the bytes of `pm_unpack_q32`) side by side, block `p0` in the low half: each
+/// block's 16 code bytes broadcast to two 16-byte lanes, the second lane shifted by a nibble, and
+/// Q5_0/Q5_1's fifth bits set straight from their 64 bits as a byte mask (`vmovdqu8` with zeroing).
 PM_AVX512 __attribute__((always_inline)) static inline __m512i pm_unpack2_q32(int kind, const uint8_t *p0, const uint8_t *p1) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(pm_unpack_q32(kind, p0)), pm_unpack_q32(kind, p1), 1);
+    if (kind == 2) {
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(p0 + 2))),
+                                  _mm256_loadu_si256((const __m256i *)(const void *)(p1 + 2)), 1);
+    }
+    const size_t qs = kind == 0 ? 2 : kind == 1 ? 4 : kind == 3 ? 6 : 8;
+    const __m512i both = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p0 + qs)))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(p1 + qs))), 1);
+    const __m512i nibble = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0, 0x0004000400040004LL,
+                                            0x0004000400040004LL, 0, 0);
+    __m512i w = _mm512_and_si512(_mm512_srlv_epi16(both, nibble), _mm512_set1_epi8(0x0F));
+    if (kind == 3 || kind == 4) {
+        uint32_t h0, h1;
+        memcpy(&h0, p0 + qs - 4, 4);
+        memcpy(&h1, p1 + qs - 4, 4);
+        w = _mm512_or_si512(w, _mm512_maskz_mov_epi8(((uint64_t)h1 << 32) | h0, _mm512_set1_epi8(0x10)));
+    }
+    return w;
 }
 
 /// Σ over 4-byte groups of codes `w` × activations `x` as 16 int32 lanes: unsigned codes directly,
