@@ -98,6 +98,16 @@ size_t pm_activation_bytes(int format, int n) {
     return pm_is_k(format) ? (size_t)(n / 256) * sizeof(pm_q8k) : (size_t)(n / 32) * sizeof(pm_q8);
 }
 
+/// Bytes of one block of a group of eight interleaved rows; 0 for a format not interleaved.
+static inline size_t pm_x8_block_bytes(int format) {
+    switch (format) {
+    case PM_Q4_0: return 8 * 18;
+    case PM_Q4_1: return 8 * 20;
+    case PM_Q4_K: return 8 * 144;
+    default: return 0;
+    }
+}
+
 // MARK: - Scalar kernels (any CPU; also the integer definition the SIMD ones must match)
 
 static void quantize_scalar(int format, const float *x, int n, uint8_t *out) {
@@ -648,17 +658,8 @@ PM_AVX2 static inline float dot_q6_k_avx2(const uint8_t *row, const uint8_t *xq,
 // group. Same bytes per block as the plain layout (8 × 18, 8 × 20, 8 × 144 for Q4_K, whose
 // layout is described at its kernel). Q8_0 has none: an interleaved Q8_0 kernel (|w| · sign(x, w)
 // per 4-byte lane) was faster in cache but measured 0.81-0.85x the plain rows in end-to-end
-// decode of the Q8_0 bench model (shared 2-core Zen 3, interleaved A/B runs).
-
-/// Bytes of one block of a group of eight interleaved rows; 0 for a format not interleaved.
-static inline size_t pm_x8_block_bytes(int format) {
-    switch (format) {
-    case PM_Q4_0: return 8 * 18;
-    case PM_Q4_1: return 8 * 20;
-    case PM_Q4_K: return 8 * 144;
-    default: return 0;
-    }
-}
+// decode of the Q8_0 bench model (shared 2-core Zen 3, interleaved A/B runs). Block sizes:
+// `pm_x8_block_bytes` (with the plain-C helpers above, as the packing needs it on every CPU).
 
 /// One-token passes over Q4_K groups (and the groups left over from four streams, see
 /// `PM_DECODE_STREAMS`) go one group after another: the bytes of a block, `PM_X8_PREFETCH_BYTES`
