@@ -13,7 +13,6 @@
 #include "CKernels.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -225,28 +224,12 @@ int pm_gemm_tiles_avx512(int kind, const void *w, size_t row_bytes, int rows, co
     return 1;
 }
 
-int pm_tiles_avx512_supported(void) {
-    static int known = -1;
-    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = pm_isa_supported(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-        const char *cap = getenv("PREMOE_ISA");
-        if (cap != NULL && (strcmp(cap, "avx2") == 0 || strcmp(cap, "scalar") == 0)) v = 0;
-        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
-
 #else
 
 int pm_gemv_half(int kind, const void *w, size_t row_stride, int rows, const float *x, int n, float *y) {
     (void)kind, (void)w, (void)row_stride, (void)rows, (void)x, (void)n, (void)y;
     return 0;
 }
-
-int pm_tiles_avx512_supported(void) { return 0; }
 
 size_t pm_token_pairs_floats(int tokens, int n) { return (size_t)((tokens + 1) / 2) * (size_t)(n / 8) * 16; }
 

@@ -483,27 +483,6 @@ PM_AVX2 __attribute__((always_inline)) static inline void q32_avx2(int kind, int
     q32_tail_avx2(kind, R, T, row, rs, x, b, nb, a0, a1, off, y, yr, yt);
 }
 
-/// The one-token (`dot_*`), four-token (`dot4_*`) and four-row (`rows4_*`) kernels of a 32-value
-/// format, from `q32_<ISA>`.
-#define PM_Q32_KERNELS(NAME, KIND, ISA, ATTR)                                                                   \
-    ATTR static inline float dot_##NAME##_##ISA(const uint8_t *row, const uint8_t *xq, int nb) {                \
-        float y;                                                                                                \
-        q32_##ISA(KIND, 1, 1, row, 0, xq, 0, nb, &y, 0, 0);                                                     \
-        return y;                                                                                               \
-    }                                                                                                           \
-    ATTR static inline void dot4_##NAME##_##ISA(const uint8_t *row, const uint8_t *xq, size_t xs, int nb, float o[4]) { \
-        q32_##ISA(KIND, 1, 4, row, 0, xq, xs, nb, o, 0, 1);                                                     \
-    }                                                                                                           \
-    ATTR static inline void rows4_##NAME##_##ISA(const uint8_t *row, size_t rs, const uint8_t *xq, int nb, float *y, \
-                                                 size_t ys) {                                                   \
-        q32_##ISA(KIND, 4, 1, row, rs, xq, 0, nb, y, ys, 0);                                                    \
-    }
-PM_Q32_KERNELS(q4_0, 0, avx2, PM_AVX2)
-PM_Q32_KERNELS(q4_1, 1, avx2, PM_AVX2)
-PM_Q32_KERNELS(q8_0, 2, avx2, PM_AVX2)
-PM_Q32_KERNELS(q5_0, 3, avx2, PM_AVX2)
-PM_Q32_KERNELS(q5_1, 4, avx2, PM_AVX2)
-
 /// Σ over a Q4_K/Q5_K block's eight sub-blocks of min × (sum of the sub-block's 32 activations),
 /// `mins` the eight mins as int16.
 PM_AVX2 __attribute__((always_inline)) static inline int pm_q45k_mins(const int16_t *bsums, __m128i mins) {
@@ -732,12 +711,6 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int forma
         for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)r * ys + (size_t)k * ldy, acc[r * T + k]);
 }
 
-/// Q4_K interleaved: per group of eight rows and block of 256 values, 1152 bytes (8 × 144):
-/// d[8], dmin[8] (halves, 32 B); 64 bytes of sub-block scales and mins, byte 8j+i for row i's
-/// sub-block j holding its 6-bit scale in bits 0–5 and bits 0–1 of its min in bits 6–7; 32 bytes
-/// of the mins' bits 2–5, nibble (low for even j, high for odd) of byte 8(j/2)+i; then the codes,
-/// 256 bytes per pair of sub-blocks p (0..3): 32-byte chunk c holding bytes 4c..4c+3 of each
-/// row's 32 code bytes of the pair (low nibbles sub-block 2p, high 2p+1), row i at offset 4i.
 /// A Q4_K interleaved block's sub-block scales, as int32 lanes (one per row) holding the scale
 /// in both 16-bit halves (`vpmaddwd` against a row's int16 pair sums), and its mins in pairs,
 /// lane i holding row i's (min 2p, min 2p + 1) as int16.
@@ -786,6 +759,12 @@ PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_q4k_x8_accumulate
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(dmin, dxv), acc);
 }
 
+/// Q4_K interleaved: per group of eight rows and block of 256 values, 1152 bytes (8 × 144):
+/// d[8], dmin[8] (halves, 32 B); 64 bytes of sub-block scales and mins, byte 8j+i for row i's
+/// sub-block j holding its 6-bit scale in bits 0–5 and bits 0–1 of its min in bits 6–7; 32 bytes
+/// of the mins' bits 2–5, nibble (low for even j, high for odd) of byte 8(j/2)+i; then the codes,
+/// 256 bytes per pair of sub-blocks p (0..3): 32-byte chunk c holding bytes 4c..4c+3 of each
+/// row's 32 code bytes of the pair (low nibbles sub-block 2p, high 2p+1), row i at offset 4i.
 PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(const uint8_t *g, const uint8_t *xq, size_t xs,
                                                                            int nb, int T, float *y, size_t ldy) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -915,6 +894,11 @@ PM_AVX512 __attribute__((always_inline)) static inline void q32_avx512(int kind,
     q32_tail_avx2(kind, R, T, row, rs, x, b, nb, a0, a1, off, y, yr, yt);
 }
 
+/// The `vpermd` index that broadcasts int32 lane 2c (four activation bytes of interleaved chunk
+/// 2c) to the low half and lane 2c + 1 to the high half: chunks 2c and 2c + 1 side by side.
+PM_AVX512 __attribute__((always_inline)) static inline __m512i pm_pick_pair(int c) {
+    return _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+}
 
 /// `gemm_x8_avx2` with the integer sums in zmm: chunks c and c + 1 of a block side by side, each
 /// row's four-byte products summed by `vpdpbusd` in the int32 lane of its row, the two halves
@@ -926,14 +910,6 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int f
     const size_t gb = pm_x8_block_bytes(format);
     const size_t codes = format == PM_Q4_1 ? 32 : 16;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    // int32 lanes of the activations' 32 code bytes broadcast per half: chunk pairs (0, 1) and
-    // (2, 3) of the low nibbles (bytes 0-15), then of the high ones (bytes 16-31)
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
     const pm_q8 *x[4];
     __m256 acc[4];
     for (int k = 0; k < T; k++) x[k] = (const pm_q8 *)(const void *)(xq + (size_t)k * xs);
@@ -943,7 +919,8 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int f
         __m512i xv[4][4];
         for (int k = 0; k < T; k++) {
             const __m512i q = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)x[k][b].q));
-            for (int h = 0; h < 4; h++) xv[k][h] = _mm512_permutexvar_epi32(pick[h], q);
+            // chunk pairs (0, 1) and (2, 3) of the low nibbles' bytes 0-15, then of the high ones' 16-31
+            for (int h = 0; h < 4; h++) xv[k][h] = _mm512_permutexvar_epi32(pm_pick_pair(h), q);
         }
         __m512i s[4];
         for (int i = 0; i < G * T; i++) s[i] = _mm512_setzero_si512();
@@ -989,13 +966,6 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(
                                                                                int nb, int T, float *y, size_t ldy) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m256i low16 = _mm256_set1_epi32(0xFFFF);
-    // int32 lanes of a pair's 32 activation bytes of one sub-block: chunks (0, 1), (2, 3), (4, 5), (6, 7) per half
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
     const pm_q8k *x[4];
     __m256 acc[4];
     for (int k = 0; k < T; k++) {
@@ -1022,8 +992,8 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(
                     const int8_t *q8 = x[k][b].q + 64 * p;
                     const __m512i ql = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)q8));
                     const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(q8 + 32)));
-                    lo32[k] = _mm512_dpbusd_epi32(lo32[k], lo, _mm512_permutexvar_epi32(pick[c], ql));
-                    hi32[k] = _mm512_dpbusd_epi32(hi32[k], hi, _mm512_permutexvar_epi32(pick[c], qh));
+                    lo32[k] = _mm512_dpbusd_epi32(lo32[k], lo, _mm512_permutexvar_epi32(pm_pick_pair(c), ql));
+                    hi32[k] = _mm512_dpbusd_epi32(hi32[k], hi, _mm512_permutexvar_epi32(pm_pick_pair(c), qh));
                 }
             }
             const __m256i sl = _mm256_and_si256(scale[2 * p], low16), sh = _mm256_and_si256(scale[2 * p + 1], low16);
@@ -1228,11 +1198,16 @@ PM_AVX2 static inline float pm_exact_offset(int kind, const uint8_t *blk, float 
     }
 }
 
-/// Eight codes (bytes 8k..8k+7 of `pm_unpack_q32`'s 32) as float: signed for Q8_0.
-PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_exact_codes8(int kind, __m256i c, int k) {
+/// Bytes 8k..8k+7 (k < 4) of `c` widened to int32, as signed or unsigned values.
+PM_AVX2 __attribute__((always_inline)) static inline __m256i pm_bytes8_epi32(__m256i c, int k, int is_signed) {
     const __m128i half = k < 2 ? _mm256_castsi256_si128(c) : _mm256_extracti128_si256(c, 1);
     const __m128i eight = (k & 1) ? _mm_srli_si128(half, 8) : half;
-    return _mm256_cvtepi32_ps(kind == 2 ? _mm256_cvtepi8_epi32(eight) : _mm256_cvtepu8_epi32(eight));
+    return is_signed ? _mm256_cvtepi8_epi32(eight) : _mm256_cvtepu8_epi32(eight);
+}
+
+/// Eight codes (bytes 8k..8k+7 of `pm_unpack_q32`'s 32) as float: signed for Q8_0.
+PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_exact_codes8(int kind, __m256i c, int k) {
+    return _mm256_cvtepi32_ps(pm_bytes8_epi32(c, k, kind == 2));
 }
 
 PM_AVX2 __attribute__((always_inline)) static inline void exact_q32_avx2(int kind, int R, int T, const uint8_t *row, size_t rs,
@@ -1317,8 +1292,7 @@ PM_AVX2 static void dequantize_q45_k_avx2(const uint8_t *blk, int fifth, float *
             }
             const __m256 scale = _mm256_set1_ps(d * (float)sc[2 * j + h]), min = _mm256_set1_ps(dmin * (float)mn[2 * j + h]);
             for (int k = 0; k < 4; k++) {
-                const __m128i half = k < 2 ? _mm256_castsi256_si128(c[h]) : _mm256_extracti128_si256(c[h], 1);
-                const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32((k & 1) ? _mm_srli_si128(half, 8) : half));
+                const __m256 v = _mm256_cvtepi32_ps(pm_bytes8_epi32(c[h], k, 0));
                 _mm256_storeu_ps(y + 64 * j + 32 * h + 8 * k, _mm256_sub_ps(_mm256_mul_ps(scale, v), min));
             }
         }
@@ -1345,8 +1319,7 @@ PM_AVX2 static void dequantize_q6_k_avx2(const uint8_t *blk, float *y) {
         for (int q = 0; q < 4; q++) {
             for (int k = 0; k < 4; k++) {
                 // values 32q + 8k ..< +8 of this half; their scale is sc[8h + 2q + (k >= 2)]
-                const __m128i half = k < 2 ? _mm256_castsi256_si128(v[q]) : _mm256_extracti128_si256(v[q], 1);
-                const __m256i codes = _mm256_sub_epi32(_mm256_cvtepu8_epi32((k & 1) ? _mm_srli_si128(half, 8) : half), off);
+                const __m256i codes = _mm256_sub_epi32(pm_bytes8_epi32(v[q], k, 0), off);
                 const __m256 scale = _mm256_set1_ps(d * (float)sc[8 * h + 2 * q + (k >= 2)]);
                 _mm256_storeu_ps(y + 128 * h + 32 * q + 8 * k, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(codes)));
             }
@@ -1466,19 +1439,45 @@ typedef void (*pm_matmul_fn)(const uint8_t *w, size_t rb, int rows, const uint8_
         }                                                                                                       \
     }
 
-/// As PM_MATMUL4 for a 32-value format with the kernels of ISA (`avx2`, `avx512`), one token
-/// reading the rows as `PM_DECODE_STREAMS` streams.
-#define PM_MATMUL4_Q32(NAME, ISA, ATTR)                                                                        \
-    PM_MATMUL4(mm_##NAME##_##ISA##_rows, dot_##NAME##_##ISA, dot4_##NAME##_##ISA, ATTR)                        \
-    ATTR static void mm_##NAME##_##ISA(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs,      \
-                                       int tokens, int nb, float *y, size_t ldy) {                              \
-        if (tokens != 1 || rows < PM_DECODE_STREAMS) {                                                          \
-            mm_##NAME##_##ISA##_rows(w, rb, rows, xq, xs, tokens, nb, y, ldy);                                  \
+/// The matmul of a 32-value format on `q32_<ISA>`: one token reads the rows as
+/// `PM_DECODE_STREAMS` streams (rows i, i + q, i + 2q, i + 3q), then the rows left over; several
+/// tokens go four at a time per row, and where TWO_ROWS (AVX-512: 32 registers) Q5_0/Q5_1 rows
+/// in tiles of two rows × four tokens, each pair of activation blocks, once loaded, meeting two
+/// rows. One thread, 256 rows × 1024 × 64 tokens in cache on Zen 5: Q5_0 54 -> 72 G
+/// multiply-adds/s, Q5_1 51 -> 53, while Q8_0 (69 against 70) and Q4_0 (52 against 56) were
+/// faster with one row per tile. Every (row, token) runs the same operations whatever the tile.
+#define PM_Q32_MATMUL(ISA, ATTR, TWO_ROWS)                                                                      \
+    ATTR __attribute__((always_inline)) static inline void q32_matmul_##ISA(int kind, const uint8_t *w, size_t rb, int rows, \
+                                                                           const uint8_t *xq, size_t xs, int tokens, int nb, \
+                                                                           float *y, size_t ldy) {               \
+        int r = 0;                                                                                              \
+        if (tokens == 1) {                                                                                      \
+            const int q = rows / PM_DECODE_STREAMS;                                                             \
+            for (int i = 0; i < q; i++) q32_##ISA(kind, 4, 1, w + (size_t)i * rb, (size_t)q * rb, xq, 0, nb, y + i, (size_t)q, 0); \
+            for (r = PM_DECODE_STREAMS * q; r < rows; r++) q32_##ISA(kind, 1, 1, w + (size_t)r * rb, 0, xq, 0, nb, y + r, 0, 0); \
             return;                                                                                             \
         }                                                                                                       \
-        const int q = rows / PM_DECODE_STREAMS;                                                                 \
-        for (int i = 0; i < q; i++) rows4_##NAME##_##ISA(w + (size_t)i * rb, (size_t)q * rb, xq, nb, y + i, (size_t)q); \
-        for (int r = PM_DECODE_STREAMS * q; r < rows; r++) y[r] = dot_##NAME##_##ISA(w + (size_t)r * rb, xq, nb); \
+        for (; (TWO_ROWS) && (kind == 3 || kind == 4) && r + 2 <= rows; r += 2) {                               \
+            const uint8_t *row = w + (size_t)r * rb;                                                            \
+            int t = 0;                                                                                          \
+            for (; t + 4 <= tokens; t += 4)                                                                     \
+                q32_##ISA(kind, 2, 4, row, rb, xq + (size_t)t * xs, xs, nb, y + (size_t)t * ldy + r, 1, ldy);   \
+            for (; t < tokens; t++) q32_##ISA(kind, 2, 1, row, rb, xq + (size_t)t * xs, 0, nb, y + (size_t)t * ldy + r, 1, 0); \
+        }                                                                                                       \
+        for (; r < rows; r++) {                                                                                 \
+            const uint8_t *row = w + (size_t)r * rb;                                                            \
+            int t = 0;                                                                                          \
+            for (; t + 4 <= tokens; t += 4)                                                                     \
+                q32_##ISA(kind, 1, 4, row, 0, xq + (size_t)t * xs, xs, nb, y + (size_t)t * ldy + r, 0, ldy);    \
+            for (; t < tokens; t++) q32_##ISA(kind, 1, 1, row, 0, xq + (size_t)t * xs, 0, nb, y + (size_t)t * ldy + r, 0, 0); \
+        }                                                                                                       \
+    }
+
+/// `mm_<NAME>_<ISA>`, the table entry of a 32-value format.
+#define PM_MATMUL_Q32(NAME, KIND, ISA, ATTR)                                                                    \
+    ATTR static void mm_##NAME##_##ISA(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, int tokens, \
+                                       int nb, float *y, size_t ldy) {                                          \
+        q32_matmul_##ISA(KIND, w, rb, rows, xq, xs, tokens, nb, y, ldy);                                        \
     }
 
 #define PM_NOATTR
@@ -1496,11 +1495,12 @@ static const pm_matmul_fn table_scalar[PM_FORMAT_COUNT] = {
     mm_q5_0_scalar, mm_q5_1_scalar};
 
 #ifdef PM_X86
-PM_MATMUL4_Q32(q4_0, avx2, PM_AVX2)
-PM_MATMUL4_Q32(q4_1, avx2, PM_AVX2)
-PM_MATMUL4_Q32(q8_0, avx2, PM_AVX2)
-PM_MATMUL4_Q32(q5_0, avx2, PM_AVX2)
-PM_MATMUL4_Q32(q5_1, avx2, PM_AVX2)
+PM_Q32_MATMUL(avx2, PM_AVX2, 0)
+PM_MATMUL_Q32(q4_0, 0, avx2, PM_AVX2)
+PM_MATMUL_Q32(q4_1, 1, avx2, PM_AVX2)
+PM_MATMUL_Q32(q8_0, 2, avx2, PM_AVX2)
+PM_MATMUL_Q32(q5_0, 3, avx2, PM_AVX2)
+PM_MATMUL_Q32(q5_1, 4, avx2, PM_AVX2)
 PM_MATMUL4(mm_q4_k_avx2, dot_q4_k_avx2, dot4_q4_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q5_k_avx2, dot_q5_k_avx2, dot4_q5_k_avx2, PM_AVX2)
 PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
@@ -1508,45 +1508,12 @@ PM_MATMUL4(mm_q6_k_avx2, dot_q6_k_avx2, dot4_q6_k_avx2, PM_AVX2)
 static const pm_matmul_fn table_avx2[PM_FORMAT_COUNT] = {
     mm_q4_0_avx2, mm_q4_1_avx2, mm_q8_0_avx2, mm_q4_k_avx2, mm_q5_k_avx2, mm_q6_k_avx2, mm_q5_0_avx2, mm_q5_1_avx2};
 
-/// The AVX-512 matmul of a 32-value format: one token as four row streams (as AVX2); several
-/// tokens four at a time, Q5_0/Q5_1 in tiles of two rows × four tokens (each pair of activation
-/// blocks, once loaded, meets two rows; AVX2's 16 registers held one). One thread, 256 rows ×
-/// 1024 × 64 tokens in cache on Zen 5: Q5_0 54 -> 72 G multiply-adds/s, Q5_1 51 -> 53, while
-/// Q8_0 (69 against 70) and Q4_0 (52 against 56) were faster with one row per tile.
-PM_AVX512 __attribute__((always_inline)) static inline void q32_matmul_avx512(int kind, const uint8_t *w, size_t rb, int rows,
-                                                                             const uint8_t *xq, size_t xs, int tokens, int nb,
-                                                                             float *y, size_t ldy) {
-    int r = 0;
-    if (tokens == 1) {
-        const int q = rows / PM_DECODE_STREAMS;
-        for (int i = 0; i < q; i++) q32_avx512(kind, 4, 1, w + (size_t)i * rb, (size_t)q * rb, xq, 0, nb, y + i, (size_t)q, 0);
-        for (r = PM_DECODE_STREAMS * q; r < rows; r++) q32_avx512(kind, 1, 1, w + (size_t)r * rb, 0, xq, 0, nb, y + r, 0, 0);
-        return;
-    }
-    for (; (kind == 3 || kind == 4) && r + 2 <= rows; r += 2) {
-        const uint8_t *row = w + (size_t)r * rb;
-        int t = 0;
-        for (; t + 4 <= tokens; t += 4) q32_avx512(kind, 2, 4, row, rb, xq + (size_t)t * xs, xs, nb, y + (size_t)t * ldy + r, 1, ldy);
-        for (; t < tokens; t++) q32_avx512(kind, 2, 1, row, rb, xq + (size_t)t * xs, 0, nb, y + (size_t)t * ldy + r, 1, 0);
-    }
-    for (; r < rows; r++) {
-        const uint8_t *row = w + (size_t)r * rb;
-        int t = 0;
-        for (; t + 4 <= tokens; t += 4) q32_avx512(kind, 1, 4, row, 0, xq + (size_t)t * xs, xs, nb, y + (size_t)t * ldy + r, 0, ldy);
-        for (; t < tokens; t++) q32_avx512(kind, 1, 1, row, 0, xq + (size_t)t * xs, 0, nb, y + (size_t)t * ldy + r, 0, 0);
-    }
-}
-
-#define PM_MATMUL_Q32_512(NAME, KIND)                                                                           \
-    PM_AVX512 static void mm_##NAME##_avx512(const uint8_t *w, size_t rb, int rows, const uint8_t *xq, size_t xs, \
-                                             int tokens, int nb, float *y, size_t ldy) {                        \
-        q32_matmul_avx512(KIND, w, rb, rows, xq, xs, tokens, nb, y, ldy);                                       \
-    }
-PM_MATMUL_Q32_512(q4_0, 0)
-PM_MATMUL_Q32_512(q4_1, 1)
-PM_MATMUL_Q32_512(q8_0, 2)
-PM_MATMUL_Q32_512(q5_0, 3)
-PM_MATMUL_Q32_512(q5_1, 4)
+PM_Q32_MATMUL(avx512, PM_AVX512, 1)
+PM_MATMUL_Q32(q4_0, 0, avx512, PM_AVX512)
+PM_MATMUL_Q32(q4_1, 1, avx512, PM_AVX512)
+PM_MATMUL_Q32(q8_0, 2, avx512, PM_AVX512)
+PM_MATMUL_Q32(q5_0, 3, avx512, PM_AVX512)
+PM_MATMUL_Q32(q5_1, 4, avx512, PM_AVX512)
 
 PM_MATMUL4(mm_q4_k_avx512, dot_q4_k_avx512, dot4_q4_k_avx512, PM_AVX512)
 PM_MATMUL4(mm_q5_k_avx512, dot_q5_k_avx512, dot4_q5_k_avx512, PM_AVX512)
@@ -1643,6 +1610,18 @@ int pm_matmul_q8_interleaved(int isa, int format, const void *w, int rows, const
 #endif
 }
 
+static int pm_detect(int isa);
+
+/// AVX2 and AVX-512 F/BW/VL/DQ: what the AVX-512 float tiles need (VNNI is for the int8 kernels).
+static int pm_detect_avx512(void) {
+#ifdef PM_X86
+    return pm_detect(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
 static int pm_detect(int isa) {
     switch (isa) {
     case PM_ISA_SCALAR: return 1;
@@ -1650,10 +1629,7 @@ static int pm_detect(int isa) {
     case PM_ISA_AVX2:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    case PM_ISA_AVX512VNNI:
-        return pm_detect(PM_ISA_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
-            && __builtin_cpu_supports("avx512vnni");
+    case PM_ISA_AVX512VNNI: return pm_detect_avx512() && __builtin_cpu_supports("avx512vnni");
 #endif
     default: return 0;
     }
@@ -1680,6 +1656,16 @@ static int pm_isa_cap(void) {
         if (strcmp(name, pm_isa_name(isa)) == 0) return isa;
     }
     return PM_ISA_COUNT - 1;
+}
+
+int pm_tiles_avx512_supported(void) {
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = pm_isa_cap() >= PM_ISA_AVX512VNNI && pm_detect_avx512();
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 int pm_isa_best(void) {

@@ -89,7 +89,7 @@ int pm_matmul_exact(int format, const void *w, size_t row_bytes, int rows, const
 int pm_dequantize_k_block(int format, const void *block, float *y);
 
 /// Whether `pm_gemm_tiles_avx512` runs on this CPU (AVX-512 F/BW/VL/DQ; off when `PREMOE_ISA`
-/// names `avx2` or `scalar`).
+/// names an instruction set below `avx512vnni`).
 int pm_tiles_avx512_supported(void);
 
 /// Floats `pm_pack_token_pairs` writes for `tokens` rows of `n` values.
