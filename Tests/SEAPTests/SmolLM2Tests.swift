@@ -1,5 +1,6 @@
 import Evaluation
 import Foundation
+import Kernels
 import Models
 import SEAP
 import Testing
@@ -59,10 +60,50 @@ struct SmolLM2SEAPTests {
         let a = try exact.forward(prompt, cache: exact.makeCache(), logits: .all)
         let b = try soft.forward(prompt, cache: soft.makeCache(), logits: .all)
         #expect(maxRelativeError(a, b) < 1e-4)
+        // Q8_0 for the cut down projections: a fine grid, close to the soft mask.
+        let q8 = try StructuredPruning.prune(model, mask: mask, storage: .q8_0)
+        let d = try q8.forward(prompt, cache: q8.makeCache(), logits: .all)
+        #expect(maxRelativeError(d, b) < 0.05)
+        // Requantizing to Q4_1 adds a second 4-bit rounding (docs/SEAP.md: perplexity ×1.35 →
+        // ×1.43 at 20%), too coarse for a logit bound; what it must do is put every kept weight on
+        // the nearest point of its new block's grid.
         let requantized = try StructuredPruning.prune(model, mask: mask, storage: .requantize)
         let c = try requantized.forward(prompt, cache: requantized.makeCache(), logits: .all)
-        print("SmolLM2 50%: requantized down_proj vs soft mask, max relative logit error \(maxRelativeError(c, b))")
-        #expect(maxRelativeError(c, b) < 0.1)
-        #expect(requantized.weightBytes.backbone < exact.weightBytes.backbone)
+        print("SmolLM2 50%: down_proj vs soft mask, max relative logit error: Q4_1 requantized \(maxRelativeError(c, b)), "
+            + "Q8_0 \(maxRelativeError(d, b))")
+        #expect(maxRelativeError(c, b).isFinite)
+        var checked = 0
+        for (l, layer) in requantized.layers.enumerated() {
+            guard case .dense(let cut) = layer.feedForward, case .dense(let source) = model.layers[l].feedForward,
+                  cut.down.weight.dtype == .q4_1, cut.down.weight.shape != source.down.weight.shape else { continue }
+            #expect(requantizedWithinHalfStep(cut.down.weight, source: source.down.weight, columns: mask.layers[l].keptChannels))
+            checked += 1
+        }
+        #expect(checked > 0)
+        #expect(requantized.weightBytes.backbone < q8.weightBytes.backbone)
+        #expect(q8.weightBytes.backbone < exact.weightBytes.backbone)
+    }
+
+    /// Every value of the Q4_1 `cut` (rows of `source` restricted to `columns`) lies within half
+    /// a step of its block's grid `m + d·k` from the source value, up to the f16 rounding of `d`
+    /// and `m` (the reference quantizer computes codes from the unrounded ones).
+    private func requantizedWithinHalfStep(_ cut: Tensor, source: Tensor, columns: [Int]) -> Bool {
+        let rows = cut.shape[0], n = cut.shape[1], cols = source.shape[1]
+        var sourceRow = [Float](repeating: 0, count: cols), cutRow = [Float](repeating: 0, count: n)
+        let blockBytes = DType.q4_1.byteSize
+        for r in 0..<rows {
+            sourceRow.withUnsafeMutableBufferPointer { convertToFloat(source, offset: r * cols, into: $0.baseAddress!, count: cols) }
+            cutRow.withUnsafeMutableBufferPointer { convertToFloat(cut, offset: r * n, into: $0.baseAddress!, count: n) }
+            for block in 0..<(n / 32) {
+                let header = cut.data + (r * n / 32 + block) * blockBytes
+                let step = abs(Float(Float16(bitPattern: header.loadUnaligned(as: UInt16.self))))
+                let low = abs(Float(Float16(bitPattern: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self))))
+                let bound = step / 2 + (low + 15 * step) * 0x1p-10 + 1e-6
+                for i in (block * 32)..<((block + 1) * 32) where abs(cutRow[i] - sourceRow[columns[i]]) > bound {
+                    return false
+                }
+            }
+        }
+        return true
     }
 }
