@@ -105,6 +105,11 @@ public func exponential(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointe
     FastElementwise.exponential(x, into: out, count: count)
 }
 
+/// `exp(x)` by the same vector exp as `exponential(_:into:count:)`: equal to its lanes.
+public func exponential(_ x: Float) -> Float {
+    fastExp1(x)
+}
+
 /// `y[i] += a · x[i]`.
 /// Same rounding as the scalar loop (product, then sum; no FMA).
 public func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {

@@ -23,7 +23,7 @@ enum FastTopK {
         let idxs = UnsafeMutablePointer<Int>.allocate(capacity: k)
         defer { vals.deallocate(); idxs.deallocate() }
         var filled = 0
-        for i in 0..<count {
+        @inline(__always) func offer(_ i: Int) {
             let v = values[i]
             var j: Int
             if filled < k {
@@ -31,7 +31,7 @@ enum FastTopK {
                 filled += 1
             } else {
                 // Indices arrive in increasing order, so i loses every tie with the current k-th.
-                if !before(v, i, vals[k - 1], idxs[k - 1]) { continue }
+                if !before(v, i, vals[k - 1], idxs[k - 1]) { return }
                 j = k - 1
             }
             while j > 0 && before(v, i, vals[j - 1], idxs[j - 1]) {
@@ -41,6 +41,24 @@ enum FastTopK {
             }
             vals[j] = v
             idxs[j] = i
+        }
+        var i = 0
+        while i < count {
+            // Once the buffer is full, sixteen values at a time are rejected by one compare with
+            // the k-th value: a later index beats it only by being strictly larger (NaN and ties
+            // lose). A NaN k-th (fewer than k numbers seen) is beaten by any number: one by one.
+            if filled == k, i + 16 <= count, !vals[k - 1].isNaN {
+                let chunk = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
+                if !any(chunk .> SIMD16(repeating: vals[k - 1])) {
+                    i += 16
+                    continue
+                }
+                for j in i..<(i + 16) { offer(j) }
+                i += 16
+                continue
+            }
+            offer(i)
+            i += 1
         }
         return Array(UnsafeBufferPointer(start: idxs, count: k))
     }

@@ -31,13 +31,28 @@ public struct Sampler: Sendable {
     /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen; nil when every
     /// logit is NaN (or there is none).
     public static func argmax(_ logits: [Float]) -> Int? {
-        var best: Int?
-        var bestValue = -Float.infinity
-        for (i, v) in logits.enumerated() where !v.isNaN && (best == nil || v > bestValue) {
-            best = i
-            bestValue = v
+        logits.withUnsafeBufferPointer { values in
+            guard let base = values.baseAddress else { return nil }
+            let count = values.count
+            // The largest number (NaN skipped), sixteen at a time; then its first index. When
+            // every number is -inf that is the first number; with none, nothing equals it.
+            var lanes = SIMD16<Float>(repeating: -.infinity)
+            var i = 0
+            while i + 16 <= count {
+                let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
+                lanes.replace(with: v, where: v .> lanes)  // false for NaN
+                i += 16
+            }
+            var best = lanes.max()
+            for j in i..<count where values[j] > best { best = values[j] }
+            i = 0
+            while i + 16 <= count {
+                let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
+                if any(v .== SIMD16(repeating: best)) { break }
+                i += 16
+            }
+            return (i..<count).first { values[$0] == best }
         }
-        return best
     }
 
     /// Candidates ranked before the whole vocabulary is: most draws (and top-p cuts) end among
@@ -46,16 +61,50 @@ public struct Sampler: Sendable {
     /// whose flat distributions put thousands of tokens in it.
     var headCount = 64
 
+    /// The sampling weight of every logit, `exp((logit − maxLogit) / temperature)` by the
+    /// kernels' vector exp (0 for NaN), and their total (f64 lanes, then the lanes in order).
+    /// One pass over the vocabulary with no scalar `exp`: the sampler's per-token cost.
+    static func weights(_ logits: UnsafePointer<Float>, count: Int, maxLogit: Float, temperature: Float)
+        -> (weights: [Float], total: Double) {
+        var weights = [Float](repeating: 0, count: count)
+        var lanes = SIMD8<Double>()
+        weights.withUnsafeMutableBufferPointer { w in
+            let out = w.baseAddress!
+            let m = SIMD8<Float>(repeating: maxLogit), t = SIMD8<Float>(repeating: temperature)
+            var i = 0
+            while i + 8 <= count {
+                let v = UnsafeRawPointer(logits + i).loadUnaligned(as: SIMD8<Float>.self)
+                var scaled = (v - m) / t
+                scaled.replace(with: -.infinity, where: v .!= v)
+                UnsafeMutableRawPointer(out + i).storeBytes(of: scaled, as: SIMD8<Float>.self)
+                i += 8
+            }
+            for j in i..<count { out[j] = logits[j].isNaN ? -.infinity : (logits[j] - maxLogit) / temperature }
+            exponential(out, into: out, count: count)
+            i = 0
+            while i + 8 <= count {
+                let e = UnsafeRawPointer(out + i).loadUnaligned(as: SIMD8<Float>.self)
+                lanes += SIMD8<Double>(Double(e[0]), Double(e[1]), Double(e[2]), Double(e[3]),
+                                       Double(e[4]), Double(e[5]), Double(e[6]), Double(e[7]))
+                i += 8
+            }
+            for j in i..<count { lanes[j - i] += Double(out[j]) }
+        }
+        var total = 0.0
+        for l in 0..<8 { total += lanes[l] }
+        return (weights, total)
+    }
+
     /// The next token for `logits` (`[vocab]`), nil when every logit is NaN (there is no
     /// candidate to choose from).
     ///
     /// The candidates are the tokens in ranking order (larger logit first, ties to the lower id,
-    /// NaN never), the `topK` best when set; each weighs `exp((logit − max) / temperature)`;
-    /// top-p keeps the shortest prefix whose share of the total weight reaches `topP`; one
-    /// uniform draw over the kept weight walks the prefix. Without `topK`, only the first
-    /// `headCount` candidates are ranked (one selection pass) and one pass of `exp` sums the
-    /// weights; the whole vocabulary is ranked only when the walk or the cut goes past the head,
-    /// which is the full ranking's prefix, so the walk is the one a full ranking gives.
+    /// NaN never), the `topK` best when set; each weighs `exp((logit − max) / temperature)`
+    /// (`weights`); top-p keeps the shortest prefix whose share of the total weight reaches
+    /// `topP`; one uniform draw over the kept weight walks the prefix. Without `topK`, only the
+    /// first `headCount` candidates are ranked (one selection pass) and one vector pass weighs
+    /// every token; the whole vocabulary is ranked only when the walk or the cut goes past the
+    /// head, which is the full ranking's prefix, so the walk is the one a full ranking gives.
     public mutating func sample(_ logits: [Float]) -> Int? {
         guard temperature > 0 else { return Self.argmax(logits) }
         guard !logits.isEmpty else { return nil }
@@ -73,12 +122,16 @@ public struct Sampler: Sendable {
             var order = best(restricted ? topK : min(count, headCount))
             guard let first = order.first else { return nil }
             let maxLogit = values[first]
-            @inline(__always) func weight(_ i: Int) -> Double { Double(exp((values[i] - maxLogit) / temperature)) }
             var total = 0.0
+            var all: [Float] = []
             if restricted {
-                for i in order { total += weight(i) }
+                for i in order { total += Double(exponential((values[i] - maxLogit) / temperature)) }
             } else {
-                for i in 0..<count where !values[i].isNaN { total += weight(i) }
+                (all, total) = Self.weights(base, count: count, maxLogit: maxLogit, temperature: temperature)
+            }
+            // The same value either way: `exponential(_:)` equals the vector pass's lanes.
+            func weight(_ i: Int) -> Double {
+                restricted ? Double(exponential((values[i] - maxLogit) / temperature)) : Double(all[i])
             }
             // Every candidate is in `order`: topK's set, the whole of a small vocabulary, or a head
             // that NaNs cut short.

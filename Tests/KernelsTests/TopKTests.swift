@@ -25,6 +25,10 @@ let topKCases: [TopKCase] = [
     TopKCase(name: "k = 0", values: [2, 9], k: 0, expected: []),
     TopKCase(name: "empty", values: [], k: 2, expected: []),
     TopKCase(name: "infinities", values: [.infinity, 1, .infinity, -.infinity], k: 3, expected: [0, 2, 1]),
+    TopKCase(name: "numbers after a full buffer of NaN", values: [Float](repeating: .nan, count: 20) + (0..<40).map { Float($0 % 7) },
+             k: 3, expected: [26, 33, 40]),
+    TopKCase(name: "ties and larger values deep in 16-wide chunks", values: (0..<100).map { $0 == 70 || $0 == 90 ? 5 : $0 == 99 ? 6 : 1 },
+             k: 2, expected: [99, 70]),
 ]
 
 @Test(arguments: topKCases)

@@ -20,6 +20,42 @@ private struct GreedyGolden: Decodable {
         #expect(Sampler.argmax([-1, -2]) == 0)
     }
 
+    @Test func argmaxOfLongRowsIsTheFirstLargestNumber() {
+        var rng = SplitMix64(seed: 3)
+        for count in [15, 16, 17, 33, 100, 8192] {
+            for trial in 0..<12 {
+                var row = (0..<count).map { _ in Float(rng.nextUnit() * 4 - 2).rounded() }  // many ties
+                if trial % 3 == 0 { for j in stride(from: trial % 5, to: count, by: 5) { row[j] = .nan } }
+                if trial == 4 { row = row.map { $0.isNaN ? $0 : -.infinity } }
+                if trial == 5 { row = [Float](repeating: .nan, count: count) }
+                if trial == 7 { row[count - 1] = 9 }  // the largest in the scalar tail or the last lane
+                let expected = row.indices.filter { !row[$0].isNaN }.min { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+                #expect(Sampler.argmax(row) == expected, "count \(count) trial \(trial)")
+            }
+        }
+    }
+
+    @Test func samplingWeightsAreTheExponentialsOfTheScaledLogits() {
+        var rng = SplitMix64(seed: 8)
+        for count in [1, 7, 8, 9, 8192] {
+            var logits = (0..<count).map { _ in Float(rng.nextUnit() * 40 - 30) }
+            logits[count / 2] = .nan
+            let maxLogit = logits.filter { !$0.isNaN }.max() ?? 0
+            for temperature: Float in [0.1, 0.7, 3] {
+                let (weights, total) = logits.withUnsafeBufferPointer {
+                    Sampler.weights($0.baseAddress!, count: count, maxLogit: maxLogit, temperature: temperature)
+                }
+                var sum = 0.0
+                for (i, v) in logits.enumerated() {
+                    let expected = v.isNaN ? 0 : Foundation.exp(Double((v - maxLogit) / temperature))
+                    #expect(abs(Double(weights[i]) - expected) <= 4e-7 * expected + 1e-37, "\(i) of \(count), T \(temperature)")
+                    sum += Double(weights[i])
+                }
+                #expect(abs(total - sum) <= 1e-12 * sum)
+            }
+        }
+    }
+
     @Test func temperatureZeroIsGreedy() {
         var sampler = Sampler(temperature: 0, seed: 7)
         #expect(sampler.sample([0.1, 2, 1.9]) == 1)
@@ -57,8 +93,11 @@ private struct GreedyGolden: Decodable {
             let order = logits.indices.filter { !logits[$0].isNaN }
                 .sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
             let maxLogit = logits[order[0]]
-            func weight(_ i: Int) -> Double { Double(exp((logits[i] - maxLogit) / temperature)) }
-            var total = logits.indices.filter { !logits[$0].isNaN }.reduce(0.0) { $0 + weight($1) }
+            let (weights, all) = logits.withUnsafeBufferPointer {
+                Sampler.weights($0.baseAddress!, count: logits.count, maxLogit: maxLogit, temperature: temperature)
+            }
+            func weight(_ i: Int) -> Double { Double(weights[i]) }
+            var total = all
             var kept = order
             if topP < 1 {
                 var cumulative = 0.0, keep = order.count
