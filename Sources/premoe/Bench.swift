@@ -3,6 +3,7 @@ import Evaluation
 import Foundation
 import Kernels
 import Models
+import PreMoe
 import Runtime
 
 extension QuantizedArithmetic: ExpressibleByArgument {}
@@ -29,6 +30,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print where a decode token's time goes (attention, router, experts by type, head).") var profile = false
     @Option(help: "With --profile: sequences decoded together, one batched forward pass per step (as the server does).")
     var batch = 1
+    @Option(help: ArgumentHelp(
+        "With --profile --batch: a pattern store; the sequences take its tasks and their generalist in turn, each routing among its task's kept experts (as the server's mixed-task steps).",
+        valueName: "dir"))
+    var store: String?
+    @Option(help: "With --store: experts each task keeps (as premoe serve --keep).") var keep = "25%"
     @Option(help: "Text file: report perplexity with exact and int8 arithmetic and the relative change.")
     var perplexity: String?
     @Flag(help: "Print JSON.") var json = false
@@ -38,6 +44,8 @@ struct Bench: ParsableCommand {
         if genTokens < 1 { throw ValidationError("--gen-tokens must be ≥ 1") }
         if rounds < 1 || rounds > 100 { throw ValidationError("--rounds must be in 1...100") }
         if batch < 1 || batch > 256 { throw ValidationError("--batch must be in 1...256") }
+        if store != nil && !profile { throw ValidationError("--store needs --profile") }
+        _ = try ExpertBudget(keep: keep)
     }
 
     struct Report: Encodable {
@@ -107,7 +115,7 @@ struct Bench: ParsableCommand {
             decodeBandwidthGBPerSecond: Double(active) * Double(genTokens) / first.decodeSeconds / 1e9,
             weightBytes: bytes.backbone + bytes.experts, peakResidentBytes: ProcessMemory.peakResidentBytes)
         if let llamaBench { report.comparison = try compare(model, llamaBench: llamaBench, activeBytes: active) }
-        if profile { report.profile = try profileDecode(model) }
+        if profile { report.profile = try profileDecode(model, views: try taskViews(loaded)) }
         if let perplexity { report.perplexity = try perplexityChange(loaded, file: perplexity) }
         if json { return try printJSON(report) }
         print(String(format: "load      %.2f s", loadSeconds))
@@ -118,7 +126,8 @@ struct Bench: ParsableCommand {
         if let peak = report.peakResidentBytes { print("peak RSS  \(formatBytes(peak))") }
         if let c = report.comparison { printComparison(c) }
         if let p = report.profile {
-            print("\ndecode profile (ms per token" + (batch > 1 ? ", \(batch) sequences per batched step):" : "):"))
+            print("\ndecode profile (ms per token" + (batch > 1 ? ", \(batch) sequences per batched step" : "")
+                + (store.map { ", tasks of \($0) keeping \(keep) in turn" } ?? "") + "):")
             let width = p.map(\.part.count).max() ?? 0
             for e in p {
                 let name = e.part.padding(toLength: width, withPad: " ", startingAt: 0)
@@ -255,17 +264,22 @@ struct Bench: ParsableCommand {
     /// Decodes `genTokens` tokens of `batch` sequences (prompts of one repeated id each, a
     /// different id per sequence), one batched forward pass per step, with a profiler attached;
     /// each part's time per token (a step's time over the sequences it advances).
-    func profileDecode(_ model: DecoderModel) throws -> [ProfileEntry] {
+    /// - Parameter views: per-task expert views the sequences take in turn (empty: the full model).
+    func profileDecode(_ model: DecoderModel, views: [[Int: MoEBlock]]) throws -> [ProfileEntry] {
         let caches = (0..<batch).map { _ in model.makeCache(capacity: promptTokens + genTokens + 1) }
+        let moe = (0..<batch).map { views.isEmpty ? [:] : views[$0 % views.count] }
         var logits = try caches.enumerated().map { i, cache in
-            try model.forward(Array(repeating: (1 + i) % model.spec.vocabularySize, count: promptTokens), cache: cache, logits: .last)
+            try model.forward(batch: [BatchEntry(tokens: Array(repeating: (1 + i) % model.spec.vocabularySize, count: promptTokens),
+                                                 cache: cache, moe: moe[i])])[0]
         }
         let profiler = ForwardProfiler()
         model.profiler = profiler
         defer { model.profiler = nil }
         let t0 = Date()
         for _ in 0..<genTokens {
-            logits = try model.forward(batch: zip(caches, logits).map { BatchEntry(tokens: [Sampler.argmax($1) ?? 0], cache: $0) })
+            logits = try model.forward(batch: caches.indices.map {
+                BatchEntry(tokens: [Sampler.argmax(logits[$0]) ?? 0], cache: caches[$0], moe: moe[$0])
+            })
         }
         let total = Date().timeIntervalSince(t0)
         let tokens = Double(genTokens * batch)
@@ -278,6 +292,28 @@ struct Bench: ParsableCommand {
                                     percent: 100 * rest / total))
         entries.append(ProfileEntry(part: "total", millisecondsPerToken: 1000 * total / tokens, percent: 100))
         return entries
+    }
+
+    /// With `--store`: each stored task's view of every MoE layer, then the generalist's (all
+    /// tasks' patterns combined): the kept experts behind their router rows, as the server builds
+    /// a request's view (here over the loaded model's own experts).
+    func taskViews(_ loaded: LoadedModel) throws -> [[Int: MoEBlock]] {
+        guard let store else { return [] }
+        let model = loaded.model
+        let patterns = try PatternStore(directory: URL(fileURLWithPath: store)).list(fingerprint: try ModelFingerprint.compute(loaded),
+                                                                                      spec: model.spec)
+        guard !patterns.isEmpty else { throw CLIError(description: "--store \(store) holds no pattern for this model") }
+        let sizes = ModelSizes.measure(loaded.checkpoint, spec: model.spec)
+        let budget = try ExpertBudget(keep: keep)
+        return try (patterns.map { [$0] } + (patterns.count > 1 ? [patterns] : [])).map { chosen in
+            let kept = try PruningPlan.make(patterns: chosen, budget: budget, sizes: sizes, allocation: .selected).keptExperts
+            var view: [Int: MoEBlock] = [:]
+            for (l, ids) in kept {
+                guard case .moe(let block) = model.layers[l].feedForward else { continue }
+                view[l] = block.keeping(rows: ids, experts: ids.map { block.experts[$0] })
+            }
+            return view
+        }
     }
 
     /// Perplexity of a text file with the exact and the int8 arithmetic (windows of 512 tokens).
