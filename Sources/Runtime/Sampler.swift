@@ -31,27 +31,11 @@ public struct Sampler: Sendable {
     /// Greedy choice: the largest logit, ties to the lower id, NaN never chosen; nil when every
     /// logit is NaN (or there is none).
     public static func argmax(_ logits: [Float]) -> Int? {
+        // The first of the shared ranking (larger first, ties to the lower index, NaN last).
         logits.withUnsafeBufferPointer { values in
-            guard let base = values.baseAddress else { return nil }
-            let count = values.count
-            // The largest number (NaN skipped), sixteen at a time; then its first index. When
-            // every number is -inf that is the first number; with none, nothing equals it.
-            var lanes = SIMD16<Float>(repeating: -.infinity)
-            var i = 0
-            while i + 16 <= count {
-                let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
-                lanes.replace(with: v, where: v .> lanes)  // false for NaN
-                i += 16
-            }
-            var best = lanes.max()
-            for j in i..<count where values[j] > best { best = values[j] }
-            i = 0
-            while i + 16 <= count {
-                let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
-                if any(v .== SIMD16(repeating: best)) { break }
-                i += 16
-            }
-            return (i..<count).first { values[$0] == best }
+            guard let base = values.baseAddress, let first = Kernels.topK(base, count: values.count, k: 1).first,
+                  !values[first].isNaN else { return nil }
+            return first
         }
     }
 
