@@ -18,13 +18,13 @@ public struct TaskChoice: Sendable, Equatable {
 /// Per-request task selection (TAER): the first user turn goes through the existing `Retriever`
 /// (backbone up to the first MoE router, no expert needed); a request may force a task or the
 /// full model. Plans are derived once per task and cached.
-final class TaskSelector {
+public final class TaskSelector {
     /// Names a request may force besides the stored tasks.
-    static let fullName = "full"
-    static let generalistName = "generalist"
+    public static let fullName = "full"
+    public static let generalistName = "generalist"
 
     /// What a query that no stored task fits runs with.
-    enum Fallback: String, Sendable { case full, generalist }
+    public enum Fallback: String, Sendable { case full, generalist }
 
     let spec: DecoderSpec
     let patterns: [TaskPattern]
@@ -39,7 +39,7 @@ final class TaskSelector {
     ///   - patterns: the store's patterns for this model (empty: every request runs the full model).
     ///   - retriever: matcher over `patterns` (nil when there are none).
     ///   - budget: experts a task keeps (as `premoe run --keep/--budget`).
-    init(spec: DecoderSpec, patterns: [TaskPattern], retriever: Retriever?, budget: ExpertBudget,
+    public init(spec: DecoderSpec, patterns: [TaskPattern], retriever: Retriever?, budget: ExpertBudget,
          allocation: LayerAllocation, fallback: Fallback, sizes: ModelSizes) {
         self.spec = spec
         self.patterns = patterns
@@ -51,13 +51,13 @@ final class TaskSelector {
     }
 
     /// Every name `premoe.task` accepts.
-    var taskNames: [String] {
+    public var taskNames: [String] {
         patterns.map(\.task).sorted() + (patterns.isEmpty ? [] : [Self.generalistName]) + [Self.fullName]
     }
 
     /// The experts of a task name (stored task, `generalist` or `full`), planned once.
     /// - Throws: `PreMoeError.invalidBudget` when the keep budget cannot be planned.
-    func experts(for task: String) throws -> [Int: [Int]] {
+    public func experts(for task: String) throws -> [Int: [Int]] {
         if let plan = plans[task] { return plan }
         var kept: [Int: [Int]] = [:]
         if task == Self.fullName {

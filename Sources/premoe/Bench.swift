@@ -5,6 +5,7 @@ import Kernels
 import Models
 import PreMoe
 import Runtime
+import Server
 
 extension QuantizedArithmetic: ExpressibleByArgument {}
 
@@ -294,21 +295,21 @@ struct Bench: ParsableCommand {
         return entries
     }
 
-    /// With `--store`: each stored task's view of every MoE layer, then the generalist's (all
-    /// tasks' patterns combined): the kept experts behind their router rows, as the server builds
-    /// a request's view (here over the loaded model's own experts).
+    /// With `--store`: each stored task's view of every MoE layer, then the generalist's, with
+    /// the experts the server's `TaskSelector` plans for them, behind their router rows (here over
+    /// the loaded model's own experts).
     func taskViews(_ loaded: LoadedModel) throws -> [[Int: MoEBlock]] {
         guard let store else { return [] }
         let model = loaded.model
         let patterns = try PatternStore(directory: URL(fileURLWithPath: store)).list(fingerprint: try ModelFingerprint.compute(loaded),
                                                                                       spec: model.spec)
         guard !patterns.isEmpty else { throw CLIError(description: "--store \(store) holds no pattern for this model") }
-        let sizes = ModelSizes.measure(loaded.checkpoint, spec: model.spec)
-        let budget = try ExpertBudget(keep: keep)
-        return try (patterns.map { [$0] } + (patterns.count > 1 ? [patterns] : [])).map { chosen in
-            let kept = try PruningPlan.make(patterns: chosen, budget: budget, sizes: sizes, allocation: .selected).keptExperts
+        let selector = TaskSelector(spec: model.spec, patterns: patterns, retriever: nil, budget: try ExpertBudget(keep: keep),
+                                    allocation: .selected, fallback: .generalist,
+                                    sizes: ModelSizes.measure(loaded.checkpoint, spec: model.spec))
+        return try selector.taskNames.filter { $0 != TaskSelector.fullName }.map { task in
             var view: [Int: MoEBlock] = [:]
-            for (l, ids) in kept {
+            for (l, ids) in try selector.experts(for: task) {
                 guard case .moe(let block) = model.layers[l].feedForward else { continue }
                 view[l] = block.keeping(rows: ids, experts: ids.map { block.experts[$0] })
             }
