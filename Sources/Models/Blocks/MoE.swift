@@ -82,6 +82,9 @@ public struct MoEBlock: @unchecked Sendable {
     public let rule: RoutingRule
     /// Group of each router row (from its original index) when `rule` is group-limited.
     let groups: [Int]?
+    /// Identity of each held expert's storage (its gate weight's address), in router-row order:
+    /// the key under which a batch over several views of one model runs an expert once.
+    let expertStorage: [UnsafeRawPointer]
 
     public init(spec: MoESpec, router: Linear, experts: [GatedMLP], expertIDs: [Int], shared: GatedMLP?, sharedGate: Tensor?,
                 selectionBias: [Float]? = nil) {
@@ -97,6 +100,7 @@ public struct MoEBlock: @unchecked Sendable {
         self.selectionBias = selectionBias
         rule = spec.routingRule(heldExperts: expertIDs.count)
         groups = Routing.groups(expertIDs: expertIDs, expertCount: spec.expertCount, rule: rule)
+        expertStorage = experts.map(\.gate.weight.data)
     }
 
     /// This block routing among some of its router rows only, in the given order, as a pruned
@@ -179,32 +183,40 @@ public struct MoEBlock: @unchecked Sendable {
         // distinct expert storage across the groups (a lone block's slots are its rows).
         var choiceStart = [Int](repeating: 0, count: tokens + 1)  // token t's choices: choiceStart[t]..<[t + 1]
         var choiceRow: [Int] = []  // router row in the token's own block
+        choiceRow.reserveCapacity(tokens * first.rule.topK)
         var choiceWeight: [Float] = []
         var choiceSlot: [Int] = []
         var slots: [GatedMLP] = []
         var slotIDs: [Int] = []
         var slotOfStorage: [UnsafeRawPointer: Int] = [:]
+        // Views of one task hold the same experts: each distinct list is mapped once per layer.
+        var mapped: [(storage: [UnsafeRawPointer], rowSlot: [Int])] = []
         let routeStart = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         for group in groups {
             let block = group.block
             let (selected, weights, k) = block.routeBatch(x + group.rows.lowerBound * hidden, tokens: group.rows.count,
                                                           layer: layer, observer: observer, workspace: workspace, pool: pool)
-            var rowSlot = Array(block.experts.indices)
-            if groups.count > 1 {
-                for (row, expert) in block.experts.enumerated() {
-                    let storage = expert.gate.weight.data
+            let rowSlot: [Int]
+            if groups.count == 1 {
+                slots = block.experts
+                slotIDs = block.expertIDs
+                rowSlot = Array(block.experts.indices)
+            } else if let known = mapped.first(where: { $0.storage == block.expertStorage }) {
+                rowSlot = known.rowSlot
+            } else {
+                var fresh = [Int](repeating: 0, count: block.experts.count)
+                for (row, storage) in block.expertStorage.enumerated() {
                     if let slot = slotOfStorage[storage] {
-                        rowSlot[row] = slot
+                        fresh[row] = slot
                     } else {
-                        rowSlot[row] = slots.count
+                        fresh[row] = slots.count
                         slotOfStorage[storage] = slots.count
-                        slots.append(expert)
+                        slots.append(block.experts[row])
                         slotIDs.append(block.expertIDs[row])
                     }
                 }
-            } else {
-                slots = block.experts
-                slotIDs = block.expertIDs
+                mapped.append((block.expertStorage, fresh))
+                rowSlot = fresh
             }
             for (i, t) in group.rows.enumerated() {
                 for j in 0..<k {
