@@ -8,12 +8,16 @@ Usage: scripts/serve_load_test.py --port 8080 --pid PID [--streams 16 | --stream
            [--tasks gsm8k,boolq,ai2_arc,piqa] [--max-tokens 32]
 A list of stream counts runs each in turn against the same server (interleaved rounds on a shared
 machine) and reports each one's tokens/s over the first's. Each run also reports where the
-engine thread's time went (`time_split`: prompt prefill, decode passes, sampling, streaming out).
+engine thread's time went (`time_split`: prompt prefill, decode passes, sampling, streaming out),
+the CPU the server and this load generator used (`cpu_cores_busy`, with the share of the
+machine's time its hypervisor gave to other guests), and how the engine split its steps over
+the threads (`sequence_split_steps`, `split_ms_per_token` with `--batch-split auto`).
 Standard library only. The server must be running (premoe serve ... --max-concurrency >= streams).
 """
 import argparse
 import http.client
 import json
+import os
 import random
 import statistics
 import threading
@@ -84,6 +88,18 @@ def stream_once(port, prompt, max_tokens, seed, headers):
         conn.close()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks():
+    """(steal, total) clock ticks of all CPUs so far (/proc/stat): time the hypervisor gave to others."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def run(port, pid, streams, seconds, tasks, max_tokens, headers):
     pool = [(t, p) for t in tasks for p in prompts(t)]
     random.seed(1)
@@ -118,12 +134,16 @@ def run(port, pid, streams, seconds, tasks, max_tokens, headers):
     s = threading.Thread(target=sampler)
     s.start()
     begin = time.time()
+    server_cpu0, client_cpu0, ticks0 = cpu_seconds(pid), sum(os.times()[:2]), machine_ticks()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.time() - begin
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu0, sum(os.times()[:2]) - client_cpu0
+    ticks1 = machine_ticks()
+    steal = (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1])
     done.set()
     s.join()
     h1 = health(port)
@@ -152,6 +172,8 @@ def run(port, pid, streams, seconds, tasks, max_tokens, headers):
         "mean_running": round(statistics.mean(samples["running"]), 2) if samples["running"] else None,
         "mean_queued": round(statistics.mean(samples["queued"]), 2) if samples["queued"] else None,
         "evictions": h1["evictions"] - h0["evictions"], "expert_bytes_loaded": h1["expert_bytes_loaded"] - h0["expert_bytes_loaded"],
+        "cpu_cores_busy": {"server": round(server_cpu / wall, 3), "load_generator": round(client_cpu / wall, 3),
+                           "machine": os.cpu_count(), "stolen_by_hypervisor": round(steal, 4)},
         "time_split": time_split(h0.get("engine_time"), h1.get("engine_time"), wall, tokens),
     }
 
@@ -173,7 +195,7 @@ def time_split(t0, t1, wall, tokens):
     decode-only passes' cost per row."""
     if not t0 or not t1 or not tokens:
         return None
-    d = {k: t1[k] - t0[k] for k in t1}
+    d = {k: t1[k] - t0.get(k, 0) for k in t1 if isinstance(t1[k], (int, float))}
     per_row = d["decode_step_seconds"] / d["decode_rows"] if d["decode_rows"] else 0
     prefill = max(0.0, d["prompt_step_seconds"] - d["prompt_step_decode_rows"] * per_row)
     decode = d["decode_step_seconds"] + (d["prompt_step_seconds"] - prefill)
@@ -189,6 +211,8 @@ def time_split(t0, t1, wall, tokens):
         "decode_ms_per_row_decode_only_steps": round(1000 * per_row, 4),
         "mean_decode_batch": round(d["decode_rows"] / d["decode_steps"], 2) if d["decode_steps"] else None,
         "prompt_steps": d["prompt_steps"], "decode_steps": d["decode_steps"],
+        "sequence_split_steps": d.get("sequence_split_steps"),
+        "split_ms_per_token": t1.get("split_ms_per_token"),
     }
 
 
