@@ -77,6 +77,42 @@ public struct BatchEntry {
     }
 }
 
+/// What one forward pass computes with: its scratch, its threads and who watches it.
+struct ForwardPass {
+    let workspace: Workspace
+    let pool: ThreadPool
+    let profiler: ForwardProfiler?
+    let observer: RouterObserver?
+}
+
+/// How `DecoderModel.forward(batch:lanes:)` deals a batch's sequences to lanes.
+public enum BatchLanes {
+    /// The most a lane may hold over an even share of the batch's tokens before the batch is
+    /// not split (one long prompt beside a few decode rows would leave the other lanes idle).
+    public static let tolerance = 1.5
+
+    /// Deals sequences of `tokenCounts` tokens to at most `lanes` lanes, largest first, each to
+    /// the least loaded lane (ties to the lower lane); each lane lists its sequences in batch
+    /// order, and empty lanes are dropped. One lane (every index) when `lanes < 2`, when there
+    /// are fewer than two sequences, or when the fullest lane would hold more than `tolerance`
+    /// times an even share.
+    public static func deal(tokenCounts: [Int], lanes: Int) -> [[Int]] {
+        let all = [Array(tokenCounts.indices)]
+        let lanes = min(lanes, tokenCounts.count)
+        guard lanes > 1 else { return all }
+        var load = [Int](repeating: 0, count: lanes)
+        var members = [[Int]](repeating: [], count: lanes)
+        for i in tokenCounts.indices.sorted(by: { (tokenCounts[$0], $1) > (tokenCounts[$1], $0) }) {
+            let lane = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+            load[lane] += tokenCounts[i]
+            members[lane].append(i)
+        }
+        let total = tokenCounts.reduce(0, +)
+        guard Double(load.max()!) <= tolerance * Double(total) / Double(lanes) else { return all }
+        return members.filter { !$0.isEmpty }.map { $0.sorted() }
+    }
+}
+
 /// A decoder-only transformer (dense or MoE) that runs on the CPU from stored weights.
 /// One forward pass at a time per model (it owns its scratch buffers).
 public final class DecoderModel: @unchecked Sendable {
@@ -94,6 +130,12 @@ public final class DecoderModel: @unchecked Sendable {
     /// Receives the wall time of each part of every forward pass while set (`bench --profile`).
     public var profiler: ForwardProfiler?
     let workspace = Workspace()
+    /// Scratch of the second and later lanes of `forward(batch:lanes:)` (the first uses `workspace`).
+    private var laneWorkspaces: [Workspace] = []
+
+    /// This model's own scratch, threads, profiler and observer: what a forward pass uses
+    /// unless it is one lane of a batch split over the threads.
+    var ownPass: ForwardPass { ForwardPass(workspace: workspace, pool: pool, profiler: profiler, observer: observer) }
 
     public init(spec: DecoderSpec, embedding: Tensor, layers: [DecoderLayer], finalNorm: [Float], lmHead: Tensor,
                 pool: ThreadPool = ThreadPool(threads: ProcessInfo.processInfo.activeProcessorCount)) {
@@ -130,7 +172,7 @@ public final class DecoderModel: @unchecked Sendable {
     @discardableResult
     public func forward(_ tokens: [Int], cache: KVCache, logits mode: LogitsMode = .last,
                         stopAfterRouterOf stopLayer: Int? = nil) throws -> [Float] {
-        try run([BatchEntry(tokens: tokens, cache: cache, logits: mode)], stopAfterRouterOf: stopLayer)[0]
+        try run([BatchEntry(tokens: tokens, cache: cache, logits: mode)], stopAfterRouterOf: stopLayer, pass: ownPass)[0]
     }
 
     /// One forward pass over several sequences at once, each with its own cache, positions and
@@ -144,7 +186,46 @@ public final class DecoderModel: @unchecked Sendable {
     /// - Throws: `ModelError` for an empty entry, ids out of range or a context too long (before
     ///   any work), or for experts that are not loaded.
     public func forward(batch: [BatchEntry]) throws -> [[Float]] {
-        try run(batch, stopAfterRouterOf: nil)
+        try run(batch, stopAfterRouterOf: nil, pass: ownPass)
+    }
+
+    /// `forward(batch:)` with the sequences dealt into up to `lanes` groups (at most the pool's
+    /// threads) that run at the same time, each group a whole single-threaded pass on one thread
+    /// with its own scratch: one hand-off between threads per step instead of one per kernel
+    /// call. The same logits, bit for bit (a sequence's rows never depend on the other rows or on
+    /// the thread count). Faster when the step's weights sit in cache and hand-offs dominate
+    /// (small models, cores shared with other work); slower when each lane must read the
+    /// weights from memory again. A batch that does not deal evenly (`BatchLanes.deal`), a
+    /// single lane, or an attached observer or profiler runs as `forward(batch:)`.
+    /// - Throws: as `forward(batch:)`, before any work (also `ModelError.expertsNotLoaded`).
+    public func forward(batch: [BatchEntry], lanes: Int) throws -> [[Float]] {
+        let groups = BatchLanes.deal(tokenCounts: batch.map(\.tokens.count), lanes: min(lanes, pool.threadCount))
+        guard groups.count > 1, observer == nil, profiler == nil else { return try forward(batch: batch) }
+        for entry in batch { try validate(entry.tokens, cache: entry.cache) }
+        precondition(Set(batch.map { ObjectIdentifier($0.cache) }).count == batch.count, "a cache appears twice in one batch")
+        // A lane that failed half-way would leave the others' caches advanced: check what can
+        // fail before any work.
+        for (l, layer) in layers.enumerated() {
+            guard case .moe(let installed) = layer.feedForward else { continue }
+            for entry in batch where (entry.moe[l] ?? installed).experts.isEmpty { throw ModelError.expertsNotLoaded(layer: l) }
+        }
+        while laneWorkspaces.count < groups.count - 1 { laneWorkspaces.append(Workspace()) }
+        let passes = groups.indices.map {
+            ForwardPass(workspace: $0 == 0 ? workspace : laneWorkspaces[$0 - 1], pool: pool.serialCompanion,
+                        profiler: nil, observer: nil)
+        }
+        var results = [Result<[[Float]], Error>?](repeating: nil, count: groups.count)
+        results.withUnsafeMutableBufferPointer { results in
+            pool.forEachTask(groups.count) { g in
+                results[g] = Result { try run(groups[g].map { batch[$0] }, stopAfterRouterOf: nil, pass: passes[g]) }
+            }
+        }
+        var logits = [[Float]](repeating: [], count: batch.count)
+        for (g, group) in groups.enumerated() {
+            guard let result = results[g] else { preconditionFailure("lane \(g) did not run") }
+            for (entry, rows) in zip(group, try result.get()) { logits[entry] = rows }
+        }
+        return logits
     }
 
     /// Checks one sequence's new tokens against the vocabulary and the context its cache can
@@ -167,8 +248,9 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// The forward pass behind both `forward`s: the entries' rows one after another,
     /// `[Σ tokens, hidden]`.
-    private func run(_ entries: [BatchEntry], stopAfterRouterOf stopLayer: Int?) throws -> [[Float]] {
+    private func run(_ entries: [BatchEntry], stopAfterRouterOf stopLayer: Int?, pass: ForwardPass) throws -> [[Float]] {
         guard !entries.isEmpty else { return [] }
+        let (workspace, pool, profiler) = (pass.workspace, pass.pool, pass.profiler)
         for entry in entries { try validate(entry.tokens, cache: entry.cache) }
         precondition(Set(entries.map { ObjectIdentifier($0.cache) }).count == entries.count,
                      "a cache appears twice in one batch")
@@ -194,12 +276,13 @@ public final class DecoderModel: @unchecked Sendable {
         let ownBlocks = entries.allSatisfy(\.moe.isEmpty)
         try positions.withUnsafeBufferPointer { positions in
             for l in layers.indices {
-                attentionHalf(l, x: x, tokens: n, sequences: sequences, cacheLayer: l, positions: positions.baseAddress!)
+                attentionHalf(l, x: x, tokens: n, sequences: sequences, cacheLayer: l, positions: positions.baseAddress!,
+                              pass: pass)
                 var views: [RoutedRows]?
                 if !ownBlocks, case .moe(let installed) = layers[l].feedForward {
                     views = zip(sequences, entries).map { RoutedRows(rows: $0.rows, block: $1.moe[l] ?? installed) }
                 }
-                try feedForwardHalf(l, x: x, tokens: n, views: views, routeOnly: l == stopLayer)
+                try feedForwardHalf(l, x: x, tokens: n, views: views, routeOnly: l == stopLayer, pass: pass)
                 if l == stopLayer { return }
             }
         }

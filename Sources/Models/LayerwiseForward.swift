@@ -75,12 +75,13 @@ extension DecoderModel {
             cache.reserve(n)
             positions.withUnsafeBufferPointer { p in
                 attentionHalf(l, x: batch.hidden + range.lowerBound * h, tokens: n,
-                              sequences: [SequenceRows(rows: 0..<n, cache: cache)], cacheLayer: 0, positions: p.baseAddress!)
+                              sequences: [SequenceRows(rows: 0..<n, cache: cache)], cacheLayer: 0, positions: p.baseAddress!,
+                              pass: ownPass)
             }
         }
         let chunk = max(1, chunkTokens)
         for start in stride(from: 0, to: batch.tokenCount, by: chunk) {
-            try feedForwardHalf(l, x: batch.hidden + start * h, tokens: min(chunk, batch.tokenCount - start))
+            try feedForwardHalf(l, x: batch.hidden + start * h, tokens: min(chunk, batch.tokenCount - start), pass: ownPass)
         }
         if releaseWeights { releaseWeightPages(layer: l) }
         batch.nextLayer += 1
@@ -114,7 +115,7 @@ extension DecoderModel {
 
     /// `rmsNorm(x)` of `n` rows into the workspace's normed buffer, and the block-output buffer
     /// the half writes before adding it to `x`.
-    private func normalized(_ x: UnsafeMutablePointer<Float>, tokens n: Int, weight: [Float])
+    private func normalized(_ x: UnsafeMutablePointer<Float>, tokens n: Int, weight: [Float], workspace: Workspace)
         -> (normed: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>)
     {
         let h = spec.hiddenSize
@@ -129,10 +130,11 @@ extension DecoderModel {
     /// another, each reading and appending slot `cacheLayer` of its own cache; `positions` is
     /// `[n]`, each row's position.
     func attentionHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, sequences: [SequenceRows], cacheLayer: Int,
-                       positions: UnsafePointer<Int>) {
+                       positions: UnsafePointer<Int>, pass: ForwardPass) {
+        let (workspace, pool, profiler, observer) = (pass.workspace, pass.pool, pass.profiler, pass.observer)
         let h = spec.hiddenSize
         let layer = layers[l]
-        let (normed, out) = normalized(x, tokens: n, weight: layer.inputNorm)
+        let (normed, out) = normalized(x, tokens: n, weight: layer.inputNorm, workspace: workspace)
         profiled(profiler, "attention") {
             switch layer.attention {
             case .grouped(let attention):
@@ -165,10 +167,11 @@ extension DecoderModel {
     /// - Parameter views: for a MoE layer, the rows of each sequence and the block that routes
     ///   them (`RoutedRows`); nil routes every row through the layer's own block.
     func feedForwardHalf(_ l: Int, x: UnsafeMutablePointer<Float>, tokens n: Int, views: [RoutedRows]? = nil,
-                         routeOnly: Bool = false) throws {
+                         routeOnly: Bool = false, pass: ForwardPass) throws {
+        let (workspace, pool, profiler, observer) = (pass.workspace, pass.pool, pass.profiler, pass.observer)
         let h = spec.hiddenSize
         let layer = layers[l]
-        let (normed, out) = normalized(x, tokens: n, weight: layer.postAttentionNorm)
+        let (normed, out) = normalized(x, tokens: n, weight: layer.postAttentionNorm, workspace: workspace)
         switch layer.feedForward {
         case .dense(let mlp):
             if routeOnly { return }

@@ -81,6 +81,10 @@ struct EngineTime: Sendable {
     var emitSeconds = 0.0
     /// Retrieval, the budget check and admission (expert loading included).
     var admissionSeconds = 0.0
+    /// Forward passes that ran their sequences dealt over the threads (`BatchSplit.sequences`).
+    var sequenceSplitSteps = 0
+    /// `SplitChooser.measurements` (with `--batch-split auto`).
+    var splitMeasurements: [Int: (kernels: Double, sequences: Double, samples: [Int])] = [:]
 }
 
 /// One model, many requests: a dedicated thread owns the model and runs, in turn, retrieval for
@@ -133,6 +137,8 @@ final class Engine: @unchecked Sendable {
     let maxConcurrency: Int
     let maxQueue: Int
     let metrics: ServerMetrics
+    /// How batched steps use the threads (engine thread only).
+    private var split: SplitChooser
 
     private let condition = NSCondition()
     // Guarded by `condition`:
@@ -150,7 +156,7 @@ final class Engine: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     init(model: DecoderModel, tokenizer: Tokenizer, residency: ExpertResidency, selector: TaskSelector,
-         maxConcurrency: Int, maxQueue: Int, metrics: ServerMetrics) {
+         maxConcurrency: Int, maxQueue: Int, metrics: ServerMetrics, batchSplit: BatchSplit = .auto) {
         self.model = model
         self.tokenizer = tokenizer
         self.residency = residency
@@ -158,6 +164,7 @@ final class Engine: @unchecked Sendable {
         self.maxConcurrency = maxConcurrency
         self.maxQueue = maxQueue
         self.metrics = metrics
+        split = SplitChooser(mode: batchSplit, threads: model.pool.threadCount)
         snapshotValue.budgetBytes = residency.budget
         snapshotValue.accountedBytes = residency.accountedBytes
         snapshotValue.peakAccountedBytes = residency.peakAccountedBytes
@@ -377,9 +384,18 @@ final class Engine: @unchecked Sendable {
                 end(a, with: .failed(APIError(status: 500, message: "generation failed: \(error)", type: "server_error")))
             }
         }
+        // Kernels or sequences over the threads, whichever measured faster for this shape of
+        // step (the same tokens either way); a batch that cannot be dealt evenly splits kernels.
+        let tokenCounts = batch.map(\.entry.tokens.count)
+        let dealt = BatchLanes.deal(tokenCounts: tokenCounts, lanes: model.pool.threadCount).count > 1
+        let lanes = dealt ? split.lanes(sequences: batch.count, prompt: prompts > 0) : 1
         let start = DispatchTime.now().uptimeNanoseconds
-        let pass = Result { try model.forward(batch: batch.map(\.entry)) }
+        let pass = Result { try model.forward(batch: batch.map(\.entry), lanes: lanes) }
         let seconds = Self.seconds(since: start)
+        if dealt {
+            split.record(sequences: batch.count, prompt: prompts > 0, lanes: lanes, seconds: seconds,
+                         tokens: tokenCounts.reduce(0, +))
+        }
 
         // Sample every row; a failed pass fails every request in it.
         let sampleStart = DispatchTime.now().uptimeNanoseconds
@@ -426,6 +442,8 @@ final class Engine: @unchecked Sendable {
             snapshotValue.batchedSteps += 1
             snapshotValue.batchedSequences += batch.count
             snapshotValue.largestBatch = max(snapshotValue.largestBatch, batch.count)
+            if lanes > 1 { snapshotValue.time.sequenceSplitSteps += 1 }
+            if dealt && prompts == 0 { snapshotValue.time.splitMeasurements = split.measurements }
             if promptTokens > 0 {
                 snapshotValue.time.promptSteps += 1
                 snapshotValue.time.promptStepSeconds += seconds

@@ -15,11 +15,11 @@
 /// One model instance, backbone resident once. Routed experts live in a pool
 /// (`ExpertResidency`) under `--budget` (backbone + resident experts + KV caches of running
 /// requests); a request pins its experts, missing ones are loaded alone, least recently used
-/// unpinned ones are evicted. Each request routes only among its own experts: before each of its
-/// steps the engine installs that request's view of the MoE blocks (its experts behind their
-/// router rows, exactly as a pruned load builds them), so a stream equals `premoe run`/`generate`
-/// with the same experts and seed. The `Engine` thread interleaves the running requests a step
-/// at a time (no batched decode across requests yet).
+/// unpinned ones are evicted. Each request routes only among its own experts: it carries its own
+/// view of the MoE blocks (its experts behind their router rows, exactly as a pruned load builds
+/// them), so a stream equals `premoe run`/`generate` with the same experts and seed. The `Engine`
+/// thread advances every running request by one batched forward pass per step, each sequence
+/// through its own view (`--batch-split` chooses how a step uses the threads).
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -77,6 +77,8 @@ public struct ServerConfiguration: Sendable {
     /// The name in `/v1/models` and responses (default: the model directory's name).
     public var modelName: String?
     public var threads = 0
+    /// How batched steps use the threads (default: whichever measures faster).
+    public var batchSplit: BatchSplit = .auto
 
     /// Defaults: 127.0.0.1:8080, no budget, half the experts per task.
     public init() {}
@@ -135,7 +137,8 @@ public final class PreMoeServer: @unchecked Sendable {
         let residency = try ExpertResidency(loaded: loaded, budget: configuration.budgetBytes, sizes: sizes)
         metrics = ServerMetrics()
         engine = Engine(model: loaded.model, tokenizer: tokenizer, residency: residency, selector: selector,
-                        maxConcurrency: configuration.maxConcurrency, maxQueue: configuration.maxQueue, metrics: metrics)
+                        maxConcurrency: configuration.maxConcurrency, maxQueue: configuration.maxQueue, metrics: metrics,
+                        batchSplit: configuration.batchSplit)
         summary = ("serving \(modelName): \(patterns.count) stored tasks (\(taskNames.joined(separator: ", "))), "
             + "backbone \(formatBytes(residency.backboneBytes))"
             + (configuration.budgetBytes.map { ", budget \(formatBytes($0))" } ?? ", no budget"))

@@ -62,6 +62,9 @@ struct Bench: ParsableCommand {
         let weightBytes: Int, peakResidentBytes: Int?
         var comparison: Comparison?
         var profile: [ProfileEntry]?
+        /// With `--profile --batch N` (N > 1): the same batched decode without the profiler, each
+        /// way of using the threads (`BatchSplit`), medians of interleaved rounds.
+        var batchSplit: [SplitTiming]?
         var perplexity: PerplexityReport?
     }
 
@@ -82,6 +85,10 @@ struct Bench: ParsableCommand {
 
     struct ProfileEntry: Encodable {
         let part: String, millisecondsPerToken: Double, percent: Double
+    }
+
+    struct SplitTiming: Encodable {
+        let split: String, millisecondsPerToken: [Double], median: Double
     }
 
     struct PerplexityReport: Encodable {
@@ -116,7 +123,11 @@ struct Bench: ParsableCommand {
             decodeBandwidthGBPerSecond: Double(active) * Double(genTokens) / first.decodeSeconds / 1e9,
             weightBytes: bytes.backbone + bytes.experts, peakResidentBytes: ProcessMemory.peakResidentBytes)
         if let llamaBench { report.comparison = try compare(model, llamaBench: llamaBench, activeBytes: active) }
-        if profile { report.profile = try profileDecode(model, views: try taskViews(loaded)) }
+        if profile {
+            let views = try taskViews(loaded)
+            report.profile = try profileDecode(model, views: views)
+            if batch > 1 { report.batchSplit = try timeSplits(model, views: views) }
+        }
         if let perplexity { report.perplexity = try perplexityChange(loaded, file: perplexity) }
         if json { return try printJSON(report) }
         print(String(format: "load      %.2f s", loadSeconds))
@@ -133,6 +144,13 @@ struct Bench: ParsableCommand {
             for e in p {
                 let name = e.part.padding(toLength: width, withPad: " ", startingAt: 0)
                 print("  \(name) " + String(format: "%8.3f  %5.1f%%", e.millisecondsPerToken, e.percent))
+            }
+        }
+        if let timings = report.batchSplit {
+            print("\nbatched decode without the profiler (ms per token, medians of \(Self.splitRounds) interleaved rounds):")
+            for t in timings {
+                print("  threads split \(t.split.padding(toLength: 9, withPad: " ", startingAt: 0)) "
+                      + String(format: "%8.4f", t.median) + "  (" + t.millisecondsPerToken.map { String(format: "%.4f", $0) }.joined(separator: ", ") + ")")
             }
         }
         if let p = report.perplexity {
@@ -267,22 +285,10 @@ struct Bench: ParsableCommand {
     /// each part's time per token (a step's time over the sequences it advances).
     /// - Parameter views: per-task expert views the sequences take in turn (empty: the full model).
     func profileDecode(_ model: DecoderModel, views: [[Int: MoEBlock]]) throws -> [ProfileEntry] {
-        let caches = (0..<batch).map { _ in model.makeCache(capacity: promptTokens + genTokens + 1) }
-        let moe = (0..<batch).map { views.isEmpty ? [:] : views[$0 % views.count] }
-        var logits = try caches.enumerated().map { i, cache in
-            try model.forward(batch: [BatchEntry(tokens: Array(repeating: (1 + i) % model.spec.vocabularySize, count: promptTokens),
-                                                 cache: cache, moe: moe[i])])[0]
-        }
         let profiler = ForwardProfiler()
         model.profiler = profiler
         defer { model.profiler = nil }
-        let t0 = Date()
-        for _ in 0..<genTokens {
-            logits = try model.forward(batch: caches.indices.map {
-                BatchEntry(tokens: [Sampler.argmax(logits[$0]) ?? 0], cache: caches[$0], moe: moe[$0])
-            })
-        }
-        let total = Date().timeIntervalSince(t0)
+        let total = try decodeBatch(model, views: views, lanes: 1)
         let tokens = Double(genTokens * batch)
         var entries = profiler.labels.map { label in
             ProfileEntry(part: label, millisecondsPerToken: 1000 * profiler.seconds[label]! / tokens,
@@ -293,6 +299,45 @@ struct Bench: ParsableCommand {
                                     percent: 100 * rest / total))
         entries.append(ProfileEntry(part: "total", millisecondsPerToken: 1000 * total / tokens, percent: 100))
         return entries
+    }
+
+    static let splitRounds = 3
+
+    /// The batched decode of `profileDecode` without the profiler, kernels split over the threads
+    /// and sequences dealt to them (`forward(batch:lanes:)`) in turn: ms per token, per round.
+    func timeSplits(_ model: DecoderModel, views: [[Int: MoEBlock]]) throws -> [SplitTiming] {
+        let ways: [(BatchSplit, Int)] = [(.kernels, 1), (.sequences, model.pool.threadCount)]
+        var times = [[Double]](repeating: [], count: ways.count)
+        for round in 0..<Self.splitRounds {
+            for w in (round % 2 == 0 ? [0, 1] : [1, 0]) {
+                times[w].append(1000 * (try decodeBatch(model, views: views, lanes: ways[w].1)) / Double(genTokens * batch))
+            }
+        }
+        return ways.indices.map { w in
+            SplitTiming(split: ways[w].0.rawValue, millisecondsPerToken: times[w], median: times[w].sorted()[times[w].count / 2])
+        }
+    }
+
+    /// Prefills `batch` sequences (prompts of one repeated id each, a different id per
+    /// sequence, each taking the next of `views`), then decodes `genTokens` greedy tokens of all
+    /// of them, one batched forward pass per step with `lanes`; returns the decode's seconds.
+    func decodeBatch(_ model: DecoderModel, views: [[Int: MoEBlock]], lanes: Int) throws -> Double {
+        let caches = (0..<batch).map { _ in model.makeCache(capacity: promptTokens + genTokens + 1) }
+        let moe = (0..<batch).map { views.isEmpty ? [:] : views[$0 % views.count] }
+        let profiler = model.profiler
+        model.profiler = nil
+        var logits = try caches.enumerated().map { i, cache in
+            try model.forward(batch: [BatchEntry(tokens: Array(repeating: (1 + i) % model.spec.vocabularySize, count: promptTokens),
+                                                 cache: cache, moe: moe[i])])[0]
+        }
+        model.profiler = profiler
+        let t0 = Date()
+        for _ in 0..<genTokens {
+            logits = try model.forward(batch: caches.indices.map {
+                BatchEntry(tokens: [Sampler.argmax(logits[$0]) ?? 0], cache: caches[$0], moe: moe[$0])
+            }, lanes: lanes)
+        }
+        return Date().timeIntervalSince(t0)
     }
 
     /// With `--store`: each stored task's view of every MoE layer, then the generalist's, with

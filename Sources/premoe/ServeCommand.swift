@@ -3,6 +3,8 @@ import Foundation
 import PreMoe
 import Server
 
+extension BatchSplit: ExpressibleByArgument {}
+
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "An OpenAI-compatible server: every request runs with its own task's experts, under one memory budget.",
@@ -34,6 +36,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("shutdown-grace"), help: "Seconds in-flight requests get after SIGTERM.") var shutdownGrace = 10.0
     @Option(name: .customLong("model-name"), help: "Model id in /v1/models (default: the model directory's name).")
     var modelName: String?
+    @Option(name: .customLong("batch-split"),
+            help: "How a batched step uses the threads: kernels (each matmul split), sequences (each thread runs whole sequences) or auto (whichever measures faster; the same tokens either way).")
+    var batchSplit: BatchSplit = .auto
 
     func validate() throws {
         if let budget { _ = try ExpertBudget(budget: budget) }
@@ -81,6 +86,7 @@ struct Serve: ParsableCommand {
         config.shutdownGraceSeconds = shutdownGrace
         config.modelName = modelName
         config.threads = options.threads
+        config.batchSplit = batchSplit
         let store = storeOptions.store.map { URL(fileURLWithPath: $0) }
         let server = try PreMoeServer(model: options.url, store: store, configuration: config)
         printError(server.summary)

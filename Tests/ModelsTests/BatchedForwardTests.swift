@@ -22,8 +22,10 @@ import TestSupport
                  selectionBias: block.selectionBias.map { b in rows.map { b[$0] } })
     }
 
-    @Test(arguments: families)
-    func batchEqualsOneForwardPerSequence(_ name: String) throws {
+    /// Also with the sequences dealt to the two threads (`forward(batch:lanes:)`): each lane a
+    /// whole single-threaded pass with its own scratch; the deal is checked to split every step.
+    @Test(arguments: families, [false, true])
+    func batchEqualsOneForwardPerSequence(_ name: String, lanes: Bool) throws {
         let model = try ModelLoader.load(Fixtures.url("models/\(name)"), options: LoadOptions(threads: 2)).model
         var full: [Int: MoEBlock] = [:]
         for l in model.spec.moeLayers {
@@ -65,16 +67,23 @@ import TestSupport
         ]
         for (s, step) in steps.enumerated() {
             install([:])
-            let out = try model.forward(batch: (0..<4).map {
+            let entries = (0..<4).map {
                 BatchEntry(tokens: step[$0].tokens, cache: batched[$0], moe: views[$0], logits: step[$0].mode)
-            })
+            }
+            let out: [[Float]]
+            if lanes {
+                #expect(BatchLanes.deal(tokenCounts: step.map(\.tokens.count), lanes: model.pool.threadCount).count == 2)
+                out = try model.forward(batch: entries, lanes: 2)
+            } else {
+                out = try model.forward(batch: entries)
+            }
             for i in 0..<4 {
                 install(views[i])
                 let expected = try model.forward(step[i].tokens, cache: single[i], logits: step[i].mode)
                 #expect(out[i].count == expected.count)
                 #expect(!expected.contains { !$0.isFinite })
                 let difference = zip(out[i], expected).map { abs($0 - $1) }.max() ?? .infinity
-                #expect(difference == 0, "\(name) step \(s) sequence \(i): max |Δ logit| \(difference)")
+                #expect(difference == 0, "\(name) lanes \(lanes) step \(s) sequence \(i): max |Δ logit| \(difference)")
                 #expect(batched[i].count == single[i].count)
             }
         }
@@ -94,5 +103,59 @@ import TestSupport
                                       BatchEntry(tokens: [model.spec.vocabularySize], cache: other)])
         }
         #expect(good.count == 0 && other.count == 0)
+    }
+
+    /// Split into lanes, what can fail is still refused before any lane runs: a bad entry, and
+    /// a view of a MoE layer that holds no expert (a lane failing half-way would leave the
+    /// other lanes' caches advanced).
+    @Test func lanesThrowBeforeAnyWork() throws {
+        let model = try ModelLoader.load(Fixtures.url("models/qwen3_moe"), options: LoadOptions(threads: 2)).model
+        let caches = (0..<4).map { _ in model.makeCache() }
+        let l = try #require(model.spec.moeLayers.first)
+        guard case .moe(let block) = model.layers[l].feedForward else { throw ModelError.expertsNotLoaded(layer: l) }
+        let empty = MoEBlock(spec: block.spec, router: block.router, experts: [], expertIDs: block.expertIDs,
+                             shared: block.shared, sharedGate: block.sharedGate, selectionBias: block.selectionBias)
+        var entries = caches.map { BatchEntry(tokens: [1], cache: $0) }
+        entries[3].moe = [l: empty]
+        #expect(BatchLanes.deal(tokenCounts: [1, 1, 1, 1], lanes: 2).count == 2)
+        let error = #expect(throws: ModelError.self) { try model.forward(batch: entries, lanes: 2) }
+        guard case .expertsNotLoaded(let layer) = error else {
+            Issue.record("expected expertsNotLoaded, got \(String(describing: error))")
+            return
+        }
+        #expect(layer == l)
+        entries[3].moe = [:]
+        entries[2].tokens = [model.spec.vocabularySize]
+        #expect(throws: ModelError.self) { try model.forward(batch: entries, lanes: 2) }
+        #expect(caches.allSatisfy { $0.count == 0 })
+        entries[2].tokens = [2]
+        #expect(try model.forward(batch: entries, lanes: 2).count == 4)
+        #expect(caches.allSatisfy { $0.count == 1 })
+    }
+
+    /// How sequences are dealt to lanes: largest first to the least loaded lane, each lane in
+    /// batch order; no split when one lane would hold over 1.5 even shares, or with one lane or
+    /// one sequence; every sequence in exactly one lane.
+    @Test func lanesDealEvenlyOrNotAtAll() {
+        #expect(BatchLanes.deal(tokenCounts: [1, 1, 1, 1], lanes: 2) == [[0, 2], [1, 3]])
+        #expect(BatchLanes.deal(tokenCounts: [1, 1, 3, 6], lanes: 2) == [[3], [0, 1, 2]])
+        #expect(BatchLanes.deal(tokenCounts: [100, 1, 1, 1], lanes: 2) == [[0, 1, 2, 3]])
+        #expect(BatchLanes.deal(tokenCounts: [1, 1, 1], lanes: 1) == [[0, 1, 2]])
+        #expect(BatchLanes.deal(tokenCounts: [5], lanes: 2) == [[0]])
+        #expect(BatchLanes.deal(tokenCounts: [2, 2], lanes: 4) == [[0], [1]])
+        #expect(BatchLanes.deal(tokenCounts: [], lanes: 2) == [[]])
+        var random = TestRandom(seed: 3)
+        for _ in 0..<200 {
+            let counts = (0..<Int(random.next() % 20 + 1)).map { _ in Int(random.next() % 40) + 1 }
+            let lanes = Int(random.next() % 4) + 1
+            let dealt = BatchLanes.deal(tokenCounts: counts, lanes: lanes)
+            #expect(dealt.flatMap { $0 }.sorted() == Array(counts.indices))
+            #expect(dealt.allSatisfy { $0 == $0.sorted() && !$0.isEmpty })
+            #expect(dealt.count <= max(1, min(lanes, counts.count)))
+            if dealt.count > 1 {
+                let most = dealt.map { $0.reduce(0) { $0 + counts[$1] } }.max()!
+                #expect(Double(most) <= BatchLanes.tolerance * Double(counts.reduce(0, +)) / Double(min(lanes, counts.count)))
+            }
+        }
     }
 }

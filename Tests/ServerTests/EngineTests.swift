@@ -43,9 +43,9 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
     /// Streams running side by side (mixed tasks, sampled, prompts of different lengths) decode
     /// in shared batched forward passes, and each equals a single-request generation with the
     /// same experts and seed, token for token (the batched pass gives every row the logits its
-    /// sequence gets alone, bit for bit: `BatchedForwardTests`).
+    /// sequence gets alone, bit for bit: `BatchedForwardTests`): on the shared server (threads
+    /// split as measured), and on servers that always split kernels or always split sequences.
     @Test func concurrentStreamsEqualSingleRequestGeneration() async throws {
-        let s = try await SharedServer.instance.get()
         let cases: [(task: String, prompt: String, seed: Int)] = [
             ("gsm8k", "Sam has 5 pens and loses 2. How many are left?", 11),
             ("boolq", "Is the moon made of cheese?", 12),
@@ -56,37 +56,49 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
             ("gsm8k", "A train travels 60 miles in 1.5 hours. What is its average speed in miles per hour?", 17),
             ("boolq", "Can a penguin fly?", 18),
         ]
-        let before = s.server.engine.snapshot
-        let replies = try await withThrowingTaskGroup(of: (Int, RunningServer.Reply).self) { group in
-            for (i, c) in cases.enumerated() {
-                group.addTask {
-                    let body = RunningServer.chat(c.prompt, ["temperature": 0.8, "seed": c.seed, "max_tokens": 12, "stream": true,
-                                                             "premoe": ["task": c.task]])
-                    return (i, try await s.post("/v1/chat/completions", body))
-                }
-            }
-            var out: [Int: RunningServer.Reply] = [:]
-            for try await (i, r) in group { out[i] = r }
-            return out
+        let expected = try cases.map {
+            try reference(task: $0.task, prompt: $0.prompt, temperature: 0.8, seed: UInt64($0.seed), maxTokens: 12).text
         }
-        let after = s.server.engine.snapshot
-        // Several sequences advanced in one forward pass (the streams overlap for 12 tokens each).
-        #expect(after.largestBatch > 1, "largest batch \(after.largestBatch)")
-        #expect(after.batchedSequences - before.batchedSequences > after.batchedSteps - before.batchedSteps)
-        // The time split accounts for every row: each request's prompt once, every other row a
-        // decode row (in a pass with a prompt or in a decode-only pass).
-        let (t0, t1) = (before.time, after.time)
-        let decodeRows = (t1.decodeRows - t0.decodeRows) + (t1.promptStepDecodeRows - t0.promptStepDecodeRows)
-        #expect(after.batchedSequences - before.batchedSequences == (t1.prompts - t0.prompts) + decodeRows)
-        #expect(t1.prompts - t0.prompts >= cases.count)
-        #expect((t1.promptSteps - t0.promptSteps) + (t1.decodeSteps - t0.decodeSteps) == after.batchedSteps - before.batchedSteps)
-        #expect(t1.promptTokens - t0.promptTokens >= cases.count * 5)
-        #expect(t1.promptStepSeconds > t0.promptStepSeconds && t1.samplingSeconds > t0.samplingSeconds)
-        for (i, c) in cases.enumerated() {
-            let expected = try reference(task: c.task, prompt: c.prompt, temperature: 0.8, seed: UInt64(c.seed), maxTokens: 12)
-            let reply = try #require(replies[i])
-            #expect(reply.headers.first(name: "x-premoe-task") == c.task)
-            #expect(reply.streamedText == expected.text, "case \(i) (\(c.task))")
+        for split in [BatchSplit.auto, .kernels, .sequences] {
+            let s = split == .auto ? try await SharedServer.instance.get() : try await RunningServer.start { $0.batchSplit = split }
+            let before = s.server.engine.snapshot
+            let replies = try await withThrowingTaskGroup(of: (Int, RunningServer.Reply).self) { group in
+                for (i, c) in cases.enumerated() {
+                    group.addTask {
+                        let body = RunningServer.chat(c.prompt, ["temperature": 0.8, "seed": c.seed, "max_tokens": 12, "stream": true,
+                                                                 "premoe": ["task": c.task]])
+                        return (i, try await s.post("/v1/chat/completions", body))
+                    }
+                }
+                var out: [Int: RunningServer.Reply] = [:]
+                for try await (i, r) in group { out[i] = r }
+                return out
+            }
+            let after = s.server.engine.snapshot
+            if split != .auto { await s.stop() }
+            // Several sequences advanced in one forward pass (the streams overlap for 12 tokens each).
+            #expect(after.largestBatch > 1, "\(split): largest batch \(after.largestBatch)")
+            #expect(after.batchedSequences - before.batchedSequences > after.batchedSteps - before.batchedSteps)
+            // The time split accounts for every row: each request's prompt once, every other row a
+            // decode row (in a pass with a prompt or in a decode-only pass).
+            let (t0, t1) = (before.time, after.time)
+            let decodeRows = (t1.decodeRows - t0.decodeRows) + (t1.promptStepDecodeRows - t0.promptStepDecodeRows)
+            #expect(after.batchedSequences - before.batchedSequences == (t1.prompts - t0.prompts) + decodeRows)
+            #expect(t1.prompts - t0.prompts >= cases.count)
+            #expect((t1.promptSteps - t0.promptSteps) + (t1.decodeSteps - t0.decodeSteps) == after.batchedSteps - before.batchedSteps)
+            #expect(t1.promptTokens - t0.promptTokens >= cases.count * 5)
+            #expect(t1.promptStepSeconds > t0.promptStepSeconds && t1.samplingSeconds > t0.samplingSeconds)
+            let splitSteps = t1.sequenceSplitSteps - t0.sequenceSplitSteps
+            switch split {
+            case .kernels: #expect(splitSteps == 0)
+            case .sequences: #expect(splitSteps > 0, "no step split its sequences")
+            case .auto: break
+            }
+            for (i, c) in cases.enumerated() {
+                let reply = try #require(replies[i])
+                #expect(reply.headers.first(name: "x-premoe-task") == c.task)
+                #expect(reply.streamedText == expected[i], "\(split): case \(i) (\(c.task))")
+            }
         }
     }
 
@@ -204,5 +216,59 @@ private func reference(task: String, prompt: String, temperature: Float, seed: U
             try await Task.sleep(nanoseconds: 20_000_000)
         }
         Issue.record("condition not reached within 30 s")
+    }
+}
+
+/// `SplitChooser`: fixed modes never measure; `auto` measures both ways, runs the faster one
+/// and tries the other every `exploreEvery`-th step (`exploreEveryFar`-th when it is far
+/// slower); steps with a prompt follow without
+/// teaching; an interrupted step moves a mean by at most `outlier` times it.
+@Suite struct SplitChooserTests {
+    @Test func fixedModesAndSingleThreads() {
+        var kernels = SplitChooser(mode: .kernels, threads: 2)
+        var sequences = SplitChooser(mode: .sequences, threads: 4)
+        var one = SplitChooser(mode: .auto, threads: 1)
+        #expect(kernels.lanes(sequences: 8, prompt: false) == 1)
+        #expect(sequences.lanes(sequences: 8, prompt: false) == 4)
+        #expect(sequences.lanes(sequences: 1, prompt: false) == 1)
+        #expect(one.lanes(sequences: 8, prompt: false) == 1)
+        kernels.record(sequences: 8, prompt: false, lanes: 1, seconds: 1, tokens: 8)
+        #expect(kernels.measurements.isEmpty)
+    }
+
+    @Test func autoRunsTheFasterWayAndExplores() {
+        var chooser = SplitChooser(mode: .auto, threads: 2)
+        let cost = [1: 1.1e-3, 2: 1e-3]  // sequences a little faster
+        var choices: [Int] = []
+        for _ in 0..<(2 * SplitChooser.warmup + 4 * SplitChooser.exploreEvery) {
+            let lanes = chooser.lanes(sequences: 16, prompt: false)
+            choices.append(lanes)
+            chooser.record(sequences: 16, prompt: false, lanes: lanes, seconds: cost[lanes]! * 16, tokens: 16)
+        }
+        // Warm-up alternates until each way has its samples, then sequences win.
+        #expect(choices.prefix(2 * SplitChooser.warmup).filter { $0 == 1 }.count == SplitChooser.warmup)
+        #expect(chooser.preferred(sequences: 16) == .sequences)
+        let after = choices.dropFirst(2 * SplitChooser.warmup)
+        #expect(after.filter { $0 == 1 }.count == 4, "kernels explored once every \(SplitChooser.exploreEvery) steps")
+        let m = chooser.measurements[16]!
+        #expect(abs(m.kernels - 1.1e-3 * 1000) < 1e-9 && abs(m.sequences - 1e-3 * 1000) < 1e-9)
+        // A prompt step follows the decode steps' choice and is not recorded.
+        #expect(chooser.lanes(sequences: 16, prompt: true) == 2)
+        chooser.record(sequences: 16, prompt: true, lanes: 2, seconds: 100, tokens: 16)
+        #expect(chooser.measurements[16]!.sequences == m.sequences)
+        // Before any decode step of a shape, a prompt step splits kernels.
+        #expect(chooser.lanes(sequences: 5, prompt: true) == 1)
+        // Conditions change: sequences become slow; capped samples still move the mean over,
+        // and the far slower way is then tried only every `exploreEveryFar`-th step.
+        choices = []
+        for _ in 0..<(8 * SplitChooser.exploreEveryFar) {
+            let lanes = chooser.lanes(sequences: 16, prompt: false)
+            choices.append(lanes)
+            chooser.record(sequences: 16, prompt: false, lanes: lanes, seconds: (lanes == 2 ? 50e-3 : 1.1e-3) * 16, tokens: 16)
+        }
+        #expect(chooser.preferred(sequences: 16) == .kernels)
+        #expect(chooser.measurements[16]!.sequences <= 50 + 1e-9)
+        let late = choices.suffix(4 * SplitChooser.exploreEveryFar)
+        #expect(late.filter { $0 == 2 }.count == 4, "sequences explored once every \(SplitChooser.exploreEveryFar) steps")
     }
 }
