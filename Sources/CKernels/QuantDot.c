@@ -759,55 +759,69 @@ PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_q4k_x8_accumulate
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m32), _mm256_mul_ps(dmin, dxv), acc);
 }
 
-/// Q4_K interleaved: per group of eight rows and block of 256 values, 1152 bytes (8 × 144):
+/// Q4_K interleaved (`gemm_x8_q4_k_<isa>`, below): per group of eight rows and block of 256 values, 1152 bytes (8 × 144):
 /// d[8], dmin[8] (halves, 32 B); 64 bytes of sub-block scales and mins, byte 8j+i for row i's
 /// sub-block j holding its 6-bit scale in bits 0–5 and bits 0–1 of its min in bits 6–7; 32 bytes
 /// of the mins' bits 2–5, nibble (low for even j, high for odd) of byte 8(j/2)+i; then the codes,
 /// 256 bytes per pair of sub-blocks p (0..3): 32-byte chunk c holding bytes 4c..4c+3 of each
 /// row's 32 code bytes of the pair (low nibbles sub-block 2p, high 2p+1), row i at offset 4i.
-PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx2(const uint8_t *g, const uint8_t *xq, size_t xs,
-                                                                           int nb, int T, float *y, size_t ldy) {
+/// This is the AVX2 part: one pair of sub-blocks (p) of a block, `codes` its 256 bytes: each
+/// token's sums of the pair's low and high nibbles times its bytes in int16 (`vpmaddubsw`), each
+/// times its sub-block's scale into int32 (`vpmaddwd`), added to the token's `s32`.
+PM_AVX2 __attribute__((always_inline)) static inline void pm_q4k_x8_pair_avx2(const uint8_t *codes, const pm_q8k *const *x, int b,
+                                                                             int p, int T, const __m256i *scale, __m256i *s32) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const pm_q8k *x[4];
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) {
-        x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);
-        acc[k] = _mm256_setzero_ps();
-    }
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = g + 1152 * (size_t)b;
-        if (T == 1) pm_x8_prefetch(blk, 1152);
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-        __m256i scale[8], minp[4];
-        pm_q4k_x8_scales(blk, scale, minp);
-        const uint8_t *qs = blk + 128;
-        __m256i s32[4], m32[4];
-        for (int k = 0; k < T; k++) s32[k] = m32[k] = _mm256_setzero_si256();
-        for (int p = 0; p < 4; p++) {
-            __m256i lo16[4], hi16[4];
-            for (int k = 0; k < T; k++) lo16[k] = hi16[k] = _mm256_setzero_si256();
-            for (int c = 0; c < 8; c++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 256 * p + 32 * c));
-                const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
-                for (int k = 0; k < T; k++) {
-                    int32_t ql, qh;
-                    memcpy(&ql, x[k][b].q + 64 * p + 4 * c, 4);
-                    memcpy(&qh, x[k][b].q + 64 * p + 32 + 4 * c, 4);
-                    lo16[k] = _mm256_add_epi16(lo16[k], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(ql)));
-                    hi16[k] = _mm256_add_epi16(hi16[k], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(qh)));
-                }
-            }
-            for (int k = 0; k < T; k++) {
-                s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_madd_epi16(lo16[k], scale[2 * p]),
-                                                                   _mm256_madd_epi16(hi16[k], scale[2 * p + 1])));
-                m32[k] = _mm256_add_epi32(m32[k], pm_q4k_x8_mins(x[k][b].bsums, minp[p], p));
-            }
+    __m256i lo16[4], hi16[4];
+    for (int k = 0; k < T; k++) lo16[k] = hi16[k] = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(codes + 32 * c));
+        const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+        for (int k = 0; k < T; k++) {
+            int32_t ql, qh;
+            memcpy(&ql, x[k][b].q + 64 * p + 4 * c, 4);
+            memcpy(&qh, x[k][b].q + 64 * p + 32 + 4 * c, 4);
+            lo16[k] = _mm256_add_epi16(lo16[k], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(ql)));
+            hi16[k] = _mm256_add_epi16(hi16[k], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(qh)));
         }
-        for (int k = 0; k < T; k++) acc[k] = pm_q4k_x8_accumulate(acc[k], s32[k], m32[k], d, dmin, x[k][b].d);
     }
-    for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
+    for (int k = 0; k < T; k++) {
+        s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_madd_epi16(lo16[k], scale[0]),
+                                                           _mm256_madd_epi16(hi16[k], scale[1])));
+    }
 }
+
+/// The Q4_K interleaved kernel of one instruction set `ISA` (`ATTR` its target attribute) around
+/// its pair function `pm_q4k_x8_pair_<ISA>`: T (≤ 4) tokens against one group of eight rows,
+/// `nb` blocks; scales, mins and the float steps are shared, so both give the same results.
+#define PM_Q4K_X8_GEMM(ISA, ATTR)                                                                               \
+    ATTR __attribute__((always_inline)) static inline void gemm_x8_q4_k_##ISA(const uint8_t *g, const uint8_t *xq, \
+                                                                             size_t xs, int nb, int T, float *y,   \
+                                                                             size_t ldy) {                         \
+        const pm_q8k *x[4];                                                                                     \
+        __m256 acc[4];                                                                                          \
+        for (int k = 0; k < T; k++) {                                                                           \
+            x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);                                         \
+            acc[k] = _mm256_setzero_ps();                                                                       \
+        }                                                                                                       \
+        for (int b = 0; b < nb; b++) {                                                                          \
+            const uint8_t *blk = g + 1152 * (size_t)b;                                                          \
+            if (T == 1) pm_x8_prefetch(blk, 1152);                                                              \
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));              \
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));    \
+            __m256i scale[8], minp[4];                                                                          \
+            pm_q4k_x8_scales(blk, scale, minp);                                                                 \
+            __m256i s32[4], m32[4];                                                                             \
+            for (int k = 0; k < T; k++) s32[k] = m32[k] = _mm256_setzero_si256();                               \
+            for (int p = 0; p < 4; p++) {                                                                       \
+                pm_q4k_x8_pair_##ISA(blk + 128 + 256 * p, x, b, p, T, scale + 2 * p, s32);                      \
+                for (int k = 0; k < T; k++) m32[k] = _mm256_add_epi32(m32[k], pm_q4k_x8_mins(x[k][b].bsums, minp[p], p)); \
+            }                                                                                                   \
+            for (int k = 0; k < T; k++) acc[k] = pm_q4k_x8_accumulate(acc[k], s32[k], m32[k], d, dmin, x[k][b].d); \
+        }                                                                                                       \
+        for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);                              \
+    }
+
+PM_Q4K_X8_GEMM(avx2, PM_AVX2)
 
 // MARK: - AVX-512 VNNI kernels
 //
@@ -958,56 +972,37 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int f
         for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)r * ys + (size_t)k * ldy, acc[r * T + k]);
 }
 
-/// `gemm_x8_q4_k_avx2` with each pair's code sums in zmm: chunks c and c + 1 side by side,
-/// `vpdpbusd` summing a row's four-byte products in its int32 lane, the halves added at the end
-/// of the pair; a sub-block's sum times its scale is then the same integer `vpmaddwd` forms from
-/// the AVX2 kernel's int16 sums. Same results, bit for bit.
-PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_q4_k_avx512(const uint8_t *g, const uint8_t *xq, size_t xs,
-                                                                               int nb, int T, float *y, size_t ldy) {
+/// `pm_q4k_x8_pair_avx2` in zmm: chunks c and c + 1 side by side, `vpdpbusd` summing a row's
+/// four-byte products in its int32 lane, the halves added at the end of the pair; a sub-block's
+/// sum times its scale is then the same integer `vpmaddwd` forms from the AVX2 kernel's int16
+/// sums. Same results, bit for bit.
+PM_AVX512 __attribute__((always_inline)) static inline void pm_q4k_x8_pair_avx512(const uint8_t *codes, const pm_q8k *const *x,
+                                                                                 int b, int p, int T, const __m256i *scale,
+                                                                                 __m256i *s32) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m256i low16 = _mm256_set1_epi32(0xFFFF);
-    const pm_q8k *x[4];
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) {
-        x[k] = (const pm_q8k *)(const void *)(xq + (size_t)k * xs);
-        acc[k] = _mm256_setzero_ps();
-    }
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = g + 1152 * (size_t)b;
-        if (T == 1) pm_x8_prefetch(blk, 1152);
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)blk));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-        __m256i scale[8], minp[4];
-        pm_q4k_x8_scales(blk, scale, minp);
-        const uint8_t *qs = blk + 128;
-        __m256i s32[4], m32[4];
-        for (int k = 0; k < T; k++) s32[k] = m32[k] = _mm256_setzero_si256();
-        for (int p = 0; p < 4; p++) {
-            __m512i lo32[4], hi32[4];
-            for (int k = 0; k < T; k++) lo32[k] = hi32[k] = _mm512_setzero_si512();
-            for (int c = 0; c < 4; c++) {
-                const __m512i w = _mm512_loadu_si512((const void *)(qs + 256 * p + 64 * c));
-                const __m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
-                for (int k = 0; k < T; k++) {
-                    const int8_t *q8 = x[k][b].q + 64 * p;
-                    const __m512i ql = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)q8));
-                    const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(q8 + 32)));
-                    lo32[k] = _mm512_dpbusd_epi32(lo32[k], lo, _mm512_permutexvar_epi32(pm_pick_pair(c), ql));
-                    hi32[k] = _mm512_dpbusd_epi32(hi32[k], hi, _mm512_permutexvar_epi32(pm_pick_pair(c), qh));
-                }
-            }
-            const __m256i sl = _mm256_and_si256(scale[2 * p], low16), sh = _mm256_and_si256(scale[2 * p + 1], low16);
-            for (int k = 0; k < T; k++) {
-                const __m256i l = _mm256_add_epi32(_mm512_castsi512_si256(lo32[k]), _mm512_extracti64x4_epi64(lo32[k], 1));
-                const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(hi32[k]), _mm512_extracti64x4_epi64(hi32[k], 1));
-                s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_mullo_epi32(l, sl), _mm256_mullo_epi32(h, sh)));
-                m32[k] = _mm256_add_epi32(m32[k], pm_q4k_x8_mins(x[k][b].bsums, minp[p], p));
-            }
+    __m512i lo32[4], hi32[4];
+    for (int k = 0; k < T; k++) lo32[k] = hi32[k] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const __m512i w = _mm512_loadu_si512((const void *)(codes + 64 * c));
+        const __m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+        for (int k = 0; k < T; k++) {
+            const int8_t *q8 = x[k][b].q + 64 * p;
+            const __m512i ql = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)q8));
+            const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(q8 + 32)));
+            lo32[k] = _mm512_dpbusd_epi32(lo32[k], lo, _mm512_permutexvar_epi32(pm_pick_pair(c), ql));
+            hi32[k] = _mm512_dpbusd_epi32(hi32[k], hi, _mm512_permutexvar_epi32(pm_pick_pair(c), qh));
         }
-        for (int k = 0; k < T; k++) acc[k] = pm_q4k_x8_accumulate(acc[k], s32[k], m32[k], d, dmin, x[k][b].d);
     }
-    for (int k = 0; k < T; k++) _mm256_storeu_ps(y + (size_t)k * ldy, acc[k]);
+    const __m256i sl = _mm256_and_si256(scale[0], low16), sh = _mm256_and_si256(scale[1], low16);
+    for (int k = 0; k < T; k++) {
+        const __m256i l = _mm256_add_epi32(_mm512_castsi512_si256(lo32[k]), _mm512_extracti64x4_epi64(lo32[k], 1));
+        const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(hi32[k]), _mm512_extracti64x4_epi64(hi32[k], 1));
+        s32[k] = _mm256_add_epi32(s32[k], _mm256_add_epi32(_mm256_mullo_epi32(l, sl), _mm256_mullo_epi32(h, sh)));
+    }
 }
+
+PM_Q4K_X8_GEMM(avx512, PM_AVX512)
 
 /// `dotn_q45_k_avx2` with a pair of sub-blocks per zmm (low nibbles of 32 code bytes in the low
 /// half, high nibbles in the high half, each half with its sub-block's scale): the int32 lanes of
