@@ -547,19 +547,21 @@ PM_AVX2 __attribute__((always_inline)) static inline void dotn_q45_k_avx2(const 
     for (int k = 0; k < T; k++) out[k] = hsum256(acc[k]) - accm[k];
 }
 
-PM_AVX2 static inline void dot4_q4_k_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx2(r, x, xs, nb, o, 0, 4); }
-PM_AVX2 static inline void dot4_q5_k_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx2(r, x, xs, nb, o, 1, 4); }
+/// One K-quant format's row kernels of one instruction set around its `dotn_<KERNEL>_<ISA>`
+/// (`...` its arguments before the token count, after `nb` and `out`): `dot4_<FORMAT>_<ISA>`,
+/// four activation rows `xs` bytes apart (prefill), and `dot_<FORMAT>_<ISA>`, one (decode).
+#define PM_K_ROW_DOTS(FORMAT, KERNEL, ISA, ATTR, ...)                                                           \
+    ATTR static inline void dot4_##FORMAT##_##ISA(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { \
+        dotn_##KERNEL##_##ISA(r, x, xs, nb, o, __VA_ARGS__ 4);                                                  \
+    }                                                                                                           \
+    ATTR static inline float dot_##FORMAT##_##ISA(const uint8_t *row, const uint8_t *xq, int nb) {              \
+        float o[4];                                                                                             \
+        dotn_##KERNEL##_##ISA(row, xq, 0, nb, o, __VA_ARGS__ 1);                                                \
+        return o[0];                                                                                            \
+    }
 
-PM_AVX2 static inline float dot_q4_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q45_k_avx2(row, xq, 0, nb, o, 0, 1);
-    return o[0];
-}
-PM_AVX2 static inline float dot_q5_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q45_k_avx2(row, xq, 0, nb, o, 1, 1);
-    return o[0];
-}
+PM_K_ROW_DOTS(q4_k, q45_k, avx2, PM_AVX2, 0, )
+PM_K_ROW_DOTS(q5_k, q45_k, avx2, PM_AVX2, 1, )
 
 /// A Q6_K block's integer sums start from -32 · Σ_k scale_k · Σ q8 over group k (the -32 offset
 /// of every code, done once), in lane 0; `scw` holds the 16 scales as int16.
@@ -619,13 +621,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void dotn_q6_k_avx2(const u
     for (int t = 0; t < T; t++) out[t] = hsum256(acc[t]);
 }
 
-PM_AVX2 static inline void dot4_q6_k_avx2(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q6_k_avx2(r, x, xs, nb, o, 4); }
-
-PM_AVX2 static inline float dot_q6_k_avx2(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q6_k_avx2(row, xq, 0, nb, o, 1);
-    return o[0];
-}
+PM_K_ROW_DOTS(q6_k, q6_k, avx2, PM_AVX2)
 
 // MARK: - Interleaved rows (AVX2)
 //
@@ -1055,19 +1051,8 @@ PM_AVX512 __attribute__((always_inline)) static inline void dotn_q45_k_avx512(co
     for (int k = 0; k < T; k++) out[k] = hsum256(acc[k]) - accm[k];
 }
 
-PM_AVX512 static inline void dot4_q4_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx512(r, x, xs, nb, o, 0, 4); }
-PM_AVX512 static inline void dot4_q5_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q45_k_avx512(r, x, xs, nb, o, 1, 4); }
-
-PM_AVX512 static inline float dot_q4_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q45_k_avx512(row, xq, 0, nb, o, 0, 1);
-    return o[0];
-}
-PM_AVX512 static inline float dot_q5_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q45_k_avx512(row, xq, 0, nb, o, 1, 1);
-    return o[0];
-}
+PM_K_ROW_DOTS(q4_k, q45_k, avx512, PM_AVX512, 0, )
+PM_K_ROW_DOTS(q5_k, q45_k, avx512, PM_AVX512, 1, )
 
 /// `dotn_q6_k_avx2` with two 32-code chunks per zmm (chunks k and k + 1 of a half block side by
 /// side, each 16-byte lane with its own scale): every int32 lane of the two zmm halves adds to the
@@ -1124,13 +1109,7 @@ PM_AVX512 __attribute__((always_inline)) static inline void dotn_q6_k_avx512(con
     for (int t = 0; t < T; t++) out[t] = hsum256(acc[t]);
 }
 
-PM_AVX512 static inline void dot4_q6_k_avx512(const uint8_t *r, const uint8_t *x, size_t xs, int nb, float o[4]) { dotn_q6_k_avx512(r, x, xs, nb, o, 4); }
-
-PM_AVX512 static inline float dot_q6_k_avx512(const uint8_t *row, const uint8_t *xq, int nb) {
-    float o[4];
-    dotn_q6_k_avx512(row, xq, 0, nb, o, 1);
-    return o[0];
-}
+PM_K_ROW_DOTS(q6_k, q6_k, avx512, PM_AVX512)
 
 // MARK: - Interleaved drivers
 
