@@ -646,6 +646,24 @@ static inline void pm_x8_prefetch(const uint8_t *blk, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(blk + PM_X8_PREFETCH_BYTES + o, 0, 0);
 }
 
+/// One interleaved Q4_0/Q4_1/Q8_0 block's float steps for a token: `f` the eight rows' integer
+/// sums, `d` their scales, `blk` the rows' block (Q4_1's mins follow the scales), `xb` the
+/// token's block. Shared by the AVX2 and AVX-512 kernels, whose integer sums are the same.
+PM_AVX2 __attribute__((always_inline)) static inline __m256 pm_x8_block_accumulate(__m256 acc, __m256 f, __m256 d, const uint8_t *blk,
+                                                                                  int format, const pm_q8 *xb) {
+    if (format == PM_Q4_0) {
+        // d_w · (d_x · Σ n·q − 8 · d_x · Σ q)
+        const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(xb->d), _mm256_set1_ps(8 * xb->s));
+        return _mm256_fmadd_ps(t, d, acc);
+    }
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(xb->d)), d, acc);
+    if (format == PM_Q4_1) {
+        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
+        acc = _mm256_fmadd_ps(m, _mm256_set1_ps(xb->s), acc);
+    }
+    return acc;
+}
+
 /// `G` groups of eight interleaved rows (`gs` bytes apart) of `nb` blocks against `T` tokens,
 /// G·T ≤ 4 (constants after inlining): one group and up to four tokens in prefill, four groups and
 /// one token in decode (four streams, see `PM_DECODE_STREAMS`). Group r and token k's eight
@@ -689,17 +707,7 @@ PM_AVX2 __attribute__((always_inline)) static inline void gemm_x8_avx2(int forma
             for (int k = 0; k < T; k++) {
                 const int i = r * T + k;
                 const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[i], ones));
-                if (format == PM_Q4_0) {
-                    // d_w · (d_x · Σ n·q − 8 · d_x · Σ q)
-                    const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[k][b].d), _mm256_set1_ps(8 * x[k][b].s));
-                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
-                } else {
-                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[k][b].d)), d, acc[i]);
-                    if (format == PM_Q4_1) {
-                        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-                        acc[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[k][b].s), acc[i]);
-                    }
-                }
+                acc[i] = pm_x8_block_accumulate(acc[i], f, d, blk, format, &x[k][b]);
             }
         }
     }
@@ -951,16 +959,7 @@ PM_AVX512 __attribute__((always_inline)) static inline void gemm_x8_avx512(int f
             for (int k = 0; k < T; k++) {
                 const int i = r * T + k;
                 const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm512_castsi512_si256(s[i]), _mm512_extracti64x4_epi64(s[i], 1)));
-                if (format == PM_Q4_0) {
-                    const __m256 t = _mm256_fmsub_ps(f, _mm256_set1_ps(x[k][b].d), _mm256_set1_ps(8 * x[k][b].s));
-                    acc[i] = _mm256_fmadd_ps(t, d, acc[i]);
-                } else {
-                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_set1_ps(x[k][b].d)), d, acc[i]);
-                    if (format == PM_Q4_1) {
-                        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16)));
-                        acc[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(x[k][b].s), acc[i]);
-                    }
-                }
+                acc[i] = pm_x8_block_accumulate(acc[i], f, d, blk, format, &x[k][b]);
             }
         }
     }
