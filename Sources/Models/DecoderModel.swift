@@ -201,8 +201,7 @@ public final class DecoderModel: @unchecked Sendable {
     public func forward(batch: [BatchEntry], lanes: Int) throws -> [[Float]] {
         let groups = BatchLanes.deal(tokenCounts: batch.map(\.tokens.count), lanes: min(lanes, pool.threadCount))
         guard groups.count > 1, observer == nil, profiler == nil else { return try forward(batch: batch) }
-        for entry in batch { try validate(entry.tokens, cache: entry.cache) }
-        precondition(Set(batch.map { ObjectIdentifier($0.cache) }).count == batch.count, "a cache appears twice in one batch")
+        try validate(batch)
         // A lane that failed half-way would leave the others' caches advanced: check what can
         // fail before any work.
         for (l, layer) in layers.enumerated() {
@@ -246,14 +245,19 @@ public final class DecoderModel: @unchecked Sendable {
         }
     }
 
+    /// Checks every entry of a batch (`validate(_:cache:)`); a cache twice is a programming error.
+    private func validate(_ entries: [BatchEntry]) throws {
+        for entry in entries { try validate(entry.tokens, cache: entry.cache) }
+        precondition(Set(entries.map { ObjectIdentifier($0.cache) }).count == entries.count,
+                     "a cache appears twice in one batch")
+    }
+
     /// The forward pass behind both `forward`s: the entries' rows one after another,
     /// `[Σ tokens, hidden]`.
     private func run(_ entries: [BatchEntry], stopAfterRouterOf stopLayer: Int?, pass: ForwardPass) throws -> [[Float]] {
         guard !entries.isEmpty else { return [] }
         let (workspace, pool, profiler) = (pass.workspace, pass.pool, pass.profiler)
-        for entry in entries { try validate(entry.tokens, cache: entry.cache) }
-        precondition(Set(entries.map { ObjectIdentifier($0.cache) }).count == entries.count,
-                     "a cache appears twice in one batch")
+        try validate(entries)
         var sequences: [SequenceRows] = []
         var positions: [Int] = []
         for entry in entries {
