@@ -15,7 +15,13 @@ enum FastTopK {
     static func topK(_ values: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
         let k = min(k, count)
         guard k > 0 else { return [] }
+        // A whole ranking where k is a large part of the row; block thresholds in a long row (a
+        // vocabulary); insertion for a short one (a router's experts: faster below ~256 values).
         if k > 64 && k * 8 > count {
+            return Array(rankAll(values, count: count).prefix(k))
+        }
+        if count >= 512, let best = thresholdTopK(values, count: count, k: k) { return best }
+        if k > 64 {
             return Array(rankAll(values, count: count).prefix(k))
         }
         // Small k: insertion into a sorted buffer, with a quick reject against the current k-th.
@@ -63,6 +69,124 @@ enum FastTopK {
         return Array(UnsafeBufferPointer(start: idxs, count: k))
     }
 
+    /// The ranking key of a number (not NaN): ascending integer order is ranking order (larger
+    /// value first); `v + 0` makes `-0` equal `+0`.
+    @inline(__always)
+    static func rankKey(_ v: Float) -> UInt32 {
+        let bits = (v + 0).bitPattern
+        // Ascending integer order of `ascending` is ascending float order; inverted, largest first.
+        let ascending = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+        return ~ascending
+    }
+
+    /// The `k` best of a long row in two vector passes and a sort of the few candidates, or nil
+    /// for a row too short for `k` blocks, or where fewer than `k` blocks hold a finite number
+    /// (the caller ranks those another way).
+    ///
+    /// The row is cut into up to `4k` blocks of whole 16-wide chunks. A threshold `t` that at
+    /// least `k` block maxima reach has at least `k` values at or above it (one per block), so
+    /// the `k` best are all ≥ t, and only the values ≥ t (in blocks whose maximum reaches t, and
+    /// the tail past the last block) are ranked, by one integer key each (rank key, then index).
+    /// With `t` just below the `k`-th largest of `4k` maxima rather than the least of `k`, a
+    /// vocabulary's low-scoring stretches (byte or reserved tokens) do not pull it down: about
+    /// 2.5 µs for the best 64 of 8,192 logits, against 20–28 µs by insertion alone.
+    static func thresholdTopK(_ values: UnsafePointer<Float>, count: Int, k: Int) -> [Int]? {
+        let blocks = min(4 * k, count / 16)
+        guard blocks >= k, count <= Int(UInt32.max) else { return nil }
+        let width = count / blocks / 16 * 16
+        let maxima = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
+        defer { maxima.deallocate() }
+        let negInf = SIMD16<Float>(repeating: -.infinity)
+        for b in 0..<blocks {
+            var m = negInf
+            var i = b * width
+            while i < (b + 1) * width {
+                let v = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
+                m.replace(with: v, where: v .> m)  // NaN compares false: it counts as no value
+                i += 16
+            }
+            maxima[b] = largestLane(m)
+        }
+        let t = threshold(maxima, count: blocks, atLeast: k)
+        guard t > -.infinity else { return nil }  // fewer than k blocks hold a finite number
+        var keys: [UInt64] = []
+        keys.reserveCapacity(4 * k)
+        let cut = SIMD16<Float>(repeating: t)
+        func collect(_ from: Int, _ to: Int) {
+            var i = from
+            while i < to {
+                let v = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
+                var bits = laneBits(v .>= cut)  // NaN compares false
+                while bits != 0 {
+                    let j = i + bits.trailingZeroBitCount
+                    keys.append(UInt64(rankKey(values[j])) << 32 | UInt64(j))
+                    bits &= bits - 1
+                }
+                i += 16
+            }
+        }
+        for b in 0..<blocks where maxima[b] >= t { collect(b * width, (b + 1) * width) }
+        for j in (blocks * width)..<count where values[j] >= t {
+            keys.append(UInt64(rankKey(values[j])) << 32 | UInt64(j))
+        }
+        keys.sort()
+        return keys.prefix(k).map { Int($0 & 0xFFFF_FFFF) }
+    }
+
+    /// A value with at least `k` of the `count` numbers (no NaN, `count` ≥ `k`) at or above it,
+    /// close below the `k`-th largest, or -inf when fewer than `k` are finite: bisection between
+    /// the least finite number and the largest, each step one vector count (no data-dependent
+    /// branch but the step's own).
+    static func threshold(_ x: UnsafePointer<Float>, count: Int, atLeast k: Int) -> Float {
+        func reaching(_ c: Float) -> Int {
+            let cut = SIMD16<Float>(repeating: c), one = SIMD16<Int32>(repeating: 1)
+            var n = SIMD16<Int32>()
+            var i = 0
+            while i + 16 <= count {
+                let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+                n &+= SIMD16<Int32>().replacing(with: one, where: v .>= cut)
+                i += 16
+            }
+            var total = Int(n.wrappedSum())
+            for j in i..<count where x[j] >= c { total += 1 }
+            return total
+        }
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<count where x[i] > -.infinity {
+            lo = min(lo, x[i])
+            hi = max(hi, x[i])
+        }
+        guard lo < .infinity, reaching(lo) >= k else { return -.infinity }
+        guard hi < .infinity else { return lo }
+        if k == 1 { return hi }
+        for _ in 0..<12 {
+            let mid = lo + (hi - lo) / 2
+            guard mid > lo, mid < hi else { break }
+            if reaching(mid) >= k { lo = mid } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The largest lane of a vector without NaN, by halving (`SIMD.max()` goes lane by lane).
+    @inline(__always)
+    static func largestLane(_ v: SIMD16<Float>) -> Float {
+        var a = v.lowHalf, b = v.highHalf
+        a.replace(with: b, where: b .> a)
+        var c = a.lowHalf, d = a.highHalf
+        c.replace(with: d, where: d .> c)
+        var e = c.lowHalf, f = c.highHalf
+        e.replace(with: f, where: f .> e)
+        return Swift.max(e[0], e[1])
+    }
+
+    /// The lanes of a mask as the low 16 bits of an integer, lane `i` in bit `i`.
+    @inline(__always)
+    static func laneBits(_ mask: SIMDMask<SIMD16<Int32>>) -> UInt32 {
+        let weights = SIMD16<UInt32>(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7,
+                                     1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15)
+        return SIMD16<UInt32>(repeating: 0).replacing(with: weights, where: mask).wrappedSum()
+    }
+
     /// Every index in ranking order: a stable least-significant-digit radix sort (four passes of
     /// 8 bits) of one 32-bit key per value, over indices in ascending order, so equal keys keep
     /// the lower index first. The key orders numbers largest first (`v + 0` makes `-0` equal
@@ -77,14 +201,7 @@ enum FastTopK {
         var spareOrder = [UInt32](repeating: 0, count: count)
         for i in 0..<count {
             let v = values[i]
-            if v.isNaN {
-                keys[i] = .max
-            } else {
-                let bits = (v + 0).bitPattern
-                // Ascending integer order of `ascending` is ascending float order; inverted, largest first.
-                let ascending = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
-                keys[i] = ~ascending
-            }
+            keys[i] = v.isNaN ? .max : rankKey(v)
             order[i] = UInt32(i)
         }
         var counts = [Int](repeating: 0, count: 257)

@@ -48,3 +48,39 @@ func topKMatchesReference(_ k: Int) {
         #expect(fastTopK(values, k) == referenceTopK(values, k), "count \(count)")
     }
 }
+
+/// Long rows (the sampler's vocabulary) take the block-threshold path: every `k` best value is at
+/// or above a threshold that `k` of up to `4k` block maxima reach. Rows built against it: the best values
+/// in the tail past the last whole block, ties exactly at the threshold, ±0, blocks of only NaN or
+/// only -inf, most blocks low (a vocabulary's unused stretch), fewer than `k` numbers (no
+/// threshold: the insertion path decides), and logit-like rows.
+@Test(arguments: [1, 4, 64, 65, 256])
+func topKLongRowsMatchReference(_ k: Int) {
+    var rng = TestRandom(seed: 77 + UInt64(k))
+    let count = max(64 * k, 1024) + 15  // 16-wide chunks in up to 4k blocks, and a 15-value tail
+    let block = count / min(4 * k, count / 16) / 16 * 16
+    var rows: [[Float]] = []
+    // Logit-like: a spread of values, a few clear winners.
+    rows.append((0..<count).map { _ in rng.float(-6, 6) })
+    // The best values only in the tail past the blocks.
+    var tail = (0..<count).map { _ in rng.float(-1, 1) }
+    for j in (count - 15)..<count { tail[j] = 5 + Float(j % 3) }
+    rows.append(tail)
+    // Every block's maximum equal: ties at the threshold, broken by index; ±0 among them.
+    rows.append((0..<count).map { i in i % 7 == 0 ? (i % 2 == 0 ? 0 : -0.0) : -rng.float(0.5, 1) })
+    // One block of only NaN, another of only -inf: neither counts towards the threshold.
+    var holes = (0..<count).map { _ in rng.float(-1, 1) }
+    for j in 0..<block { holes[j] = .nan }
+    rows.append(holes)
+    var floor = (0..<count).map { _ in rng.float(-1, 1) }
+    for j in block..<(2 * block) { floor[j] = -.infinity }
+    rows.append(floor)
+    // All but the last few blocks low: the threshold comes from the few.
+    rows.append((0..<count).map { i in i < count - 40 ? -9 + rng.float(-1, 1) : rng.float(-1, 1) })
+    // Sparse numbers among NaN and -inf, and among NaN alone: fewer than k numbers where k is large.
+    rows.append((0..<count).map { i in i % 97 == 0 ? rng.float(-1, 1) : (i % 2 == 0 ? .nan : -.infinity) })
+    rows.append((0..<count).map { i in i % 97 == 0 ? rng.float(-1, 1) : .nan })
+    for (r, values) in rows.enumerated() {
+        #expect(fastTopK(values, k) == referenceTopK(values, k), "row \(r)")
+    }
+}
