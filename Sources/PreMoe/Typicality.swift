@@ -125,7 +125,7 @@ public struct TypicalityModel: Codable, Sendable, Equatable {
                 y.withUnsafeMutableBufferPointer { y in
                     for i in 0..<k {
                         let row = l.baseAddress! + i * (i + 1) / 2
-                        let s = i > 0 ? Kernels.dot(row, y.baseAddress!, count: i) : 0
+                        let s = i > 0 ? Self.rowDot(row, y.baseAddress!, count: i) : 0
                         y[i] = (x[i] - s) / row[i]
                     }
                 }
@@ -138,6 +138,31 @@ public struct TypicalityModel: Codable, Sendable, Equatable {
                 best = min(best, Double(norm) - 2 * Double(cross) + Double(meanNorms[t]))
             }
             return max(0, best)
+        }
+
+        /// `a · b` over four independent vector sums: the substitution's rows are long (up to the
+        /// 800 projected features) and one running sum waits on each multiply-add in turn.
+        static func rowDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+            var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
+            func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+            var i = 0
+            while i + 32 <= count {
+                s0.addProduct(load(a + i), load(b + i))
+                s1.addProduct(load(a + i + 8), load(b + i + 8))
+                s2.addProduct(load(a + i + 16), load(b + i + 16))
+                s3.addProduct(load(a + i + 24), load(b + i + 24))
+                i += 32
+            }
+            while i + 8 <= count {
+                s0.addProduct(load(a + i), load(b + i))
+                i += 8
+            }
+            var total = ((s0 + s1) + (s2 + s3)).sum()
+            while i < count {
+                total = total.addingProduct(a[i], b[i])
+                i += 1
+            }
+            return total
         }
 
         /// Share of in-store calibration prompts at least as far as `features` (1: as typical as
