@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Runtime", "PreMoe", "Models", "Formats", "Tokenization",
+                "Runtime", "PreMoe", "Models", "Kernels", "Formats", "Tokenization",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
