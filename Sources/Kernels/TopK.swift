@@ -188,38 +188,46 @@ enum FastTopK {
     }
 
     /// Every index in ranking order: a stable least-significant-digit radix sort (four passes of
-    /// 8 bits) of one 32-bit key per value, over indices in ascending order, so equal keys keep
-    /// the lower index first. The key orders numbers largest first (`v + 0` makes `-0` equal
-    /// `+0`) and puts NaN after all of them. A sampler ranks a whole vocabulary every token:
-    /// this is about 5 times faster there than a comparison sort through the values (8,192 logits).
+    /// 8 bits, their histograms counted in one read) of one 32-bit key per value, carried with
+    /// its index in one 64-bit item, over indices in ascending order, so equal keys keep the
+    /// lower index first. The key orders numbers largest first (`v + 0` makes `-0` equal `+0`)
+    /// and puts NaN after all of them. About 75 µs for 8,192 logits and 0.8 ms for 151,936.
     static func rankAll(_ values: UnsafePointer<Float>, count: Int) -> [Int] {
         guard count > 0 else { return [] }
         precondition(count <= Int(UInt32.max), "too many values to rank")
-        var keys = [UInt32](repeating: 0, count: count)
-        var spareKeys = [UInt32](repeating: 0, count: count)
-        var order = [UInt32](repeating: 0, count: count)
-        var spareOrder = [UInt32](repeating: 0, count: count)
+        // One 64-bit item per value: the key above, the index below (sorted by the key only).
+        let items = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * count)
+        defer { items.deallocate() }
+        let spare = items + count
+        // Every pass's histogram in one read of the keys.
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: 4 * 256)
+        defer { counts.deallocate() }
+        counts.initialize(repeating: 0, count: 4 * 256)
         for i in 0..<count {
             let v = values[i]
-            keys[i] = v.isNaN ? .max : rankKey(v)
-            order[i] = UInt32(i)
+            let key = v.isNaN ? UInt32.max : rankKey(v)
+            items[i] = UInt64(key) << 32 | UInt64(i)
+            for pass in 0..<4 { counts[pass * 256 + Int((key >> UInt32(8 * pass)) & 0xFF)] += 1 }
         }
-        var counts = [Int](repeating: 0, count: 257)
-        for shift in stride(from: 0, to: 32, by: 8) {
-            for b in counts.indices { counts[b] = 0 }
-            for key in keys { counts[Int((key >> UInt32(shift)) & 0xFF) + 1] += 1 }
-            if counts[Int((keys[0] >> UInt32(shift)) & 0xFF) + 1] == count { continue }  // one bucket: order unchanged
-            for b in 1...256 { counts[b] += counts[b - 1] }
-            for i in 0..<count {
-                let bucket = Int((keys[i] >> UInt32(shift)) & 0xFF)
-                let to = counts[bucket]
-                counts[bucket] = to + 1
-                spareKeys[to] = keys[i]
-                spareOrder[to] = order[i]
+        var from = items, to = spare
+        for pass in 0..<4 {
+            let histogram = counts + pass * 256
+            let shift = UInt64(32 + 8 * pass)
+            if histogram[Int((from[0] >> shift) & 0xFF)] == count { continue }  // one bucket: order unchanged
+            var offset = 0
+            for b in 0..<256 {
+                let n = histogram[b]
+                histogram[b] = offset
+                offset += n
             }
-            swap(&keys, &spareKeys)
-            swap(&order, &spareOrder)
+            for i in 0..<count {
+                let item = from[i]
+                let bucket = Int((item >> shift) & 0xFF)
+                to[histogram[bucket]] = item
+                histogram[bucket] += 1
+            }
+            swap(&from, &to)
         }
-        return order.map { Int($0) }
+        return (0..<count).map { Int(from[$0] & 0xFFFF_FFFF) }
     }
 }

@@ -18,7 +18,7 @@ struct PreMoeCommand: ParsableCommand {
 
 /// Options shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
-    @Argument(help: "Model directory (config.json, *.safetensors, tokenizer.json).")
+    @Argument(help: "Model: a Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json) or a GGUF file (quantize reads a directory only).")
     var model: String
 
     @Option(help: "Kernel threads (default: all cores).")
