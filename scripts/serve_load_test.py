@@ -203,6 +203,8 @@ def time_split(t0, t1, wall, tokens):
              "emit": d["emit_seconds"], "admission": d["admission_seconds"]}
     busy = sum(parts.values())
     parts["engine_idle"] = max(0.0, wall - busy)
+    # Retrieval probes run on the request handlers' threads, beside the engine thread's steps.
+    parts["retrieval_beside_engine"] = d.get("retrieval_seconds", 0.0)
     return {
         "seconds": {k: round(v, 3) for k, v in parts.items()},
         "ms_per_output_token": {k: round(1000 * v / tokens, 4) for k, v in parts.items()},

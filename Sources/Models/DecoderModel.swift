@@ -175,6 +175,22 @@ public final class DecoderModel: @unchecked Sendable {
         try run([BatchEntry(tokens: tokens, cache: cache, logits: mode)], stopAfterRouterOf: stopLayer, pass: ownPass)[0]
     }
 
+    /// `tokens` on a fresh cache up to the router of MoE layer `layer` (`forward`'s
+    /// `stopAfterRouterOf`: no expert runs), every routing reported to `observer` rather than to
+    /// the model's own. This is a retrieval probe's work.
+    /// - Parameter alone: run on the calling thread with scratch of its own, so that the probe
+    ///   may run while another thread runs a forward pass of this model (both only read the
+    ///   weights; nothing may replace a layer meanwhile). Otherwise the model's threads and
+    ///   scratch run it, as `forward` does.
+    /// - Throws: as `forward`.
+    public func route(_ tokens: [Int], upTo layer: Int, observer: RouterObserver, alone: Bool = false) throws {
+        let pass = alone
+            ? ForwardPass(workspace: Workspace(), pool: pool.serialCompanion, profiler: nil, observer: observer)
+            : ForwardPass(workspace: workspace, pool: pool, profiler: profiler, observer: observer)
+        _ = try run([BatchEntry(tokens: tokens, cache: makeCache(capacity: tokens.count), logits: .none)],
+                    stopAfterRouterOf: layer, pass: pass)
+    }
+
     /// One forward pass over several sequences at once, each with its own cache, positions and
     /// (for MoE layers) its own experts: every projection, dense MLP, shared expert and the
     /// output head runs once over the rows of all sequences, attention runs per sequence on its

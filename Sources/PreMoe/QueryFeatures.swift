@@ -37,10 +37,13 @@ public enum QueryFeatures {
     ///   - tokens: the query's ids.
     ///   - signatureStats: when given, the first router's events are added to it as well (the
     ///     paper's TCESS signature comes from the same pass).
+    ///   - alone: probe on the calling thread with scratch of its own, beside another thread's
+    ///     forward passes of the same model (`DecoderModel.route(_:upTo:observer:alone:)`).
     /// - Returns: `[hidden + experts + hidden + hidden + hidden]` floats.
     /// - Throws: `PreMoeError.unsupported` without a MoE layer or with a pruned first router,
     ///   `ModelError` from the forward pass (empty query, ids out of range, context too long).
-    public static func compute(model: DecoderModel, tokens: [Int], signatureStats: RouterStats? = nil) throws -> [Float] {
+    public static func compute(model: DecoderModel, tokens: [Int], signatureStats: RouterStats? = nil,
+                               alone: Bool = false) throws -> [Float] {
         let spec = model.spec
         guard let first = spec.moeLayers.first, let moe = spec.moe(first) else {
             throw PreMoeError.unsupported("the model has no MoE layer; retrieval needs a router")
@@ -52,10 +55,7 @@ public enum QueryFeatures {
         }
         let probe = FirstRouterProbe(layer: first, experts: moe.expertCount, hidden: spec.hiddenSize,
                                      tokens: tokens.count, tailTokens: tailTokens, forward: signatureStats)
-        let previous = model.observer
-        model.observer = probe
-        defer { model.observer = previous }
-        try model.forward(tokens, cache: model.makeCache(capacity: tokens.count), logits: .none, stopAfterRouterOf: first)
+        try model.route(tokens, upTo: first, observer: probe, alone: alone)
 
         // ids were range-checked by the forward pass
         let (embedding, tail) = embeddingSums(model: model, tokens: tokens, tailTokens: tailTokens)

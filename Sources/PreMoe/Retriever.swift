@@ -157,18 +157,21 @@ public struct Retriever: Sendable {
     /// - Parameters:
     ///   - model: a load whose first MoE router is unpruned; backbone-only suffices and reads no expert byte.
     ///   - tokens: the query's ids, as it arrived (raw, chat template and all).
+    ///   - alone: on the calling thread with scratch of its own, so that it may run beside
+    ///     another thread's forward passes of the same model (a server's engine).
     /// - Throws: model errors.
-    public func probe(model: DecoderModel, tokens: [Int]) throws -> Probe {
+    public func probe(model: DecoderModel, tokens: [Int], alone: Bool = false) throws -> Probe {
         let start = Date()
-        let (features, signatures) = try Self.featuresAndSignatures(model: model, tokens: tokens, scorers: scorers)
+        let (features, signatures) = try Self.featuresAndSignatures(model: model, tokens: tokens, scorers: scorers,
+                                                                    alone: alone)
         return Probe(features: features, signatures: signatures, tokenCount: tokens.count,
                      seconds: Date().timeIntervalSince(start))
     }
 
     /// Matches one query.
     /// - Throws: model errors, `PreMoeError` for mismatched lengths.
-    public func retrieve(model: DecoderModel, tokens: [Int]) throws -> RetrievalResult {
-        try decide(probe(model: model, tokens: tokens))
+    public func retrieve(model: DecoderModel, tokens: [Int], alone: Bool = false) throws -> RetrievalResult {
+        try decide(probe(model: model, tokens: tokens, alone: alone))
     }
 
     /// Decides on a probed query (no model work: microseconds).
@@ -232,14 +235,14 @@ public struct Retriever: Sendable {
     }
 
     /// `QueryFeatures` and the signatures of `scorers`, from one pass up to the first router.
-    static func featuresAndSignatures(model: DecoderModel, tokens: [Int], scorers: [ExpertScorer]) throws
-        -> ([Float], [ScorerDescriptor: [Double]])
+    static func featuresAndSignatures(model: DecoderModel, tokens: [Int], scorers: [ExpertScorer], alone: Bool = false)
+        throws -> ([Float], [ScorerDescriptor: [Double]])
     {
         guard let first = model.spec.moeLayers.first else {
             throw PreMoeError.unsupported("the model has no MoE layer; retrieval needs a router")
         }
         let stats = RouterStats(spec: model.spec, options: .union(scorers), onlyLayers: [first])
-        let features = try QueryFeatures.compute(model: model, tokens: tokens, signatureStats: stats)
+        let features = try QueryFeatures.compute(model: model, tokens: tokens, signatureStats: stats, alone: alone)
         var result: [ScorerDescriptor: [Double]] = [:]
         if let layerStats = stats.layers[first] {
             for scorer in scorers where result[scorer.descriptor] == nil {

@@ -63,7 +63,8 @@ struct EngineSnapshot: Sendable {
 /// The engine thread's time, split the way serving throughput is analysed: forward passes that
 /// ran a prompt (with whatever decode rows rode along), forward passes of decode rows only,
 /// sampling (and detokenizing, stop strings, log-probabilities), and handing the tokens to the
-/// streams. Retrieval, admission and expert loading make the rest of the busy time.
+/// streams. Admission and expert loading make the rest of the busy time; retrieval runs on the
+/// request handlers' threads (`retrievalSeconds`).
 struct EngineTime: Sendable {
     /// Forward passes that held at least one prompt, their seconds, the prompts and their
     /// tokens, and the one-token rows of decoding sequences they also advanced.
@@ -80,17 +81,21 @@ struct EngineTime: Sendable {
     var samplingSeconds = 0.0
     /// Emitting tokens and finishing requests.
     var emitSeconds = 0.0
-    /// Retrieval, the budget check and admission (expert loading included).
+    /// The budget check and admission (expert loading included).
     var admissionSeconds = 0.0
+    /// Retrieval probes, summed over the request handlers' threads that ran them (beside the
+    /// engine thread's steps, not part of its time).
+    var retrievalSeconds = 0.0
     /// Forward passes that ran their sequences dealt over the threads (`BatchSplit.sequences`).
     var sequenceSplitSteps = 0
     /// `SplitChooser.measurements` (with `--batch-split auto`).
     var splitMeasurements: [Int: (kernels: Double, sequences: Double, samples: [Int])] = [:]
 }
 
-/// One model, many requests: a dedicated thread owns the model and runs, in turn, retrieval for
-/// new requests, admission under the memory budget, and one step (prefill or one decode token)
-/// of every running request, so streams advance together. A step is one batched forward pass
+/// One model, many requests: a dedicated thread owns the model's forward passes and runs, in
+/// turn, admission under the memory budget and one step (prefill or one decode token) of every
+/// running request, so streams advance together. Retrieval runs before, on the submitting
+/// request's thread, beside the steps (`submit`). A step is one batched forward pass
 /// over all running requests (`DecoderModel.forward(batch:)`), each sequence routed through its
 /// own expert view (its experts behind its own router rows) and attending to its own KV cache.
 final class Engine: @unchecked Sendable {
@@ -102,17 +107,20 @@ final class Engine: @unchecked Sendable {
         /// Everything after `started`.
         let continuation: AsyncStream<EngineEvent>.Continuation
         var started = false
-        let submitted = Date()
-        var choice: TaskChoice?
+        let submitted: Date
+        /// The task and experts retrieval chose (before the request reached the engine).
+        let choice: TaskChoice
         var cacheBytes = 0
         var session: GenerationSession?
         /// Its experts are pinned and its KV cache reserved.
         var pinned = false
         var view: [Int: MoEBlock] = [:]
-        init(id: UInt64, job: GenerationJob, start: AsyncStream<EngineEvent>.Continuation,
-             continuation: AsyncStream<EngineEvent>.Continuation) {
+        init(id: UInt64, job: GenerationJob, choice: TaskChoice, submitted: Date,
+             start: AsyncStream<EngineEvent>.Continuation, continuation: AsyncStream<EngineEvent>.Continuation) {
             self.id = id
             self.job = job
+            self.choice = choice
+            self.submitted = submitted
             self.start = start
             self.continuation = continuation
         }
@@ -166,6 +174,9 @@ final class Engine: @unchecked Sendable {
         self.maxQueue = maxQueue
         self.metrics = metrics
         split = SplitChooser(mode: batchSplit, threads: model.pool.threadCount)
+        // Once: retrieval probes run beside the steps and read these layers, so no layer of the
+        // model is replaced while requests are served (each request runs through its own view).
+        residency.installBackbone()
         snapshotValue.budgetBytes = residency.budget
         snapshotValue.accountedBytes = residency.accountedBytes
         snapshotValue.peakAccountedBytes = residency.peakAccountedBytes
@@ -193,27 +204,56 @@ final class Engine: @unchecked Sendable {
         var events: AsyncStream<EngineEvent>
     }
 
-    /// Queues a request.
+    /// Queues a request once retrieval has chosen its task. The probe runs here, on the caller's
+    /// thread, while the engine thread goes on stepping the running requests: a new request
+    /// never holds up the others' tokens for its probe (a layer-0 pass over its query).
     /// - Returns: its id and its event streams.
     /// - Throws: `APIError` 429 with `Retry-After` when running + queued reach the limits, 503
-    ///   while shutting down.
+    ///   while shutting down, 500 when retrieval fails.
     func submit(_ job: GenerationJob) throws -> Submission {
-        let (startStream, start) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
-        let (stream, continuation) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
+        let submitted = Date()
         condition.lock()
-        defer { condition.unlock() }
         guard accepting else {
+            condition.unlock()
             throw APIError(status: 503, message: "the server is shutting down", type: "server_error", code: "shutting_down",
                            retryAfter: 5)
         }
         guard inFlight < maxConcurrency + maxQueue else {
+            condition.unlock()
             metrics.rejected("queue_full")
             throw APIError(status: 429, message: "too many requests: \(maxConcurrency) running and \(maxQueue) queued "
                 + "(--max-concurrency, --max-queue); retry later", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
         }
+        inFlight += 1  // the slot is held while retrieval runs
+        condition.unlock()
+
+        let probeStart = DispatchTime.now().uptimeNanoseconds
+        let choice: TaskChoice
+        do {
+            // Reading the model's layers while the engine thread may be loading experts.
+            choice = try residency.layersLock.reading {
+                try selector.choose(model: model, query: job.queryIDs, forced: job.forcedTask)
+            }
+        } catch {
+            condition.lock()
+            inFlight -= 1
+            condition.unlock()
+            throw APIError(status: 500, message: "retrieval failed: \(error)", type: "server_error")
+        }
+        metrics.decision(task: choice.task, decision: choice.decision)
+        let (startStream, start) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
+        let (stream, continuation) = AsyncStream<EngineEvent>.makeStream(bufferingPolicy: .unbounded)
+        condition.lock()
+        defer { condition.unlock() }
+        snapshotValue.time.retrievalSeconds += Self.seconds(since: probeStart)
+        guard !stopping else {  // the engine thread may be gone: nothing would answer
+            inFlight -= 1
+            throw APIError(status: 503, message: "the server is shutting down", type: "server_error", code: "shutting_down",
+                           retryAfter: 5)
+        }
         nextID += 1
-        inFlight += 1
-        incoming.append(Active(id: nextID, job: job, start: start, continuation: continuation))
+        incoming.append(Active(id: nextID, job: job, choice: choice, submitted: submitted, start: start,
+                               continuation: continuation))
         condition.signal()
         return Submission(id: nextID, start: startStream, events: stream)
     }
@@ -308,38 +348,33 @@ final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Retrieval and the budget check for a new request; it then waits for admission.
+    /// The budget check for a new request (retrieval chose its experts in `submit`); it then
+    /// waits for admission.
     private func prepare(_ a: Active) {
-        do {
-            residency.installBackbone()
-            let choice = try selector.choose(model: model, query: a.job.queryIDs, forced: a.job.forcedTask)
-            a.choice = choice
-            metrics.decision(task: choice.task, decision: choice.decision)
-            a.cacheBytes = GenerationSession.cacheBytes(spec: model.spec, promptCount: a.job.promptIDs.count,
-                                                        maxTokens: a.job.parameters.maxTokens)
-            let alone = residency.bytesAlone(experts: choice.experts, cacheBytes: a.cacheBytes)
-            if let budget = residency.budget, alone.total > budget {
-                metrics.rejected("over_budget")
-                let count = choice.experts.values.reduce(0) { $0 + $1.count }
-                end(a, with: .failed(APIError(
-                    status: 503,
-                    message: "this request needs \(formatBytes(alone.total)) (\(alone.total) bytes): backbone "
-                        + "\(formatBytes(residency.backboneBytes)) + \(count) experts of task '\(choice.task)' "
-                        + "\(formatBytes(alone.experts)) + KV cache \(formatBytes(a.cacheBytes)) for "
-                        + "\(a.job.promptIDs.count) prompt + \(a.job.parameters.maxTokens) new tokens; --budget is "
-                        + "\(formatBytes(budget)) (\(budget) bytes). Lower max_tokens or raise --budget.",
-                    type: "server_error", code: "over_budget")))
-                return
-            }
-            waiting.append(a)
-        } catch {
-            end(a, with: .failed(APIError(status: 500, message: "retrieval failed: \(error)", type: "server_error")))
+        let choice = a.choice
+        a.cacheBytes = GenerationSession.cacheBytes(spec: model.spec, promptCount: a.job.promptIDs.count,
+                                                    maxTokens: a.job.parameters.maxTokens)
+        let alone = residency.bytesAlone(experts: choice.experts, cacheBytes: a.cacheBytes)
+        if let budget = residency.budget, alone.total > budget {
+            metrics.rejected("over_budget")
+            let count = choice.experts.values.reduce(0) { $0 + $1.count }
+            end(a, with: .failed(APIError(
+                status: 503,
+                message: "this request needs \(formatBytes(alone.total)) (\(alone.total) bytes): backbone "
+                    + "\(formatBytes(residency.backboneBytes)) + \(count) experts of task '\(choice.task)' "
+                    + "\(formatBytes(alone.experts)) + KV cache \(formatBytes(a.cacheBytes)) for "
+                    + "\(a.job.promptIDs.count) prompt + \(a.job.parameters.maxTokens) new tokens; --budget is "
+                    + "\(formatBytes(budget)) (\(budget) bytes). Lower max_tokens or raise --budget.",
+                type: "server_error", code: "over_budget")))
+            return
         }
+        waiting.append(a)
     }
 
     /// Admits waiting requests in arrival order while slots and memory allow.
     private func admit() {
-        while running.count < maxConcurrency, let a = waiting.first, let choice = a.choice {
+        while running.count < maxConcurrency, let a = waiting.first {
+            let choice = a.choice
             do {
                 let outcome = try residency.admit(experts: choice.experts, cacheBytes: a.cacheBytes)
                 guard case .admitted(let hits, let misses, let bytes) = outcome else { return }
@@ -475,8 +510,8 @@ final class Engine: @unchecked Sendable {
 
     /// Ends a request: releases what it holds and closes its events (with `event` last, if any).
     private func end(_ a: Active, with event: EngineEvent?) {
-        if a.pinned, let choice = a.choice {
-            residency.release(experts: choice.experts, cacheBytes: a.cacheBytes)
+        if a.pinned {
+            residency.release(experts: a.choice.experts, cacheBytes: a.cacheBytes)
             a.pinned = false
             a.session = nil
             a.view = [:]

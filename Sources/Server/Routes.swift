@@ -73,6 +73,7 @@ extension PreMoeServer {
                 "decode_steps": s.time.decodeSteps, "decode_step_seconds": s.time.decodeStepSeconds,
                 "decode_rows": s.time.decodeRows, "sampling_seconds": s.time.samplingSeconds,
                 "emit_seconds": s.time.emitSeconds, "admission_seconds": s.time.admissionSeconds,
+                "retrieval_seconds": s.time.retrievalSeconds,
                 "sequence_split_steps": s.time.sequenceSplitSteps,
                 "split_ms_per_token": Dictionary(uniqueKeysWithValues: s.time.splitMeasurements.map { count, m in
                     (String(count), ["kernels": m.kernels, "sequences": m.sequences, "samples": m.samples] as [String: Any])

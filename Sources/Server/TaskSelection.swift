@@ -17,8 +17,9 @@ public struct TaskChoice: Sendable, Equatable {
 
 /// Per-request task selection (TAER): the first user turn goes through the existing `Retriever`
 /// (backbone up to the first MoE router, no expert needed); a request may force a task or the
-/// full model. Plans are derived once per task and cached.
-public final class TaskSelector {
+/// full model. Plans are derived once per task and cached. Safe to call from several threads
+/// at once, beside the engine's forward passes (`choose` probes alone).
+public final class TaskSelector: @unchecked Sendable {
     /// Names a request may force besides the stored tasks.
     public static let fullName = "full"
     public static let generalistName = "generalist"
@@ -33,7 +34,9 @@ public final class TaskSelector {
     let allocation: LayerAllocation
     let fallback: Fallback
     let sizes: ModelSizes
+    /// Guarded by `lock`.
     private var plans: [String: [Int: [Int]]] = [:]
+    private let lock = NSLock()
 
     /// - Parameters:
     ///   - patterns: the store's patterns for this model (empty: every request runs the full model).
@@ -58,6 +61,8 @@ public final class TaskSelector {
     /// The experts of a task name (stored task, `generalist` or `full`), planned once.
     /// - Throws: `PreMoeError.invalidBudget` when the keep budget cannot be planned.
     public func experts(for task: String) throws -> [Int: [Int]] {
+        lock.lock()
+        defer { lock.unlock() }
         if let plan = plans[task] { return plan }
         var kept: [Int: [Int]] = [:]
         if task == Self.fullName {
@@ -70,9 +75,11 @@ public final class TaskSelector {
         return kept
     }
 
-    /// Chooses for one request.
+    /// Chooses for one request, on the calling thread (the probe runs alone: it may overlap the
+    /// engine's steps).
     /// - Parameters:
-    ///   - model: the shared model with every MoE layer's full router installed.
+    ///   - model: the shared model with every MoE layer's full router installed (and no layer
+    ///     replaced while requests are served).
     ///   - query: the first user turn's token ids (nil when there is none: the fallback).
     ///   - forced: `premoe.task` of the request (already checked against `taskNames`).
     /// - Throws: model errors from the probe, `PreMoeError` from planning.
@@ -84,7 +91,7 @@ public final class TaskSelector {
         if let retriever {
             if let query, !query.isEmpty {
                 let ids = Array(query.prefix(spec.maxPositions))
-                let result = try retriever.retrieve(model: model, tokens: ids)
+                let result = try retriever.retrieve(model: model, tokens: ids, alone: true)
                 if let task = result.task {
                     return TaskChoice(task: task, decision: "retrieved", fallbackReason: nil, experts: try experts(for: task))
                 }
