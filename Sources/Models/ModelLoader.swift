@@ -32,6 +32,22 @@ public struct LoadedModel {
         try layout.loadExperts(into: model, source: checkpoint, kept: kept, copy: copy, directory: directory.path)
     }
 
+    /// The blocks `loadExperts(kept:copy:)` would install, returned instead (MoE layer → block,
+    /// for each layer in `kept`): they are built on a copy of the model's layer list, so the
+    /// model itself is not touched and other threads may run it meanwhile (a server loading
+    /// experts while retrieval probes read the backbone).
+    /// - Throws: as `loadExperts(kept:copy:)`.
+    public func readExperts(kept: [Int: [Int]], copy: Bool) throws -> [Int: MoEBlock] {
+        let target = DecoderModel(spec: model.spec, embedding: model.embedding, layers: model.layers,
+                                  finalNorm: model.finalNorm, lmHead: model.lmHead, pool: model.pool)
+        try layout.loadExperts(into: target, source: checkpoint, kept: kept, copy: copy, directory: directory.path)
+        var blocks: [Int: MoEBlock] = [:]
+        for l in kept.keys {
+            if case .moe(let block) = target.layers[l].feedForward { blocks[l] = block }
+        }
+        return blocks
+    }
+
     /// Loads routed experts into memory as `loadExperts(kept:copy: true)` does, after reading
     /// `requests` (the expert rows binding will ask for) in one batch with `concurrency` reads in
     /// flight (`TensorSource.readRows(_:concurrency:direct:)`); a read binding asks for that is

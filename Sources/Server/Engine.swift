@@ -230,10 +230,7 @@ final class Engine: @unchecked Sendable {
         let probeStart = DispatchTime.now().uptimeNanoseconds
         let choice: TaskChoice
         do {
-            // Reading the model's layers while the engine thread may be loading experts.
-            choice = try residency.layersLock.reading {
-                try selector.choose(model: model, query: job.queryIDs, forced: job.forcedTask)
-            }
+            choice = try selector.choose(model: model, query: job.queryIDs, forced: job.forcedTask)
         } catch {
             condition.lock()
             inFlight -= 1

@@ -15,8 +15,8 @@ enum AdmissionOutcome {
 /// caches of running requests never exceed `budget`. A request pins the experts it routes among
 /// while it runs; missing ones are loaded alone (delta loading), and the least recently used
 /// experts that no running request pins are evicted to make room. Every method runs on the
-/// engine's thread; retrieval probes on other threads read the model's layers under
-/// `layersLock`, which loading takes to write.
+/// engine's thread. The model's layers are never replaced while requests are served (loading
+/// builds its blocks apart), so retrieval probes on other threads may read them meanwhile.
 final class ExpertResidency {
     /// One resident expert.
     private struct Entry {
@@ -41,10 +41,6 @@ final class ExpertResidency {
     /// Each MoE layer's block as the backbone load built it: full router, shared expert, no
     /// routed expert. Installed for retrieval probes (which need the unpruned first router).
     let backboneBlocks: [Int: MoEBlock]
-    /// The model's layers hold `backboneBlocks` whenever this is not held for writing: loading
-    /// experts goes through the model's layers (the loader installs what it read), so it writes
-    /// under this lock and installs the backbone again before letting readers (probes) in.
-    let layersLock = ReadWriteLock()
 
     private var resident: [Key: Entry] = [:]
     private var clock: UInt64 = 0
@@ -147,25 +143,20 @@ final class ExpertResidency {
         cacheBytes -= cache
     }
 
-    /// Reads only the missing experts: the loader rebuilds every MoE block with just them (each
-    /// layer listed, so none loads in full), and they are taken from there into the pool.
+    /// Reads only the missing experts: the loader builds every MoE block with just them (each
+    /// layer listed, so none loads in full), apart from the model, and they are taken from
+    /// there into the pool.
     private func load(_ missing: Set<Key>) throws -> Int {
-        let model = loaded.model
         var kept: [Int: [Int]] = [:]
-        for l in model.spec.moeLayers { kept[l] = [] }
+        for l in loaded.model.spec.moeLayers { kept[l] = [] }
         for key in missing { kept[key.layer, default: []].append(key.expert) }
         for l in kept.keys { kept[l]?.sort() }
         let before = loaded.checkpoint.bytesRead
-        try layersLock.writing {
-            defer { installBackbone() }
-            try loaded.loadExperts(kept: kept, copy: true)
-            for l in model.spec.moeLayers {
-                guard case .moe(let block) = model.layers[l].feedForward else { continue }
-                for (id, mlp) in zip(block.expertIDs, block.experts) {
-                    let bytes = mlp.byteCount
-                    resident[Key(layer: l, expert: id)] = Entry(mlp: mlp, bytes: bytes, lastUse: clock, pins: 0)
-                    expertBytes += bytes
-                }
+        for (l, block) in try loaded.readExperts(kept: kept, copy: true) {
+            for (id, mlp) in zip(block.expertIDs, block.experts) {
+                let bytes = mlp.byteCount
+                resident[Key(layer: l, expert: id)] = Entry(mlp: mlp, bytes: bytes, lastUse: clock, pins: 0)
+                expertBytes += bytes
             }
         }
         let read = loaded.checkpoint.bytesRead - before
@@ -196,37 +187,11 @@ final class ExpertResidency {
         return blocks
     }
 
-    /// Installs the backbone's blocks (full routers, no routed expert) for retrieval probes.
-    /// Requests never run on the installed blocks: each passes its own view to the batched pass.
-    /// (Before any probe, or under `layersLock` for writing.)
+    /// Installs the backbone's blocks (full routers, no routed expert) for retrieval probes,
+    /// before the first request. Requests never run on the installed blocks: each passes its
+    /// own view to the batched pass.
     func installBackbone() {
         for (l, block) in backboneBlocks { loaded.model.setFeedForward(.moe(block), layer: l) }
     }
 }
 
-/// Readers share it, a writer holds it alone (`pthread_rwlock`).
-final class ReadWriteLock: @unchecked Sendable {
-    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
-
-    init() {
-        lock.initialize(to: pthread_rwlock_t())
-        pthread_rwlock_init(lock, nil)
-    }
-
-    deinit {
-        pthread_rwlock_destroy(lock)
-        lock.deallocate()
-    }
-
-    func reading<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_rdlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
-
-    func writing<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_wrlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
-}

@@ -3,9 +3,10 @@ import Models
 import Testing
 import TestSupport
 
-/// A retrieval probe that runs alone (`DecoderModel.route(_:upTo:observer:alone:)`) on other
-/// threads while this thread runs batched forward passes of the same model, as a server's
-/// request handlers do beside its engine, routes exactly as a probe run on its own.
+/// What lets a server probe and load beside its engine: a retrieval probe that runs alone
+/// (`DecoderModel.route(_:upTo:observer:alone:)`) on other threads while this thread runs
+/// batched forward passes of the same model routes exactly as a probe run on its own, and
+/// experts read apart (`LoadedModel.readExperts`) leave the model's layers as they were.
 @Suite struct ProbeAloneTests {
     /// Collects the router logits and inputs of every routing event.
     final class Recorder: RouterObserver {
@@ -73,5 +74,35 @@ import TestSupport
             #expect(runs.count == rounds)
             #expect(runs.allSatisfy { $0 == expected[q] }, "query \(q)")
         }
+    }
+
+    /// `readExperts` builds the blocks `loadExperts` installs (the same logits once installed,
+    /// bit for bit) and changes nothing in the model it reads for.
+    @Test func readExpertsLeavesTheModelAsItWas() throws {
+        let dir = Fixtures.url("models/qwen3_moe")
+        let reading = try ModelLoader.load(dir, options: LoadOptions(threads: 1, loadExperts: false))
+        let spec = reading.model.spec
+        let experts = try #require(spec.moe(spec.moeLayers[0])).expertCount
+        var kept: [Int: [Int]] = [:]
+        for (i, l) in spec.moeLayers.enumerated() { kept[l] = [(i + 3) % experts, i % experts, (i + 5) % experts].sorted() }
+        func shape(_ model: DecoderModel) -> [[Int]] {
+            spec.moeLayers.map { l in
+                guard case .moe(let block) = model.layers[l].feedForward else { return [] }
+                return [block.router.outFeatures] + block.expertIDs
+            }
+        }
+        let before = shape(reading.model)
+        let blocks = try reading.readExperts(kept: kept, copy: true)
+        #expect(shape(reading.model) == before)
+        #expect(Set(blocks.keys) == Set(spec.moeLayers))
+
+        let installing = try ModelLoader.load(dir, options: LoadOptions(threads: 1, loadExperts: false))
+        try installing.loadExperts(kept: kept, copy: true)
+        for (l, block) in blocks { reading.model.setFeedForward(.moe(block), layer: l) }
+        #expect(shape(reading.model) == shape(installing.model))
+        let tokens = [3, 17, 4, 9, 1]
+        let read = try reading.model.forward(tokens, cache: reading.model.makeCache(), logits: .all)
+        let installed = try installing.model.forward(tokens, cache: installing.model.makeCache(), logits: .all)
+        #expect(read == installed)
     }
 }
