@@ -17,10 +17,9 @@ enum FastTopK {
         guard k > 0 else { return [] }
         // A whole ranking where k is a large part of the row; block thresholds in a long row (a
         // vocabulary); insertion for a short one (a router's experts: faster below ~256 values).
-        if k > 64 && k * 8 > count {
-            return Array(rankAll(values, count: count).prefix(k))
+        if count >= 512, k <= 64 || k * 8 <= count, let best = thresholdTopK(values, count: count, k: k) {
+            return best
         }
-        if count >= 512, let best = thresholdTopK(values, count: count, k: k) { return best }
         if k > 64 {
             return Array(rankAll(values, count: count).prefix(k))
         }
@@ -79,6 +78,11 @@ enum FastTopK {
         return ~ascending
     }
 
+    /// A key and its index in one item whose ascending order is ranking order (ties to the
+    /// lower index); the index is the low 32 bits.
+    @inline(__always)
+    static func rankItem(_ key: UInt32, index: Int) -> UInt64 { UInt64(key) << 32 | UInt64(index) }
+
     /// The `k` best of a long row in two vector passes and a sort of the few candidates, or nil
     /// for a row too short for `k` blocks, or where fewer than `k` blocks hold a finite number
     /// (the caller ranks those another way).
@@ -119,16 +123,14 @@ enum FastTopK {
                 var bits = laneBits(v .>= cut)  // NaN compares false
                 while bits != 0 {
                     let j = i + bits.trailingZeroBitCount
-                    keys.append(UInt64(rankKey(values[j])) << 32 | UInt64(j))
+                    keys.append(rankItem(rankKey(values[j]), index: j))
                     bits &= bits - 1
                 }
                 i += 16
             }
         }
         for b in 0..<blocks where maxima[b] >= t { collect(b * width, (b + 1) * width) }
-        for j in (blocks * width)..<count where values[j] >= t {
-            keys.append(UInt64(rankKey(values[j])) << 32 | UInt64(j))
-        }
+        for j in (blocks * width)..<count where values[j] >= t { keys.append(rankItem(rankKey(values[j]), index: j)) }
         keys.sort()
         return keys.prefix(k).map { Int($0 & 0xFFFF_FFFF) }
     }
@@ -206,7 +208,7 @@ enum FastTopK {
         for i in 0..<count {
             let v = values[i]
             let key = v.isNaN ? UInt32.max : rankKey(v)
-            items[i] = UInt64(key) << 32 | UInt64(i)
+            items[i] = rankItem(key, index: i)
             for pass in 0..<4 { counts[pass * 256 + Int((key >> UInt32(8 * pass)) & 0xFF)] += 1 }
         }
         var from = items, to = spare

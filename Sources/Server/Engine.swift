@@ -174,9 +174,6 @@ final class Engine: @unchecked Sendable {
         self.maxQueue = maxQueue
         self.metrics = metrics
         split = SplitChooser(mode: batchSplit, threads: model.pool.threadCount)
-        // Once: retrieval probes run beside the steps and read these layers, so no layer of the
-        // model is replaced while requests are served (each request runs through its own view).
-        residency.installBackbone()
         snapshotValue.budgetBytes = residency.budget
         snapshotValue.accountedBytes = residency.accountedBytes
         snapshotValue.peakAccountedBytes = residency.peakAccountedBytes

@@ -39,7 +39,8 @@ final class ExpertResidency {
     /// Storage bytes of each expert by layer, from the checkpoint's headers.
     let expertSizes: [Int: [Int]]
     /// Each MoE layer's block as the backbone load built it: full router, shared expert, no
-    /// routed expert. Installed for retrieval probes (which need the unpruned first router).
+    /// routed expert. They stay installed in the model for retrieval probes (which need the
+    /// unpruned first router); requests' views are cut from them.
     let backboneBlocks: [Int: MoEBlock]
 
     private var resident: [Key: Entry] = [:]
@@ -187,11 +188,4 @@ final class ExpertResidency {
         return blocks
     }
 
-    /// Installs the backbone's blocks (full routers, no routed expert) for retrieval probes,
-    /// before the first request. Requests never run on the installed blocks: each passes its
-    /// own view to the batched pass.
-    func installBackbone() {
-        for (l, block) in backboneBlocks { loaded.model.setFeedForward(.moe(block), layer: l) }
-    }
 }
-
